@@ -1,0 +1,137 @@
+"""Database URLs, engines and migrations (DESIGN §1)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine.url import URL
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from control_plane.errors import DatabaseUnavailable
+
+DEFAULT_SQLITE_FILE = "cplane.db"
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def resolve_url(url: str | None = None) -> URL:
+    """The SQLAlchemy URL to use: explicit, else DATABASE_URL, else ./cplane.db.
+
+    `postgresql://` and `postgres://` mean psycopg 3, whatever SQLAlchemy's default driver is.
+    """
+    raw = url or os.environ.get("DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_FILE}"
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://"):]
+    try:
+        parsed = make_url(raw)
+    except ArgumentError:
+        raise DatabaseUnavailable(f"invalid DATABASE_URL {redact(raw)!r}: not a database URL") from None
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise DatabaseUnavailable(
+            f"unsupported database scheme {parsed.drivername!r} in {redact(parsed)}: use postgresql:// or sqlite://"
+        )
+    return parsed
+
+
+def redact(url: URL | str) -> str:
+    if isinstance(url, str):
+        try:
+            url = make_url(url)
+        except ArgumentError:
+            return "<unparseable URL>"
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def make_engine(url: str | URL | None = None, **kwargs) -> Engine:
+    resolved = url if isinstance(url, URL) else resolve_url(url)
+    try:
+        if resolved.get_backend_name() == "sqlite":
+            engine = create_engine(resolved, **kwargs)
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            kwargs.setdefault("pool_pre_ping", True)
+            connect_args = kwargs.pop("connect_args", {})
+            connect_args.setdefault("connect_timeout", 5)
+            engine = create_engine(resolved, connect_args=connect_args, **kwargs)
+    except (NoSuchModuleError, ArgumentError) as exc:
+        raise DatabaseUnavailable(f"cannot use database {redact(resolved)}: {exc}") from None
+    return engine
+
+
+def check_connection(engine: Engine) -> None:
+    """Connect once, turning any failure into one line that names the URL without its password."""
+    try:
+        with engine.connect():
+            pass
+    except SQLAlchemyError as exc:
+        raise DatabaseUnavailable(f"cannot connect to {redact(engine.url)}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Migrate to head; returns (revision before, revision after). Running it twice changes nothing."""
+    from alembic import command
+
+    check_connection(engine)
+    before = current_revision(engine)
+    head = head_revision()
+    if before != head:
+        try:
+            command.upgrade(alembic_config(engine), "head")
+        except OperationalError as exc:
+            raise DatabaseUnavailable(f"migration failed on {redact(engine.url)}: {_first_line(exc)}") from None
+    return before, head
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Commands that need the schema migrate a fresh database first (DESIGN §3)."""
+    upgrade(engine)
+
+
+def table_names(engine: Engine) -> list[str]:
+    return inspect(engine).get_table_names()
