@@ -26,6 +26,8 @@ class ManagedObject(Base):
     table_name: Mapped[str] = mapped_column(String(100))
     row_id: Mapped[int]
     fingerprint: Mapped[str] = mapped_column(String(64))
+    # Remembered from the object's annotations so that removing it from config cannot bypass the guard.
+    prevent_destroy: Mapped[bool] = mapped_column(default=False)
     applied_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -11,8 +11,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Integer, Numeric, String, Table, Text, UniqueConstraint, func
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, Column, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.models.base import Base, Timestamps, int_pk
 
@@ -257,14 +257,6 @@ class NotificationConfig(Timestamps, Base):
     is_active: Mapped[bool] = mapped_column(default=True)
 
 
-role_permissions = Table(
-    "role_permissions",
-    Base.metadata,
-    Column("role_id", Integer, ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
-    Column("permission_id", Integer, ForeignKey("permissions.id", ondelete="CASCADE"), primary_key=True, index=True),
-)
-
-
 class Permission(Timestamps, Base):
     __tablename__ = "permissions"
     id: Mapped[int] = int_pk()
@@ -280,7 +272,17 @@ class Role(Timestamps, Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     rank: Mapped[int] = mapped_column(default=0)
-    permissions: Mapped[list[Permission]] = relationship(secondary=role_permissions)
+    is_active: Mapped[bool] = mapped_column(default=True)
+
+
+class RolePermission(Base):
+    """Link table; it has its own id so the controller can track each grant like any other row."""
+
+    __tablename__ = "role_permissions"
+    __table_args__ = (UniqueConstraint("role_id", "permission_id"),)
+    id: Mapped[int] = int_pk()
+    role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), index=True)
+    permission_id: Mapped[int] = mapped_column(ForeignKey("permissions.id", ondelete="CASCADE"), index=True)
 
 
 class AIIntegrationSettings(Timestamps, Base):

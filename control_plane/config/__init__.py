@@ -1,0 +1,1 @@
+"""Loading and locating config documents (DESIGN §2)."""

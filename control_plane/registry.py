@@ -1,0 +1,457 @@
+"""Every config kind, declared once.
+
+A `ConfigKind` says how a document maps to rows: its spec model, the table its object lives in,
+the column holding its name, the children nested in its spec, what it references and which fields
+are secret. A `RowKind` says how rows of one table are matched, compared and written: natural key
+columns, references to other row kinds, which rows of a mixed table are system rows, how to retire
+a row, and which user data points at it. Validation, JSON Schema, compare, apply, export and
+cleanup all read these declarations; none of them has a per-kind branch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from pydantic import BaseModel
+from sqlalchemy import Table
+
+from control_plane import catalog, models, specs
+
+# Spec fields whose column has another name, for every kind.
+COMMON_COLUMN_NAMES = {"display_name": "name", "active": "is_active", "internal": "is_internal", "public": "is_public"}
+
+
+@dataclass(frozen=True)
+class UserRef:
+    """User data pointing at a system row: blocks deletion (retire instead) and measures impact."""
+
+    table: str
+    column: str
+    label: str
+    # Extra SQL condition for the impact count, e.g. only active subscriptions.
+    where: str | None = None
+
+
+@dataclass(frozen=True)
+class RowKind:
+    name: str
+    model: type
+    key_columns: tuple[str, ...]
+    # FK column -> row kind whose natural key the desired state names it by.
+    refs: dict[str, str] = field(default_factory=dict)
+    # For mixed tables: the SQL condition selecting the system rows (the only rows cplane sees).
+    system_rows: str | None = None
+    secret_columns: tuple[str, ...] = ()
+    retire_column: str | None = "is_active"
+    user_refs: tuple[UserRef, ...] = ()
+    # Columns apply maintains itself (never compared): the prompt version.
+    version_column: str | None = None
+    versioned_columns: tuple[str, ...] = ()
+    history_model: type | None = None
+    parent: str | None = None
+
+    @property
+    def table(self) -> Table:
+        return self.model.__table__
+
+    @property
+    def table_name(self) -> str:
+        return self.model.__tablename__
+
+
+@dataclass(frozen=True)
+class Child:
+    """A list nested in a spec whose items are rows of their own table."""
+
+    field: str
+    row_kind: str
+    # Key of each item inside the parent: a field of the item, or None for a list of scalars.
+    key_field: str | None
+    # Column holding the item's key (or, for scalars, the scalar itself).
+    key_column: str
+    # Column -> which ancestor (0 = parent, 1 = grandparent...) its id comes from.
+    ancestor_columns: dict[str, int]
+    children: tuple[Child, ...] = ()
+    # Spec field -> column, for fields whose column has another name.
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SpecRef:
+    """A field naming another object: validated to exist; `each` when the field is a list."""
+
+    field: str
+    target_kind: str | None = None
+    catalog: tuple[str, ...] | None = None
+    catalog_name: str = ""
+    each: bool = False
+
+
+@dataclass(frozen=True)
+class ConfigKind:
+    kind: str
+    folder: str
+    spec: type[BaseModel]
+    summary: str
+    row_kind: str | None = None
+    key_column: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    children: tuple[Child, ...] = ()
+    spec_refs: tuple[SpecRef, ...] = ()
+    # Spec field -> column holding its encrypted value.
+    secrets: dict[str, str] = field(default_factory=dict)
+    # The whole catalog of this kind must be covered (e.g. every metered operation has a cost).
+    required_names: tuple[str, ...] = ()
+    allowed_names: tuple[str, ...] | None = None
+
+    @cached_property
+    def child_fields(self) -> frozenset[str]:
+        return frozenset(c.field for c in self.children)
+
+    def column_for(self, spec_field: str) -> str:
+        return self.columns.get(spec_field) or COMMON_COLUMN_NAMES.get(spec_field, spec_field)
+
+
+m = models
+
+ROW_KINDS: dict[str, RowKind] = {
+    rk.name: rk
+    for rk in [
+        RowKind(
+            "Plan",
+            m.Plan,
+            ("slug",),
+            user_refs=(
+                UserRef("accounts", "plan_id", "accounts on this plan"),
+                UserRef("subscriptions", "plan_id", "active subscriptions", "status IN ('active', 'trialing', 'past_due')"),
+            ),
+        ),
+        RowKind(
+            "CreditPackage",
+            m.CreditPackage,
+            ("slug",),
+            user_refs=(UserRef("credit_transactions", "credit_package_id", "purchases of this package"),),
+        ),
+        RowKind(
+            "PaymentMethod",
+            m.PaymentMethodConfig,
+            ("slug",),
+            secret_columns=("secret_key_encrypted", "webhook_secret_encrypted"),
+            user_refs=(
+                UserRef("account_payment_methods", "payment_method_config_id", "saved payment methods"),
+                UserRef("payments", "payment_method_config_id", "payments"),
+            ),
+        ),
+        RowKind("CreditCost", m.CreditCostConfig, ("operation",)),
+        RowKind("Industry", m.Industry, ("slug",), user_refs=(UserRef("sites", "industry_id", "sites in this industry"),)),
+        RowKind(
+            "IndustrySector",
+            m.IndustrySector,
+            ("industry_id", "slug"),
+            refs={"industry_id": "Industry"},
+            parent="Industry",
+            user_refs=(UserRef("sectors", "industry_sector_id", "site sectors"),),
+        ),
+        RowKind(
+            "SeedKeyword",
+            m.SeedKeyword,
+            ("sector_id", "keyword"),
+            refs={"industry_id": "Industry", "sector_id": "IndustrySector"},
+            system_rows="account_id IS NULL",
+            parent="IndustrySector",
+            user_refs=(UserRef("keywords", "seed_keyword_id", "keywords from this seed"),),
+        ),
+        RowKind(
+            "PublishingChannel",
+            m.PublishingChannel,
+            ("slug",),
+            user_refs=(
+                UserRef("site_integrations", "channel_id", "site integrations"),
+                UserRef("publishing_records", "channel_id", "publishing records"),
+            ),
+        ),
+        RowKind(
+            "Prompt",
+            m.GlobalAIPrompt,
+            ("prompt_type",),
+            version_column="version",
+            versioned_columns=("text", "variables"),
+            history_model=m.GlobalAIPromptVersion,
+            user_refs=(UserRef("ai_prompts", "global_prompt_id", "accounts that customized this prompt"),),
+        ),
+        RowKind(
+            "AuthorProfile",
+            m.GlobalAuthorProfile,
+            ("slug",),
+            user_refs=(UserRef("author_profiles", "cloned_from_id", "account clones"),),
+        ),
+        RowKind(
+            "Strategy",
+            m.GlobalStrategy,
+            ("slug",),
+            user_refs=(UserRef("strategies", "cloned_from_id", "account clones"),),
+        ),
+        RowKind(
+            "ContentType",
+            m.ContentTypeConfig,
+            ("slug",),
+            user_refs=(
+                UserRef("content", "content_type_id", "content items"),
+                UserRef("content_ideas", "content_type_id", "content ideas"),
+            ),
+        ),
+        RowKind("ContentTemplate", m.ContentTemplate, ("slug",), refs={"content_type_id": "ContentType"}),
+        RowKind(
+            "TaxonomyRule",
+            m.TaxonomyConfig,
+            ("slug",),
+            user_refs=(UserRef("content_taxonomies", "taxonomy_config_id", "site taxonomies"),),
+        ),
+        RowKind("NotificationTemplate", m.NotificationConfig, ("slug",)),
+        RowKind("Permission", m.Permission, ("codename",), retire_column=None),
+        RowKind("Role", m.Role, ("slug",), user_refs=(UserRef("users", "role_id", "users with this role"),)),
+        RowKind(
+            "RolePermission",
+            m.RolePermission,
+            ("role_id", "permission_id"),
+            refs={"role_id": "Role", "permission_id": "Permission"},
+            parent="Role",
+            retire_column=None,
+        ),
+        RowKind("SystemSetting", m.SystemSetting, ("key",), retire_column=None),
+        RowKind(
+            "IntegrationDefaults",
+            m.AIIntegrationSettings,
+            ("name",),
+            system_rows="account_id IS NULL",
+            secret_columns=("api_keys_encrypted",),
+        ),
+    ]
+}
+
+
+def _prompt_types_known() -> tuple[str, ...]:
+    return catalog.PROMPT_TYPES
+
+
+CONFIG_KINDS: dict[str, ConfigKind] = {
+    ck.kind: ck
+    for ck in [
+        ConfigKind(
+            "Plan",
+            "plans",
+            specs.PlanSpec,
+            "A subscription plan: prices, credit allowances, limits, modules and features.",
+            row_kind="Plan",
+            key_column="slug",
+            spec_refs=(
+                SpecRef("modules", catalog=catalog.MODULES, catalog_name="module", each=True),
+                SpecRef("features", catalog=catalog.FEATURES, catalog_name="feature", each=True),
+            ),
+        ),
+        ConfigKind(
+            "CreditPackage",
+            "credit-packages",
+            specs.CreditPackageSpec,
+            "A bundle of credits tenants can buy.",
+            row_kind="CreditPackage",
+            key_column="slug",
+            columns={"featured": "is_featured"},
+        ),
+        ConfigKind(
+            "PaymentMethod",
+            "payment-methods",
+            specs.PaymentMethodSpec,
+            "A payment provider configuration; keys by environment reference.",
+            row_kind="PaymentMethod",
+            key_column="slug",
+            secrets={"secret_key": "secret_key_encrypted", "webhook_secret": "webhook_secret_encrypted"},
+        ),
+        ConfigKind(
+            "CreditCost",
+            "credit-costs",
+            specs.CreditCostSpec,
+            "The credits one metered operation costs; the name is the operation.",
+            row_kind="CreditCost",
+            key_column="operation",
+            columns={"display_name": "display_name"},
+            required_names=tuple(catalog.METERED_OPERATIONS),
+            allowed_names=tuple(catalog.METERED_OPERATIONS),
+        ),
+        ConfigKind(
+            "Industry",
+            "industries",
+            specs.IndustrySpec,
+            "An industry of the taxonomy, with its sectors and their seed keywords nested.",
+            row_kind="Industry",
+            key_column="slug",
+            children=(
+                Child(
+                    "sectors",
+                    "IndustrySector",
+                    key_field="name",
+                    key_column="slug",
+                    ancestor_columns={"industry_id": 0},
+                    children=(
+                        Child(
+                            "seed_keywords",
+                            "SeedKeyword",
+                            key_field="keyword",
+                            key_column="keyword",
+                            ancestor_columns={"sector_id": 0, "industry_id": 1},
+                        ),
+                    ),
+                ),
+            ),
+        ),
+        ConfigKind(
+            "PublishingChannel",
+            "publishing-channels",
+            specs.PublishingChannelSpec,
+            "A channel content can be published to.",
+            row_kind="PublishingChannel",
+            key_column="slug",
+        ),
+        ConfigKind(
+            "Prompt",
+            "prompts",
+            specs.PromptSpec,
+            "A global AI prompt; the name is its prompt type. Accounts may customize it.",
+            row_kind="Prompt",
+            key_column="prompt_type",
+            required_names=catalog.PROMPT_TYPES,
+        ),
+        ConfigKind(
+            "AuthorProfile",
+            "author-profiles",
+            specs.AuthorProfileSpec,
+            "A global author persona accounts can clone.",
+            row_kind="AuthorProfile",
+            key_column="slug",
+        ),
+        ConfigKind(
+            "Strategy",
+            "strategies",
+            specs.StrategySpec,
+            "A global content strategy accounts can clone.",
+            row_kind="Strategy",
+            key_column="slug",
+            columns={"content_type": "content_type_slug"},
+            spec_refs=(SpecRef("content_type", "ContentType"), SpecRef("prompt_types", "Prompt", each=True)),
+        ),
+        ConfigKind(
+            "ContentType",
+            "content-types",
+            specs.ContentTypeSpec,
+            "A type of content the product writes.",
+            row_kind="ContentType",
+            key_column="slug",
+        ),
+        ConfigKind(
+            "ContentTemplate",
+            "content-templates",
+            specs.ContentTemplateSpec,
+            "A template for one content type.",
+            row_kind="ContentTemplate",
+            key_column="slug",
+            columns={"content_type": "content_type_id"},
+            spec_refs=(SpecRef("content_type", "ContentType"),),
+        ),
+        ConfigKind(
+            "TaxonomyRule",
+            "taxonomy-rules",
+            specs.TaxonomyRuleSpec,
+            "How categories and tags are derived and named.",
+            row_kind="TaxonomyRule",
+            key_column="slug",
+        ),
+        ConfigKind(
+            "NotificationTemplate",
+            "notification-templates",
+            specs.NotificationTemplateSpec,
+            "An email, in-app, webhook or Slack notification.",
+            row_kind="NotificationTemplate",
+            key_column="slug",
+        ),
+        ConfigKind(
+            "Role",
+            "roles",
+            specs.RoleSpec,
+            "A role with its permissions.",
+            row_kind="Role",
+            key_column="slug",
+            children=(
+                Child(
+                    "permissions",
+                    "RolePermission",
+                    key_field=None,
+                    key_column="permission_id",
+                    ancestor_columns={"role_id": 0},
+                ),
+            ),
+            spec_refs=(
+                SpecRef("permissions", catalog=tuple(catalog.PERMISSIONS), catalog_name="permission", each=True),
+            ),
+        ),
+        ConfigKind(
+            "SystemSetting",
+            "system-settings",
+            specs.SystemSettingSpec,
+            "A platform-wide setting; the name is its key.",
+            row_kind="SystemSetting",
+            key_column="key",
+        ),
+        ConfigKind(
+            "IntegrationDefaults",
+            "integrations",
+            specs.IntegrationDefaultsSpec,
+            "Global AI provider defaults; accounts on plans that allow it may override them.",
+            row_kind="IntegrationDefaults",
+            key_column="name",
+            secrets={"api_keys": "api_keys_encrypted"},
+        ),
+        ConfigKind(
+            "CleanupManifest",
+            "cleanup",
+            specs.CleanupManifestSpec,
+            "Classification of every table (system, user, mixed), retention rules and cleanup profiles.",
+        ),
+    ]
+}
+
+# Rows that come from the product's code rather than from a document.
+CATALOG_ROWS: dict[str, Callable[[], list[tuple[str, dict]]]] = {
+    "Permission": lambda: [
+        (code, {"codename": code, "name": title, "description": ""}) for code, title in catalog.PERMISSIONS.items()
+    ],
+}
+
+
+def apply_order() -> list[str]:
+    """Row kinds ordered so that everything a row references is written before it."""
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise RuntimeError(f"reference cycle through {name}")
+        visiting.add(name)
+        for target in ROW_KINDS[name].refs.values():
+            visit(target)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in ROW_KINDS:
+        visit(name)
+    return order
+
+
+def config_kind_for_row_kind(row_kind: str) -> ConfigKind | None:
+    for ck in CONFIG_KINDS.values():
+        if ck.row_kind == row_kind:
+            return ck
+    return None

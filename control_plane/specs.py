@@ -1,0 +1,331 @@
+"""The document format (DESIGN §2) and the spec of every config kind, as pydantic v2 models.
+
+Field names are snake_case in Python and camelCase in YAML (Kubernetes style). Unknown fields are
+errors everywhere (`extra="forbid"`): a typo must never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from control_plane.catalog import CREDIT_TYPES
+
+API_VERSION = "cplane/v1"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+# ISO 4217 codes in active use (the subset a payments platform can be asked to settle in).
+ISO_4217 = frozenset(
+    """AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN BWP BYN BZD
+    CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD FKP GBP GEL GHS GIP GMD GNF
+    GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP
+    LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB
+    PEN PGK PHP PKR PLN PYG QAR RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL
+    THB TJS TMT TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XOF XPF YER ZAR ZMW ZWL""".split()
+)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=False,
+        str_strip_whitespace=False,
+    )
+
+
+def _check_currency(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # the str type check reports it
+    if value not in ISO_4217:
+        raise PydanticCustomError("currency", "'{value}' is not an ISO 4217 currency code", {"value": value})
+    return value
+
+
+Currency = Annotated[str, BeforeValidator(_check_currency)]
+NonNegativeMoney = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
+
+
+def _refuse_literal_secret(value: Any) -> Any:
+    if not isinstance(value, dict):
+        # The value itself must never be echoed: it may be a real key pasted by mistake.
+        raise PydanticCustomError(
+            "literal_secret", "secret fields take a reference {fromEnv: VARIABLE}, never a literal value (value not shown)"
+        )
+    return value
+
+
+class SecretRef(Strict):
+    """A secret is named, never written: its value comes from the environment at plan/apply time."""
+
+    from_env: str = Field(pattern=ENV_VAR_PATTERN, max_length=200)
+
+
+Secret = Annotated[SecretRef, BeforeValidator(_refuse_literal_secret)]
+
+
+class Metadata(Strict):
+    name: Name
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Envelope(Strict):
+    """Every document, whatever its kind; `spec` is validated by the kind's own model."""
+
+    api_version: Literal["cplane/v1"]
+    kind: str
+    metadata: Metadata
+    spec: dict[str, Any]
+
+
+class Common(Strict):
+    display_name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    active: bool = True
+
+
+# --- billing -------------------------------------------------------------------------------------
+
+
+class PlanSpec(Common):
+    price_monthly: NonNegativeMoney
+    price_yearly: NonNegativeMoney
+    currency: Currency = "USD"
+    monthly_credits: NonNegativeInt = 0
+    idea_credits: NonNegativeInt = 0
+    content_credits: NonNegativeInt = 0
+    image_credits: NonNegativeInt = 0
+    optimization_credits: NonNegativeInt = 0
+    max_sites: NonNegativeInt = 1
+    max_users: NonNegativeInt = 1
+    max_keywords: NonNegativeInt = 0
+    modules: list[str] = Field(default_factory=list)
+    features: list[str] = Field(default_factory=list)
+    allow_own_ai_keys: bool = False
+    sort_order: int = 0
+    internal: bool = False
+
+
+class CreditPackageSpec(Common):
+    credits: Annotated[int, Field(ge=1, strict=True)]
+    bonus_credits: NonNegativeInt = 0
+    price: NonNegativeMoney
+    currency: Currency = "USD"
+    featured: bool = False
+    sort_order: int = 0
+
+
+class PaymentMethodSpec(Common):
+    provider: Literal["stripe", "paypal", "bank_transfer", "manual"]
+    currencies: list[Currency] = Field(default_factory=list)
+    countries: list[Annotated[str, Field(pattern=r"^[A-Z]{2}$")]] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    publishable_key: str | None = None
+    secret_key: Secret | None = None
+    webhook_secret: Secret | None = None
+    sort_order: int = 0
+
+
+class CreditCostSpec(Common):
+    credits: NonNegativeInt
+    unit: str = "request"
+    credit_type: Literal[CREDIT_TYPES] = "general"  # type: ignore[valid-type]
+
+
+# --- taxonomy ------------------------------------------------------------------------------------
+
+
+class SeedKeywordSpec(Strict):
+    keyword: str = Field(min_length=1, max_length=255)
+    search_volume: NonNegativeInt | None = None
+    difficulty: Annotated[int, Field(ge=0, le=100, strict=True)] | None = None
+    cpc: NonNegativeMoney | None = None
+    intent: Literal["informational", "commercial", "transactional", "navigational"] = "informational"
+    active: bool = True
+
+
+class SectorSpec(Strict):
+    name: Name
+    display_name: str = Field(min_length=1, max_length=200)
+    description: str = ""
+    active: bool = True
+    seed_keywords: list[SeedKeywordSpec] = Field(default_factory=list)
+
+
+class IndustrySpec(Common):
+    sort_order: int = 0
+    sectors: list[SectorSpec] = Field(default_factory=list)
+
+
+# --- publishing and content ----------------------------------------------------------------------
+
+
+class PublishingChannelSpec(Common):
+    channel_type: Literal["wordpress", "ghost", "medium", "webflow", "shopify", "webhook", "custom"]
+    capabilities: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    sort_order: int = 0
+
+
+_VARIABLE = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})")
+
+
+def template_variables(text: str) -> set[str]:
+    """`{name}` placeholders in a template; `{{` and `}}` are literal braces."""
+    return set(_VARIABLE.findall(text))
+
+
+class PromptSpec(Common):
+    text: str = Field(min_length=1)
+    variables: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(default_factory=list)
+
+
+class AuthorProfileSpec(Common):
+    tone: str = Field(min_length=1, max_length=200)
+    writing_style: str = ""
+    target_audience: str = ""
+    vocabulary: str = ""
+    structure: dict[str, Any] = Field(default_factory=dict)
+    guidelines: list[str] = Field(default_factory=list)
+
+
+class StrategySection(Strict):
+    heading: str
+    guidance: str = ""
+    min_words: NonNegativeInt | None = None
+    max_words: NonNegativeInt | None = None
+    optional: bool = False
+
+
+class StrategySpec(Common):
+    content_type: Name | None = None
+    prompt_types: list[str] = Field(default_factory=list)
+    sections: list[StrategySection] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class ContentTypeSpec(Common):
+    min_words: NonNegativeInt = 0
+    max_words: NonNegativeInt = 0
+    default_structure: list[str] = Field(default_factory=list)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _word_range(self):
+        if self.max_words and self.max_words < self.min_words:
+            raise PydanticCustomError("word_range", "maxWords must be at least minWords")
+        return self
+
+
+class TemplateSection(Strict):
+    heading: str
+    instructions: str = ""
+
+
+class ContentTemplateSpec(Common):
+    content_type: Name
+    body: str = ""
+    sections: list[TemplateSection] = Field(default_factory=list)
+
+
+class TaxonomyRuleSpec(Common):
+    taxonomy_type: Literal["category", "tag", "custom"]
+    rules: dict[str, Any] = Field(default_factory=dict)
+
+
+class NotificationTemplateSpec(Common):
+    event: str = Field(min_length=1, max_length=100)
+    channel: Literal["email", "in_app", "webhook", "slack"]
+    subject: str = ""
+    body: str = Field(min_length=1)
+    variables: list[str] = Field(default_factory=list)
+
+
+class RoleSpec(Common):
+    rank: int = 0
+    permissions: list[str] = Field(default_factory=list)
+
+    @field_validator("permissions")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise PydanticCustomError("duplicate", "a permission is listed twice")
+        return value
+
+
+class SystemSettingSpec(Strict):
+    value: Any
+    description: str = ""
+    public: bool = False
+
+
+class IntegrationDefaultsSpec(Strict):
+    active: bool = True
+    text_provider: Literal["openai", "anthropic", "google", "mistral", "azure_openai"]
+    text_model: str = Field(min_length=1)
+    temperature: Annotated[Decimal, Field(ge=0, le=2, decimal_places=2)] = Decimal("0.7")
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 4000
+    image_provider: Literal["openai", "runware", "stability", "none"]
+    image_model: str = ""
+    image_size: str = "1024x1024"
+    image_quality: Literal["standard", "hd"] = "standard"
+    image_style: Literal["natural", "vivid"] = "natural"
+    providers: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    api_keys: dict[str, Secret] = Field(default_factory=dict)
+
+
+# --- cleanup manifest (config-only: read by `cplane cleanup`, never reconciled into a table) ------
+
+
+class TableClassification(Strict):
+    table: str
+    data_class: Literal["system", "user", "mixed"] = Field(alias="class")
+    system_rows: str | None = None
+    reason: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _mixed_needs_condition(self):
+        if self.data_class == "mixed" and not self.system_rows:
+            raise PydanticCustomError("mixed", "a mixed table needs systemRows, the condition that marks its system rows")
+        if self.data_class != "mixed" and self.system_rows:
+            raise PydanticCustomError("mixed", "systemRows applies only to mixed tables")
+        return self
+
+
+class RetentionRule(Strict):
+    name: Name
+    table: str
+    column: str
+    max_age_days: NonNegativeInt | None = None
+    expired: bool = False
+
+    @model_validator(mode="after")
+    def _age_or_expired(self):
+        if (self.max_age_days is None) == (not self.expired):
+            raise PydanticCustomError("retention", "a rule has exactly one of maxAgeDays or expired: true")
+        return self
+
+
+class CleanupProfile(Strict):
+    name: Name
+    description: str = ""
+    rules: list[str] = Field(default_factory=list)
+    classes: list[Literal["user", "mixed"]] = Field(default_factory=list)
+    allow_in_production: bool = False
+
+
+class CleanupManifestSpec(Strict):
+    tables: list[TableClassification]
+    retention: list[RetentionRule] = Field(default_factory=list)
+    profiles: list[CleanupProfile] = Field(default_factory=list)

@@ -1,0 +1,277 @@
+"""Desired state (from config) and live state (from the database), in one comparable shape.
+
+Both sides become `Row`s: a row kind, a natural key, and column values in which every reference to
+another system row is that row's natural key (never a database id). Secrets are plaintext in
+memory only. `canonical()` gives the form in which the two sides are compared and fingerprinted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+from sqlalchemy import Connection, select, text
+
+from control_plane.registry import CATALOG_ROWS, CONFIG_KINDS, ROW_KINDS, Child, RowKind, apply_order
+from control_plane.secrets import SecretBox
+from control_plane.validate import ConfigObject, ConfigSet
+
+EXCLUDED_COLUMNS = frozenset({"id", "created_at", "updated_at", "account_id"})
+
+
+def managed_columns(rk: RowKind) -> tuple[str, ...]:
+    """Columns cplane owns in a row kind's table: everything but ids, timestamps, tenancy and versions."""
+    return tuple(
+        c.name for c in rk.table.columns if c.name not in EXCLUDED_COLUMNS and c.name != rk.version_column
+    )
+
+
+@dataclass
+class Row:
+    kind: str
+    key: str
+    values: dict[str, Any]
+    # Column -> env var name (or {sub: env var}); desired rows only.
+    secret_refs: dict[str, Any] = field(default_factory=dict)
+    prevent_destroy: bool = False
+    # Live rows only.
+    id: int | None = None
+    version: int | None = None
+
+
+def natural_key(rk: RowKind, values: dict[str, Any]) -> str:
+    return "/".join(str(values[c]) for c in rk.key_columns)
+
+
+# --- canonical form -------------------------------------------------------------------------------
+
+
+def _canon(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value.normalize(), "f") if value == value.to_integral_value() or True else str(value)
+    if isinstance(value, float):
+        return format(Decimal(repr(value)).normalize(), "f") if value == value else "nan"
+    if isinstance(value, dict):
+        return {str(k): _canon(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_canon(v) for v in value]
+    return value
+
+
+def canonical(rk: RowKind, values: dict[str, Any], box: SecretBox) -> str:
+    """One string per row state: equal strings mean equal rows. Secrets enter only as an HMAC."""
+    out = {}
+    for column in managed_columns(rk):
+        value = values.get(column)
+        if column in rk.secret_columns:
+            value = _digest_secret(value, box)
+        out[column] = _canon(value)
+    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _digest_secret(value: Any, box: SecretBox) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: box.digest(v) if v is not None else None for k, v in sorted(value.items())}
+    return box.digest(value)
+
+
+def fingerprint(canonical_form: str) -> str:
+    return hashlib.sha256(canonical_form.encode()).hexdigest()
+
+
+# --- desired state ----------------------------------------------------------------------------------
+
+
+@dataclass
+class SecretProblem:
+    kind: str
+    name: str
+    field: str
+    variable: str
+
+
+@dataclass
+class DesiredState:
+    rows: dict[str, dict[str, Row]]
+    missing_secrets: list[SecretProblem]
+
+
+def _dump_fields(model: BaseModel, skip: set[str]) -> dict[str, Any]:
+    return {name: _plain(getattr(model, name)) for name in type(model).model_fields if name not in skip}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="python")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _secret_ref(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: v.from_env for k, v in value.items()}
+    return value.from_env
+
+
+def build_desired(config: ConfigSet, environ: dict[str, str] | None = None) -> DesiredState:
+    """Flatten validated objects (and nested children) into rows; resolve secrets from `environ`."""
+    environ = os.environ if environ is None else environ
+    rows: dict[str, dict[str, Row]] = defaultdict(dict)
+    missing: list[SecretProblem] = []
+
+    for kind, objects in config.objects.items():
+        ck = CONFIG_KINDS[kind]
+        if ck.row_kind is None:
+            continue
+        rk = ROW_KINDS[ck.row_kind]
+        for name, obj in objects.items():
+            skip = set(ck.child_fields) | set(ck.secrets)
+            values = {ck.column_for(f): v for f, v in _dump_fields(obj.spec, skip).items()}
+            values[ck.key_column] = name
+            secret_refs = {}
+            for spec_field, column in ck.secrets.items():
+                ref = _secret_ref(getattr(obj.spec, spec_field))
+                secret_refs[column] = ref
+                values[column] = _resolve(ref, environ, obj, spec_field, missing)
+            row = Row(rk.name, natural_key(rk, values), values, secret_refs, obj.prevent_destroy)
+            rows[rk.name][row.key] = row
+            _flatten_children(obj, ck.children, obj.spec, [row.key], rows)
+
+    for kind, produce in CATALOG_ROWS.items():
+        rk = ROW_KINDS[kind]
+        for _key, values in produce():
+            row = Row(kind, natural_key(rk, values), values)
+            rows[kind][row.key] = row
+    return DesiredState(dict(rows), missing)
+
+
+def _resolve(ref: Any, environ, obj: ConfigObject, spec_field: str, missing: list[SecretProblem]) -> Any:
+    if ref is None:
+        return None
+    if isinstance(ref, dict):
+        resolved = {}
+        for sub, var in ref.items():
+            if var in environ:
+                resolved[sub] = environ[var]
+            else:
+                missing.append(SecretProblem(obj.kind, obj.name, f"{spec_field}.{sub}", var))
+        return resolved
+    if ref in environ:
+        return environ[ref]
+    missing.append(SecretProblem(obj.kind, obj.name, spec_field, ref))
+    return None
+
+
+def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], rows) -> None:
+    for child in children:
+        rk = ROW_KINDS[child.row_kind]
+        for item in getattr(spec, child.field):
+            if child.key_field is None:
+                values = {child.key_column: item}
+            else:
+                own_children = {c.field for c in child.children}
+                values = {
+                    child.columns.get(f) or _common(f): v
+                    for f, v in _dump_fields(item, own_children | {child.key_field}).items()
+                }
+                values[child.key_column] = getattr(item, child.key_field)
+            for column, depth in child.ancestor_columns.items():
+                values[column] = ancestors[-1 - depth]
+            row = Row(rk.name, natural_key(rk, values), values, prevent_destroy=False)
+            rows[rk.name][row.key] = row
+            if child.children:
+                _flatten_children(obj, child.children, item, [*ancestors, row.key], rows)
+
+
+def _common(spec_field: str) -> str:
+    from control_plane.registry import COMMON_COLUMN_NAMES
+
+    return COMMON_COLUMN_NAMES.get(spec_field, spec_field)
+
+
+# --- live state ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ManagedRecord:
+    id: int
+    row_id: int
+    fingerprint: str
+    prevent_destroy: bool
+
+
+@dataclass
+class LiveState:
+    rows: dict[str, dict[str, Row]]
+    managed: dict[str, dict[str, ManagedRecord]]
+    ids: dict[str, dict[str, int]]
+
+
+def read_live(conn: Connection, box: SecretBox, kinds: list[str] | None = None) -> LiveState:
+    """Every system row of every row kind, one SELECT per table, references mapped to natural keys."""
+    from control_plane.models import ManagedObject
+
+    rows: dict[str, dict[str, Row]] = {}
+    ids: dict[str, dict[str, int]] = {}
+    key_by_id: dict[str, dict[int, str]] = {}
+    for kind in apply_order():
+        rk = ROW_KINDS[kind]
+        columns = managed_columns(rk)
+        table = rk.table
+        selected = [table.c.id, *(table.c[c] for c in columns)]
+        if rk.version_column:
+            selected.append(table.c[rk.version_column])
+        stmt = select(*selected)
+        if rk.system_rows:
+            stmt = stmt.where(text(rk.system_rows))
+        kind_rows: dict[str, Row] = {}
+        kind_ids: dict[str, int] = {}
+        for record in conn.execute(stmt):
+            values = dict(zip(columns, record[1 : 1 + len(columns)], strict=True))
+            for column, target in rk.refs.items():
+                if values[column] is not None:
+                    values[column] = key_by_id[target].get(values[column], f"#{values[column]}")
+            for column in rk.secret_columns:
+                values[column] = _decrypt(values[column], box)
+            key = natural_key(rk, values)
+            kind_rows[key] = Row(kind, key, values, id=record[0],
+                                 version=record[-1] if rk.version_column else None)
+            kind_ids[key] = record[0]
+        rows[kind] = kind_rows
+        ids[kind] = kind_ids
+        key_by_id[kind] = {v: k for k, v in kind_ids.items()}
+
+    managed: dict[str, dict[str, ManagedRecord]] = defaultdict(dict)
+    mo = ManagedObject.__table__
+    for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy)):
+        managed[r.kind][r.name] = ManagedRecord(r.id, r.row_id, r.fingerprint, r.prevent_destroy)
+    return LiveState(rows, dict(managed), ids)
+
+
+def _decrypt(stored: Any, box: SecretBox) -> Any:
+    if stored is None:
+        return None
+    if isinstance(stored, dict):
+        return {k: box.decrypt(v) if v else None for k, v in stored.items()}
+    return box.decrypt(stored)
+
+
+def encrypt(value: Any, box: SecretBox) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: box.encrypt(v) for k, v in value.items() if v is not None}
+    return box.encrypt(value)

@@ -1,0 +1,187 @@
+"""The schema: migrations create exactly what the models describe, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Index, UniqueConstraint, Uuid, inspect, text
+
+from control_plane import db
+from control_plane.models import metadata
+from control_plane.models import system as system_models
+from control_plane.models.user import USER_TABLES
+
+
+def _live_tables(engine) -> set[str]:
+    return set(inspect(engine).get_table_names()) - {"alembic_version"}
+
+
+def test_upgrade_creates_every_table_and_is_idempotent(db_url, engine_for):
+    engine = engine_for(db_url)
+    before, head = db.upgrade(engine)
+    assert before is None
+    assert head == "0001_initial"
+    assert db.current_revision(engine) == head
+    tables = _live_tables(engine)
+    assert set(metadata.tables) - tables == set(), "tables missing after upgrade"
+    assert tables - set(metadata.tables) == set(), "tables the models do not know"
+
+    again_before, again_head = db.upgrade(engine)
+    assert (again_before, again_head) == (head, head)
+    assert _live_tables(engine) == tables
+    assert db.current_revision(engine) == head
+
+
+def test_models_and_migrations_agree(migrated_engine):
+    """What `alembic check` does: autogenerate against the migrated database finds nothing to do."""
+    with migrated_engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "target_metadata": metadata})
+        diff = compare_metadata(ctx, metadata)
+    assert diff == [], "models and migrations differ:\n" + "\n".join(map(repr, diff))
+
+
+def test_alembic_check_command(migrated_engine):
+    # Goes through control_plane/migrations/env.py, as `alembic check` would.
+    command.check(db.alembic_config(migrated_engine))
+
+
+def test_downgrade_then_upgrade(db_url, engine_for):
+    engine = engine_for(db_url)
+    db.upgrade(engine)
+    cfg = db.alembic_config(engine)
+    command.downgrade(cfg, "base")
+    assert _live_tables(engine) == set()
+    command.upgrade(cfg, "head")
+    assert set(metadata.tables) <= _live_tables(engine)
+
+
+def test_partial_unique_indexes_are_partial(migrated_engine):
+    """System seeds are unique per sector; accounts may hold their own copies of the same keyword."""
+    with migrated_engine.begin() as conn:
+        conn.execute(text("INSERT INTO industries (slug, name, description, sort_order, is_active) "
+                          "VALUES ('health', 'Health', '', 0, true)"))
+        industry = conn.execute(text("SELECT id FROM industries")).scalar_one()
+        conn.execute(text("INSERT INTO industry_sectors (industry_id, slug, name, description, is_active) "
+                          "VALUES (:i, 'cardio', 'Cardio', '', true)"), {"i": industry})
+        sector = conn.execute(text("SELECT id FROM industry_sectors")).scalar_one()
+        insert_seed = text(
+            "INSERT INTO seed_keywords (account_id, industry_id, sector_id, keyword, intent, is_active) "
+            "VALUES (:a, :i, :s, 'heart', 'informational', true)"
+        )
+        conn.execute(insert_seed, {"a": None, "i": industry, "s": sector})
+    names = {ix["name"] for ix in inspect(migrated_engine).get_indexes("seed_keywords")}
+    assert "uq_seed_keywords_system_sector_keyword" in names
+    with pytest.raises(Exception), migrated_engine.begin() as conn:  # noqa: B017 - IntegrityError, per driver
+        conn.execute(insert_seed, {"a": None, "i": industry, "s": sector})
+
+
+def _is_leading_indexed(table, column) -> bool:
+    """The column leads the primary key, a unique constraint or an index of its table."""
+    pk_cols = list(table.primary_key.columns)
+    if pk_cols and pk_cols[0] is column:
+        return True
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint) and list(constraint.columns)[0] is column:
+            return True
+    return any(isinstance(ix, Index) and list(ix.columns)[:1] == [column] for ix in table.indexes)
+
+
+def test_every_foreign_key_column_is_indexed_in_the_models():
+    offenders = sorted(
+        f"{table.name}.{col.name}"
+        for table in metadata.tables.values()
+        for fk in table.foreign_key_constraints
+        for col in list(fk.columns)[:1]
+        if not _is_leading_indexed(table, col)
+    )
+    assert offenders == [], f"foreign-key columns without an index: {offenders}"
+
+
+def test_user_foreign_key_columns_declare_index():
+    offenders = sorted(
+        f"{name}.{col.name}"
+        for name in USER_TABLES
+        for col in metadata.tables[name].columns
+        if col.foreign_keys and not col.index
+    )
+    assert offenders == [], f"user-table foreign-key columns without index=True: {offenders}"
+
+
+def test_every_foreign_key_column_is_indexed_in_postgresql(pg_engine):
+    """Introspect the live schema: each FK's first column must lead some index (PK and unique included)."""
+    query = text(
+        """
+        SELECT c.conrelid::regclass::text AS table_name, a.attname AS column_name, c.conname
+        FROM pg_constraint c
+        JOIN pg_namespace n ON n.oid = c.connamespace AND n.nspname = 'public'
+        JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
+        WHERE c.contype = 'f'
+          AND NOT EXISTS (
+            SELECT 1 FROM pg_index i
+            WHERE i.indrelid = c.conrelid AND i.indkey[0] = c.conkey[1]
+          )
+        ORDER BY 1, 2
+        """
+    )
+    with pg_engine.connect() as conn:
+        offenders = [f"{r.table_name}.{r.column_name} ({r.conname})" for r in conn.execute(query)]
+        fk_count = conn.execute(text("SELECT count(*) FROM pg_constraint WHERE contype = 'f'")).scalar_one()
+    assert fk_count > 50
+    assert offenders == [], f"foreign-key columns that lead no index: {offenders}"
+
+
+def test_accounts_users_cycle_exists_in_postgresql(pg_engine):
+    fks = inspect(pg_engine).get_foreign_keys("accounts")
+    owner = [fk for fk in fks if fk["constrained_columns"] == ["owner_id"]]
+    assert owner and owner[0]["referred_table"] == "users"
+    assert owner[0]["options"].get("ondelete") == "SET NULL"
+
+
+def _reaches_accounts(table_name: str, seen: frozenset[str] = frozenset()) -> bool:
+    if table_name == "accounts":
+        return True
+    table = metadata.tables[table_name]
+    for fk in table.foreign_key_constraints:
+        target = fk.referred_table.name
+        if target in USER_TABLES and target not in seen and fk.ondelete == "CASCADE":
+            if _reaches_accounts(target, seen | {table_name}):
+                return True
+    return False
+
+
+@pytest.mark.parametrize("table_name", USER_TABLES)
+def test_user_table_shape(table_name):
+    table = metadata.tables[table_name]
+    pk = list(table.primary_key.columns)
+    # Celery's and the admin log's own tables are not tenant-owned; everything else cascades from accounts.
+    standalone = {"task_results", "group_results", "admin_log_entries"}
+    if table_name not in standalone:
+        assert _reaches_accounts(table_name), f"{table_name} does not reach accounts through a CASCADE chain"
+    assert pk, table_name
+    assert isinstance(pk[0].type, Uuid), f"{table_name}: primary key is not a UUID"
+    for fk in table.foreign_key_constraints:
+        if fk.referred_table.name not in USER_TABLES:
+            # References to system data never cascade: the controller retires instead of deleting.
+            assert fk.ondelete in (None, "RESTRICT", "NO ACTION"), f"{table_name} -> {fk.referred_table.name}"
+
+
+def _system_tables():
+    seen = []
+    for obj in vars(system_models).values():
+        table = getattr(obj, "__table__", None)
+        if table is not None and obj.__module__ == system_models.__name__ and table not in seen:
+            seen.append(table)
+    return seen
+
+
+@pytest.mark.parametrize("table", _system_tables(), ids=lambda t: t.name)
+def test_system_table_has_unique_natural_key(table):
+    """Config names system rows by a natural key: some unique constraint or index other than the id."""
+    keys = [set(c.columns.keys()) for c in table.constraints if isinstance(c, UniqueConstraint)]
+    keys += [set(ix.columns.keys()) for ix in table.indexes if ix.unique]
+    keys += [{c.name} for c in table.columns if c.unique]
+    assert any(k and k != {"id"} for k in keys), f"{table.name} has no unique natural key"
+    # A system table is not tenant-keyed (mixed tables carry a nullable account_id, never in the key).
+    assert "account_id" not in table.primary_key.columns
