@@ -97,9 +97,8 @@ def alembic_config(engine: Engine):
 
 @lru_cache(maxsize=1)
 def head_revision() -> str:
-    from alembic.script import ScriptDirectory
-
     from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

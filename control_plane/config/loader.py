@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -359,7 +360,9 @@ def _one_line(message: str) -> str:
 def _diagnose(text: str, path: Path, exc: BaseException) -> list[LoadError]:
     rs_message = str(exc)
     try:
-        nodes = list(_ruamel().compose_all(text))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. ReusedAnchorWarning: legal YAML
+            nodes = list(_ruamel().compose_all(text))
     except MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
@@ -473,7 +476,11 @@ def _alias_overflow_position(text: str) -> tuple[int, int]:
     replayed = 0
     first_alias: tuple[int, int] | None = None
     try:
-        for event in _ruamel().parse(text):
+        events = list(_ruamel().parse(text))
+    except Exception:  # best effort
+        events = []
+    try:
+        for event in events:
             if isinstance(event, CollectionStartEvent):
                 stack.append([event.anchor, 1])
                 continue
@@ -540,7 +547,9 @@ def _parse_for_positions(file: Path) -> list[Any] | None:
         text = file.read_bytes().decode("utf-8-sig")
         yaml = _ruamel()
         yaml.allow_duplicate_keys = True  # the fast path already vouched for the file
-        return list(yaml.load_all(text))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return list(yaml.load_all(text))
     except Exception:  # positions are best effort, never an exception
         return None
 

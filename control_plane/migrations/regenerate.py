@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 
-REPO = "/work/main"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, REPO)
 VERS = os.path.join(REPO, "control_plane/migrations/versions")
 TARGET = os.path.join(VERS, "0001_initial.py")

@@ -1,0 +1,156 @@
+"""The reconcile loop: config + database → Plan → apply. What the CLI and other code call."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+
+from control_plane.apply import ApplyResult, execute
+from control_plane.db import check_connection, current_revision, ensure_schema, head_revision
+from control_plane.errors import ConfigInvalid, CplaneError
+from control_plane.plan import Plan, compare, reference_counts
+from control_plane.secrets import SecretBox, is_production
+from control_plane.state import build_desired, read_live
+from control_plane.validate import ConfigSet, load_config
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    config: ConfigSet
+
+
+def config_revision(config_dir: Path) -> str:
+    """The git commit of the config tree, `-dirty` when it has uncommitted edits; empty outside git."""
+    try:
+        head = subprocess.run(["git", "-C", str(config_dir), "rev-parse", "--short=12", "HEAD"],
+                              capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return ""
+        dirty = subprocess.run(["git", "-C", str(config_dir), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def config_digest(config: ConfigSet) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(set(config.files)):
+        digest.update(str(path.relative_to(config.root) if path.is_relative_to(config.root) else path).encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+    digest.update((config.environment or "").encode())
+    return digest.hexdigest()
+
+
+def load_valid_config(config_dir: Path, environment: str | None) -> ConfigSet:
+    config = load_config(config_dir, environment)
+    if not config.ok:
+        shown = "\n".join(i.format() for i in config.issues[:50])
+        more = f"\n... and {len(config.issues) - 50} more" if len(config.issues) > 50 else ""
+        raise ConfigInvalid(f"the config is invalid ({len(config.issues)} error(s)); nothing was planned:\n{shown}{more}")
+    return config
+
+
+def make_plan(
+    engine: Engine,
+    config_dir: Path,
+    *,
+    environment: str | None = None,
+    adopt: bool = False,
+    require_secrets: bool = False,
+    environ=None,
+) -> PlanResult:
+    environ = os.environ if environ is None else environ
+    config = load_valid_config(Path(config_dir), environment)
+    box = SecretBox(environment)
+    desired = build_desired(config, environ)
+    warnings = []
+    if desired.missing_secrets:
+        names = ", ".join(f"{p.variable} ({p.kind}/{p.name} {p.field})" for p in desired.missing_secrets)
+        if require_secrets or is_production(environment):
+            raise CplaneError(f"secret environment variables are not set: {names}; nothing was planned")
+        warnings.append(f"secret environment variables are not set, those secrets stay unset: {names}")
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        live = read_live(conn, box)
+        plan = compare(desired, live, box, adopt=adopt)
+        touched = {c.kind for c in plan.changes}
+        if touched:
+            # Only kinds with pending changes need their user references counted.
+            plan = compare(desired, live, box, adopt=adopt, reference_counts=reference_counts(conn, touched))
+    plan.environment = environment
+    plan.config_revision = config_revision(Path(config_dir))
+    plan.config_digest = config_digest(config)
+    plan.warnings = warnings + plan.warnings
+    return PlanResult(plan, config)
+
+
+def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
+               saved: bool = False, environ=None) -> ApplyResult:
+    ensure_schema(engine)
+    return execute(engine, plan, SecretBox(environment), actor=actor or default_actor(),
+                   environment=environment, saved=saved, environ=environ)
+
+
+def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
+                 adopt: bool = False, require_secrets: bool = False, environ=None) -> ApplyResult:
+    """Plan and apply in one go (what `cplane apply --auto-approve` does)."""
+    result = make_plan(engine, config_dir, environment=environment, adopt=adopt,
+                       require_secrets=require_secrets, environ=environ)
+    return apply_plan(engine, result.plan, environment=environment, actor=actor, environ=environ)
+
+
+def default_actor() -> str:
+    try:
+        return os.environ.get("CPLANE_ACTOR") or getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
+    from control_plane.models import ApplyRun
+    from control_plane.registry import ROW_KINDS
+
+    check_connection(engine)
+    revision = current_revision(engine)
+    info: dict = {
+        "database": engine.url.render_as_string(hide_password=True),
+        "reachable": True,
+        "schema_revision": revision,
+        "schema_head": head_revision(),
+    }
+    if revision != head_revision():
+        info["in_sync"] = False
+        info["problem"] = "schema is not at head; run `cplane db upgrade`"
+        return info
+    with engine.connect() as conn:
+        last = conn.execute(
+            select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(1)
+        ).mappings().first()
+        info["last_apply"] = None if last is None else {
+            "id": last["id"], "at": str(last["started_at"]), "actor": last["actor"],
+            "config_revision": last["config_revision"], "environment": last["environment"],
+        }
+        info["rows"] = {}
+        for kind, rk in ROW_KINDS.items():
+            stmt = select(func.count()).select_from(rk.table)
+            if rk.system_rows:
+                from sqlalchemy import text
+
+                stmt = stmt.where(text(rk.system_rows))
+            info["rows"][kind] = conn.execute(stmt).scalar_one()
+    plan = make_plan(engine, config_dir, environment=environment).plan
+    drift = sum(1 for c in plan.changes if c.cause == "drift")
+    info["pending"] = plan.summary
+    info["drift"] = drift
+    info["unmanaged"] = len(plan.unmanaged)
+    info["in_sync"] = not plan.changes
+    return info

@@ -1,0 +1,171 @@
+"""`cplane plan`, `apply`, `status`, `history` and the `reconcile` group (DESIGN §3, §4)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from control_plane.cli import Context, common_options, emit_json
+from control_plane.errors import CplaneError
+
+
+def _plan_options(func):
+    func = click.option("--adopt", is_flag=True, help="Take existing rows with the same natural key under management.")(func)
+    func = click.option("--require-secrets", is_flag=True, help="Fail when a referenced secret variable is unset.")(func)
+    return func
+
+
+@click.command("plan")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@_plan_options
+@common_options
+def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, adopt: bool, require_secrets: bool):
+    """Compute the changes that would make the database match the config."""
+    from control_plane.controller import make_plan
+    from control_plane.render import RENDERERS
+
+    result = make_plan(ctx.engine(), ctx.config_dir, environment=ctx.environment, adopt=adopt,
+                       require_secrets=require_secrets)
+    plan = result.plan
+    if fmt == "text":
+        click.echo(RENDERERS["text"](plan, colour=sys.stdout.isatty()))
+    else:
+        for warning in plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(RENDERERS[fmt](plan))
+    if out:
+        Path(out).write_text(plan.to_json())
+        click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
+    if plan.errors:
+        raise CplaneError("; ".join(plan.errors))
+    sys.exit(2 if detailed_exitcode and plan.has_changes else 0)
+
+
+@click.command("apply")
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False))
+@click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--actor", help="Who applies, for the audit record (default: OS user).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@_plan_options
+@common_options
+def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
+                  adopt: bool, require_secrets: bool):
+    """Apply a saved plan, or compute and apply a fresh one."""
+    from control_plane.controller import apply_plan, make_plan
+    from control_plane.plan import Plan
+    from control_plane.render import NO_CHANGES, render_text, summary_line
+
+    engine = ctx.engine()
+    if planfile:
+        try:
+            plan = Plan.from_dict(json.loads(Path(planfile).read_text()))
+        except FileNotFoundError:
+            raise CplaneError(f"plan file {planfile} does not exist") from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CplaneError(f"{planfile} is not a cplane plan: {exc}") from None
+        if (plan.environment or None) != (ctx.environment or None):
+            raise CplaneError(f"{planfile} was made for environment {plan.environment!r}, not {ctx.environment!r}")
+    else:
+        plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
+                         require_secrets=require_secrets).plan
+    if fmt == "text":
+        click.echo(render_text(plan, colour=sys.stdout.isatty()))
+    else:
+        for warning in plan.warnings:
+            click.echo(f"warning: {warning}", err=True)
+    if plan.errors:
+        raise CplaneError("; ".join(plan.errors))
+    if not plan.changes:
+        if fmt == "json":
+            emit_json({"applied": False, "summary": plan.summary, "message": NO_CHANGES})
+        return
+    if not auto_approve:
+        if not sys.stdin.isatty():
+            raise CplaneError("refusing to apply without confirmation: not a terminal; pass --auto-approve")
+        if not click.confirm("Apply these changes?", default=False):
+            raise CplaneError("apply cancelled")
+    result = apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile))
+    if fmt == "json":
+        emit_json({"applied": result.applied, "summary": result.summary, "rows_written": result.rows_written,
+                   "apply_run_id": result.apply_run_id})
+    else:
+        click.echo(f"Apply complete. {summary_line(plan)[len('Plan: '):]}")
+
+
+@click.command("status")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@common_options
+def status_command(ctx: Context, fmt: str):
+    """Database reachable, schema revision, last apply, drift and pending changes, row counts."""
+    from control_plane.controller import status
+
+    info = status(ctx.engine(), ctx.config_dir, ctx.environment)
+    if fmt == "json":
+        emit_json(info)
+    else:
+        click.echo(f"database:        {info['database']} (reachable)")
+        click.echo(f"schema revision: {info['schema_revision']} (head {info['schema_head']})")
+        if "problem" in info:
+            click.echo(f"problem:         {info['problem']}")
+        else:
+            last = info["last_apply"]
+            click.echo("last apply:      " + ("never" if not last else
+                       f"#{last['id']} at {last['at']} by {last['actor']} (config {last['config_revision'] or 'unknown'})"))
+            p = info["pending"]
+            click.echo(f"pending:         {p['create']} create, {p['update']} update, {p['delete']} delete, {p['retire']} retire")
+            click.echo(f"drift:           {info['drift']} row(s) edited outside cplane")
+            click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
+            click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
+            click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
+    sys.exit(0 if info.get("in_sync") else 2)
+
+
+@click.command("history")
+@click.option("--limit", default=20, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@common_options
+def history_command(ctx: Context, limit: int, fmt: str):
+    """Past applies: when, who, config revision, summary."""
+    from sqlalchemy import select
+
+    from control_plane.db import ensure_schema
+    from control_plane.models import ApplyRun
+
+    engine = ctx.engine()
+    ensure_schema(engine)
+    with engine.connect() as conn:
+        runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
+    entries = [
+        {"id": r["id"], "started_at": str(r["started_at"]), "actor": r["actor"], "environment": r["environment"],
+         "config_revision": r["config_revision"], "summary": r["summary"]}
+        for r in runs
+    ]
+    if fmt == "json":
+        emit_json(entries)
+        return
+    if not entries:
+        click.echo("No applies yet.")
+    for e in entries:
+        s = e["summary"]
+        click.echo(f"#{e['id']}  {e['started_at']}  {e['actor']}  env={e['environment'] or '-'}  "
+                   f"config={e['config_revision'] or 'unknown'}  +{s.get('create', 0)} ~{s.get('update', 0)} "
+                   f"-{s.get('delete', 0)} !{s.get('retire', 0)}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(plan_command, "plan")
+    main.add_command(apply_command, "apply")
+    main.add_command(status_command, "status")
+    main.add_command(history_command, "history")
+
+    @main.group("reconcile")
+    def reconcile():
+        """Plan and apply (aliases of `cplane plan` and `cplane apply`)."""
+
+    reconcile.add_command(plan_command, "plan")
+    reconcile.add_command(apply_command, "apply")

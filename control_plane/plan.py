@@ -1,0 +1,265 @@
+"""Plans: plain, serializable data, and how they are computed (compare).
+
+compare(desired, live) → Plan → render (render.py) or execute (apply.py). A Plan holds everything
+apply needs: the values to write (secrets only by reference), and the fingerprint of every live
+row it was computed from, so that a saved plan applied later can detect that the database moved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from control_plane.registry import ROW_KINDS, RowKind, apply_order
+from control_plane.secrets import SENSITIVE, SecretBox
+from control_plane.state import DesiredState, LiveState, Row, canonical, fingerprint, managed_columns
+
+FORMAT_VERSION = 1
+ACTIONS = ("create", "update", "delete", "retire")
+
+
+@dataclass
+class FieldChange:
+    field: str
+    before: Any
+    after: Any
+
+
+@dataclass
+class Change:
+    kind: str
+    name: str
+    action: str  # create | update | delete | retire | adopt
+    cause: str = "config"  # config | drift | adopt
+    fields: list[FieldChange] = field(default_factory=list)
+    # create/update/adopt: every managed column (references by natural key, secrets absent).
+    values: dict[str, Any] = field(default_factory=dict)
+    secret_refs: dict[str, Any] = field(default_factory=dict)
+    live_fingerprint: str | None = None
+    desired_fingerprint: str | None = None
+    prevent_destroy: bool = False
+    impact: dict[str, int] = field(default_factory=dict)
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    format_version: int = FORMAT_VERSION
+    created_at: str = ""
+    environment: str | None = None
+    config_revision: str = ""
+    config_digest: str = ""
+    adopt: bool = False
+    changes: list[Change] = field(default_factory=list)
+    unmanaged: list[dict[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> dict[str, int]:
+        counts = Counter("update" if c.action == "adopt" else c.action for c in self.changes)
+        return {action: counts.get(action, 0) for action in ACTIONS}
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["summary"] = self.summary
+        return _jsonable(data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"unsupported plan format_version {version!r}; this cplane reads {FORMAT_VERSION}")
+        changes = [
+            Change(**{**c, "fields": [FieldChange(**f) for f in c.get("fields", [])]}) for c in data["changes"]
+        ]
+        known = {k: data[k] for k in ("created_at", "environment", "config_revision", "config_digest", "adopt",
+                                      "unmanaged", "warnings", "errors") if k in data}
+        return cls(format_version=version, changes=changes, **known)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+# --- compare ------------------------------------------------------------------------------------
+
+
+def _display(rk: RowKind, column: str, value: Any) -> Any:
+    if column in rk.secret_columns:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return {k: SENSITIVE for k in sorted(value)}
+        return SENSITIVE
+    scale = getattr(rk.table.c[column].type, "scale", None)
+    if isinstance(value, (Decimal, float, int)) and not isinstance(value, bool) and scale:
+        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-scale)))
+    return _jsonable(value)
+
+
+def _field_changes(rk: RowKind, desired: Row, live: Row, box: SecretBox) -> list[FieldChange]:
+    changes = []
+    for column in managed_columns(rk):
+        a = canonical(rk, {column: desired.values.get(column)}, box)
+        b = canonical(rk, {column: live.values.get(column)}, box)
+        if a != b:
+            before, after = _display(rk, column, live.values.get(column)), _display(rk, column, desired.values.get(column))
+            if column in rk.secret_columns and before == after:
+                before, after = f"{SENSITIVE} (changed)", SENSITIVE
+            changes.append(FieldChange(column, before, after))
+    return changes
+
+
+def _plan_values(rk: RowKind, row: Row) -> dict[str, Any]:
+    return {c: _jsonable(v) for c, v in row.values.items() if c not in rk.secret_columns}
+
+
+def compare(
+    desired: DesiredState,
+    live: LiveState,
+    box: SecretBox,
+    *,
+    adopt: bool = False,
+    reference_counts: dict[str, dict[int, dict[str, int]]] | None = None,
+) -> Plan:
+    """The changes that make `live` match `desired`, ordered for apply (parents first, deletes last)."""
+    plan = Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), adopt=adopt)
+    refcounts = reference_counts or {}
+    writes: list[Change] = []
+    removals: list[Change] = []
+    order = apply_order()
+    for kind in order:
+        rk = ROW_KINDS[kind]
+        want = desired.rows.get(kind, {})
+        have = live.rows.get(kind, {})
+        managed = live.managed.get(kind, {})
+        kind_counts = refcounts.get(kind, {})
+        for key in sorted(want):
+            row = want[key]
+            current = have.get(key)
+            record = managed.get(key)
+            desired_canon = canonical(rk, row.values, box)
+            desired_fp = fingerprint(desired_canon)
+            if current is None:
+                writes.append(Change(kind, key, "create", values=_plan_values(rk, row), secret_refs=row.secret_refs,
+                                     desired_fingerprint=desired_fp, prevent_destroy=row.prevent_destroy))
+                continue
+            live_canon = canonical(rk, current.values, box)
+            live_fp = fingerprint(live_canon)
+            if record is None:
+                if adopt:
+                    writes.append(Change(kind, key, "adopt", cause="adopt",
+                                         fields=_field_changes(rk, row, current, box),
+                                         values=_plan_values(rk, row), secret_refs=row.secret_refs,
+                                         live_fingerprint=live_fp, desired_fingerprint=desired_fp,
+                                         prevent_destroy=row.prevent_destroy,
+                                         impact=_impact(kind_counts, current.id)))
+                else:
+                    plan.unmanaged.append({"kind": kind, "name": key, "reason": "exists but was not created by cplane (use --adopt)"})
+                continue
+            if desired_canon == live_canon and record.prevent_destroy == row.prevent_destroy:
+                continue
+            fields = _field_changes(rk, row, current, box)
+            if record.prevent_destroy != row.prevent_destroy:
+                fields.append(FieldChange("annotation cplane/prevent-destroy", record.prevent_destroy, row.prevent_destroy))
+            cause = "drift" if live_fp != record.fingerprint else "config"
+            writes.append(Change(kind, key, "update", cause=cause, fields=fields, values=_plan_values(rk, row),
+                                 secret_refs=row.secret_refs, live_fingerprint=live_fp, desired_fingerprint=desired_fp,
+                                 prevent_destroy=row.prevent_destroy, impact=_impact(kind_counts, current.id)))
+        for key in sorted(set(have) - set(want)):
+            current = have[key]
+            record = managed.get(key)
+            if record is None:
+                plan.unmanaged.append({"kind": kind, "name": key, "reason": "not in config and not managed by cplane"})
+                continue
+            impact = _impact(kind_counts, current.id)
+            referenced = _blocking(kind_counts, current.id)
+            live_fp = fingerprint(canonical(rk, current.values, box))
+            if referenced and rk.retire_column:
+                if current.values.get(rk.retire_column) is False:
+                    continue  # already retired; kept while user data references it
+                removals.append(Change(kind, key, "retire", live_fingerprint=live_fp, impact=impact,
+                                       prevent_destroy=record.prevent_destroy,
+                                       fields=[FieldChange(rk.retire_column, True, False)],
+                                       reason=f"referenced by {_describe(impact) or f'{referenced} user rows'}"))
+            else:
+                removals.append(Change(kind, key, "delete", live_fingerprint=live_fp, impact=impact,
+                                       prevent_destroy=record.prevent_destroy,
+                                       reason="removed from config"))
+    removals.sort(key=lambda c: -order.index(c.kind))
+    plan.changes = writes + removals
+    for change in removals:
+        if change.prevent_destroy:
+            plan.errors.append(
+                f"{change.kind}/{change.name} is annotated cplane/prevent-destroy: \"true\"; "
+                f"the plan would {change.action} it"
+            )
+    return plan
+
+
+BLOCKING = "_blocking"
+
+
+def _impact(counts: dict[int, dict[str, int]], row_id: int | None) -> dict[str, int]:
+    if row_id is None:
+        return {}
+    return {label: n for label, n in counts.get(row_id, {}).items() if n and label != BLOCKING}
+
+
+def _blocking(counts: dict[int, dict[str, int]], row_id: int | None) -> int:
+    return counts.get(row_id, {}).get(BLOCKING, 0) if row_id is not None else 0
+
+
+def _describe(impact: dict[str, int]) -> str:
+    return ", ".join(f"{n} {label}" for label, n in impact.items())
+
+
+def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[str, dict[int, dict[str, int]]]:
+    """User rows pointing at each system row, one GROUP BY per reference.
+
+    Per row id: {label: count} for the impact shown in plans, plus BLOCKING: every user row that
+    points at it whatever its state (what makes a delete impossible and a retire necessary).
+    """
+    from control_plane.models import metadata
+
+    result: dict[str, dict[int, dict[str, int]]] = {}
+    for kind, rk in ROW_KINDS.items():
+        if kinds is not None and kind not in kinds:
+            continue
+        per_row: dict[int, dict[str, int]] = {}
+        for ref in rk.user_refs:
+            table = metadata.tables[ref.table]
+            column = table.c[ref.column]
+            base = select(column, func.count()).where(column.is_not(None)).group_by(column)
+            for row_id, count in conn.execute(base):
+                counts = per_row.setdefault(row_id, {})
+                counts[BLOCKING] = counts.get(BLOCKING, 0) + count
+                if not ref.where:
+                    counts[ref.label] = count
+            if ref.where:
+                for row_id, count in conn.execute(base.where(text(ref.where))):
+                    per_row.setdefault(row_id, {})[ref.label] = count
+        result[kind] = per_row
+    return result
