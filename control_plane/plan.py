@@ -163,7 +163,10 @@ def compare(
             desired_canon = canonical(rk, row.values, box)
             desired_fp = fingerprint(desired_canon)
             if current is None:
-                writes.append(Change(kind, key, "create", values=_plan_values(rk, row), secret_refs=row.secret_refs,
+                secrets_set = [FieldChange(c, None, _display(rk, c, row.values[c]))
+                               for c in rk.secret_columns if row.values.get(c)]
+                writes.append(Change(kind, key, "create", fields=secrets_set,
+                                     values=_plan_values(rk, row), secret_refs=row.secret_refs,
                                      desired_fingerprint=desired_fp, prevent_destroy=row.prevent_destroy))
                 continue
             live_canon = canonical(rk, current.values, box)

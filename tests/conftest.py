@@ -115,3 +115,6 @@ def pg_engine(pg_url, engine_for):
     eng = engine_for(pg_url)
     upgrade(eng)
     return eng
+
+
+from controller_fixtures import config_tree  # noqa: E402,F401  (a copy of config/ the test may edit)

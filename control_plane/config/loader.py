@@ -21,6 +21,7 @@ round-trip loader does.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import threading
@@ -77,7 +78,9 @@ _SENTINEL_LINES = _SENTINEL.count("\n")
 # Characters outside YAML's printable set (c-printable); surrogates cannot survive UTF-8 decoding.
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
 _ASCII_OK = bytes(range(0x20, 0x7F)) + b"\t\n\r"
-_DOC_MARKER = re.compile(r"(---|\.\.\.)(?=[ \t\r]|$)")
+_DOC_MARKER = re.compile(r"(---|\.\.\.)(?=[ \t\r\n]|\Z)")
+_DOC_MARKER_AFTER_NEWLINE = re.compile(r"\n(---|\.\.\.)(?=[ \t\r\n]|\Z)")  # ~7x faster than ^ + re.M
+_CONTENT_LINE = re.compile(r"^(?!%)[ \t]*[^ \t\r\n#]", re.MULTILINE)
 _YAML_DIRECTIVE = re.compile(r"^%YAML[ \t]+(\S+)", re.MULTILINE)
 _RS_POSITION = re.compile(r"at line (\d+), column (\d+)")
 
@@ -273,26 +276,39 @@ def _doc_starts(text: str) -> list[int]:
     """1-based start line of every document in the stream, by scanning for markers.
 
     In YAML 1.2 a ``---``/``...`` at column 0 followed by a blank is always a marker (it may not
-    appear inside any scalar), so a line scan is exact for files the parser accepted.
+    appear inside any scalar), so a scan is exact for files the parser accepted. A document starts
+    at its ``---``; a bare document (at the top of the stream or after ``...``) at its first line
+    that is not blank, a comment or a directive.
     """
     starts: list[int] = []
-    in_doc = False
-    for number, line in enumerate(text.split("\n"), start=1):
-        marker = _DOC_MARKER.match(line)
-        if marker is not None:
-            if marker.group(1) == "---":
-                starts.append(number)
-                in_doc = True
-            else:
-                in_doc = False
-            continue
-        if in_doc:
-            continue
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#") or line.startswith("%"):
-            continue
-        starts.append(number)  # a bare document
-        in_doc = True
+    counted_to, line = 0, 1
+
+    def line_of(offset: int) -> int:
+        nonlocal counted_to, line
+        line += text.count("\n", counted_to, offset)
+        counted_to = offset
+        return line
+
+    open_doc = False
+    pos = 0  # where the text not yet examined starts (always a line start)
+    first = _DOC_MARKER.match(text)
+    markers = itertools.chain([first] if first else [], _DOC_MARKER_AFTER_NEWLINE.finditer(text))
+    for marker in markers:
+        if not open_doc:
+            bare = _CONTENT_LINE.search(text, pos, marker.start(1))
+            if bare is not None:
+                starts.append(line_of(bare.start()))
+        if marker.group(1) == "---":
+            starts.append(line_of(marker.start(1)))
+            open_doc = True
+        else:
+            open_doc = False
+        end = text.find("\n", marker.end())
+        pos = len(text) if end < 0 else end + 1
+    if not open_doc:
+        bare = _CONTENT_LINE.search(text, pos)
+        if bare is not None:
+            starts.append(line_of(bare.start()))
     return starts
 
 
@@ -512,13 +528,59 @@ def _alias_overflow_position(text: str) -> tuple[int, int]:
 # Positions of nodes in documents that loaded fine
 
 
+_UNSET: Any = object()
+
+
+class _FileTrees:
+    """One file's text and its ruamel round-trip trees, parsed document by document on demand.
+
+    Documents cannot share anchors, so a document is parsed from its own slice of the text: in a
+    10 MB taxonomy, locating an error in one industry costs that industry, not the whole file.
+    """
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.starts = _doc_starts(text)
+        self.docs: dict[int, tuple[Any, int]] = {}  # index -> (tree, line offset)
+        self.whole: Any = _UNSET  # every document, when slicing could not be trusted
+        self.lock = threading.Lock()
+
+    def tree(self, index: int, line: int) -> tuple[Any, int] | None:
+        with self.lock:
+            if index not in self.docs:
+                self.docs[index] = self._parse_one(index, line)
+            return self.docs[index]
+
+    def _parse_one(self, index: int, line: int) -> tuple[Any, int] | None:
+        if index < len(self.starts) and self.starts[index] == line:
+            begin = _offset_of_line(self.text, line)
+            stop = len(self.text)
+            if index + 1 < len(self.starts):
+                stop = _offset_of_line(self.text, self.starts[index + 1], begin, line)
+            trees = _parse_for_positions(self.text[begin:stop])
+            if trees is not None and len(trees) == 1:
+                return trees[0], line - 1
+        if self.whole is _UNSET:
+            self.whole = _parse_for_positions(self.text)
+        if self.whole is None or index >= len(self.whole):
+            return None
+        return self.whole[index], 0
+
+
+def _offset_of_line(text: str, line: int, offset: int = 0, at_line: int = 1) -> int:
+    """Character offset where 1-based ``line`` starts (counting from ``offset`` at ``at_line``)."""
+    for _ in range(line - at_line):
+        offset = text.index("\n", offset) + 1
+    return offset
+
+
 class _PositionCache:
     def __init__(self, size: int) -> None:
         self._size = size
-        self._data: OrderedDict[Path, tuple[tuple[int, int], list[Any] | None]] = OrderedDict()
+        self._data: OrderedDict[Path, tuple[tuple[int, int], _FileTrees | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, file: Path) -> list[Any] | None:
+    def get(self, file: Path) -> _FileTrees | None:
         try:
             stat = file.stat()
             stamp = (stat.st_mtime_ns, stat.st_size)
@@ -529,22 +591,24 @@ class _PositionCache:
             if hit is not None and hit[0] == stamp:
                 self._data.move_to_end(file)
                 return hit[1]
-        docs = _parse_for_positions(file)
+        try:
+            entry: _FileTrees | None = _FileTrees(file.read_bytes().decode("utf-8-sig"))
+        except (OSError, UnicodeDecodeError):
+            entry = None
         with self._lock:
-            self._data[file] = (stamp, docs)
+            self._data[file] = (stamp, entry)
             self._data.move_to_end(file)
             while len(self._data) > self._size:
                 self._data.popitem(last=False)
-        return docs
+        return entry
 
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
 
 
-def _parse_for_positions(file: Path) -> list[Any] | None:
+def _parse_for_positions(text: str) -> list[Any] | None:
     try:
-        text = file.read_bytes().decode("utf-8-sig")
         yaml = _ruamel()
         yaml.allow_duplicate_keys = True  # the fast path already vouched for the file
         with warnings.catch_warnings():
@@ -565,21 +629,22 @@ def locate(doc: Document, path: tuple[str | int, ...]) -> tuple[int, int]:
     """1-based (line, col) of the node at ``path`` inside ``doc``.
 
     A mapping entry points at its key; a list item at the item. When the path does not exist
-    (a missing field), the deepest node that does exist is returned. The file is parsed once
+    (a missing field), the deepest node that does exist is returned. The document is parsed once
     (ruamel round-trip, YAML 1.2) and cached; if it cannot be, the document start is returned.
     """
     fallback = (doc.line, 1)
-    docs = _positions.get(Path(doc.file))
-    if docs is None or doc.index >= len(docs):
+    entry = _positions.get(Path(doc.file))
+    found = entry.tree(doc.index, doc.line) if entry is not None else None
+    if found is None:
         return fallback
-    node = docs[doc.index]
+    node, offset = found
     pos = _own_position(node) or fallback
     for step in path:
         if isinstance(node, CommentedMap):
-            found = _map_step(node, step)
-            if found is None:
+            step_found = _map_step(node, step)
+            if step_found is None:
                 break
-            pos, node = found
+            pos, node = step_found
         elif isinstance(node, CommentedSeq) and isinstance(step, int) and not isinstance(step, bool):
             if not -len(node) <= step < len(node):
                 break
@@ -592,7 +657,9 @@ def locate(doc: Document, path: tuple[str | int, ...]) -> tuple[int, int]:
             node = node[index]
         else:
             break
-    return pos
+    if pos is fallback:
+        return pos
+    return pos[0] + offset, pos[1]
 
 
 def _own_position(node: Any) -> tuple[int, int] | None:
