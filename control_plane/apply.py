@@ -9,6 +9,7 @@ from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from control_plane.secrets import SecretBox
 from control_plane.state import (
     LiveState,
     canonical,
+    canonical_column,
     encrypt,
     fingerprint,
     managed_columns,
@@ -75,12 +77,19 @@ def apply_lock(conn: Connection):
         handle.close()
 
 
+@cache
+def _numeric_columns(rk: RowKind) -> tuple[str, ...]:
+    return tuple(c for c in managed_columns(rk) if isinstance(rk.table.c[c].type, Numeric))
+
+
 def _typed(rk: RowKind, values: dict[str, Any]) -> dict[str, Any]:
     """Plan values are JSON; give numeric columns their Decimal back."""
+    numeric = _numeric_columns(rk)
+    if not numeric:
+        return dict(values)
     out = dict(values)
-    for column in managed_columns(rk):
-        col = rk.table.c[column]
-        if isinstance(col.type, Numeric) and out.get(column) is not None and not isinstance(out[column], Decimal):
+    for column in numeric:
+        if out.get(column) is not None and not isinstance(out[column], Decimal):
             out[column] = Decimal(str(out[column]))
     return out
 
@@ -126,7 +135,7 @@ def execute(
                 "config_revision": plan.config_revision,
                 "config_digest": plan.config_digest,
                 "summary": plan.summary,
-                "plan": plan.to_dict(),
+                "plan": plan.to_dict(include_values=False),
                 "finished_at": None,
             },
         ).scalar_one()
@@ -152,9 +161,11 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
             moved.append(f"{label} (changed)")
         if change.action in ("create", "update", "adopt"):
             full = _typed(rk, change.values)
-            full.update(_resolve_secrets(change, environ))
-            if fingerprint(canonical(rk, full, box)) != change.desired_fingerprint:
-                moved.append(f"{label} (a secret it reads from the environment differs from when the plan was made)")
+            if change.secret_refs:
+                # Secrets are the only input not carried by the plan itself: they must still match.
+                full.update(_resolve_secrets(change, environ))
+                if fingerprint(canonical(rk, full, box)) != change.desired_fingerprint:
+                    moved.append(f"{label} (a secret it reads from the environment differs from when the plan was made)")
             values[(change.kind, change.name)] = full
     if moved:
         shown = ", ".join(moved[:20]) + (f" and {len(moved) - 20} more" if len(moved) > 20 else "")
@@ -197,7 +208,8 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
                 if rk.version_column:
                     before = current[c.name]
                     changed = any(
-                        canonical(rk, {col: before.values.get(col)}, box) != canonical(rk, {col: desired[(kind, c.name)].get(col)}, box)
+                        canonical_column(rk, col, before.values.get(col), box)
+                        != canonical_column(rk, col, desired[(kind, c.name)].get(col), box)
                         for col in rk.versioned_columns
                     )
                     row[rk.version_column] = (before.version or 1) + (1 if changed else 0)

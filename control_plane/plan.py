@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -18,7 +18,15 @@ from sqlalchemy import Connection, func, select, text
 
 from control_plane.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.secrets import SENSITIVE, SecretBox
-from control_plane.state import DesiredState, LiveState, Row, canonical, fingerprint, managed_columns
+from control_plane.state import (
+    DesiredState,
+    LiveState,
+    Row,
+    canonical,
+    canonical_column,
+    fingerprint,
+    managed_columns,
+)
 
 FORMAT_VERSION = 1
 ACTIONS = ("create", "update", "delete", "retire")
@@ -47,6 +55,24 @@ class Change:
     impact: dict[str, int] = field(default_factory=dict)
     reason: str = ""
 
+    def to_dict(self, include_values: bool = True) -> dict[str, Any]:
+        data = {
+            "kind": self.kind,
+            "name": self.name,
+            "action": self.action,
+            "cause": self.cause,
+            "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in self.fields],
+            "live_fingerprint": self.live_fingerprint,
+            "desired_fingerprint": self.desired_fingerprint,
+            "prevent_destroy": self.prevent_destroy,
+            "impact": self.impact,
+            "reason": self.reason,
+        }
+        if include_values:
+            data["values"] = self.values
+            data["secret_refs"] = self.secret_refs
+        return data
+
 
 @dataclass
 class Plan:
@@ -70,10 +96,21 @@ class Plan:
     def has_changes(self) -> bool:
         return bool(self.changes)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["summary"] = self.summary
-        return _jsonable(data)
+    def to_dict(self, include_values: bool = True) -> dict[str, Any]:
+        """JSON-ready. Without values, the compact form kept in the audit record."""
+        return {
+            "format_version": self.format_version,
+            "created_at": self.created_at,
+            "environment": self.environment,
+            "config_revision": self.config_revision,
+            "config_digest": self.config_digest,
+            "adopt": self.adopt,
+            "summary": self.summary,
+            "changes": [c.to_dict(include_values) for c in self.changes],
+            "unmanaged": self.unmanaged,
+            "warnings": self.warnings,
+            "errors": self.errors,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
@@ -92,6 +129,8 @@ class Plan:
 
 
 def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float)):
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, dict):
@@ -122,8 +161,8 @@ def _display(rk: RowKind, column: str, value: Any) -> Any:
 def _field_changes(rk: RowKind, desired: Row, live: Row, box: SecretBox) -> list[FieldChange]:
     changes = []
     for column in managed_columns(rk):
-        a = canonical(rk, {column: desired.values.get(column)}, box)
-        b = canonical(rk, {column: live.values.get(column)}, box)
+        a = canonical_column(rk, column, desired.values.get(column), box)
+        b = canonical_column(rk, column, live.values.get(column), box)
         if a != b:
             before, after = _display(rk, column, live.values.get(column)), _display(rk, column, desired.values.get(column))
             if column in rk.secret_columns and before == after:
@@ -161,35 +200,35 @@ def compare(
             current = have.get(key)
             record = managed.get(key)
             desired_canon = canonical(rk, row.values, box)
-            desired_fp = fingerprint(desired_canon)
             if current is None:
+                desired_fp = fingerprint(desired_canon)
                 secrets_set = [FieldChange(c, None, _display(rk, c, row.values[c]))
                                for c in rk.secret_columns if row.values.get(c)]
                 writes.append(Change(kind, key, "create", fields=secrets_set,
-                                     values=_plan_values(rk, row), secret_refs=row.secret_refs,
+                                     values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
                                      desired_fingerprint=desired_fp, prevent_destroy=row.prevent_destroy))
                 continue
             live_canon = canonical(rk, current.values, box)
-            live_fp = fingerprint(live_canon)
+            if desired_canon == live_canon and record is not None and record.prevent_destroy == row.prevent_destroy:
+                continue
+            live_fp, desired_fp = fingerprint(live_canon), fingerprint(desired_canon)
             if record is None:
                 if adopt:
                     writes.append(Change(kind, key, "adopt", cause="adopt",
                                          fields=_field_changes(rk, row, current, box),
-                                         values=_plan_values(rk, row), secret_refs=row.secret_refs,
+                                         values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
                                          live_fingerprint=live_fp, desired_fingerprint=desired_fp,
                                          prevent_destroy=row.prevent_destroy,
                                          impact=_impact(kind_counts, current.id)))
                 else:
                     plan.unmanaged.append({"kind": kind, "name": key, "reason": "exists but was not created by cplane (use --adopt)"})
                 continue
-            if desired_canon == live_canon and record.prevent_destroy == row.prevent_destroy:
-                continue
             fields = _field_changes(rk, row, current, box)
             if record.prevent_destroy != row.prevent_destroy:
                 fields.append(FieldChange("annotation cplane/prevent-destroy", record.prevent_destroy, row.prevent_destroy))
             cause = "drift" if live_fp != record.fingerprint else "config"
             writes.append(Change(kind, key, "update", cause=cause, fields=fields, values=_plan_values(rk, row),
-                                 secret_refs=row.secret_refs, live_fingerprint=live_fp, desired_fingerprint=desired_fp,
+                                 secret_refs=row.secret_refs or {}, live_fingerprint=live_fp, desired_fingerprint=desired_fp,
                                  prevent_destroy=row.prevent_destroy, impact=_impact(kind_counts, current.id)))
         for key in sorted(set(have) - set(want)):
             current = have[key]

@@ -34,7 +34,7 @@ class UserRef:
     where: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity-hashed: derived facts are cached per row kind
 class RowKind:
     name: str
     model: type
@@ -61,7 +61,7 @@ class RowKind:
         return self.model.__tablename__
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Child:
     """A list nested in a spec whose items are rows of their own table."""
 

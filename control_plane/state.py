@@ -11,20 +11,30 @@ import hashlib
 import json
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from functools import cache
+from typing import Any, Protocol
 
 from pydantic import BaseModel
 from sqlalchemy import Connection, select, text
 
-from control_plane.registry import CATALOG_ROWS, CONFIG_KINDS, ROW_KINDS, Child, RowKind, apply_order
+from control_plane.registry import (
+    CATALOG_ROWS,
+    COMMON_COLUMN_NAMES,
+    CONFIG_KINDS,
+    ROW_KINDS,
+    Child,
+    RowKind,
+    apply_order,
+)
 from control_plane.secrets import SecretBox
 from control_plane.validate import ConfigObject, ConfigSet
 
 EXCLUDED_COLUMNS = frozenset({"id", "created_at", "updated_at", "account_id"})
 
 
+@cache
 def managed_columns(rk: RowKind) -> tuple[str, ...]:
     """Columns cplane owns in a row kind's table: everything but ids, timestamps, tenancy and versions."""
     return tuple(
@@ -32,13 +42,13 @@ def managed_columns(rk: RowKind) -> tuple[str, ...]:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     kind: str
     key: str
     values: dict[str, Any]
     # Column -> env var name (or {sub: env var}); desired rows only.
-    secret_refs: dict[str, Any] = field(default_factory=dict)
+    secret_refs: dict[str, Any] | None = None
     prevent_destroy: bool = False
     # Live rows only.
     id: int | None = None
@@ -52,27 +62,35 @@ def natural_key(rk: RowKind, values: dict[str, Any]) -> str:
 # --- canonical form -------------------------------------------------------------------------------
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def _canon(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, Decimal):
-        return format(value.normalize(), "f") if value == value.to_integral_value() or True else str(value)
+        return format(value.normalize(), "f")
     if isinstance(value, float):
         return format(Decimal(repr(value)).normalize(), "f") if value == value else "nan"
     if isinstance(value, dict):
-        return {str(k): _canon(v) for k, v in value.items()}
+        return json.dumps({str(k): _canon(v) for k, v in value.items()}, sort_keys=True, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
-        return [_canon(v) for v in value]
-    return value
+        return json.dumps([_canon(v) for v in value], sort_keys=True, ensure_ascii=False)
+    return str(value)
 
 
-def canonical(rk: RowKind, values: dict[str, Any], box: SecretBox) -> str:
-    """One string per row state: equal strings mean equal rows. Secrets enter only as an HMAC."""
-    out = {}
-    for column in managed_columns(rk):
-        value = values.get(column)
-        if column in rk.secret_columns:
-            value = _digest_secret(value, box)
-        out[column] = _canon(value)
-    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+def canonical(rk: RowKind, values: dict[str, Any], box: SecretBox) -> tuple:
+    """One tuple per row state: equal tuples mean equal rows. Secrets enter only as an HMAC."""
+    secret = rk.secret_columns
+    if not secret:
+        return tuple([_canon(values.get(c)) for c in managed_columns(rk)])
+    return tuple(
+        [_canon(_digest_secret(values.get(c), box) if c in secret else values.get(c)) for c in managed_columns(rk)]
+    )
+
+
+def canonical_column(rk: RowKind, column: str, value: Any, box: SecretBox) -> Any:
+    return _canon(_digest_secret(value, box) if column in rk.secret_columns else value)
 
 
 def _digest_secret(value: Any, box: SecretBox) -> Any:
@@ -83,8 +101,8 @@ def _digest_secret(value: Any, box: SecretBox) -> Any:
     return box.digest(value)
 
 
-def fingerprint(canonical_form: str) -> str:
-    return hashlib.sha256(canonical_form.encode()).hexdigest()
+def fingerprint(canonical_form: tuple) -> str:
+    return hashlib.sha256(repr(canonical_form).encode()).hexdigest()
 
 
 # --- desired state ----------------------------------------------------------------------------------
@@ -104,11 +122,18 @@ class DesiredState:
     missing_secrets: list[SecretProblem]
 
 
-def _dump_fields(model: BaseModel, skip: set[str]) -> dict[str, Any]:
-    return {name: _plain(getattr(model, name)) for name in type(model).model_fields if name not in skip}
+@cache
+def _field_names(model_class: type[BaseModel], skip: frozenset[str]) -> tuple[str, ...]:
+    return tuple(name for name in model_class.model_fields if name not in skip)
+
+
+def _dump_fields(model: BaseModel, skip: frozenset[str]) -> dict[str, Any]:
+    return {name: _plain(getattr(model, name)) for name in _field_names(type(model), skip)}
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
     if isinstance(value, BaseModel):
         return value.model_dump(mode="python")
     if isinstance(value, list):
@@ -138,7 +163,7 @@ def build_desired(config: ConfigSet, environ: dict[str, str] | None = None) -> D
             continue
         rk = ROW_KINDS[ck.row_kind]
         for name, obj in objects.items():
-            skip = set(ck.child_fields) | set(ck.secrets)
+            skip = frozenset(ck.child_fields) | frozenset(ck.secrets)
             values = {ck.column_for(f): v for f, v in _dump_fields(obj.spec, skip).items()}
             values[ck.key_column] = name
             secret_refs = {}
@@ -178,15 +203,15 @@ def _resolve(ref: Any, environ, obj: ConfigObject, spec_field: str, missing: lis
 def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], rows) -> None:
     for child in children:
         rk = ROW_KINDS[child.row_kind]
+        skip = frozenset({c.field for c in child.children} | {child.key_field})
+        pairs = None
         for item in getattr(spec, child.field):
             if child.key_field is None:
                 values = {child.key_column: item}
             else:
-                own_children = {c.field for c in child.children}
-                values = {
-                    child.columns.get(f) or _common(f): v
-                    for f, v in _dump_fields(item, own_children | {child.key_field}).items()
-                }
+                if pairs is None:
+                    pairs = _child_columns(child, type(item), skip)
+                values = {column: _plain(getattr(item, f)) for f, column in pairs}
                 values[child.key_column] = getattr(item, child.key_field)
             for column, depth in child.ancestor_columns.items():
                 values[column] = ancestors[-1 - depth]
@@ -196,17 +221,19 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancesto
                 _flatten_children(obj, child.children, item, [*ancestors, row.key], rows)
 
 
-def _common(spec_field: str) -> str:
-    from control_plane.registry import COMMON_COLUMN_NAMES
-
-    return COMMON_COLUMN_NAMES.get(spec_field, spec_field)
+@cache
+def _child_columns(child: Child, item_class: type[BaseModel], skip: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (f, child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f)) for f in _field_names(item_class, skip)
+    )
 
 
 # --- live state ---------------------------------------------------------------------------------
 
 
-@dataclass
-class ManagedRecord:
+class ManagedRecord(Protocol):
+    """A row of cplane_managed_objects (the SQLAlchemy row itself, to avoid copying 100,000 of them)."""
+
     id: int
     row_id: int
     fingerprint: str
@@ -239,7 +266,7 @@ def read_live(conn: Connection, box: SecretBox, kinds: list[str] | None = None) 
             stmt = stmt.where(text(rk.system_rows))
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
-        for record in conn.execute(stmt):
+        for record in conn.execute(stmt).all():
             values = dict(zip(columns, record[1 : 1 + len(columns)], strict=True))
             for column, target in rk.refs.items():
                 if values[column] is not None:
@@ -256,8 +283,8 @@ def read_live(conn: Connection, box: SecretBox, kinds: list[str] | None = None) 
 
     managed: dict[str, dict[str, ManagedRecord]] = defaultdict(dict)
     mo = ManagedObject.__table__
-    for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy)):
-        managed[r.kind][r.name] = ManagedRecord(r.id, r.row_id, r.fingerprint, r.prevent_destroy)
+    for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy)).all():
+        managed[r.kind][r.name] = r
     return LiveState(rows, dict(managed), ids)
 
 

@@ -94,7 +94,9 @@ def test_anchors_and_aliases_are_resolved(tmp_path):
 
 def test_empty_and_comment_only_files(tmp_path):
     assert load_file(write(tmp_path, "empty.yaml", "")) == LoadResult([], [])
-    assert load_file(write(tmp_path, "comments.yaml", "# just a comment\n\n# another\n")) == LoadResult([], [])
+    assert load_file(write(tmp_path, "comments.yaml", "# just a comment\n\n# another\n")) == LoadResult(
+        [], []
+    )
     assert load_file(write(tmp_path, "sep.yaml", "---\n...\n")) == LoadResult([], [])
 
 
@@ -110,9 +112,20 @@ def test_bom_is_dropped(tmp_path):
 
 
 def test_yaml_12_scalars_on_fast_path(tmp_path):
-    path = write(tmp_path, "a.yaml", "a: yes\nb: on\nc: no\nd: off\ne: true\nf: 2024-01-01\ng: 017\nh: 0o17\n")
+    path = write(
+        tmp_path, "a.yaml", "a: yes\nb: on\nc: no\nd: off\ne: true\nf: 2024-01-01\ng: 017\nh: 0o17\n"
+    )
     data = load_file(path).documents[0].data
-    assert data == {"a": "yes", "b": "on", "c": "no", "d": "off", "e": True, "f": "2024-01-01", "g": 17, "h": 15}
+    assert data == {
+        "a": "yes",
+        "b": "on",
+        "c": "no",
+        "d": "off",
+        "e": True,
+        "f": "2024-01-01",
+        "g": 17,
+        "h": 15,
+    }
 
 
 def test_yaml_12_scalars_on_ruamel_path(tmp_path):
@@ -175,18 +188,16 @@ def test_unknown_alias(tmp_path):
 
 def test_error_position_falls_back_to_yaml_rs_message():
     err = loader._from_rs_message(
-        "a: 1\nb: c: d\n", Path("x.yaml"),
+        "a: 1\nb: c: d\n",
+        Path("x.yaml"),
         "YAML parse error at line 4, column 5\n  |\n4 | b: c: d\n  |     ^\nmapping values are not allowed",
     )
     assert (err.line, err.col) == (2, 5)  # the sentinel document's two lines are taken off
     assert err.message == "YAML syntax error: mapping values are not allowed"
 
 
-BILLION_LAUGHS = (
-    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
-    + "".join(
-        f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 9) + "]\n" for i in range(8)
-    )
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [" + ",".join(["*" + chr(97 + i)] * 9) + "]\n" for i in range(8)
 )
 
 
@@ -299,7 +310,7 @@ def test_locate_missing_path_returns_deepest_existing_node(tmp_path):
     assert locate(doc, ("nope",)) == (7, 1)
 
 
-def test_locate_parses_each_file_once(tmp_path, monkeypatch):
+def test_locate_parses_each_document_once(tmp_path, monkeypatch):
     loader.clear_locate_cache()
     calls = []
     real = loader._parse_for_positions
@@ -308,7 +319,25 @@ def test_locate_parses_each_file_once(tmp_path, monkeypatch):
     for _ in range(50):
         locate(docs[0], ("metadata", "name"))
         locate(docs[1], ("spec", "sectors", 0))
-    assert len(calls) == 1
+    assert len(calls) == 2  # one slice per document, never the whole file again
+    assert calls[1].startswith("---\n# the taxonomy\n")
+
+
+def test_locate_falls_back_to_whole_file_when_a_slice_does_not_parse(tmp_path):
+    path = write(
+        tmp_path,
+        "a.yaml",
+        "%TAG !e! tag:example.com,2024:\n---\na: 1\n...\n%TAG !e! tag:example.com,2024:\n---\nb: !e!x 1\nc:\n  d: 2\n",
+    )
+    docs = load_file(path).documents
+    assert [(d.index, d.line) for d in docs] == [(0, 2), (1, 6)]
+    assert locate(docs[1], ("c", "d")) == (9, 3)
+
+
+def test_locate_bare_document_after_end_marker(tmp_path):
+    docs = load_file(write(tmp_path, "a.yaml", "a: 1\n...\n# c\n\nb:\n  - x\n  - y\n")).documents
+    assert [(d.index, d.line) for d in docs] == [(0, 1), (1, 5)]
+    assert locate(docs[1], ("b", 1)) == (7, 5)
 
 
 def test_locate_with_anchors_aliases_and_merge_keys(tmp_path):

@@ -25,7 +25,15 @@ from sqlalchemy import select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from control_plane.cleanup.manifest import Manifest
-from control_plane.cleanup.planner import CleanupPlan, Schema, Step, bind_params, build_plan, quote_ident, reflect_schema
+from control_plane.cleanup.planner import (
+    CleanupPlan,
+    Schema,
+    Step,
+    bind_params,
+    build_plan,
+    quote_ident,
+    reflect_schema,
+)
 from control_plane.errors import CplaneError
 from control_plane.models.controller import CleanupRun
 
@@ -217,11 +225,15 @@ class _Batcher:
             span = max(1, int(self.batch_size / rows_per_page))
             where = "" if step.everything else f" AND ({step.predicate})"
             sql = f"DELETE FROM {qt} WHERE ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid){where}"
-            for start in range(0, pages, span):
+            start = 0
+            while start < pages:
                 n = self._run_batch(step, sql, {"lo": f"({start},0)", "hi": f"({start + span},0)"})
+                start += span
                 done += n
                 if n:
                     self._report(step, done)
+                if n > 2 * self.batch_size:  # stale statistics: more rows per block than estimated
+                    span = max(1, int(span * self.batch_size / n))
         # Rows written behind the walk (or moved by an update while it ran).
         sweep = (
             f"DELETE FROM {qt} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {qt} WHERE {step.predicate} "

@@ -217,9 +217,7 @@ def _yaml_files(root: Path, exclude_dirs: tuple[str, ...]) -> list[Path]:
         here = Path(dirpath)
         rel_dir = here.relative_to(root)
         dirnames[:] = [
-            d
-            for d in dirnames
-            if not d.startswith(".") and not (rel_dir == Path(".") and d in exclude_dirs)
+            d for d in dirnames if not d.startswith(".") and not (rel_dir == Path(".") and d in exclude_dirs)
         ]
         for name in filenames:
             if name.startswith(".") or not name.lower().endswith(YAML_SUFFIXES):
@@ -262,7 +260,9 @@ def _check_directives(text: str, path: Path) -> LoadError | None:
     for match in _YAML_DIRECTIVE.finditer(text):
         if match.group(1) != "1.2":
             line, col = _line_col(text, match.start())
-            return LoadError(path, line, col, f"unsupported YAML version {match.group(1)!r}: only YAML 1.2 is accepted")
+            return LoadError(
+                path, line, col, f"unsupported YAML version {match.group(1)!r}: only YAML 1.2 is accepted"
+            )
     return None
 
 
@@ -383,7 +383,9 @@ def _diagnose(text: str, path: Path, exc: BaseException) -> list[LoadError]:
         mark = err.problem_mark or err.context_mark
         problem = err.problem or err.context or "invalid YAML"
         if mark is not None:
-            return [LoadError(path, mark.line + 1, mark.column + 1, f"YAML syntax error: {_one_line(problem)}")]
+            return [
+                LoadError(path, mark.line + 1, mark.column + 1, f"YAML syntax error: {_one_line(problem)}")
+            ]
         return [_from_rs_message(text, path, rs_message)]
     except RecursionError:
         return [_from_rs_message(text, path, rs_message, default="YAML syntax error: nesting too deep")]
