@@ -90,10 +90,12 @@ def emit_json(data) -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @common_options
 def validate(ctx: Context, fmt: str):
-    """Parse and validate the whole config tree; report every error as FILE:LINE:COL: KIND/NAME: message."""
-    from control_plane.validate import load_config
+    """Parse and validate the whole config tree; report every error as FILE:LINE:COL: KIND/NAME: message.
 
-    config = load_config(ctx.config_dir, ctx.environment)
+    Without --env, the base config and every environment overlay are each validated."""
+    from control_plane.validate import validate_all
+
+    config = validate_all(ctx.config_dir, ctx.environment)
     if fmt == "json":
         emit_json({"valid": config.ok, "errors": [i.as_dict() for i in config.issues]})
     else:

@@ -27,9 +27,10 @@ from control_plane.registry import (
     Child,
     RowKind,
     apply_order,
+    config_kind_for_row_kind,
 )
 from control_plane.secrets import SecretBox
-from control_plane.validate import ConfigObject, ConfigSet
+from control_plane.validate import ConfigSet
 
 EXCLUDED_COLUMNS = frozenset({"id", "created_at", "updated_at", "account_id"})
 
@@ -151,26 +152,28 @@ def _secret_ref(value: Any) -> Any:
     return value.from_env
 
 
-def build_desired(config: ConfigSet, environ: dict[str, str] | None = None) -> DesiredState:
-    """Flatten validated objects (and nested children) into rows; resolve secrets from `environ`."""
-    environ = os.environ if environ is None else environ
-    rows: dict[str, dict[str, Row]] = defaultdict(dict)
-    missing: list[SecretProblem] = []
+def config_rows(config: ConfigSet) -> dict[str, dict[str, Row]]:
+    """Flatten validated objects (and nested children) into rows, secrets still unresolved.
 
+    Computed once per ConfigSet: validation (column limits) and planning both read it.
+    """
+    cached = getattr(config, "_rows", None)
+    if cached is not None:
+        return cached
+    rows: dict[str, dict[str, Row]] = defaultdict(dict)
     for kind, objects in config.objects.items():
         ck = CONFIG_KINDS[kind]
         if ck.row_kind is None:
             continue
         rk = ROW_KINDS[ck.row_kind]
+        skip = frozenset(ck.child_fields) | frozenset(ck.secrets)
         for name, obj in objects.items():
-            skip = frozenset(ck.child_fields) | frozenset(ck.secrets)
             values = {ck.column_for(f): v for f, v in _dump_fields(obj.spec, skip).items()}
             values[ck.key_column] = name
             secret_refs = {}
             for spec_field, column in ck.secrets.items():
-                ref = _secret_ref(getattr(obj.spec, spec_field))
-                secret_refs[column] = ref
-                values[column] = _resolve(ref, environ, obj, spec_field, missing)
+                secret_refs[column] = _secret_ref(getattr(obj.spec, spec_field))
+                values[column] = None
             row = Row(rk.name, natural_key(rk, values), values, secret_refs, obj.prevent_destroy)
             rows[rk.name][row.key] = row
             _flatten_children(obj, ck.children, obj.spec, [row.key], rows)
@@ -180,10 +183,29 @@ def build_desired(config: ConfigSet, environ: dict[str, str] | None = None) -> D
         for _key, values in produce():
             row = Row(kind, natural_key(rk, values), values)
             rows[kind][row.key] = row
-    return DesiredState(dict(rows), missing)
+    config._rows = dict(rows)
+    return config._rows
 
 
-def _resolve(ref: Any, environ, obj: ConfigObject, spec_field: str, missing: list[SecretProblem]) -> Any:
+def build_desired(config: ConfigSet, environ: dict[str, str] | None = None) -> DesiredState:
+    """The rows config asks for, with secrets resolved from `environ` (missing ones reported)."""
+    environ = os.environ if environ is None else environ
+    missing: list[SecretProblem] = []
+    rows = dict(config_rows(config))
+    for kind in list(rows):
+        with_secrets = [r for r in rows[kind].values() if r.secret_refs]
+        if not with_secrets:
+            continue
+        rows[kind] = dict(rows[kind])
+        for row in with_secrets:
+            values = dict(row.values)
+            for column, ref in row.secret_refs.items():
+                values[column] = _resolve(ref, environ, row, column, missing)
+            rows[kind][row.key] = Row(row.kind, row.key, values, row.secret_refs, row.prevent_destroy)
+    return DesiredState(rows, missing)
+
+
+def _resolve(ref: Any, environ, row: Row, column: str, missing: list[SecretProblem]) -> Any:
     if ref is None:
         return None
     if isinstance(ref, dict):
@@ -192,11 +214,11 @@ def _resolve(ref: Any, environ, obj: ConfigObject, spec_field: str, missing: lis
             if var in environ:
                 resolved[sub] = environ[var]
             else:
-                missing.append(SecretProblem(obj.kind, obj.name, f"{spec_field}.{sub}", var))
+                missing.append(SecretProblem(row.kind, row.key, f"{_secret_field(row.kind, column)}.{sub}", var))
         return resolved
     if ref in environ:
         return environ[ref]
-    missing.append(SecretProblem(obj.kind, obj.name, spec_field, ref))
+    missing.append(SecretProblem(row.kind, row.key, _secret_field(row.kind, column), ref))
     return None
 
 
@@ -219,6 +241,11 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancesto
             rows[rk.name][row.key] = row
             if child.children:
                 _flatten_children(obj, child.children, item, [*ancestors, row.key], rows)
+
+
+def _secret_field(row_kind: str, column: str) -> str:
+    ck = config_kind_for_row_kind(row_kind)
+    return next((f for f, c in ck.secrets.items() if c == column), column) if ck else column
 
 
 @cache

@@ -69,6 +69,12 @@ class ConfigSet:
     objects: dict[str, dict[str, ConfigObject]] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
+    # Rows flattened from the objects (state.config_rows), computed once.
+    _rows: dict | None = field(default=None, repr=False)
+    ok_so_far: bool = field(default=True, repr=False)
+    _loaded: object | None = field(default=None, repr=False)
+    # When derived from another ConfigSet: the objects this one validated itself (others were reused).
+    own_objects: set[tuple[str, str]] | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -166,8 +172,12 @@ def _overlay_files(root: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_config(root: Path | str, environment: str | None = None) -> ConfigSet:
-    """Parse and validate the tree, with `environment`'s overlay applied; every overlay is checked."""
+def load_config(root: Path | str, environment: str | None = None, reuse: ConfigSet | None = None) -> ConfigSet:
+    """Parse and validate the tree, with `environment`'s overlay applied; every overlay is checked.
+
+    `reuse`: an already validated ConfigSet of the same tree, whose parse and untouched objects are
+    taken as they are (validating every environment costs one full pass, not one per environment).
+    """
     root = Path(root)
     report = _Reporter(root)
     result = ConfigSet(root=root, environment=environment)
@@ -176,7 +186,8 @@ def load_config(root: Path | str, environment: str | None = None) -> ConfigSet:
         result.issues = report.issues
         return result
 
-    loaded = load_tree(root, exclude_dirs=(OVERLAY_DIR,))
+    loaded = reuse._loaded if reuse is not None and reuse._loaded is not None else load_tree(root, exclude_dirs=(OVERLAY_DIR,))
+    result._loaded = loaded
     result.files = sorted({d.file for d in loaded.documents} | {e.file for e in loaded.errors})
     for err in loaded.errors:
         report.raw(err.file, err.line, err.col, "document", "-", err.message)
@@ -249,9 +260,17 @@ def load_config(root: Path | str, environment: str | None = None) -> ConfigSet:
         key = (patch["kind"], patch["name"])
         patched[key] = patch["patch"] if key not in patched else merge_patch(patched[key], patch["patch"])
 
+    overlay_docs = {id(raw) for raw in overlay_objects}
+    if reuse is not None:
+        result.own_objects = set(patched) | {(r.env.kind, r.env.metadata.name) for r in overlay_objects}
     for raw in everything:
         kind, name = raw.env.kind, raw.env.metadata.name
         ck = CONFIG_KINDS[kind]
+        if reuse is not None and (kind, name) not in patched and id(raw) not in overlay_docs:
+            previous = reuse.of_kind(kind).get(name)
+            if previous is not None and previous.doc is raw.doc:
+                result.objects.setdefault(kind, {})[name] = previous
+                continue
         spec_data = raw.env.spec
         if (kind, name) in patched:
             spec_data = merge_patch(spec_data, patched[(kind, name)])
@@ -273,6 +292,7 @@ def load_config(root: Path | str, environment: str | None = None) -> ConfigSet:
         )
 
     for check in CROSS_CHECKS:
+        result.ok_so_far = not report.issues
         check(result, report)
     result.issues = sorted(set(report.issues), key=lambda i: (i.file, i.line, i.col, i.message))
     return result
@@ -307,11 +327,16 @@ def _check_names(config: ConfigSet, report: _Reporter) -> None:
                 report.raw(config.root, 1, 1, ck.kind, "*", message)
 
 
+def _own(config: ConfigSet, kind: str, name: str) -> bool:
+    return config.own_objects is None or (kind, name) in config.own_objects
+
+
 def _check_children(config: ConfigSet, report: _Reporter) -> None:
     for kind, objects in config.objects.items():
         ck = CONFIG_KINDS[kind]
         for name, obj in objects.items():
-            _walk_children(obj, ck.children, obj.spec, ("spec",), name, report)
+            if _own(config, kind, name):
+                _walk_children(obj, ck.children, obj.spec, ("spec",), name, report)
 
 
 def _walk_children(obj: ConfigObject, children, spec: BaseModel, path: tuple, prefix: str, report: _Reporter) -> None:
@@ -368,7 +393,59 @@ def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
                           f"declared variables not used in {field_name}: {', '.join(unused)}")
 
 
-CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables]
+def _check_column_limits(config: ConfigSet, report: _Reporter) -> None:
+    """Text longer than its column would fail at apply time on PostgreSQL; say so now, where it is."""
+    from sqlalchemy import String
+
+    from control_plane.registry import ROW_KINDS, config_kind_for_row_kind
+    from control_plane.state import config_rows, managed_columns
+
+    if not config.ok_so_far:
+        return
+    checked = config
+    if config.own_objects is not None:
+        checked = ConfigSet(config.root, config.environment, objects={})
+        for kind, name in config.own_objects:
+            if name in config.of_kind(kind):
+                checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
+    for kind, rows in config_rows(checked).items():
+        rk = ROW_KINDS[kind]
+        limits = [(c, rk.table.c[c].type.length) for c in managed_columns(rk)
+                  if isinstance(rk.table.c[c].type, String) and rk.table.c[c].type.length and c not in rk.refs]
+        if not limits:
+            continue
+        top = rk
+        while top.parent:
+            top = ROW_KINDS[top.parent]
+        ck = config_kind_for_row_kind(top.name)
+        for row in rows.values():
+            for column, length in limits:
+                value = row.values.get(column)
+                if isinstance(value, str) and len(value) > length:
+                    obj = config.of_kind(ck.kind).get(row.key.split("/")[0]) if ck else None
+                    where = f" ({kind} {row.key})" if rk is not top else ""
+                    message = f"{column} is {len(value)} characters; at most {length} fit{where}"
+                    if obj is not None:
+                        report.at(obj.doc, ("metadata", "name"), obj.kind, obj.name, message)
+
+
+CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_column_limits]
+
+
+def overlay_environments(root: Path | str) -> list[str]:
+    return [p.stem for p in _overlay_files(Path(root))]
+
+
+def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:
+    """With an environment, that environment; without, the base and every environment's desired state."""
+    base = load_config(root, environment)
+    if environment is not None:
+        return base
+    issues = set(base.issues)
+    for env in overlay_environments(root):
+        issues.update(load_config(root, env, reuse=base).issues)
+    base.issues = sorted(issues, key=lambda i: (i.file, i.line, i.col, i.message))
+    return base
 
 
 def config_kinds_in_order() -> list[ConfigKind]:

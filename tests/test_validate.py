@@ -285,3 +285,25 @@ def test_overlay_patches_change_the_desired_state(env):
         if n not in base.of_kind(k) or base.of_kind(k)[n].spec != o.spec
     ]
     assert differs, f"the {env} overlay changes nothing"
+
+
+def test_plain_validate_checks_every_environment_and_column_limits(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "config"
+    shutil.copytree(CONFIG, root)
+    staging = root / "environments" / "staging.yaml"
+    staging.write_text(
+        staging.read_text()
+        + "\n---\napiVersion: cplane/v1\nkind: CreditPackage\nmetadata:\n  name: staging-broken\nspec:\n"
+        "  displayName: Broken\n  credits: -5\n  price: 1\n"
+    )
+    (root / "author-profiles" / "long.yaml").write_text(
+        "apiVersion: cplane/v1\nkind: AuthorProfile\nmetadata:\n  name: long\nspec:\n  displayName: Long\n"
+        f"  tone: calm\n  vocabulary: {'x' * 300}\n"
+    )
+    result = run("validate", "--config", str(root))
+    assert result.exit_code == 1
+    assert "config/environments/staging.yaml:" in result.output and "CreditPackage/staging-broken" in result.output
+    assert "config/author-profiles/long.yaml:4:3: AuthorProfile/long: vocabulary is 300 characters; at most 100 fit" in result.output
