@@ -135,7 +135,7 @@ def execute(
                 "config_revision": plan.config_revision,
                 "config_digest": plan.config_digest,
                 "summary": plan.summary,
-                "plan": plan.to_dict(include_values=False),
+                "plan": plan.audit_dict(),
                 "finished_at": None,
             },
         ).scalar_one()
@@ -292,7 +292,7 @@ def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> 
     if rk.system_rows:
         stmt = stmt.where(text(rk.system_rows))
     result = {}
-    for record in conn.execute(stmt):
+    for record in conn.execute(stmt).all():
         values = dict(zip(rk.key_columns, record[1:], strict=True))
         for column, target in rk.refs.items():
             if column in values and values[column] is not None:

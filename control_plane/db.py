@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -112,6 +113,24 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+MIGRATION_LOCK_ID = 0x63706C616E6D  # "cplanm": one migration at a time per PostgreSQL database
+
+
+@contextmanager
+def _migration_lock(engine: Engine):
+    """PostgreSQL: a session advisory lock, so that processes migrating the same fresh database at
+    once (several `cplane apply` started together) wait for each other instead of racing on CREATE."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+
+
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Migrate to head; returns (revision before, revision after). Running it twice changes nothing."""
     from alembic import command
@@ -120,10 +139,13 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     before = current_revision(engine)
     head = head_revision()
     if before != head:
-        try:
-            command.upgrade(alembic_config(engine), "head")
-        except OperationalError as exc:
-            raise DatabaseUnavailable(f"migration failed on {redact(engine.url)}: {_first_line(exc)}") from None
+        with _migration_lock(engine):
+            before = current_revision(engine)  # another process may have migrated while this one waited
+            if before != head:
+                try:
+                    command.upgrade(alembic_config(engine), "head")
+                except OperationalError as exc:
+                    raise DatabaseUnavailable(f"migration failed on {redact(engine.url)}: {_first_line(exc)}") from None
     return before, head
 
 

@@ -112,6 +112,21 @@ class Plan:
             "errors": self.errors,
         }
 
+    def audit_dict(self) -> dict[str, Any]:
+        """The plan as kept in the audit record: every change, without the values it wrote
+        (the config revision has them); plain creates are listed by name to keep large plans small."""
+        data = self.to_dict(include_values=False)
+        created: dict[str, list[str]] = {}
+        kept = []
+        for change, entry in zip(self.changes, data["changes"], strict=True):
+            if change.action == "create" and not change.fields:
+                created.setdefault(change.kind, []).append(change.name)
+            else:
+                kept.append(entry)
+        data["changes"] = kept
+        data["created"] = created
+        return data
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
 

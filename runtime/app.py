@@ -1,0 +1,64 @@
+"""The tenant API application (DESIGN §5)."""
+
+from __future__ import annotations
+
+import os
+
+from fastapi import FastAPI
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from control_plane import __version__
+from runtime import errors
+from runtime.middleware import AccessLogMiddleware, BodyLimitMiddleware
+
+DESCRIPTION = """\
+The cplane runtime API: tenant data, credits and settings resolved as global default + account
+override. Authenticate with `Authorization: Bearer <api key>` (from `cplane accounts create`).
+Every error answers `{"error": {"code", "message"}}`.
+"""
+
+
+def _default_engine() -> Engine:
+    from control_plane.db import make_engine, resolve_url
+
+    url = resolve_url()
+    if url.get_backend_name() == "postgresql":
+        # No pre-ping by default: it costs a round trip per request; a dead pooled connection
+        # answers one 503 and is replaced. CPLANE_DB_PRE_PING=1 turns it back on.
+        return make_engine(url, pool_size=int(os.environ.get("CPLANE_DB_POOL_SIZE", "20")),
+                           max_overflow=int(os.environ.get("CPLANE_DB_MAX_OVERFLOW", "20")),
+                           pool_pre_ping=os.environ.get("CPLANE_DB_PRE_PING", "") == "1")
+    return make_engine(url)
+
+
+def create_app(engine: Engine | None = None, *, environment: str | None = None) -> FastAPI:
+    from runtime.routes import account, catalog, credits, data, library, ops, settings
+
+    app = FastAPI(
+        title="cplane runtime API",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_tags=[{"name": "operations"}, {"name": "catalog", "description": "Public, no authentication."}],
+    )
+    app.state.engine = engine if engine is not None else _default_engine()
+    app.state.sessionmaker = sessionmaker(app.state.engine, expire_on_commit=False)
+    app.state.environment = environment if environment is not None else os.environ.get("CPLANE_ENV") or None
+    app.state.secret_box = None
+
+    errors.install(app)
+    app.include_router(ops.router)
+    app.include_router(catalog.router)
+    app.include_router(account.router)
+    for router in data.routers():
+        app.include_router(router)
+    app.include_router(credits.router)
+    app.include_router(settings.prompts_router)
+    app.include_router(settings.settings_router)
+    for router in library.routers():
+        app.include_router(router)
+
+    # Outermost last: the access log sees the 413s of the body limit too.
+    app.add_middleware(BodyLimitMiddleware)
+    app.add_middleware(AccessLogMiddleware)
+    return app

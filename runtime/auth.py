@@ -1,0 +1,124 @@
+"""API keys and the tenant context every tenant route runs in.
+
+A key looks like `cpk_<prefix>_<secret>`; only its SHA-256 (hex) is stored, with the prefix for
+lookup. The hash is looked up by prefix and compared with hmac.compare_digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from control_plane.models import Account, APIKey, ApplyRun
+from runtime.errors import ApiError
+
+KEY_PREFIX = "cpk_"
+LAST_USED_RESOLUTION = timedelta(minutes=5)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def generate_key() -> tuple[str, str, str]:
+    """(key, prefix, key_hash): the key is shown once and never stored."""
+    prefix = secrets.token_hex(4)
+    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    return key, prefix, hash_key(key)
+
+
+def parse_prefix(key: str) -> str | None:
+    if not key.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, _rest = key[len(KEY_PREFIX):].partition("_")
+    return prefix if sep and 0 < len(prefix) <= 16 else None
+
+
+def _unauthorized(message: str = "missing or invalid API key") -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+@dataclass
+class Tenant:
+    """The authenticated account and the session every query of the request runs in."""
+
+    session: Session
+    account_id: uuid.UUID
+    key_id: uuid.UUID
+    config_revision: int | None = None  # latest cplane_apply_runs id: the cache key of system data
+
+
+def authenticate(session: Session, authorization: str | None) -> Tenant:
+    if not authorization:
+        raise _unauthorized()
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise _unauthorized("use `Authorization: Bearer <api key>`")
+    prefix = parse_prefix(key)
+    if prefix is None:
+        raise _unauthorized()
+    digest = hash_key(key)
+    rows = session.execute(
+        select(APIKey.id, APIKey.account_id, APIKey.key_hash, APIKey.expires_at, APIKey.revoked_at,
+               APIKey.last_used_at, Account.is_active, Account.status,
+               select(func.max(ApplyRun.id)).scalar_subquery().label("config_revision"))
+        .join(Account, Account.id == APIKey.account_id)
+        .where(APIKey.prefix == prefix)
+    ).all()
+    match = None
+    for row in rows:
+        if hmac.compare_digest(row.key_hash, digest):
+            match = row
+    if match is None:
+        raise _unauthorized()
+    now = datetime.now(UTC)
+    if match.revoked_at is not None:
+        raise _unauthorized("API key revoked")
+    if match.expires_at is not None and _aware(match.expires_at) <= now:
+        raise _unauthorized("API key expired")
+    if not match.is_active or match.status != "active":
+        raise ApiError(403, "account_inactive", f"account is {match.status if match.status != 'active' else 'inactive'}")
+    if match.last_used_at is None or _aware(match.last_used_at) < now - LAST_USED_RESOLUTION:
+        session.execute(update(APIKey).where(APIKey.id == match.id).values(last_used_at=now))
+        session.commit()
+    return Tenant(session=session, account_id=match.account_id, key_id=match.id,
+                  config_revision=match.config_revision)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def session_dep(request: Request) -> Iterator[Session]:
+    session = request.app.state.sessionmaker()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+bearer = HTTPBearer(auto_error=False, description="A tenant API key from `cplane accounts create`.")
+
+
+def tenant_dep(
+    request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(bearer)
+) -> Iterator[Tenant]:
+    """FastAPI dependency: a session plus the account of the bearer key."""
+    session = request.app.state.sessionmaker()
+    try:
+        tenant = authenticate(session, request.headers.get("authorization"))
+        request.state.account_id = str(tenant.account_id)
+        yield tenant
+    finally:
+        session.close()
