@@ -300,3 +300,30 @@ def test_invalid_config_plans_nothing(config_tree, migrated_engine):
     assert result.exit_code == 1
     assert "plans/broken.yaml:4:" in result.output
     assert count(migrated_engine, "plans") == 0
+
+
+def test_impact_counts_user_rows_behind_a_change(config_tree, migrated_engine):
+    from control_plane.models import AIPrompt, Subscription
+
+    apply_config(migrated_engine, config_tree.root, actor="test")
+    _subscribe(migrated_engine, "test-plan")
+    with migrated_engine.begin() as conn:
+        account_id = conn.execute(select(Account.id)).scalar_one()
+        plan_id = conn.execute(text("SELECT id FROM plans WHERE slug = 'test-plan'")).scalar_one()
+        prompt_id = conn.execute(text("SELECT id FROM global_ai_prompts WHERE prompt_type = 'rewrite'")).scalar_one()
+        conn.execute(insert(Subscription.__table__), [
+            {"id": uuid.uuid4(), "account_id": account_id, "plan_id": plan_id, "status": "active", "billing_cycle": "monthly"},
+            {"id": uuid.uuid4(), "account_id": account_id, "plan_id": plan_id, "status": "cancelled", "billing_cycle": "monthly"},
+        ])
+        conn.execute(insert(AIPrompt.__table__), {"id": uuid.uuid4(), "account_id": account_id, "prompt_type": "rewrite",
+                                                  "text": "My own rewrite prompt", "global_prompt_id": prompt_id,
+                                                  "based_on_global_version": 1})
+    config_tree.test_plan(price="25")
+    rewrite = config_tree.root / "prompts"
+    path = next(p for p in rewrite.glob("*.yaml") if "name: rewrite" in p.read_text())
+    path.write_text(path.read_text().replace("text: |", "text: |\n    Keep the author's voice.", 1))
+    plan = make_plan(migrated_engine, config_tree.root).plan
+    changes = {(c.kind, c.name): c for c in plan.changes}
+    assert changes[("Plan", "test-plan")].impact == {"accounts on this plan": 1, "active subscriptions": 1}
+    assert changes[("Prompt", "rewrite")].impact == {"accounts that customized this prompt": 1}
+    assert "impact: 1 accounts on this plan, 1 active subscriptions" in render_text(plan)
