@@ -83,14 +83,13 @@ def _numeric_columns(rk: RowKind) -> tuple[str, ...]:
 
 
 def _typed(rk: RowKind, values: dict[str, Any]) -> dict[str, Any]:
-    """Plan values are JSON; give numeric columns their Decimal back."""
-    numeric = _numeric_columns(rk)
-    if not numeric:
-        return dict(values)
+    """Values of a plan read from JSON carry numbers as strings; give numeric columns their Decimal back."""
+    stale = [c for c in _numeric_columns(rk) if values.get(c) is not None and not isinstance(values[c], Decimal)]
+    if not stale:
+        return values
     out = dict(values)
-    for column in numeric:
-        if out.get(column) is not None and not isinstance(out[column], Decimal):
-            out[column] = Decimal(str(out[column]))
+    for column in stale:
+        out[column] = Decimal(str(out[column]))
     return out
 
 
@@ -162,6 +161,7 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
         if change.action in ("create", "update", "adopt"):
             full = _typed(rk, change.values)
             if change.secret_refs:
+                full = dict(full)
                 # Secrets are the only input not carried by the plan itself: they must still match.
                 full.update(_resolve_secrets(change, environ))
                 if fingerprint(canonical(rk, full, box)) != change.desired_fingerprint:

@@ -128,7 +128,7 @@ class Plan:
         return data
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False, default=_json_default)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Plan:
@@ -141,6 +141,14 @@ class Plan:
         known = {k: data[k] for k in ("created_at", "environment", "config_revision", "config_digest", "adopt",
                                       "unmanaged", "warnings", "errors") if k in data}
         return cls(format_version=version, changes=changes, **known)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _jsonable(value: Any) -> Any:
@@ -187,7 +195,10 @@ def _field_changes(rk: RowKind, desired: Row, live: Row, box: SecretBox) -> list
 
 
 def _plan_values(rk: RowKind, row: Row) -> dict[str, Any]:
-    return {c: _jsonable(v) for c, v in row.values.items() if c not in rk.secret_columns}
+    """What apply writes; decimals stay Decimal in memory and become strings only in JSON."""
+    if not rk.secret_columns:
+        return row.values
+    return {c: v for c, v in row.values.items() if c not in rk.secret_columns}
 
 
 def compare(
