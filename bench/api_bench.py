@@ -10,7 +10,10 @@ config applied, and measures requests/s and p50/p99 latency of
 at 1 and 50 concurrent clients, in the same run. Load comes from httpx async clients spread over
 client processes. Prints a markdown table and writes it to docs/benchmarks-api.md.
 
-    .venv/bin/python bench/api_bench.py [--seconds 5] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+    .venv/bin/python bench/api_bench.py [--seconds 5] [--runs 3] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
+
+The bare endpoint is a route of the same app in the same server process, so it runs with exactly the
+server settings (workers, loop, HTTP implementation, logging) and middleware of the measured routes.
 """
 
 from __future__ import annotations
@@ -52,9 +55,9 @@ def _client_proc(url: str, method: str, path: str, headers: dict, body_kind: str
                  seconds: float, start_at: float, out) -> None:
     import httpx
 
-    async def run() -> tuple[list[float], int]:
+    async def run() -> tuple[list[float], dict[str, int]]:
         latencies: list[float] = []
-        errors = 0
+        errors: dict[str, int] = {}  # kind (status code or exception) -> count
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
             # warm the connections
@@ -64,19 +67,18 @@ def _client_proc(url: str, method: str, path: str, headers: dict, body_kind: str
             deadline = start_at + seconds
 
             async def worker():
-                nonlocal errors
                 while True:
                     t0 = time.perf_counter()
                     if t0 > deadline_perf:
                         return
                     try:
                         r = await client.request(method, path, json=_body(body_kind))
-                    except httpx.HTTPError:
-                        errors += 1
+                    except httpx.HTTPError as exc:
+                        errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                         continue
                     latencies.append(time.perf_counter() - t0)
                     if r.status_code >= 400:
-                        errors += 1
+                        errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
 
             deadline_perf = time.perf_counter() + (deadline - time.time())
             await asyncio.gather(*(worker() for _ in range(clients)))
@@ -86,7 +88,7 @@ def _client_proc(url: str, method: str, path: str, headers: dict, body_kind: str
         latencies, errors = asyncio.run(run())
     except Exception as exc:  # always report, so the parent never waits for a dead client
         print(f"client process failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        latencies, errors = [], 1
+        latencies, errors = [], {type(exc).__name__: 1}
     out.put((latencies, errors))
 
 
@@ -111,11 +113,15 @@ def measure(url: str, method: str, path: str, headers: dict, body_kind: str, con
     for p in procs:
         p.join()
     latencies = sorted(x for lat, _ in results for x in lat)
-    errors = sum(e for _, e in results)
+    kinds: dict[str, int] = {}
+    for _, e in results:
+        for kind, count in e.items():
+            kinds[kind] = kinds.get(kind, 0) + count
     n = len(latencies)
     return {
         "requests": n,
-        "errors": errors,
+        "errors": sum(kinds.values()),
+        "error_kinds": kinds,
         "rps": n / seconds,
         "p50": statistics.median(latencies) * 1000 if n else float("nan"),
         "p99": latencies[min(n - 1, int(n * 0.99))] * 1000 if n else float("nan"),
@@ -135,6 +141,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", default=os.environ.get("CPLANE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--runs", type=int, default=1, help="rounds of every cell; the table shows medians")
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks-api.md"))
     args = parser.parse_args()
 
@@ -166,7 +173,8 @@ def main() -> int:
         env = dict(os.environ, DATABASE_URL=db_url, CPLANE_SECRET_KEY=os.environ.get("CPLANE_SECRET_KEY", "bench"))
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api_bench:bench_app", "--factory", "--app-dir", str(REPO / "bench"),
-             "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", "--no-access-log"],
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "asyncio", "--http", "h11",
+             "--log-level", "warning", "--no-access-log"],
             env=env, cwd=REPO,
         )
         url = f"http://127.0.0.1:{port}"
@@ -189,13 +197,19 @@ def main() -> int:
             ("GET /v1/prompts", "GET", "/v1/prompts", auth, "none"),
             ("POST /v1/credits/consume", "POST", "/v1/credits/consume", auth, "consume"),
         ]
-        rows = []
-        for concurrency in (1, 50):
-            for label, method, path, headers, body in cases:
-                r = measure(url, method, path, headers, body, concurrency, args.seconds)
-                rows.append((label, concurrency, r))
-                print(f"{label:28} c={concurrency:<3} {r['rps']:8.0f} req/s  p50 {r['p50']:6.2f} ms  "
-                      f"p99 {r['p99']:6.2f} ms  errors {r['errors']}", file=sys.stderr)
+        runs: dict[tuple[str, int], list[dict]] = {}
+        for round_ in range(args.runs):
+            for concurrency in (1, 50):
+                bare_rps = None
+                for label, method, path, headers, body in cases:
+                    r = measure(url, method, path, headers, body, concurrency, args.seconds)
+                    if bare_rps is None:  # the bare endpoint runs first: the reference of this round
+                        bare_rps = r["rps"]
+                    r["vs_bare"] = r["rps"] / bare_rps if bare_rps else float("nan")
+                    runs.setdefault((label, concurrency), []).append(r)
+                    print(f"[{round_ + 1}/{args.runs}] {label:28} c={concurrency:<3} {r['rps']:8.0f} req/s  "
+                          f"p50 {r['p50']:6.2f} ms  p99 {r['p99']:6.2f} ms  {r['vs_bare']:5.0%} of bare  "
+                          f"errors {r['errors']} {r['error_kinds'] or ''}", file=sys.stderr)
     finally:
         if server is not None:
             server.terminate()
@@ -203,21 +217,27 @@ def main() -> int:
         with psycopg.connect(args.pg, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
 
-    bare = {c: r["rps"] for label, c, r in rows if label == "bare endpoint"}
+    def med(values: list[dict], key: str) -> float:
+        return statistics.median(v[key] for v in values)
+
     lines = [
         "| endpoint | clients | req/s | p50 ms | p99 ms | vs bare | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for label, c, r in rows:
-        lines.append(f"| {label} | {c} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | "
-                     f"{r['rps'] / bare[c]:.0%} | {r['errors']} |")
+    for (label, c), values in runs.items():
+        lines.append(f"| {label} | {c} | {med(values, 'rps'):.0f} | {med(values, 'p50'):.2f} | "
+                     f"{med(values, 'p99'):.2f} | {med(values, 'vs_bare'):.0%} | {sum(v['errors'] for v in values)} |")
     table = "\n".join(lines)
     header = (
         "## Runtime API\n\n"
-        f"`bench/api_bench.py`, {args.seconds:g} s per cell; uvicorn, 1 worker, PostgreSQL on localhost; "
-        f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs "
-        "(load generator on the same machine). `vs bare` is throughput relative to the bare endpoint "
-        "at the same concurrency; target for effective prompts: at least 50%.\n\n"
+        f"`bench/api_bench.py --runs {args.runs}`, {args.seconds:g} s per cell; one uvicorn server "
+        "(1 worker, asyncio loop, h11, no access log) serves all three endpoints, the bare one included; "
+        f"PostgreSQL on localhost; {platform.python_implementation()} {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs (load generator on the same machine). "
+        + (f"Medians of {args.runs} rounds; " if args.runs > 1 else "")
+        + "`vs bare` is throughput relative to the bare endpoint measured just before, at the same "
+        "concurrency" + (" (median of the rounds' ratios)" if args.runs > 1 else "")
+        + "; target for effective prompts: at least 50%.\n\n"
     )
     print(table)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

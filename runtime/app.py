@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from sqlalchemy.engine import Engine
@@ -11,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from control_plane import __version__
 from runtime import errors
 from runtime.middleware import AccessLogMiddleware, BodyLimitMiddleware
+from runtime.pgasync import AsyncPool
 
 DESCRIPTION = """\
 The cplane runtime API: tenant data, credits and settings resolved as global default + account
@@ -32,6 +34,13 @@ def _default_engine() -> Engine:
     return make_engine(url)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    yield
+    if app.state.pg_async is not None:
+        app.state.pg_async.close_idle()
+
+
 def create_app(engine: Engine | None = None, *, environment: str | None = None) -> FastAPI:
     from runtime.routes import account, catalog, credits, data, library, ops, settings
 
@@ -40,9 +49,12 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None) 
         version=__version__,
         description=DESCRIPTION,
         openapi_tags=[{"name": "operations"}, {"name": "catalog", "description": "Public, no authentication."}],
+        lifespan=_lifespan,
     )
     app.state.engine = engine if engine is not None else _default_engine()
     app.state.sessionmaker = sessionmaker(app.state.engine, expire_on_commit=False)
+    # Async connections for the hot reads that skip the threadpool (GET /v1/prompts).
+    app.state.pg_async = AsyncPool.for_engine(app.state.engine)
     app.state.environment = environment if environment is not None else os.environ.get("CPLANE_ENV") or None
     app.state.secret_box = None
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from control_plane.models import Account, APIKey, ApplyRun
@@ -58,7 +58,8 @@ class Tenant:
     config_revision: int | None = None  # latest cplane_apply_runs id: the cache key of system data
 
 
-def authenticate(session: Session, authorization: str | None) -> Tenant:
+def parse_authorization(authorization: str | None) -> tuple[str, str]:
+    """(prefix, SHA-256 hex digest) of the bearer key, or a 401."""
     if not authorization:
         raise _unauthorized()
     scheme, _, key = authorization.partition(" ")
@@ -68,31 +69,61 @@ def authenticate(session: Session, authorization: str | None) -> Tenant:
     prefix = parse_prefix(key)
     if prefix is None:
         raise _unauthorized()
-    digest = hash_key(key)
-    rows = session.execute(
-        select(APIKey.id, APIKey.account_id, APIKey.key_hash, APIKey.expires_at, APIKey.revoked_at,
-               APIKey.last_used_at, Account.is_active, Account.status,
-               select(func.max(ApplyRun.id)).scalar_subquery().label("config_revision"))
-        .join(Account, Account.id == APIKey.account_id)
-        .where(APIKey.prefix == prefix)
-    ).all()
+    return prefix, hash_key(key)
+
+
+def check_key(rows, digest: str, now: datetime):
+    """The row whose key_hash is `digest`, compared in constant time against every candidate of the
+    prefix (no early exit); 401 unless it is live, 403 unless its account is active.
+
+    Rows need key_id, key_hash, expires_at, revoked_at, is_active and status."""
     match = None
     for row in rows:
         if hmac.compare_digest(row.key_hash, digest):
             match = row
     if match is None:
         raise _unauthorized()
-    now = datetime.now(UTC)
     if match.revoked_at is not None:
         raise _unauthorized("API key revoked")
     if match.expires_at is not None and _aware(match.expires_at) <= now:
         raise _unauthorized("API key expired")
     if not match.is_active or match.status != "active":
         raise ApiError(403, "account_inactive", f"account is {match.status if match.status != 'active' else 'inactive'}")
-    if match.last_used_at is None or _aware(match.last_used_at) < now - LAST_USED_RESOLUTION:
-        session.execute(update(APIKey).where(APIKey.id == match.id).values(last_used_at=now))
+    return match
+
+
+def needs_touch(last_used_at: datetime | None, now: datetime) -> bool:
+    """last_used_at is refreshed at most every LAST_USED_RESOLUTION (not a write per request)."""
+    return last_used_at is None or _aware(last_used_at) < now - LAST_USED_RESOLUTION
+
+
+def touch_statement(key_id: uuid.UUID, now: datetime):
+    return update(APIKey).where(APIKey.id == key_id).values(last_used_at=now)
+
+
+def key_candidates_statement():
+    """The keys of bind parameter `prefix` with what check_key needs, their account's state and the
+    latest config revision (the cache key of system data); a route may add columns and joins."""
+    return (
+        select(APIKey.id.label("key_id"), APIKey.account_id.label("account_id"),
+               APIKey.key_hash.label("key_hash"), APIKey.expires_at.label("expires_at"),
+               APIKey.revoked_at.label("revoked_at"), APIKey.last_used_at.label("last_used_at"),
+               Account.is_active.label("is_active"), Account.status.label("status"),
+               select(func.max(ApplyRun.id)).scalar_subquery().label("config_revision"))
+        .join(Account, Account.id == APIKey.account_id)
+        .where(APIKey.prefix == bindparam("prefix"))
+    )
+
+
+def authenticate(session: Session, authorization: str | None) -> Tenant:
+    prefix, digest = parse_authorization(authorization)
+    rows = session.execute(key_candidates_statement(), {"prefix": prefix}).all()
+    now = datetime.now(UTC)
+    match = check_key(rows, digest, now)
+    if needs_touch(match.last_used_at, now):
+        session.execute(touch_statement(match.key_id, now))
         session.commit()
-    return Tenant(session=session, account_id=match.account_id, key_id=match.id,
+    return Tenant(session=session, account_id=match.account_id, key_id=match.key_id,
                   config_revision=match.config_revision)
 
 

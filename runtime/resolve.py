@@ -99,32 +99,65 @@ class _Global:
 
 # Active global prompts per database, keyed by the applied config revision (cplane_apply_runs):
 # global prompts change through `cplane apply`, which records a new run. Entries also expire after
-# GLOBAL_CACHE_TTL seconds, so an edit made outside cplane shows up without a restart.
+# GLOBAL_CACHE_TTL seconds, so an edit made outside cplane shows up without a restart. Whatever is
+# derived from the global prompts (e.g. the rendered JSON of GET /v1/prompts) lives in the entry's
+# `memo`, so it is dropped with the entry.
 GLOBAL_CACHE_TTL = 30.0
-_global_cache: dict[str, tuple[int | None, float, dict[str, _Global]]] = {}
+
+
+@dataclass
+class GlobalSet:
+    revision: int | None
+    loaded_at: float
+    prompts: dict[str, _Global]
+    memo: dict[str, Any]
+
+
+_global_cache: dict[str, GlobalSet] = {}
 _cache_lock = threading.Lock()
 
 
-def _load_globals(session: Session) -> dict[str, _Global]:
-    rows = session.execute(
+def global_prompts_statement():
+    return (
         select(GlobalAIPrompt.id, GlobalAIPrompt.prompt_type, GlobalAIPrompt.name, GlobalAIPrompt.description,
                GlobalAIPrompt.variables, GlobalAIPrompt.text, GlobalAIPrompt.version)
         .where(GlobalAIPrompt.is_active)
-    ).all()
-    return {r.prompt_type: _Global(r.id, r.prompt_type, r.name, r.description or "", list(r.variables or []),
-                                   r.text, r.version) for r in rows}
+    )
+
+
+def globals_from_rows(rows) -> dict[str, _Global]:
+    """Rows of global_prompts_statement() (id, prompt_type, name, description, variables, text, version)."""
+    return {r[1]: _Global(r[0], r[1], r[2], r[3] or "", list(r[4] or []), r[5], r[6]) for r in rows}
+
+
+def cached_globals(key: str, config_revision: int | None) -> GlobalSet | None:
+    """The cached global prompts of database `key` at `config_revision`, if fresh."""
+    cached = _global_cache.get(key)
+    if cached is not None and cached.revision == config_revision \
+            and time.monotonic() - cached.loaded_at < GLOBAL_CACHE_TTL:
+        return cached
+    return None
+
+
+def store_globals(key: str, config_revision: int | None, prompts: dict[str, _Global],
+                  loaded_at: float) -> GlobalSet:
+    entry = GlobalSet(config_revision, loaded_at, prompts, {})
+    with _cache_lock:
+        _global_cache[key] = entry
+    return entry
+
+
+def global_set(session: Session, config_revision: int | None) -> GlobalSet:
+    key = str(session.get_bind().url)
+    cached = cached_globals(key, config_revision)
+    if cached is not None:
+        return cached
+    now = time.monotonic()
+    return store_globals(key, config_revision, globals_from_rows(session.execute(global_prompts_statement())), now)
 
 
 def global_prompts(session: Session, config_revision: int | None) -> dict[str, _Global]:
-    key = str(session.get_bind().url)
-    now = time.monotonic()
-    cached = _global_cache.get(key)
-    if cached is not None and cached[0] == config_revision and now - cached[1] < GLOBAL_CACHE_TTL:
-        return cached[2]
-    loaded = _load_globals(session)
-    with _cache_lock:
-        _global_cache[key] = (config_revision, now, loaded)
-    return loaded
+    return global_set(session, config_revision).prompts
 
 
 def clear_prompt_cache() -> None:
@@ -141,7 +174,9 @@ def _custom_rows(session: Session, account_id: uuid.UUID, prompt_type: str | Non
     return {r.prompt_type: r for r in session.execute(stmt).all()}
 
 
-def _effective(prompt_type: str, g: _Global | None, custom) -> EffectivePrompt:
+def effective(prompt_type: str, g: _Global | None, custom) -> EffectivePrompt:
+    """The account's customization `custom` (prompt_type, text, based_on_global_version,
+    updated_at; None if none) of `prompt_type` over the global prompt `g` (None if none)."""
     return EffectivePrompt(
         type=prompt_type,
         name=g.name if g else prompt_type,
@@ -163,7 +198,7 @@ def effective_prompts(session: Session, account_id: uuid.UUID, config_revision: 
                       ) -> list[EffectivePrompt]:
     globals_ = global_prompts(session, config_revision)
     custom = _custom_rows(session, account_id)
-    return [_effective(t, globals_.get(t), custom.get(t)) for t in sorted(set(globals_) | set(custom))]
+    return [effective(t, globals_.get(t), custom.get(t)) for t in sorted(set(globals_) | set(custom))]
 
 
 def effective_prompt(session: Session, account_id: uuid.UUID, prompt_type: str,
@@ -172,7 +207,7 @@ def effective_prompt(session: Session, account_id: uuid.UUID, prompt_type: str,
     custom = _custom_rows(session, account_id, prompt_type).get(prompt_type)
     if g is None and custom is None:
         return None
-    return _effective(prompt_type, g, custom)
+    return effective(prompt_type, g, custom)
 
 
 def global_prompt(session: Session, prompt_type: str) -> GlobalAIPrompt | None:

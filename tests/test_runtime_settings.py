@@ -92,6 +92,47 @@ def test_global_change_after_customization_is_flagged(client, rt_engine, tmp_pat
         apply_repo_config(rt_engine)
 
 
+def test_prompt_list_follows_config_applies_and_direct_edits(client, rt_engine, tmp_path, monkeypatch):
+    """GET /v1/prompts serves global prompts (and their rendered JSON) from a cache per config
+    revision: an apply shows at once, an edit made outside cplane after GLOBAL_CACHE_TTL."""
+    plain, custom = new_tenant(rt_engine, "pro"), new_tenant(rt_engine, "pro")
+    ok(client.put("/v1/prompts/rewrite", json={"text": "custom rewrite"}, headers=custom.headers))
+
+    def listed(t):
+        return {p["type"]: p for p in ok(client.get("/v1/prompts", headers=t.headers))["items"]}
+
+    before = listed(plain)["rewrite"]
+    assert listed(plain) == listed(plain)  # served from the cache: the same
+    with rt_engine.connect() as conn:  # the list authenticates like every route: last use recorded
+        assert conn.execute(text("SELECT last_used_at FROM api_keys WHERE account_id = :a"),
+                            {"a": plain.account_id}).scalar() is not None
+    config = tmp_path / "config"
+    shutil.copytree(REPO / "config", config)
+    path = config / "prompts" / "rewrite.yaml"
+    path.write_text(path.read_text().replace("  text: |\n", "  text: |\n    (Revised.)\n", 1))
+    apply_repo_config(rt_engine, config)
+    try:
+        after = listed(plain)["rewrite"]
+        assert after["text"].startswith("(Revised.)") and after["global_version"] == before["global_version"] + 1
+        mine = listed(custom)["rewrite"]
+        assert mine["source"] == "custom" and mine["text"] == "custom rewrite"
+        assert mine["global_changed_since_customized"] is True and mine["global_version"] == after["global_version"]
+    finally:
+        apply_repo_config(rt_engine)
+    assert listed(plain)["rewrite"]["text"] == before["text"]
+
+    with rt_engine.begin() as conn:  # outside cplane: no new apply run
+        conn.execute(text("UPDATE global_ai_prompts SET text = 'edited in place' WHERE prompt_type = 'rewrite'"))
+    try:
+        import runtime.resolve
+
+        monkeypatch.setattr(runtime.resolve, "GLOBAL_CACHE_TTL", 0.0)
+        assert listed(plain)["rewrite"]["text"] == "edited in place"
+    finally:
+        apply_repo_config(rt_engine)
+    assert listed(plain)["rewrite"]["text"] == before["text"]
+
+
 # --- AI integration settings ------------------------------------------------------------------
 
 

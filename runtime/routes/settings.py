@@ -2,33 +2,57 @@
 
 from __future__ import annotations
 
+import logging
+import time
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+import psycopg
 from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPAuthorizationCredentials
+from psycopg.rows import namedtuple_row
 from pydantic import BaseModel, ConfigDict, Field, create_model
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from control_plane.catalog import MODULES, PROMPT_TYPES
-from control_plane.models import AIIntegrationSettings, AIPrompt, ModuleEnableSettings
-from runtime.auth import Tenant, tenant_dep
+from control_plane.models import AIIntegrationSettings, AIPrompt, APIKey, ModuleEnableSettings
+from runtime.auth import (
+    Tenant,
+    bearer,
+    check_key,
+    key_candidates_statement,
+    needs_touch,
+    parse_authorization,
+    tenant_dep,
+    touch_statement,
+)
 from runtime.errors import TENANT, ApiError, not_found
+from runtime.pgasync import AsyncPool
 from runtime.resolve import (
     INTEGRATION_FIELDS,
+    EffectivePrompt,
+    GlobalSet,
     account_and_plan,
     account_modules,
     account_override,
+    cached_globals,
+    effective,
     effective_integration,
     effective_prompt,
-    effective_prompts,
     global_integration,
     global_prompt,
+    global_prompts_statement,
+    globals_from_rows,
     masked_keys,
+    store_globals,
 )
+
+log = logging.getLogger("runtime.errors")
 
 prompts_router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 settings_router = APIRouter(prefix="/v1/settings", tags=["settings"])
@@ -63,9 +87,124 @@ class PromptIn(BaseModel):
     text: str = Field(min_length=1, max_length=200_000)
 
 
+# GET /v1/prompts is the hot read of the runtime: one async endpoint, no threadpool hop, one round
+# trip (the key candidates of the prefix, their account's state, the config revision and the
+# account's customizations in one statement, on an autocommit connection), the global prompts
+# from the cache of that config revision, and JSON rendered once per revision for what is global.
+# Same rules as tenant_dep + effective_prompts: check_key, needs_touch, effective().
+
+
+def _list_statement():
+    return (
+        key_candidates_statement()
+        .add_columns(AIPrompt.prompt_type.label("prompt_type"), AIPrompt.text.label("text"),
+                     AIPrompt.based_on_global_version.label("based_on_global_version"),
+                     AIPrompt.updated_at.label("updated_at"))
+        .outerjoin(AIPrompt, and_(AIPrompt.account_id == APIKey.account_id, AIPrompt.is_active))
+    )
+
+
+_LIST_STATEMENT = _list_statement()
+_compiled: dict[Any, tuple[str, dict[str, Any], str]] = {}
+
+
+def _compiled_for(dialect) -> tuple[str, dict[str, Any], str]:
+    """(list SQL, its default parameters, global prompts SQL) for the raw driver."""
+    found = _compiled.get(dialect)
+    if found is None:
+        listed = _LIST_STATEMENT.compile(dialect=dialect)
+        found = _compiled[dialect] = (str(listed), dict(listed.params),
+                                      str(global_prompts_statement().compile(dialect=dialect)))
+    return found
+
+
+def _prompt_json(prompt: EffectivePrompt) -> bytes:
+    # Through the response model, as FastAPI would: the same JSON as GET /v1/prompts/{type}.
+    return PromptOut.__pydantic_serializer__.to_json(PromptOut.model_validate(prompt.as_dict()))
+
+
+def _render_list(gset: GlobalSet, rows, key_id) -> bytes:
+    """The body of GET /v1/prompts: the account's customizations (rows of its key) over the globals."""
+    custom = {r.prompt_type: r for r in rows if r.key_id == key_id and r.prompt_type is not None}
+    memo = gset.memo
+    items: dict[str, bytes] | None = memo.get("prompt_items")
+    if items is None:  # global-only items, once per config revision
+        items = memo["prompt_items"] = {t: _prompt_json(effective(t, g, None)) for t, g in gset.prompts.items()}
+    if not custom:
+        body = memo.get("prompt_list")
+        if body is None:
+            body = memo["prompt_list"] = _list_body(items[t] for t in sorted(items))
+        return body
+    return _list_body(
+        _prompt_json(effective(t, gset.prompts.get(t), custom[t])) if t in custom else items[t]
+        for t in sorted(set(items) | set(custom))
+    )
+
+
+def _list_body(items) -> bytes:
+    return b'{"items":[' + b",".join(items) + b'],"next":null}'
+
+
+def _db_unavailable(exc: Exception) -> ApiError:
+    log.error("database error: %s", (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+    return ApiError(503, "service_unavailable", "the database is unavailable")
+
+
+async def _list_async(pool: AsyncPool, engine, prefix: str, digest: str):
+    list_sql, params, globals_sql = _compiled_for(engine.dialect)
+    params = {**params, "prefix": prefix}
+    try:
+        async with pool.connection() as conn:
+            cur = conn.cursor(row_factory=namedtuple_row)
+            await cur.execute(list_sql, params)
+            rows = await cur.fetchall()
+        now = datetime.now(UTC)
+        match = check_key(rows, digest, now)
+        key = str(engine.url)
+        gset = cached_globals(key, match.config_revision)
+        if gset is None or needs_touch(match.last_used_at, now):
+            async with pool.connection() as conn:
+                if needs_touch(match.last_used_at, now):
+                    touch = touch_statement(match.key_id, now).compile(dialect=engine.dialect)
+                    await conn.execute(str(touch), touch.params)
+                if gset is None:
+                    loaded_at = time.monotonic()
+                    cur = await conn.execute(globals_sql)
+                    gset = store_globals(key, match.config_revision, globals_from_rows(await cur.fetchall()),
+                                         loaded_at)
+    except psycopg.OperationalError as exc:
+        raise _db_unavailable(exc) from None
+    return match, gset, rows
+
+
+def _list_sync(engine, prefix: str, digest: str):
+    """The same as _list_async through SQLAlchemy, for databases other than PostgreSQL + psycopg."""
+    with engine.connect() as conn:
+        rows = conn.execute(_LIST_STATEMENT, {"prefix": prefix}).all()
+        now = datetime.now(UTC)
+        match = check_key(rows, digest, now)
+        if needs_touch(match.last_used_at, now):
+            conn.execute(touch_statement(match.key_id, now))
+            conn.commit()
+        key = str(engine.url)
+        gset = cached_globals(key, match.config_revision)
+        if gset is None:
+            loaded_at = time.monotonic()
+            gset = store_globals(key, match.config_revision,
+                                 globals_from_rows(conn.execute(global_prompts_statement()).all()), loaded_at)
+    return match, gset, rows
+
+
 @prompts_router.get("", response_model=PromptList, responses=TENANT, summary="Effective prompt of every type")
-def list_prompts(tenant: Tenant = Depends(tenant_dep)):
-    return {"items": [p.as_dict() for p in effective_prompts(tenant.session, tenant.account_id, tenant.config_revision)], "next": None}
+async def list_prompts(request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+    prefix, digest = parse_authorization(request.headers.get("authorization"))
+    state = request.app.state
+    if state.pg_async is not None:
+        match, gset, rows = await _list_async(state.pg_async, state.engine, prefix, digest)
+    else:
+        match, gset, rows = await run_in_threadpool(_list_sync, state.engine, prefix, digest)
+    request.state.account_id = str(match.account_id)
+    return Response(_render_list(gset, rows, match.key_id), media_type="application/json")
 
 
 @prompts_router.get("/{type}", response_model=PromptOut, responses=TENANT, summary="Effective prompt of one type")
