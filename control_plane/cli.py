@@ -150,23 +150,14 @@ def db_upgrade(ctx: Context):
         click.echo(f"{redact(engine.url)}: upgraded {before or '(empty)'} -> {after}")
 
 
-def _register_optional_commands() -> None:
-    """Command groups that live beside the code they drive."""
-    from control_plane import controller_cli
+def _register_commands() -> None:
+    """Command groups live beside the code they drive; each module exposes register(main)."""
+    from control_plane import controller_cli, export_cli
+    from control_plane.cleanup import cli as cleanup_cli
+    from runtime import cli as runtime_cli
 
-    controller_cli.register(main)
-    try:
-        from control_plane.cleanup import cli as cleanup_cli
-    except ImportError:
-        cleanup_cli = None
-    if cleanup_cli is not None:
-        cleanup_cli.register(main)
-    try:
-        from runtime import cli as runtime_cli
-    except ImportError:
-        runtime_cli = None
-    if runtime_cli is not None:
-        runtime_cli.register(main)
+    for module in (controller_cli, export_cli, cleanup_cli, runtime_cli):
+        module.register(main)
 
 
-_register_optional_commands()
+_register_commands()

@@ -1,0 +1,306 @@
+"""`cplane export`: the system data now in a database, written back as config documents.
+
+The inverse of `state.build_desired`, driven by the same registry declarations (no per-kind code):
+column → spec field through `ConfigKind.columns` / `COMMON_COLUMN_NAMES` / `key_column`, references
+already mapped to natural keys by `read_live`, child rows regrouped under their parent by the
+ancestor column, scalar child lists rebuilt from their key column. Secret values are never written:
+a set secret becomes `{fromEnv: VAR}` with a variable name derived from kind, name and field.
+
+Every spec is validated through its pydantic model before anything is written, so a plan of the
+export against the same database says `No changes` (given the secret variables it names are set
+to the stored values).
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
+
+from control_plane.config.loader import dump_documents
+from control_plane.registry import (
+    CATALOG_ROWS,
+    COMMON_COLUMN_NAMES,
+    CONFIG_KINDS,
+    ROW_KINDS,
+    Child,
+    ConfigKind,
+)
+from control_plane.secrets import SecretBox
+from control_plane.specs import API_VERSION, Metadata
+from control_plane.state import LiveState, Row, read_live
+from control_plane.validate import PREVENT_DESTROY
+
+MODELINE = "yaml-language-server: $schema=../../schemas/{kind}.json"
+
+
+@dataclass
+class ExportedObject:
+    kind: str
+    name: str
+    path: str  # relative to the export root: <folder>/<name>.yaml
+    document: dict[str, Any]
+    managed: bool
+    # Spec field (or field.sub) -> environment variable the document names; values never kept here.
+    secret_variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExportProblem:
+    kind: str
+    name: str
+    message: str
+
+    def format(self) -> str:
+        return f"{self.kind}/{self.name}: {self.message}"
+
+
+@dataclass
+class Export:
+    objects: list[ExportedObject] = field(default_factory=list)
+    problems: list[ExportProblem] = field(default_factory=list)
+
+    @property
+    def secret_variables(self) -> list[str]:
+        return sorted({v for o in self.objects for v in o.secret_variables.values()})
+
+
+# --- names ------------------------------------------------------------------------------------
+
+
+def _upper_snake(text: str) -> str:
+    text = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", text)
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").upper()
+
+
+def secret_variable(kind: str, name: str, spec_field: str, sub: str | None = None) -> str:
+    """The environment variable an exported secret is read from.
+
+    A single secret: `<KIND>_<NAME>_<FIELD>` (PaymentMethod stripe secret_key →
+    PAYMENT_METHOD_STRIPE_SECRET_KEY). A map of secrets (one per provider): `<SUB>_<FIELD>` with the
+    field in the singular (IntegrationDefaults api_keys openai → OPENAI_API_KEY), the usual name of
+    a provider's key; `qualified` names are used instead when two objects would share one.
+    """
+    if sub is None:
+        return f"{_upper_snake(kind)}_{_upper_snake(name)}_{_upper_snake(spec_field)}"
+    singular = spec_field[:-1] if spec_field.endswith("s") else spec_field
+    return f"{_upper_snake(sub)}_{_upper_snake(singular)}"
+
+
+def qualified_secret_variable(kind: str, name: str, spec_field: str, sub: str) -> str:
+    return f"{_upper_snake(kind)}_{_upper_snake(name)}_{_upper_snake(spec_field)}_{_upper_snake(sub)}"
+
+
+# --- building specs ------------------------------------------------------------------------------
+
+
+def _item_model(model: type[BaseModel], field_name: str) -> type[BaseModel] | None:
+    """The model of a list field's items (`sectors: list[SectorSpec]` → SectorSpec), None for scalars."""
+    annotation = model.model_fields[field_name].annotation
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _has_default(model: type[BaseModel], name: str) -> bool:
+    return not model.model_fields[name].is_required()
+
+
+def _fields_from_columns(model: type[BaseModel], values: dict[str, Any], column_of, skip: set[str]) -> dict[str, Any]:
+    """Spec fields (python names) from a row's columns. A NULL column whose field has a non-null
+    default is left out (the default applies, and a plan shows the difference honestly)."""
+    data: dict[str, Any] = {}
+    for name in model.model_fields:
+        if name in skip:
+            continue
+        column = column_of(name)
+        if column not in values:
+            continue  # a field with no column of its own (not stored): its default round-trips
+        value = values[column]
+        if value is None and _has_default(model, name) and model.model_fields[name].get_default(
+            call_default_factory=True
+        ) is not None:
+            continue
+        data[name] = value
+    return data
+
+
+class _Exporter:
+    def __init__(self, live: LiveState):
+        self.live = live
+        self.secret_claims: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
+
+    def children_by_parent(self, child: Child) -> dict[str, list[Row]]:
+        parent_column = next(c for c, depth in child.ancestor_columns.items() if depth == 0)
+        grouped: dict[str, list[Row]] = defaultdict(list)
+        for row in self.live.rows.get(child.row_kind, {}).values():
+            grouped[str(row.values[parent_column])].append(row)
+        for rows in grouped.values():
+            rows.sort(key=lambda r: (r.id is None, r.id or 0, r.key))
+        return grouped
+
+    def child_items(self, child: Child, model: type[BaseModel], parent_key: str, index: dict) -> list[Any]:
+        rows = index[child.row_kind].get(parent_key, [])
+        if child.key_field is None:
+            return [row.values[child.key_column] for row in rows]
+        item_model = _item_model(model, child.field)
+        if item_model is None:
+            raise RuntimeError(f"{model.__name__}.{child.field} is not a list of models")
+        skip = {c.field for c in child.children} | {child.key_field}
+        items = []
+        for row in rows:
+            item = _fields_from_columns(
+                item_model, row.values, lambda f: child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip
+            )
+            item[child.key_field] = row.values[child.key_column]
+            for grandchild in child.children:
+                item[grandchild.field] = self.child_items(grandchild, item_model, row.key, index)
+            items.append(item)
+        return items
+
+    def secrets(self, ck: ConfigKind, row: Row, obj: ExportedObject) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for spec_field, column in ck.secrets.items():
+            value = row.values.get(column)
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                refs = {}
+                for sub, sub_value in sorted(value.items()):
+                    if sub_value is None:
+                        continue
+                    variable = secret_variable(ck.kind, row.key, spec_field, sub)
+                    self.secret_claims[variable].add((ck.kind, row.key, f"{spec_field}.{sub}"))
+                    obj.secret_variables[f"{spec_field}.{sub}"] = variable
+                    refs[sub] = {"from_env": variable}
+                if refs:
+                    data[spec_field] = refs
+            else:
+                variable = secret_variable(ck.kind, row.key, spec_field)
+                obj.secret_variables[spec_field] = variable
+                data[spec_field] = {"from_env": variable}
+        return data
+
+
+def _exportable_kinds() -> list[ConfigKind]:
+    return [ck for ck in CONFIG_KINDS.values() if ck.row_kind is not None and ck.row_kind not in CATALOG_ROWS]
+
+
+def build_export(live: LiveState) -> Export:
+    """Config documents for every system row of every exportable kind (managed or not)."""
+    exporter = _Exporter(live)
+    result = Export()
+    child_index: dict[str, dict[str, list[Row]]] = {}
+
+    def index_children(children: tuple[Child, ...]) -> None:
+        for child in children:
+            child_index[child.row_kind] = exporter.children_by_parent(child)
+            index_children(child.children)
+
+    pending: list[tuple[ConfigKind, Row, ExportedObject, dict[str, Any]]] = []
+    for ck in _exportable_kinds():
+        index_children(ck.children)
+        rk = ROW_KINDS[ck.row_kind]
+        managed = live.managed.get(rk.name, {})
+        skip = set(ck.child_fields) | set(ck.secrets)
+        for row in sorted(live.rows.get(rk.name, {}).values(), key=lambda r: r.key):
+            data = _fields_from_columns(
+                ck.spec, row.values, ck.column_for,
+                skip | {f for f in ck.spec.model_fields if ck.column_for(f) == ck.key_column},
+            )
+            for child in ck.children:
+                data[child.field] = exporter.child_items(child, ck.spec, row.key, child_index)
+            record = managed.get(row.key)
+            obj = ExportedObject(ck.kind, row.key, f"{ck.folder}/{row.key}.yaml", {}, managed=record is not None)
+            data.update(exporter.secrets(ck, row, obj))
+            pending.append((ck, row, obj, data))
+
+    # A provider-keyed secret variable shared by two objects gets each object's qualified name.
+    shared = {v for v, claims in exporter.secret_claims.items() if len({(k, n) for k, n, _ in claims}) > 1}
+    for ck, row, obj, data in pending:
+        for spec_field in ck.secrets:
+            refs = data.get(spec_field)
+            if not isinstance(refs, dict) or "from_env" in refs:
+                continue
+            for sub, ref in refs.items():
+                if ref["from_env"] in shared:
+                    ref["from_env"] = qualified_secret_variable(ck.kind, row.key, spec_field, sub)
+                    obj.secret_variables[f"{spec_field}.{sub}"] = ref["from_env"]
+        metadata: dict[str, Any] = {"name": row.key}
+        record = live.managed.get(ck.row_kind, {}).get(row.key)
+        if record is not None and record.prevent_destroy:
+            metadata["annotations"] = {PREVENT_DESTROY: "true"}
+        problems = _problems(Metadata, metadata, "metadata") + _problems(ck.spec, data, "spec")
+        if problems:
+            result.problems.extend(ExportProblem(ck.kind, row.key, p) for p in problems)
+            continue
+        spec = ck.spec.model_validate(data, by_name=True)
+        obj.document = {
+            "apiVersion": API_VERSION,
+            "kind": ck.kind,
+            "metadata": metadata,
+            "spec": _yaml_ready(spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)),
+        }
+        result.objects.append(obj)
+    return result
+
+
+def _problems(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list[str]:
+    try:
+        model.model_validate(data, by_name=True)
+    except ValidationError as exc:
+        return [f"{'.'.join([prefix, *(str(p) for p in e['loc'])])}: {e['msg']}"
+                for e in exc.errors(include_input=False, include_url=False)]
+    return []
+
+
+def _yaml_ready(value: Any) -> Any:
+    """Plain YAML scalars: a Decimal becomes an int when whole, else the shortest exact float."""
+    if isinstance(value, Decimal):
+        if value == value.to_integral_value():
+            return int(value)
+        number = float(value)
+        if Decimal(repr(number)) != value.normalize():
+            return str(value)  # more digits than a float holds exactly (never for money(12,2))
+        return number
+    if isinstance(value, dict):
+        return {k: _yaml_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_yaml_ready(v) for v in value]
+    return value
+
+
+# --- the command's work -----------------------------------------------------------------------------
+
+
+def read_export(engine: Engine, environment: str | None = None) -> Export:
+    from control_plane.db import ensure_schema
+
+    ensure_schema(engine)
+    box = SecretBox(environment)
+    with engine.connect() as conn:
+        live = read_live(conn, box)
+    return build_export(live)
+
+
+def render_object(obj: ExportedObject) -> str:
+    return dump_documents([obj.document], header=MODELINE.format(kind=obj.kind))
+
+
+def write_export(export: Export, out: Path) -> list[Path]:
+    """One file per object, `<out>/<folder>/<name>.yaml`; returns the paths written."""
+    written = []
+    for obj in export.objects:
+        path = out / obj.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render_object(obj), encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,68 @@
+"""`cplane export --out DIR` (DESIGN §3): bootstrap config from an existing database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from control_plane.cli import Context, common_options, emit_json
+from control_plane.errors import CplaneError
+
+MAX_SHOWN = 50
+
+
+@click.command("export")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write (must be empty or new).")
+@click.option("--skip-invalid", is_flag=True,
+              help="Write the valid objects and report the others, instead of writing nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@common_options
+def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
+    """Write the system data now in the database as config documents (one file per object).
+
+    Secret fields are written as {fromEnv: VAR} references, never values; the variables to set
+    are listed at the end. Retired rows are exported with `active: false`, unmanaged rows too:
+    take them under management with `cplane plan --adopt` / `cplane apply --adopt`.
+    """
+    from control_plane.export import read_export, write_export
+    from control_plane.validate import load_config
+
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        raise CplaneError(f"{target} is not empty; export into a new or empty directory")
+    export = read_export(ctx.engine(), ctx.environment)
+    if export.problems and not skip_invalid:
+        shown = "; ".join(p.format() for p in export.problems[:MAX_SHOWN])
+        more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""
+        raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
+                          f"(--skip-invalid writes the rest): {shown}{more}")
+    written = write_export(export, target)
+    check = load_config(target)
+    if fmt == "json":
+        emit_json({
+            "out": str(target),
+            "objects": len(export.objects),
+            "files": [str(p) for p in written],
+            "unmanaged": [f"{o.kind}/{o.name}" for o in export.objects if not o.managed],
+            "secret_variables": export.secret_variables,
+            "skipped": [p.format() for p in export.problems],
+            "valid": check.ok,
+            "errors": [i.format() for i in check.issues],
+        })
+    else:
+        for problem in export.problems:
+            click.echo(f"warning: skipped {problem.format()}", err=True)
+        unmanaged = sum(1 for o in export.objects if not o.managed)
+        click.echo(f"Exported {len(export.objects)} objects to {target} ({unmanaged} not managed by cplane yet).")
+        if export.secret_variables:
+            click.echo("Secret fields reference these environment variables (set them to the current values "
+                       "before planning): " + ", ".join(export.secret_variables))
+    if not check.ok:
+        for issue in check.issues[:MAX_SHOWN]:
+            click.echo(issue.format(), err=True)
+        raise CplaneError(f"the exported tree does not validate ({len(check.issues)} error(s)), see above")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(export_command, "export")

@@ -1,0 +1,248 @@
+"""`cplane export`: the database written back as config, round trip exact, secrets by reference only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert, text
+
+from control_plane.cli import main
+from control_plane.controller import apply_config, make_plan
+from control_plane.export import read_export, secret_variable, write_export
+from control_plane.models import CreditPackage
+from control_plane.registry import CATALOG_ROWS, CONFIG_KINDS
+from control_plane.validate import load_config
+
+# The values the repo config's secret references resolve to when the test applies it.
+APPLY_SECRETS = {
+    "STRIPE_SECRET_KEY": "sk_live_SENTINEL_stripe_0001",
+    "STRIPE_WEBHOOK_SECRET": "whsec_SENTINEL_stripe_0002",
+    "PAYPAL_CLIENT_SECRET": "paypal_SENTINEL_0003",
+    "PAYPAL_WEBHOOK_ID": "paypal_webhook_SENTINEL_0004",
+    "OPENAI_API_KEY": "sk-proj-SENTINEL_openai_0005",
+    "RUNWARE_API_KEY": "runware_SENTINEL_0006",
+}
+# The same values under the names the export derives for them.
+EXPORT_SECRETS = {
+    "PAYMENT_METHOD_STRIPE_SECRET_KEY": APPLY_SECRETS["STRIPE_SECRET_KEY"],
+    "PAYMENT_METHOD_STRIPE_WEBHOOK_SECRET": APPLY_SECRETS["STRIPE_WEBHOOK_SECRET"],
+    "PAYMENT_METHOD_PAYPAL_SECRET_KEY": APPLY_SECRETS["PAYPAL_CLIENT_SECRET"],
+    "PAYMENT_METHOD_PAYPAL_WEBHOOK_SECRET": APPLY_SECRETS["PAYPAL_WEBHOOK_ID"],
+    "OPENAI_API_KEY": APPLY_SECRETS["OPENAI_API_KEY"],
+    "RUNWARE_API_KEY": APPLY_SECRETS["RUNWARE_API_KEY"],
+}
+
+
+def export_to(engine, out: Path):
+    export = read_export(engine)
+    assert export.problems == []
+    write_export(export, out)
+    return export
+
+
+def yaml_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.yaml"))
+
+
+@pytest.fixture
+def applied(config_tree, migrated_engine):
+    """The repo config (plus the test objects) applied, with every secret set."""
+    apply_config(migrated_engine, config_tree.root, actor="test", environ=APPLY_SECRETS)
+    return migrated_engine
+
+
+@pytest.fixture
+def other_engine(migrated_engine, engine_for, tmp_path):
+    """A second fresh database of the same kind as migrated_engine."""
+    from conftest import _server_url, create_pg_database, drop_pg_database
+
+    from control_plane.db import upgrade
+
+    name = None
+    if migrated_engine.dialect.name == "sqlite":
+        url = f"sqlite:///{tmp_path / 'other.db'}"
+    else:
+        name = create_pg_database()
+        url = _server_url(name)
+    engine = engine_for(url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+    if name:
+        drop_pg_database(name)
+
+
+def test_round_trip_export_validates_and_plans_no_changes(applied, tmp_path):
+    # A retirement made by hand and an unmanaged row made by hand are exported as they are.
+    with applied.begin() as conn:
+        conn.execute(text("UPDATE plans SET is_active = false WHERE slug = 'free'"))
+        conn.execute(insert(CreditPackage.__table__), {
+            "slug": "hand-made", "name": "Hand made", "description": "", "credits": 10, "bonus_credits": 0,
+            "price": 1.25, "currency": "EUR", "is_featured": False, "sort_order": 0, "is_active": True})
+    out = tmp_path / "export"
+    export = export_to(applied, out)
+
+    config = load_config(out)
+    assert config.ok, [i.format() for i in config.issues]
+    result = make_plan(applied, out, adopt=False, environ=EXPORT_SECRETS)
+    assert result.plan.changes == [], [(c.kind, c.name, c.action, c.fields) for c in result.plan.changes]
+    assert result.plan.warnings == []  # every secret the export names is set
+    assert result.plan.unmanaged == [{"kind": "CreditPackage", "name": "hand-made",
+                                      "reason": "exists but was not created by cplane (use --adopt)"}]
+    assert sorted(export.secret_variables) == sorted(EXPORT_SECRETS)
+
+    free = (out / "plans" / "free.yaml").read_text()
+    assert "active: false" in free
+    hand = next(o for o in export.objects if o.name == "hand-made")
+    assert hand.managed is False and (out / "credit-packages" / "hand-made.yaml").exists()
+
+
+def test_export_layout_modelines_and_shapes(applied, tmp_path):
+    out = tmp_path / "export"
+    export = export_to(applied, out)
+    folders = {p.name for p in out.iterdir()}
+    assert folders == {ck.folder for ck in CONFIG_KINDS.values() if ck.row_kind and ck.row_kind not in CATALOG_ROWS}
+    assert "cleanup" not in folders  # the CleanupManifest is config-only
+    assert not (out / "permissions").exists()
+    for path in yaml_files(out):
+        content = path.read_text()
+        kind = content.split("\nkind: ", 1)[1].split("\n", 1)[0]
+        assert content.splitlines()[0] == f"# yaml-language-server: $schema=../../schemas/{kind}.json"
+        assert path.parent.name == CONFIG_KINDS[kind].folder
+        assert path.stem == content.split("metadata:\n  name: ", 1)[1].split("\n", 1)[0]
+    assert len(export.objects) == len(yaml_files(out))
+
+    config = load_config(out)
+    industry = config.objects["Industry"]["test-industry"].spec
+    assert [s.name for s in industry.sectors] == ["first", "second"]
+    assert [k.keyword for k in industry.sectors[0].seed_keywords] == ["alpha one", "alpha two"]
+    assert industry.sectors[0].seed_keywords[0].search_volume == 100
+    owner = config.objects["Role"]["owner"]
+    assert "billing.manage" in owner.spec.permissions
+    assert owner.prevent_destroy  # the annotation travels with the managed record
+    stripe = (out / "payment-methods" / "stripe.yaml").read_text()
+    assert "secretKey:\n    fromEnv: PAYMENT_METHOD_STRIPE_SECRET_KEY" in stripe
+    integration = (out / "integrations" / "default.yaml").read_text()
+    assert "openai:\n      fromEnv: OPENAI_API_KEY" in integration
+    plan = (out / "plans" / "test-plan.yaml").read_text()
+    assert "priceMonthly: 19\n" in plan and "displayName: Test Plan" in plan
+    assert "apiVersion: cplane/v1\nkind: Plan\n" in plan
+
+
+def test_secret_values_never_appear_in_exported_files_or_output(applied, tmp_path):
+    out = tmp_path / "export"
+    result = CliRunner().invoke(main, ["export", "--out", str(out), "--database-url", str(applied.url.render_as_string(
+        hide_password=False))], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    everything = result.output + "".join(p.read_text() for p in yaml_files(out))
+    for value in APPLY_SECRETS.values():
+        assert value not in everything
+    assert "SENTINEL" not in everything
+    assert "PAYMENT_METHOD_STRIPE_SECRET_KEY" in result.output  # the variables to set are listed
+
+
+def test_unset_secret_is_not_exported(config_tree, migrated_engine, tmp_path):
+    partial = {k: v for k, v in APPLY_SECRETS.items() if k not in ("PAYPAL_WEBHOOK_ID", "RUNWARE_API_KEY")}
+    apply_config(migrated_engine, config_tree.root, actor="test", environ=partial)
+    out = tmp_path / "export"
+    export = export_to(migrated_engine, out)
+    paypal = (out / "payment-methods" / "paypal.yaml").read_text()
+    assert "secretKey" in paypal and "webhookSecret" not in paypal
+    assert "runware:\n      fromEnv" not in (out / "integrations" / "default.yaml").read_text()
+    environ = {k: v for k, v in EXPORT_SECRETS.items() if k in export.secret_variables}
+    assert make_plan(migrated_engine, out, environ=environ).plan.changes == []
+
+
+def test_bootstrap_existing_database_with_export_and_adopt(applied, other_engine, config_tree, tmp_path):
+    """A: the source of the export. B: the same rows made without cplane (unmanaged)."""
+    out = tmp_path / "export"
+    export_to(applied, out)
+
+    apply_config(other_engine, config_tree.root, actor="test", environ=APPLY_SECRETS)
+    with other_engine.begin() as conn:
+        conn.execute(text("DELETE FROM cplane_managed_objects"))
+
+    plan = make_plan(other_engine, out, environ=EXPORT_SECRETS).plan
+    assert plan.changes == []
+    unmanaged = {(u["kind"], u["name"]) for u in plan.unmanaged}
+    assert ("Plan", "test-plan") in unmanaged and ("IndustrySector", "test-industry/first") in unmanaged
+    assert ("PaymentMethod", "stripe") in unmanaged
+
+    adopting = make_plan(other_engine, out, adopt=True, environ=EXPORT_SECRETS).plan
+    assert adopting.errors == []
+    assert adopting.changes and {c.action for c in adopting.changes} == {"adopt"}
+    assert {(c.kind, c.name) for c in adopting.changes} == unmanaged
+    assert all(c.fields == [] for c in adopting.changes)  # the rows already hold the exported values
+
+    from control_plane.controller import apply_plan
+
+    apply_plan(other_engine, adopting, environment=None, actor="test", environ=EXPORT_SECRETS)
+    after = make_plan(other_engine, out, environ=EXPORT_SECRETS).plan
+    assert after.changes == [] and after.unmanaged == []
+
+
+def test_cli_refuses_non_empty_directory_and_speaks_json(applied, tmp_path):
+    url = applied.url.render_as_string(hide_password=False)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("x")
+    refused = CliRunner().invoke(main, ["export", "--out", str(busy), "--database-url", url])
+    assert refused.exit_code == 1
+    assert "is not empty" in refused.output and "Traceback" not in refused.output
+
+    out = tmp_path / "export"
+    result = CliRunner().invoke(main, ["export", "--out", str(out), "--database-url", url, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["valid"] is True and data["errors"] == [] and data["skipped"] == []
+    assert data["objects"] == len(yaml_files(out))
+    assert "OPENAI_API_KEY" in data["secret_variables"]
+
+
+def test_row_that_cannot_be_valid_config_is_reported(applied, tmp_path):
+    with applied.begin() as conn:
+        conn.execute(insert(CreditPackage.__table__), {
+            "slug": "Bad Slug", "name": "Fine title", "description": "", "credits": 5, "bonus_credits": 0,
+            "price": 1, "currency": "EUR", "is_featured": False, "sort_order": 0, "is_active": True})
+    url = applied.url.render_as_string(hide_password=False)
+    out = tmp_path / "export"
+    refused = CliRunner().invoke(main, ["export", "--out", str(out), "--database-url", url])
+    assert refused.exit_code == 1
+    assert "CreditPackage/Bad Slug: metadata.name: String should match pattern" in refused.output
+    assert "nothing was written" in refused.output
+    assert not out.exists() or not any(out.iterdir())
+
+    skipped = CliRunner().invoke(main, ["export", "--out", str(out), "--database-url", url, "--skip-invalid"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "skipped CreditPackage/Bad Slug" in skipped.output
+    assert load_config(out).ok
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("PaymentMethod", "stripe", "secret_key"), "PAYMENT_METHOD_STRIPE_SECRET_KEY"),
+    (("PaymentMethod", "bank-transfer", "webhook_secret"), "PAYMENT_METHOD_BANK_TRANSFER_WEBHOOK_SECRET"),
+    (("IntegrationDefaults", "default", "api_keys", "openai"), "OPENAI_API_KEY"),
+    (("IntegrationDefaults", "default", "api_keys", "azure_openai"), "AZURE_OPENAI_API_KEY"),
+])
+def test_secret_variable_names(args, expected):
+    assert secret_variable(*args) == expected
+
+
+def test_provider_keys_shared_by_two_objects_get_qualified_names(applied, tmp_path):
+    """Two integration defaults with an OpenAI key each: OPENAI_API_KEY would be ambiguous."""
+    from control_plane.export import build_export
+    from control_plane.secrets import SecretBox
+    from control_plane.state import read_live
+
+    with applied.connect() as conn:
+        live = read_live(conn, SecretBox(None))
+    default = live.rows["IntegrationDefaults"]["default"]
+    twin = type(default)(default.kind, "second", {**default.values, "name": "second"}, id=None)
+    live.rows["IntegrationDefaults"]["second"] = twin
+    export = build_export(live)
+    names = {o.name: o.secret_variables for o in export.objects if o.kind == "IntegrationDefaults"}
+    assert names["default"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_DEFAULT_API_KEYS_OPENAI"
+    assert names["second"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_SECOND_API_KEYS_OPENAI"
