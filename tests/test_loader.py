@@ -209,7 +209,9 @@ def test_billion_laughs_is_refused_fast(tmp_path):
     err = only_error(result)
     assert "alias" in err.message
     assert err.line > 1  # points at an alias use, not just the top of the file
-    assert elapsed < 0.5, elapsed
+    # Expanding it would take minutes and gigabytes; refusing it takes milliseconds. The bound
+    # only separates the two (generously, for a loaded CI machine); the speed itself is in bench/.
+    assert elapsed < 5, elapsed
 
 
 def test_moderate_alias_use_is_fine(tmp_path):
