@@ -57,7 +57,10 @@ class Row:
 
 
 def natural_key(rk: RowKind, values: dict[str, Any]) -> str:
-    return "/".join(str(values[c]) for c in rk.key_columns)
+    columns = rk.key_columns
+    if len(columns) == 1:
+        return str(values[columns[0]])
+    return "/".join([str(values[c]) for c in columns])
 
 
 # --- canonical form -------------------------------------------------------------------------------
@@ -293,16 +296,23 @@ def read_live(conn: Connection, box: SecretBox, kinds: list[str] | None = None) 
             stmt = stmt.where(text(rk.system_rows))
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
+        n = len(columns)
+        ref_positions = [(columns.index(c), key_by_id[t]) for c, t in rk.refs.items()]
+        secret_positions = [columns.index(c) for c in rk.secret_columns]
+        key_positions = [columns.index(c) for c in rk.key_columns]
+        versioned = rk.version_column is not None
         for record in conn.execute(stmt).all():
-            values = dict(zip(columns, record[1 : 1 + len(columns)], strict=True))
-            for column, target in rk.refs.items():
-                if values[column] is not None:
-                    values[column] = key_by_id[target].get(values[column], f"#{values[column]}")
-            for column in rk.secret_columns:
-                values[column] = _decrypt(values[column], box)
-            key = natural_key(rk, values)
-            kind_rows[key] = Row(kind, key, values, id=record[0],
-                                 version=record[-1] if rk.version_column else None)
+            vals = list(record[1 : 1 + n])
+            for i, names in ref_positions:
+                if vals[i] is not None:
+                    vals[i] = names.get(vals[i], f"#{vals[i]}")
+            for i in secret_positions:
+                vals[i] = _decrypt(vals[i], box)
+            key = str(vals[key_positions[0]]) if len(key_positions) == 1 else "/".join(
+                [str(vals[i]) for i in key_positions]
+            )
+            kind_rows[key] = Row(kind, key, dict(zip(columns, vals, strict=True)), None, False, record[0],
+                                 record[-1] if versioned else None)
             kind_ids[key] = record[0]
         rows[kind] = kind_rows
         ids[kind] = kind_ids
