@@ -100,10 +100,17 @@ class _Reporter:
             line, col = locate(doc, path)
         except Exception:  # a locator failure must never hide the error itself
             line, col = doc.line, 1
-        self.issues.append(Issue(self.rel(doc.file), line, col, kind, name, message))
+        self.issues.append(Issue(self.rel(doc.file), line, col, _clip(kind, 100), _clip(name, 200), _clip(message, 500)))
 
     def raw(self, file: Path, line: int, col: int, kind: str, name: str, message: str) -> None:
-        self.issues.append(Issue(self.rel(file), line, col, kind, name, message))
+        self.issues.append(Issue(self.rel(file), line, col, _clip(kind, 100), _clip(name, 200), _clip(message, 500)))
+
+
+def _clip(text: str, limit: int) -> str:
+    """Messages echo what they found: a 1 MB value must not make a 1 MB error line, nor a value
+    holding a line break two lines."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _doc_label(doc: Document) -> tuple[str, str]:

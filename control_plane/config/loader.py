@@ -204,7 +204,42 @@ def load_text(text: str, path: Path) -> LoadResult:
         for i, data in enumerate(datas)
         if data is not None
     ]
+    if _NUL_ESCAPE.search(text):  # cheap gate: only an escape in a quoted scalar can make a NUL
+        return LoadResult(documents=docs, errors=_nul_errors(docs))
     return LoadResult(documents=docs)
+
+
+_NUL_ESCAPE = re.compile(r"\\(?:0|x00|u0000|U00000000)")
+
+
+def _nul_errors(docs: list[Document]) -> list[LoadError]:
+    """Strings (keys or values) holding a NUL character: valid YAML, but PostgreSQL text cannot
+    store it, so apply would fail on it; refuse it here, where it is."""
+    errors = []
+    for doc in docs:
+        stack: list[tuple[Any, tuple]] = [(doc.data, ())]
+        while stack:
+            node, at = stack.pop()
+            if isinstance(node, str):
+                bad = "\x00" in node
+            elif isinstance(node, dict):
+                bad = False
+                for key, value in node.items():
+                    if isinstance(key, str) and "\x00" in key:
+                        stack.append((key, (*at, key)))
+                    else:
+                        stack.append((value, (*at, key)))
+            else:
+                bad = False
+                if isinstance(node, list):
+                    stack.extend((value, (*at, i)) for i, value in enumerate(node))
+            if bad:
+                try:
+                    line, col = locate(doc, at)
+                except Exception:  # a locator failure must never hide the error itself
+                    line, col = doc.line, 1
+                errors.append(LoadError(doc.file, line, col, "text holds a NUL character (\\0), which the database cannot store"))
+    return sorted(errors, key=lambda e: (e.line, e.col))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +410,10 @@ def _one_line(message: str) -> str:
 
 def _diagnose(text: str, path: Path, exc: BaseException) -> list[LoadError]:
     rs_message = str(exc)
+    if "recursion limit exceeded" in rs_message:
+        # yaml-rs already knows where: ruamel's scanner is quadratic on deep flow collections
+        # (5,000 nested '[' took seconds) before it gives up with a RecursionError anyway.
+        return [_from_rs_message(text, path, rs_message, default="YAML syntax error: nesting too deep")]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. ReusedAnchorWarning: legal YAML
