@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -51,6 +52,7 @@ class ApplyResult:
     rows_written: int = 0
     apply_run_id: int | None = None
     moved: list[str] = field(default_factory=list)
+    plan: Plan | None = None
 
 
 @contextmanager
@@ -107,23 +109,33 @@ def _resolve_secrets(change: Change, environ) -> dict[str, Any]:
 
 def execute(
     engine: Engine,
-    plan: Plan,
+    plan: Plan | Callable[[Connection, LiveState], Plan],
     box: SecretBox,
     *,
     actor: str,
     environment: str | None,
     saved: bool = False,
     environ=None,
-    on_locked=None,
 ) -> ApplyResult:
-    """Apply `plan` in one transaction; refuse if any row it was computed from has moved."""
+    """Apply `plan` in one transaction under the apply lock.
+
+    `plan` is either a Plan computed earlier (every row it was computed from is re-checked, and the
+    apply refused if one moved) or a function that computes it from the live state read under the lock.
+    """
     environ = os.environ if environ is None else environ
-    if plan.errors:
-        raise CplaneError("; ".join(plan.errors))
-    if not plan.changes:
-        return ApplyResult(False, plan.summary)
+    if isinstance(plan, Plan):
+        if plan.errors:
+            raise CplaneError("; ".join(plan.errors))
+        if not plan.changes:
+            return ApplyResult(False, plan.summary, plan=plan)
     with engine.begin() as conn, apply_lock(conn):
         live = read_live(conn, box)
+        if not isinstance(plan, Plan):
+            plan = plan(conn, live)
+            if plan.errors:
+                raise CplaneError("; ".join(plan.errors))
+            if not plan.changes:
+                return ApplyResult(False, plan.summary, plan=plan)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
         written = _write(conn, plan, live, desired_values, box)
         run_id = conn.execute(
@@ -141,7 +153,7 @@ def execute(
         conn.execute(
             update(ApplyRun.__table__).where(ApplyRun.__table__.c.id == run_id).values(finished_at=text("CURRENT_TIMESTAMP"))
         )
-    return ApplyResult(True, plan.summary, written, run_id)
+    return ApplyResult(True, plan.summary, written, run_id, plan=plan)
 
 
 def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, saved: bool) -> dict[tuple[str, str], dict]:

@@ -9,14 +9,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from control_plane.apply import ApplyResult, execute
 from control_plane.db import check_connection, current_revision, ensure_schema, head_revision
 from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plan import Plan, compare, reference_counts
 from control_plane.secrets import SecretBox, is_production
-from control_plane.state import build_desired, read_live
+from control_plane.state import DesiredState, LiveState, build_desired, read_live
 from control_plane.validate import ConfigSet, load_config
 
 
@@ -59,15 +59,36 @@ def load_valid_config(config_dir: Path, environment: str | None) -> ConfigSet:
     return config
 
 
-def make_plan(
-    engine: Engine,
-    config_dir: Path,
-    *,
-    environment: str | None = None,
-    adopt: bool = False,
-    require_secrets: bool = False,
-    environ=None,
-) -> PlanResult:
+@dataclass
+class Prepared:
+    """Everything a plan needs that does not come from the database."""
+
+    config: ConfigSet
+    desired: DesiredState
+    box: SecretBox
+    environment: str | None
+    adopt: bool
+    warnings: list[str]
+    revision: str
+    digest: str
+
+    def plan_against(self, conn: Connection, live: LiveState | None = None) -> Plan:
+        live = read_live(conn, self.box) if live is None else live
+        plan = compare(self.desired, live, self.box, adopt=self.adopt)
+        touched = {c.kind for c in plan.changes}
+        if touched:
+            # Only kinds with pending changes need their user references counted.
+            plan = compare(self.desired, live, self.box, adopt=self.adopt,
+                           reference_counts=reference_counts(conn, touched))
+        plan.environment = self.environment
+        plan.config_revision = self.revision
+        plan.config_digest = self.digest
+        plan.warnings = self.warnings + plan.warnings
+        return plan
+
+
+def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
+            require_secrets: bool = False, environ=None) -> Prepared:
     environ = os.environ if environ is None else environ
     config = load_valid_config(Path(config_dir), environment)
     box = SecretBox(environment)
@@ -78,19 +99,25 @@ def make_plan(
         if require_secrets or is_production(environment):
             raise CplaneError(f"secret environment variables are not set: {names}; nothing was planned")
         warnings.append(f"secret environment variables are not set, those secrets stay unset: {names}")
+    return Prepared(config, desired, box, environment, adopt, warnings,
+                    config_revision(Path(config_dir)), config_digest(config))
+
+
+def make_plan(
+    engine: Engine,
+    config_dir: Path,
+    *,
+    environment: str | None = None,
+    adopt: bool = False,
+    require_secrets: bool = False,
+    environ=None,
+) -> PlanResult:
+    prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                       environ=environ)
     ensure_schema(engine)
     with engine.connect() as conn:
-        live = read_live(conn, box)
-        plan = compare(desired, live, box, adopt=adopt)
-        touched = {c.kind for c in plan.changes}
-        if touched:
-            # Only kinds with pending changes need their user references counted.
-            plan = compare(desired, live, box, adopt=adopt, reference_counts=reference_counts(conn, touched))
-    plan.environment = environment
-    plan.config_revision = config_revision(Path(config_dir))
-    plan.config_digest = config_digest(config)
-    plan.warnings = warnings + plan.warnings
-    return PlanResult(plan, config)
+        plan = prepared.plan_against(conn)
+    return PlanResult(plan, prepared.config)
 
 
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
@@ -102,10 +129,16 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
                  adopt: bool = False, require_secrets: bool = False, environ=None) -> ApplyResult:
-    """Plan and apply in one go (what `cplane apply --auto-approve` does)."""
-    result = make_plan(engine, config_dir, environment=environment, adopt=adopt,
-                       require_secrets=require_secrets, environ=environ)
-    return apply_plan(engine, result.plan, environment=environment, actor=actor, environ=environ)
+    """Plan and apply in one go (what `cplane apply --auto-approve` does).
+
+    The plan is computed inside the apply transaction, after the apply lock is taken: an apply
+    that overlaps another is refused with the lock message, one that follows it finds nothing to do.
+    """
+    prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                       environ=environ)
+    ensure_schema(engine)
+    return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
+                   environment=environment, environ=environ)
 
 
 def default_actor() -> str:

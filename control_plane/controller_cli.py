@@ -56,11 +56,34 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
                   adopt: bool, require_secrets: bool):
     """Apply a saved plan, or compute and apply a fresh one."""
-    from control_plane.controller import apply_plan, make_plan
+    from control_plane.controller import apply_config, apply_plan, make_plan
     from control_plane.plan import Plan
     from control_plane.render import NO_CHANGES, render_text, summary_line
 
+    def show(plan: Plan) -> None:
+        if fmt == "text":
+            click.echo(render_text(plan, colour=sys.stdout.isatty()))
+        else:
+            for warning in plan.warnings:
+                click.echo(f"warning: {warning}", err=True)
+        if plan.errors:
+            raise CplaneError("; ".join(plan.errors))
+
+    def done(plan: Plan, result) -> None:
+        if fmt == "json":
+            emit_json({"applied": result.applied, "summary": result.summary, "rows_written": result.rows_written,
+                       "apply_run_id": result.apply_run_id, **({} if result.applied else {"message": NO_CHANGES})})
+        elif result.applied:
+            click.echo(f"Apply complete. {summary_line(plan)[len('Plan: '):]}")
+
     engine = ctx.engine()
+    if planfile is None and auto_approve:
+        # Nobody reviews this plan, so it is computed under the apply lock: no stale-plan refusals.
+        result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
+                              require_secrets=require_secrets)
+        show(result.plan)
+        done(result.plan, result)
+        return
     if planfile:
         try:
             plan = Plan.from_dict(json.loads(Path(planfile).read_text()))
@@ -73,13 +96,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets).plan
-    if fmt == "text":
-        click.echo(render_text(plan, colour=sys.stdout.isatty()))
-    else:
-        for warning in plan.warnings:
-            click.echo(f"warning: {warning}", err=True)
-    if plan.errors:
-        raise CplaneError("; ".join(plan.errors))
+    show(plan)
     if not plan.changes:
         if fmt == "json":
             emit_json({"applied": False, "summary": plan.summary, "message": NO_CHANGES})
@@ -89,12 +106,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             raise CplaneError("refusing to apply without confirmation: not a terminal; pass --auto-approve")
         if not click.confirm("Apply these changes?", default=False):
             raise CplaneError("apply cancelled")
-    result = apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile))
-    if fmt == "json":
-        emit_json({"applied": result.applied, "summary": result.summary, "rows_written": result.rows_written,
-                   "apply_run_id": result.apply_run_id})
-    else:
-        click.echo(f"Apply complete. {summary_line(plan)[len('Plan: '):]}")
+    done(plan, apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile)))
 
 
 @click.command("status")
