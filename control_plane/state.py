@@ -67,6 +67,7 @@ def natural_key(rk: RowKind, values: dict[str, Any]) -> str:
 
 
 _PLAIN = (str, int, bool, type(None))
+_PASSTHROUGH = frozenset({str, int, bool, type(None)})
 
 
 def _canon(value: Any) -> Any:
@@ -87,7 +88,11 @@ def canonical(rk: RowKind, values: dict[str, Any], box: SecretBox) -> tuple:
     """One tuple per row state: equal tuples mean equal rows. Secrets enter only as an HMAC."""
     secret = rk.secret_columns
     if not secret:
-        return tuple([_canon(values.get(c)) for c in managed_columns(rk)])
+        get = values.get
+        return tuple([
+            value if value.__class__ in _PASSTHROUGH else _canon(value)
+            for value in [get(c) for c in managed_columns(rk)]
+        ])
     return tuple(
         [_canon(_digest_secret(values.get(c), box) if c in secret else values.get(c)) for c in managed_columns(rk)]
     )
@@ -225,10 +230,17 @@ def _resolve(ref: Any, environ, row: Row, column: str, missing: list[SecretProbl
     return None
 
 
+_SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})
+
+
 def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], rows) -> None:
+    # The hot loop of large taxonomies (one pass per seed keyword): fields are read from the
+    # model's __dict__ and scalars are taken as they are.
     for child in children:
         rk = ROW_KINDS[child.row_kind]
+        kind_rows = rows[rk.name]
         skip = frozenset({c.field for c in child.children} | {child.key_field})
+        ancestor_columns = [(column, ancestors[-1 - depth]) for column, depth in child.ancestor_columns.items()]
         pairs = None
         for item in getattr(spec, child.field):
             if child.key_field is None:
@@ -236,14 +248,19 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancesto
             else:
                 if pairs is None:
                     pairs = _child_columns(child, type(item), skip)
-                values = {column: _plain(getattr(item, f)) for f, column in pairs}
-                values[child.key_column] = getattr(item, child.key_field)
-            for column, depth in child.ancestor_columns.items():
-                values[column] = ancestors[-1 - depth]
-            row = Row(rk.name, natural_key(rk, values), values, prevent_destroy=False)
-            rows[rk.name][row.key] = row
+                fields = item.__dict__
+                values = {
+                    column: value if value.__class__ in _SCALAR_TYPES else _plain(value)
+                    for f, column in pairs
+                    for value in (fields[f],)
+                }
+                values[child.key_column] = fields[child.key_field]
+            for column, ancestor in ancestor_columns:
+                values[column] = ancestor
+            key = natural_key(rk, values)
+            kind_rows[key] = Row(rk.name, key, values)
             if child.children:
-                _flatten_children(obj, child.children, item, [*ancestors, row.key], rows)
+                _flatten_children(obj, child.children, item, [*ancestors, key], rows)
 
 
 def _secret_field(row_kind: str, column: str) -> str:
