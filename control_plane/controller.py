@@ -74,12 +74,8 @@ class Prepared:
 
     def plan_against(self, conn: Connection, live: LiveState | None = None) -> Plan:
         live = read_live(conn, self.box) if live is None else live
-        plan = compare(self.desired, live, self.box, adopt=self.adopt)
-        touched = {c.kind for c in plan.changes}
-        if touched:
-            # Only kinds with pending changes need their user references counted.
-            plan = compare(self.desired, live, self.box, adopt=self.adopt,
-                           reference_counts=reference_counts(conn, touched))
+        plan = compare(self.desired, live, self.box, adopt=self.adopt,
+                       reference_counts=lambda kind: reference_counts(conn, {kind})[kind])
         plan.environment = self.environment
         plan.config_revision = self.revision
         plan.config_digest = self.digest

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -207,11 +208,18 @@ def compare(
     box: SecretBox,
     *,
     adopt: bool = False,
-    reference_counts: dict[str, dict[int, dict[str, int]]] | None = None,
+    reference_counts: Callable[[str], dict[int, dict[str, int]]] | None = None,
 ) -> Plan:
     """The changes that make `live` match `desired`, ordered for apply (parents first, deletes last)."""
     plan = Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), adopt=adopt)
-    refcounts = reference_counts or {}
+    # User references are counted per kind, and only for kinds that have something to change.
+    counted: dict[str, dict[int, dict[str, int]]] = {}
+
+    def counts_for(kind: str) -> dict[int, dict[str, int]]:
+        if kind not in counted:
+            counted[kind] = reference_counts(kind) if reference_counts and ROW_KINDS[kind].user_refs else {}
+        return counted[kind]
+
     writes: list[Change] = []
     removals: list[Change] = []
     order = apply_order()
@@ -220,7 +228,6 @@ def compare(
         want = desired.rows.get(kind, {})
         have = live.rows.get(kind, {})
         managed = live.managed.get(kind, {})
-        kind_counts = refcounts.get(kind, {})
         for key in sorted(want):
             row = want[key]
             current = have.get(key)
@@ -245,7 +252,7 @@ def compare(
                                          values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
                                          live_fingerprint=live_fp, desired_fingerprint=desired_fp,
                                          prevent_destroy=row.prevent_destroy,
-                                         impact=_impact(kind_counts, current.id)))
+                                         impact=_impact(counts_for(kind), current.id)))
                 else:
                     plan.unmanaged.append({"kind": kind, "name": key, "reason": "exists but was not created by cplane (use --adopt)"})
                 continue
@@ -255,15 +262,15 @@ def compare(
             cause = "drift" if live_fp != record.fingerprint else "config"
             writes.append(Change(kind, key, "update", cause=cause, fields=fields, values=_plan_values(rk, row),
                                  secret_refs=row.secret_refs or {}, live_fingerprint=live_fp, desired_fingerprint=desired_fp,
-                                 prevent_destroy=row.prevent_destroy, impact=_impact(kind_counts, current.id)))
+                                 prevent_destroy=row.prevent_destroy, impact=_impact(counts_for(kind), current.id)))
         for key in sorted(set(have) - set(want)):
             current = have[key]
             record = managed.get(key)
             if record is None:
                 plan.unmanaged.append({"kind": kind, "name": key, "reason": "not in config and not managed by cplane"})
                 continue
-            impact = _impact(kind_counts, current.id)
-            referenced = _blocking(kind_counts, current.id)
+            impact = _impact(counts_for(kind), current.id)
+            referenced = _blocking(counts_for(kind), current.id)
             live_fp = fingerprint(canonical(rk, current.values, box))
             if referenced and rk.retire_column:
                 if current.values.get(rk.retire_column) is False:
