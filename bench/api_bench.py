@@ -8,7 +8,7 @@ config applied, and measures requests/s and p50/p99 latency of
   - POST /v1/credits/consume   atomic charge + ledger + usage log, unique idempotency keys
 
 at 1 and 50 concurrent clients, in the same run. Load comes from httpx async clients spread over
-client processes. Prints a markdown table and writes it to docs/benchmarks-api.md.
+client processes. Prints a markdown table and writes it to bench/out/benchmarks-api.md (summarised in docs/benchmarks.md).
 
     .venv/bin/python bench/api_bench.py [--seconds 5] [--runs 3] [--pg postgresql://postgres@127.0.0.1:5432/postgres]
 
@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--pg", default=os.environ.get("CPLANE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres"))
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=1, help="rounds of every cell; the table shows medians")
-    parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks-api.md"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "benchmarks-api.md"))
     args = parser.parse_args()
 
     import psycopg

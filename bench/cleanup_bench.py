@@ -6,9 +6,9 @@ For each profile (`test-data`, `retention`) the same ~1,000,000 user rows are ge
 - cplane: `control_plane.cleanup.execute` (5,000-row batches, each its own transaction, snapshot
   and verification of system data, audit record).
 Both delete exactly the same rows (checked). Prints a markdown table and writes
-docs/benchmarks-cleanup.md.
+bench/out/benchmarks-cleanup.md (summarised in docs/benchmarks.md).
 
-    python bench/cleanup_bench.py [--rows 1000000] [--batch-size 5000] [--out docs/benchmarks-cleanup.md]
+    python bench/cleanup_bench.py [--rows 1000000] [--batch-size 5000] [--out bench/out/benchmarks-cleanup.md]
 
 PostgreSQL: CPLANE_TEST_PG (default postgresql://postgres@127.0.0.1:5432/test), like the tests.
 """
@@ -85,7 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks-cleanup.md"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "benchmarks-cleanup.md"))
     args = parser.parse_args()
 
     dbname = f"cplane_bench_{uuid.uuid4().hex[:10]}"
@@ -167,6 +167,7 @@ no batch longer than 1 s.
 
 {table}
 """
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(doc)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
