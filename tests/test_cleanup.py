@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -16,6 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
+from helpers import load_script
 from sqlalchemy import inspect, text
 
 from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema
@@ -27,14 +27,7 @@ CONFIG = REPO / "config"
 MANIFEST = CONFIG / "cleanup" / "manifest.yaml"
 
 
-def _load_userdata():
-    spec = importlib.util.spec_from_file_location("bench_userdata", REPO / "bench" / "userdata.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-userdata = _load_userdata()
+userdata = load_script("bench/userdata.py")
 
 
 @pytest.fixture(autouse=True)

@@ -3,7 +3,6 @@ same commands the pull-request workflow runs, against a real PostgreSQL; pre-com
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import click
 import pytest
+from helpers import load_script
 from ruamel.yaml import YAML
 
 from control_plane.cli import main
@@ -34,14 +34,7 @@ SECRETS = {
 }
 
 
-def _load_comment_script():
-    spec = importlib.util.spec_from_file_location("plan_comment", REPO / ".github" / "scripts" / "plan_comment.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-plan_comment = _load_comment_script()
+plan_comment = load_script(".github/scripts/plan_comment.py")
 
 
 def load_yaml(path: Path):

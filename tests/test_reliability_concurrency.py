@@ -19,33 +19,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import cplane_cmd, libpq_url, load_script
 from sqlalchemy import text
 
 from control_plane.apply import LOCK_MESSAGE
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
-
-
-def _genconfig():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("bench_genconfig", REPO / "bench" / "genconfig.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cplane_cmd(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("cplane")
-    head = [str(exe)] if exe.exists() else [sys.executable, "-c", "from control_plane.cli import main; main()"]
-    return [*head, *args]
 
 
 def env(app: str) -> dict[str, str]:
@@ -87,14 +72,10 @@ def assert_single_apply(engine, config: Path, url: str) -> None:
     assert plan.returncode == 0 and "No changes." in plan.stdout, plan.stdout + plan.stderr
 
 
-def libpq_url(engine) -> str:
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @pytest.mark.parametrize(("processes", "rows"), [(2, 30000), (10, 5000)])
 def test_applies_started_together_on_a_fresh_database(pg_url, engine_for, tmp_path, processes, rows):
     """No coordination: a fresh (unmigrated) database, N processes at once, a large config."""
-    config = _genconfig().generate(tmp_path / "config", rows)
+    config = load_script("bench/genconfig.py").generate(tmp_path / "config", rows)
     started = time.monotonic()
     results = run_all(processes, config, pg_url, f"concurrency-{processes}")
     elapsed = time.monotonic() - started

@@ -17,12 +17,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import cplane_cmd, libpq_url, load_script
 from sqlalchemy import text
 
 from control_plane.cleanup import build_plan, load_manifest, reflect_schema
@@ -34,25 +34,6 @@ REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
 APPLY_ROWS = int(os.environ.get("CPLANE_FAULT_ROWS", "30000"))
 PAUSE_LOCK = 0x5245_4C46  # the advisory lock a fault trigger waits on ("RELF")
-
-
-def _load(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def cplane_cmd(*args: str) -> list[str]:
-    exe = Path(sys.executable).with_name("cplane")
-    head = [str(exe)] if exe.exists() else [sys.executable, "-c", "from control_plane.cli import main; main()"]
-    return [*head, *args]
-
-
-def libpq_url(engine) -> str:
-    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def dump_all(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -148,7 +129,7 @@ def applied_base(pg_engine, monkeypatch):
 
 
 def test_apply_killed_at_every_point_leaves_the_database_as_it_was(applied_base, tmp_path):
-    big = _load("genconfig").generate(tmp_path / "config", APPLY_ROWS)
+    big = load_script("bench/genconfig.py").generate(tmp_path / "config", APPLY_ROWS)
     url = libpq_url(applied_base)
     apply_args = cplane_cmd("apply", "--auto-approve", "--config", str(big), "--database-url", url)
     with psycopg.connect(url, autocommit=True) as admin:
@@ -267,7 +248,7 @@ def test_cleanup_killed_inside_first_middle_and_last_table_stays_consistent(pg_e
     from control_plane.controller import apply_config
 
     monkeypatch.setenv("CPLANE_SECRET_KEY", "fault-key")
-    userdata = _load("userdata")
+    userdata = load_script("bench/userdata.py")
     apply_config(pg_engine, CONFIG, environment=None, actor="test")
     userdata.ensure_system_data(pg_engine)
     userdata.generate(pg_engine, accounts=3)

@@ -89,16 +89,19 @@ SiteCreate, SiteUpdate, SiteOut = make_models("Site", {
 })
 
 
+def _active_id_by_slug(session: Session, model: type, slug: str | None, label: str) -> int | None:
+    """A tenant names system rows by their config name; only active ones can be chosen."""
+    if slug is None:
+        return None
+    row_id = session.scalar(select(model.id).where(model.slug == slug, model.is_active))
+    if row_id is None:
+        raise not_found(f"{label} {slug!r}")
+    return row_id
+
+
 def _site_prepare(session: Session, _tenant: Tenant, data: dict[str, Any], _row: Any) -> dict[str, Any]:
     if "industry" in data:
-        slug = data.pop("industry")
-        if slug is None:
-            data["industry_id"] = None
-        else:
-            industry_id = session.scalar(select(Industry.id).where(Industry.slug == slug, Industry.is_active))
-            if industry_id is None:
-                raise not_found(f"industry {slug!r}")
-            data["industry_id"] = industry_id
+        data["industry_id"] = _active_id_by_slug(session, Industry, data.pop("industry"), "industry")
     return data
 
 
@@ -135,14 +138,7 @@ def _user_prepare(session: Session, _tenant: Tenant, data: dict[str, Any], row: 
         if clash is not None and (row is None or clash != row.id):
             raise ApiError(409, "conflict", "a user with this e-mail already exists")
     if "role" in data:
-        slug = data.pop("role")
-        if slug is None:
-            data["role_id"] = None
-        else:
-            role_id = session.scalar(select(Role.id).where(Role.slug == slug, Role.is_active))
-            if role_id is None:
-                raise not_found(f"role {slug!r}")
-            data["role_id"] = role_id
+        data["role_id"] = _active_id_by_slug(session, Role, data.pop("role"), "role")
     return data
 
 
