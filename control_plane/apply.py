@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from collections import defaultdict
@@ -11,11 +10,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, Numeric, bindparam, delete, insert, select, text, update
 
+from control_plane.db import sqlite_file_lock
 from control_plane.errors import CplaneError
 from control_plane.models import ApplyRun, ManagedObject
 from control_plane.plan import Change, Plan
@@ -63,20 +62,8 @@ def apply_lock(conn: Connection):
             raise ApplyLocked(LOCK_MESSAGE)
         yield
         return
-    database = conn.engine.url.database
-    if not database or database == ":memory:":
+    with sqlite_file_lock(conn.engine, "apply", ApplyLocked(LOCK_MESSAGE)):
         yield
-        return
-    handle = open(Path(database).with_name(Path(database).name + ".apply-lock"), "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ApplyLocked(LOCK_MESSAGE) from None
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 @cache

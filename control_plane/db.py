@@ -156,3 +156,41 @@ def ensure_schema(engine: Engine) -> None:
 
 def table_names(engine: Engine) -> list[str]:
     return inspect(engine).get_table_names()
+
+
+@contextmanager
+def sqlite_file_lock(engine: Engine, name: str, error: Exception):
+    """SQLite's stand-in for an advisory lock: a non-blocking flock on a file beside the database."""
+    import fcntl
+
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    handle = open(Path(database).with_name(f"{Path(database).name}.{name}-lock"), "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error from None
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+@contextmanager
+def session_lock(engine: Engine, lock_id: int, name: str, error: Exception):
+    """Fail-fast, database-wide lock held across several transactions (a session lock on
+    PostgreSQL, released by the server if the process dies)."""
+    if engine.dialect.name != "postgresql":
+        with sqlite_file_lock(engine, name, error):
+            yield
+        return
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
+            raise error
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})

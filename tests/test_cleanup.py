@@ -413,7 +413,7 @@ def test_killed_subprocess_run_finishes_when_run_again(pg_engine):
     for table in USER_TABLES:
         assert count(pg_engine, table) == 0, table
     assert system_dump(pg_engine) == before
-    assert runs(pg_engine)[-1]["status"] == "succeeded"
+    assert [r["status"] for r in runs(pg_engine)[-2:]] == ["interrupted", "succeeded"]
 
 
 # --- verification -------------------------------------------------------------------------------
@@ -444,3 +444,18 @@ def test_plan_builds_for_every_profile_on_sqlite_and_pg(system_engine):
     for profile in manifest.profiles:
         plan = build_plan(system_engine, manifest, profile)
         assert plan.total == 0
+
+
+def test_a_second_cleanup_is_refused_while_one_runs(system_engine):
+    """The cleanup lock: database-wide on PostgreSQL (advisory), a lock file beside SQLite."""
+    from control_plane.cleanup.executor import CLEANUP_LOCK_ID, CLEANUP_LOCK_MESSAGE
+    from control_plane.db import session_lock
+    from control_plane.errors import CplaneError
+
+    url = system_engine.url.render_as_string(hide_password=False)
+    with session_lock(system_engine, CLEANUP_LOCK_ID, "cleanup", CplaneError("held by the test")):
+        refused = cli("cleanup", "apply", "--profile", "retention", "--yes", url=url)
+        assert refused.exit_code == 1
+        assert CLEANUP_LOCK_MESSAGE in refused.output
+    assert runs(system_engine) == []  # the refused run recorded nothing
+    assert cli("cleanup", "apply", "--profile", "retention", "--yes", url=url).exit_code == 0

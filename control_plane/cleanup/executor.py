@@ -34,6 +34,7 @@ from control_plane.cleanup.planner import (
     quote_ident,
     reflect_schema,
 )
+from control_plane.db import session_lock
 from control_plane.errors import CplaneError
 from control_plane.models.controller import CleanupRun
 
@@ -80,6 +81,10 @@ class CleanupResult:
             "elapsed_seconds": round(self.elapsed_s, 3),
             "verified_tables": self.verified_tables,
         }
+
+
+CLEANUP_LOCK_ID = 0x63706C616E63  # "cplanc"
+CLEANUP_LOCK_MESSAGE = "another cplane cleanup is running on this database; try again when it finishes"
 
 
 def is_production(environment: str | None) -> bool:
@@ -280,8 +285,22 @@ def execute(
         raise CleanupRefused("--batch-size must be at least 1")
     guard(manifest, profile, environment, allow_production)
     schema = schema or reflect_schema(engine)
+    with session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(CLEANUP_LOCK_MESSAGE)):
+        return _execute_locked(engine, manifest, profile, schema, batch_size, actor, environment, progress,
+                               on_batch, now)
+
+
+def _execute_locked(engine, manifest, profile, schema, batch_size, actor, environment, progress, on_batch, now):
     started = time.perf_counter()
     with engine.begin() as conn:
+        # Holding the lock, any run still marked running is one whose process died mid-way.
+        t = CleanupRun.__table__
+        conn.execute(
+            update(t).where(t.c.status == "running").values(
+                status="interrupted", finished_at=datetime.now(UTC),
+                message="the process ended before finishing (killed or crashed); a later run completed its work",
+            )
+        )
         run_id = conn.execute(
             CleanupRun.__table__.insert()
             .values(actor=actor or default_actor(), environment=environment or "", profile=profile, status="running",
