@@ -66,6 +66,16 @@ def account_and_plan(session: Session, account_id: uuid.UUID) -> tuple[Account, 
     return row[0], row[1]
 
 
+def require_feature(session: Session, account_id: uuid.UUID, feature: str, what: str) -> None:
+    """Customizations are plan features (config/plans: `features`); without it, 403."""
+    from runtime.errors import ApiError
+
+    _account, plan = account_and_plan(session, account_id)
+    if plan is None or feature not in (plan.features or []):
+        raise ApiError(403, "plan_feature_unavailable",
+                       f"plan {plan.slug if plan else '(none)'!r} does not include {feature} ({what})")
+
+
 # --- prompts -------------------------------------------------------------------------------------
 
 

@@ -285,3 +285,18 @@ def test_modules_without_a_row_fall_back_to_system_setting(client, rt_engine):
         assert body["modules"] == {m: m == "planner" for m in MODULES}
     finally:
         apply_repo_config(rt_engine)
+
+
+def test_customizations_need_their_plan_feature(client, rt_engine):
+    """free: no customizations at all; starter: its own author profiles, not prompts or strategies."""
+    free, starter = new_tenant(rt_engine, "free"), new_tenant(rt_engine, "starter")
+    refused = client.put("/v1/prompts/rewrite", json={"text": "Mine"}, headers=free.headers)
+    assert refused.status_code == 403 and refused.json()["error"]["code"] == "plan_feature_unavailable"
+    assert "custom_prompts" in refused.json()["error"]["message"]
+    assert client.post("/v1/author-profiles/blog-conversational/clone", headers=free.headers).status_code == 403
+    assert client.post("/v1/author-profiles/blog-conversational/clone", headers=starter.headers).status_code == 201
+    refused = client.post("/v1/strategies/case-study/clone", headers=starter.headers)
+    assert refused.status_code == 403 and "custom_strategies" in refused.json()["error"]["message"]
+    # Nothing was written by the refusals: the effective prompt is still the global one.
+    prompt = ok(client.get("/v1/prompts/rewrite", headers=free.headers))
+    assert prompt["source"] == "global"

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from control_plane.models import AuthorProfile, GlobalAuthorProfile, GlobalStrategy, Strategy
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found
+from runtime.resolve import require_feature
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -28,6 +29,8 @@ class Library:
     account_model: Any
     fields: dict[str, tuple[Any, Any, dict[str, Any]]]
     schema_name: str
+    # The plan feature that allows an account to hold its own copies.
+    feature: str
 
 
 def _models(lib: Library):
@@ -109,6 +112,7 @@ def build_library_router(lib: Library) -> APIRouter:
 
     def create(body: Create, tenant: Tenant = Depends(tenant_dep)):  # type: ignore[valid-type]
         session = tenant.session
+        require_feature(session, tenant.account_id, lib.feature, f"own {lib.label} copies")
         data = body.model_dump()
         name = data.pop("name")
         if account_copy(session, tenant, name) is not None:
@@ -135,6 +139,7 @@ def build_library_router(lib: Library) -> APIRouter:
         g = global_row(session, name)
         if g is None:
             raise not_found(f"global {lib.label}")
+        require_feature(session, tenant.account_id, lib.feature, f"own {lib.label} copies")
         if account_copy(session, tenant, name) is not None:
             raise ApiError(409, "conflict", f"the account already has a {lib.label} named {name!r}")
         row = A(id=uuid.uuid4(), account_id=tenant.account_id, slug=g.slug, cloned_from_id=g.id, is_active=True)
@@ -157,6 +162,7 @@ def build_library_router(lib: Library) -> APIRouter:
     def patch(body: Update, name: str = NamePath, tenant: Tenant = Depends(tenant_dep)):  # type: ignore[valid-type]
         session = tenant.session
         row = own_or_404(session, tenant, name)
+        require_feature(session, tenant.account_id, lib.feature, f"own {lib.label} copies")
         data = body.model_dump(exclude_unset=True)
         if "display_name" in data:
             row.name = data.pop("display_name")
@@ -199,7 +205,7 @@ def build_library_router(lib: Library) -> APIRouter:
 
 AUTHOR_PROFILES = Library(
     path="author-profiles", label="author profile", global_model=GlobalAuthorProfile, account_model=AuthorProfile,
-    schema_name="AuthorProfile",
+    schema_name="AuthorProfile", feature="custom_author_profiles",
     fields={
         "description": (str, "", {"max_length": 20_000}),
         "tone": (str, "", {"max_length": 200}),
@@ -213,7 +219,7 @@ AUTHOR_PROFILES = Library(
 
 STRATEGIES = Library(
     path="strategies", label="strategy", global_model=GlobalStrategy, account_model=Strategy,
-    schema_name="Strategy",
+    schema_name="Strategy", feature="custom_strategies",
     fields={
         "description": (str, "", {"max_length": 20_000}),
         "content_type_slug": (str | None, None, {"max_length": 100}),

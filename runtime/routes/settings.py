@@ -49,6 +49,7 @@ from runtime.resolve import (
     global_prompts_statement,
     globals_from_rows,
     masked_keys,
+    require_feature,
     store_globals,
 )
 
@@ -219,6 +220,7 @@ def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, te
     g = global_prompt(session, prompt_type)
     if g is None and prompt_type not in PROMPT_TYPES:
         raise not_found(f"prompt type {prompt_type!r}")
+    require_feature(session, account_id, "custom_prompts", "customized prompts")
     values = {"text": text, "global_prompt_id": g.id if g else None,
               "based_on_global_version": g.version if g else None, "is_active": True}
     for _attempt in range(2):
