@@ -283,6 +283,7 @@ def compare(
                 removals.append(Change(kind, key, "delete", live_fingerprint=live_fp, impact=impact,
                                        prevent_destroy=record.prevent_destroy,
                                        reason="removed from config"))
+    _keep_parents_of_kept_children(removals, live)
     removals.sort(key=lambda c: -order.index(c.kind))
     plan.changes = writes + removals
     for change in removals:
@@ -292,6 +293,34 @@ def compare(
                 f"the plan would {change.action} it"
             )
     return plan
+
+
+def _keep_parents_of_kept_children(removals: list[Change], live: LiveState) -> None:
+    """A parent can only be deleted with all its children: deleting it would cascade to a child that
+    stays (a retired one, or one cplane does not manage). Such a parent is retired instead."""
+    parent_kinds = {ROW_KINDS[k].parent for k in ROW_KINDS if ROW_KINDS[k].parent}
+    if not any(c.action == "delete" and c.kind in parent_kinds for c in removals):
+        return
+    by_key = {(c.kind, c.name): c for c in removals}
+    deleting = {key for key, c in by_key.items() if c.action == "delete"}
+    for kind in reversed(apply_order()):  # children before their parents, so chains carry upwards
+        rk = ROW_KINDS[kind]
+        if rk.parent is None:
+            continue
+        parent_rk = ROW_KINDS[rk.parent]
+        parent_column = next(c for c, target in rk.refs.items() if target == rk.parent)
+        for key, row in live.rows.get(kind, {}).items():
+            parent_key = row.values[parent_column]
+            if (kind, key) in deleting or (rk.parent, parent_key) not in deleting or not parent_rk.retire_column:
+                continue
+            parent = by_key[(rk.parent, parent_key)]
+            deleting.discard((rk.parent, parent_key))
+            if live.rows[rk.parent][parent_key].values.get(parent_rk.retire_column) is False:
+                removals.remove(parent)  # already retired: nothing to do
+                continue
+            parent.action = "retire"
+            parent.fields = [FieldChange(parent_rk.retire_column, True, False)]
+            parent.reason = f"keeps {kind} {key}, which is not deleted"
 
 
 BLOCKING = "_blocking"
@@ -328,6 +357,8 @@ def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[st
             table = metadata.tables[ref.table]
             column = table.c[ref.column]
             base = select(column, func.count()).where(column.is_not(None)).group_by(column)
+            if ref.scope:
+                base = base.where(text(ref.scope))
             for row_id, count in conn.execute(base):
                 counts = per_row.setdefault(row_id, {})
                 counts[BLOCKING] = counts.get(BLOCKING, 0) + count

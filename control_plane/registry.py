@@ -32,6 +32,8 @@ class UserRef:
     label: str
     # Extra SQL condition for the impact count, e.g. only active subscriptions.
     where: str | None = None
+    # Which rows of `table` are user data at all (for a mixed table: not its system rows).
+    scope: str | None = None
 
 
 @dataclass(frozen=True, eq=False)  # identity-hashed: derived facts are cached per row kind
@@ -145,14 +147,25 @@ ROW_KINDS: dict[str, RowKind] = {
             ),
         ),
         RowKind("CreditCost", m.CreditCostConfig, ("operation",)),
-        RowKind("Industry", m.Industry, ("slug",), user_refs=(UserRef("sites", "industry_id", "sites in this industry"),)),
+        RowKind(
+            "Industry",
+            m.Industry,
+            ("slug",),
+            user_refs=(
+                UserRef("sites", "industry_id", "sites in this industry"),
+                UserRef("seed_keywords", "industry_id", "account seed keywords", scope="account_id IS NOT NULL"),
+            ),
+        ),
         RowKind(
             "IndustrySector",
             m.IndustrySector,
             ("industry_id", "slug"),
             refs={"industry_id": "Industry"},
             parent="Industry",
-            user_refs=(UserRef("sectors", "industry_sector_id", "site sectors"),),
+            user_refs=(
+                UserRef("sectors", "industry_sector_id", "site sectors"),
+                UserRef("seed_keywords", "sector_id", "account seed keywords", scope="account_id IS NOT NULL"),
+            ),
         ),
         RowKind(
             "SeedKeyword",

@@ -327,3 +327,58 @@ def test_impact_counts_user_rows_behind_a_change(config_tree, migrated_engine):
     assert changes[("Plan", "test-plan")].impact == {"accounts on this plan": 1, "active subscriptions": 1}
     assert changes[("Prompt", "rewrite")].impact == {"accounts that customized this prompt": 1}
     assert "impact: 1 accounts on this plan, 1 active subscriptions" in render_text(plan)
+
+
+def test_parent_of_a_kept_child_is_retired_not_deleted(config_tree, migrated_engine):
+    """Removing an industry whose sector is in use (or has a hand-made child) must not cascade."""
+    from control_plane.models import Sector, Site
+
+    apply_config(migrated_engine, config_tree.root, actor="test")
+    with migrated_engine.begin() as conn:
+        sector_id = conn.execute(text(
+            "SELECT s.id FROM industry_sectors s JOIN industries i ON i.id = s.industry_id "
+            "WHERE i.slug = 'test-industry' AND s.slug = 'first'")).scalar_one()
+    _subscribe(migrated_engine, "test-plan")
+    with migrated_engine.begin() as conn:
+        account_id = conn.execute(select(Account.id)).scalar_one()
+        site_id = uuid.uuid4()
+        conn.execute(insert(Site.__table__), {"id": site_id, "account_id": account_id, "name": "Blog", "domain": "b.example"})
+        conn.execute(insert(Sector.__table__), {"id": uuid.uuid4(), "account_id": account_id, "site_id": site_id,
+                                                "name": "Mine", "industry_sector_id": sector_id})
+    config_tree.remove("industries/test-industry.yaml")
+    plan = make_plan(migrated_engine, config_tree.root).plan
+    actions = {(c.kind, c.name): c.action for c in plan.changes}
+    assert actions[("IndustrySector", "test-industry/first")] == "retire"
+    assert actions[("IndustrySector", "test-industry/second")] == "delete"
+    assert actions[("Industry", "test-industry")] == "retire"
+    assert actions[("SeedKeyword", "test-industry/first/alpha one")] == "delete"
+    apply_plan(migrated_engine, plan, environment=None, actor="test")
+    assert scalar(migrated_engine, "SELECT is_active FROM industries WHERE slug = 'test-industry'") in (False, 0)
+    assert count(migrated_engine, "sectors") == 1
+    # Nothing more to do while the sector is in use.
+    assert make_plan(migrated_engine, config_tree.root).plan.changes == []
+
+
+def test_account_seed_keywords_keep_their_sector(config_tree, migrated_engine):
+    """seed_keywords is mixed: an account's own keyword in a sector is user data the sector must keep."""
+    from control_plane.models import SeedKeyword
+
+    apply_config(migrated_engine, config_tree.root, actor="test")
+    _subscribe(migrated_engine, "test-plan")
+    with migrated_engine.begin() as conn:
+        account_id = conn.execute(select(Account.id)).scalar_one()
+        industry_id, sector_id = conn.execute(text(
+            "SELECT i.id, s.id FROM industry_sectors s JOIN industries i ON i.id = s.industry_id "
+            "WHERE i.slug = 'test-industry' AND s.slug = 'second'")).one()
+        conn.execute(insert(SeedKeyword.__table__), {"account_id": account_id, "industry_id": industry_id,
+                                                     "sector_id": sector_id, "keyword": "my own keyword"})
+    config_tree.test_industry()  # unchanged...
+    path = config_tree.root / "industries" / "test-industry.yaml"
+    path.write_text(path.read_text().split("    - name: second")[0])  # ...but without its second sector
+    plan = make_plan(migrated_engine, config_tree.root).plan
+    actions = {(c.kind, c.name): c for c in plan.changes}
+    sector = actions[("IndustrySector", "test-industry/second")]
+    assert sector.action == "retire" and sector.impact == {"account seed keywords": 1}
+    assert actions[("SeedKeyword", "test-industry/second/beta one")].action == "delete"
+    apply_plan(migrated_engine, plan, environment=None, actor="test")
+    assert scalar(migrated_engine, "SELECT count(*) FROM seed_keywords WHERE account_id IS NOT NULL") == 1
