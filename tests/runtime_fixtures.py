@@ -130,3 +130,9 @@ class LiveServer:
 def live_server(rt_app):
     with LiveServer(rt_app) as server:
         yield server
+
+
+def ok(response, status: int = 200):
+    """The JSON of a response that must have `status` (the body is shown when it has not)."""
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from runtime_fixtures import client, new_tenant, rt_app, rt_engine, rt_url, tenant_a, tenant_b  # noqa: F401
+from runtime_fixtures import client, new_tenant, ok, rt_app, rt_engine, rt_url, tenant_a, tenant_b  # noqa: F401
 from sqlalchemy import text
 
 from control_plane.models import metadata
@@ -36,11 +36,6 @@ INJECTIONS = [
     "漢字🙂", "${jndi:ldap://x}", "{{7*7}}", "<script>alert(1)</script>", "' UNION SELECT api_keys.key_hash FROM api_keys --",
     "x" * 10_000, "-1", "99999999999999999999999", "null", "[]", "{}", "00000000-0000-0000-0000-000000000000",
 ]
-
-
-def ok(response, status: int = 200):
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from runtime_fixtures import (  # noqa: F401
     client,
     live_server,
     new_tenant,
+    ok,
     rt_app,
     rt_engine,
     rt_url,
@@ -19,11 +20,6 @@ from runtime_fixtures import (  # noqa: F401
     tenant_b,
 )
 from sqlalchemy import text
-
-
-def ok(response, status: int = 200):
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
 
 
 @pytest.fixture(scope="module")

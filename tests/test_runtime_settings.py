@@ -11,6 +11,7 @@ from runtime_fixtures import (  # noqa: F401
     apply_repo_config,
     client,
     new_tenant,
+    ok,
     rt_app,
     rt_engine,
     rt_url,
@@ -20,12 +21,6 @@ from runtime_fixtures import (  # noqa: F401
 from sqlalchemy import text
 
 from control_plane.catalog import MODULES, PROMPT_TYPES
-
-
-def ok(response, status: int = 200):
-    assert response.status_code == status, response.text
-    return response.json() if response.content else None
-
 
 # --- prompts ----------------------------------------------------------------------------------
 
