@@ -7,7 +7,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
 from typing import Any
@@ -50,7 +50,6 @@ class ApplyResult:
     summary: dict[str, int]
     rows_written: int = 0
     apply_run_id: int | None = None
-    moved: list[str] = field(default_factory=list)
     plan: Plan | None = None
 
 

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, func, select, text
 
 from control_plane.apply import ApplyResult, execute
 from control_plane.db import check_connection, current_revision, ensure_schema, head_revision
@@ -172,8 +172,6 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
         for kind, rk in ROW_KINDS.items():
             stmt = select(func.count()).select_from(rk.table)
             if rk.system_rows:
-                from sqlalchemy import text
-
                 stmt = stmt.where(text(rk.system_rows))
             info["rows"][kind] = conn.execute(stmt).scalar_one()
     plan = make_plan(engine, config_dir, environment=environment).plan

@@ -245,10 +245,6 @@ ROW_KINDS: dict[str, RowKind] = {
 }
 
 
-def _prompt_types_known() -> tuple[str, ...]:
-    return catalog.PROMPT_TYPES
-
-
 CONFIG_KINDS: dict[str, ConfigKind] = {
     ck.kind: ck
     for ck in [

@@ -67,7 +67,7 @@ def natural_key(rk: RowKind, values: dict[str, Any]) -> str:
 
 
 _PLAIN = (str, int, bool, type(None))
-_PASSTHROUGH = frozenset({str, int, bool, type(None)})
+_PASSTHROUGH = frozenset(_PLAIN)
 
 
 def _canon(value: Any) -> Any:
@@ -294,7 +294,7 @@ class LiveState:
     ids: dict[str, dict[str, int]]
 
 
-def read_live(conn: Connection, box: SecretBox, kinds: list[str] | None = None) -> LiveState:
+def read_live(conn: Connection, box: SecretBox) -> LiveState:
     """Every system row of every row kind, one SELECT per table, references mapped to natural keys."""
     from control_plane.models import ManagedObject
 

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from control_plane.config.loader import Document, load_file, load_tree, locate
-from control_plane.registry import CONFIG_KINDS, ConfigKind
+from control_plane.registry import CONFIG_KINDS
 from control_plane.specs import API_VERSION, Envelope, template_variables
 
 OVERLAY_DIR = "environments"
@@ -71,7 +71,6 @@ class ConfigSet:
     files: list[Path] = field(default_factory=list)
     # Rows flattened from the objects (state.config_rows), computed once.
     _rows: dict | None = field(default=None, repr=False)
-    ok_so_far: bool = field(default=True, repr=False)
     _loaded: object | None = field(default=None, repr=False)
     # When derived from another ConfigSet: the objects this one validated itself (others were reused).
     own_objects: set[tuple[str, str]] | None = field(default=None, repr=False)
@@ -299,7 +298,6 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         )
 
     for check in CROSS_CHECKS:
-        result.ok_so_far = not report.issues
         check(result, report)
     result.issues = sorted(set(report.issues), key=lambda i: (i.file, i.line, i.col, i.message))
     return result
@@ -407,7 +405,7 @@ def _check_column_limits(config: ConfigSet, report: _Reporter) -> None:
     from control_plane.registry import ROW_KINDS, config_kind_for_row_kind
     from control_plane.state import config_rows, managed_columns
 
-    if not config.ok_so_far:
+    if report.issues:  # rows can only be built from a config that is valid so far
         return
     checked = config
     if config.own_objects is not None:
@@ -454,6 +452,3 @@ def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:
     base.issues = sorted(issues, key=lambda i: (i.file, i.line, i.col, i.message))
     return base
 
-
-def config_kinds_in_order() -> list[ConfigKind]:
-    return list(CONFIG_KINDS.values())
