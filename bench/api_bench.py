@@ -149,8 +149,8 @@ def main() -> int:
     from psycopg import sql
     from sqlalchemy import text
 
-    from control_plane.controller import apply_config
-    from control_plane.db import make_engine, upgrade
+    from control_plane.db.engine import make_engine, upgrade
+    from control_plane.reconcile.controller import apply_config
     from runtime.accounts import create_account
 
     dbname = f"cplane_bench_{uuid.uuid4().hex[:10]}"

@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO))
 from bench import userdata  # noqa: E402
 from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema  # noqa: E402
 from control_plane.cleanup.planner import bind_params, quote_ident  # noqa: E402
-from control_plane.db import make_engine, upgrade  # noqa: E402
-from control_plane.models.user import USER_TABLES  # noqa: E402
+from control_plane.db.engine import make_engine, upgrade  # noqa: E402
+from control_plane.db.models.user import USER_TABLES  # noqa: E402
 
 ADMIN_URL = os.environ.get("CPLANE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -99,7 +99,7 @@ def main() -> int:
         from cryptography.fernet import Fernet
 
         os.environ.setdefault("CPLANE_SECRET_KEY", Fernet.generate_key().decode())
-        from control_plane.controller import apply_config
+        from control_plane.reconcile.controller import apply_config
 
         apply_config(engine, REPO / "config", environment=None, actor="bench")
         userdata.ensure_system_data(engine)

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from genconfig import generate  # noqa: E402
 
-from control_plane.controller import apply_plan, make_plan  # noqa: E402
-from control_plane.db import make_engine, upgrade  # noqa: E402
-from control_plane.validate import load_config  # noqa: E402
+from control_plane.config.validate import load_config  # noqa: E402
+from control_plane.db.engine import make_engine, upgrade  # noqa: E402
+from control_plane.reconcile.controller import apply_plan, make_plan  # noqa: E402
 
 ADMIN = os.environ.get("CPLANE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -111,7 +111,7 @@ def naive_load(url: str, config: Path) -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
-    from control_plane.models import Industry, IndustrySector, SeedKeyword
+    from control_plane.db.models import Industry, IndustrySector, SeedKeyword
 
     industries, sectors, keywords = parse_taxonomy(config)
     engine = make_engine(url)

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import JSON, insert, select, text
 from sqlalchemy.engine import Engine
 
-from control_plane.models import metadata
+from control_plane.db.models import metadata
 
 YEAR = timedelta(days=365)
 
@@ -363,14 +363,14 @@ def generate(engine: Engine, rows: int | None = None, *, accounts: int | None = 
 
 
 def user_row_count(engine: Engine) -> int:
-    from control_plane.models.user import USER_TABLES
+    from control_plane.db.models.user import USER_TABLES
 
     with engine.connect() as conn:
         return sum(conn.execute(select(text("count(*)")).select_from(text(t))).scalar_one() for t in USER_TABLES)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from control_plane.db import make_engine, upgrade
+    from control_plane.db.engine import make_engine, upgrade
 
     eng = make_engine(sys.argv[1])
     upgrade(eng)

@@ -1,3 +1,3 @@
-from control_plane.cli import main
+from control_plane.cli.main import main
 
 main(prog_name="cplane")

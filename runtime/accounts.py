@@ -12,8 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from control_plane.errors import CplaneError
-from control_plane.models import (
+from control_plane.db.models import (
     Account,
     APIKey,
     CreditBalance,
@@ -24,6 +23,7 @@ from control_plane.models import (
     Subscription,
     User,
 )
+from control_plane.errors import CplaneError
 from runtime.auth import generate_key
 from runtime.resolve import default_modules
 

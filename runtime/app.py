@@ -22,7 +22,7 @@ Every error answers `{"error": {"code", "message"}}`.
 
 
 def _default_engine() -> Engine:
-    from control_plane.db import make_engine, resolve_url
+    from control_plane.db.engine import make_engine, resolve_url
 
     url = resolve_url()
     if url.get_backend_name() == "postgresql":

@@ -19,7 +19,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from control_plane.models import Account, APIKey, ApplyRun
+from control_plane.db.models import Account, APIKey, ApplyRun
 from runtime.errors import ApiError
 
 KEY_PREFIX = "cpk_"

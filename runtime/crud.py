@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from control_plane.models import Account, Plan
+from control_plane.db.models import Account, Plan
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found, responses
 from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, page

@@ -18,8 +18,7 @@ from typing import Any
 from sqlalchemy import and_, select
 from sqlalchemy.orm import Session
 
-from control_plane.catalog import MODULES
-from control_plane.models import (
+from control_plane.db.models import (
     Account,
     AIIntegrationSettings,
     AIPrompt,
@@ -28,6 +27,7 @@ from control_plane.models import (
     Plan,
     SystemSetting,
 )
+from control_plane.kinds.catalog import MODULES
 from control_plane.secrets import mask
 
 GLOBAL_INTEGRATION_NAME = "default"

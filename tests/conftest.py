@@ -83,7 +83,7 @@ def db_url(request, tmp_path):
 @pytest.fixture
 def engine_for():
     """Build engines that are disposed after the test."""
-    from control_plane.db import make_engine
+    from control_plane.db.engine import make_engine
 
     engines = []
 
@@ -100,7 +100,7 @@ def engine_for():
 @pytest.fixture
 def migrated_engine(db_url, engine_for):
     """An engine on a fresh database of each kind, migrated to head."""
-    from control_plane.db import upgrade
+    from control_plane.db.engine import upgrade
 
     eng = engine_for(db_url)
     upgrade(eng)
@@ -110,7 +110,7 @@ def migrated_engine(db_url, engine_for):
 @pytest.fixture
 def pg_engine(pg_url, engine_for):
     """An engine on a fresh PostgreSQL database, migrated to head."""
-    from control_plane.db import upgrade
+    from control_plane.db.engine import upgrade
 
     eng = engine_for(pg_url)
     upgrade(eng)

@@ -32,7 +32,7 @@ class TenantInfo:
 
 
 def apply_repo_config(engine, config_dir: Path | None = None) -> None:
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
 
     apply_config(engine, config_dir or REPO / "config", environment=None, actor="test")
 
@@ -50,7 +50,7 @@ def rt_url():
     """A PostgreSQL database for the module: migrated, with the repo's config applied."""
     name = create_pg_database()
     url = _server_url(name)
-    from control_plane.db import make_engine, upgrade
+    from control_plane.db.engine import make_engine, upgrade
 
     engine = make_engine(url)
     try:
@@ -66,7 +66,7 @@ def rt_url():
 
 @pytest.fixture(scope="module")
 def rt_engine(rt_url):
-    from control_plane.db import make_engine
+    from control_plane.db.engine import make_engine
 
     engine = make_engine(rt_url, pool_size=20, max_overflow=40)
     yield engine

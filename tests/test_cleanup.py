@@ -20,7 +20,7 @@ from sqlalchemy import inspect, text
 
 from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema
 from control_plane.cleanup.executor import system_scopes
-from control_plane.models.user import USER_TABLES
+from control_plane.db.models.user import USER_TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -37,7 +37,7 @@ def _secret_key(monkeypatch):
 
 
 def cli(*args: str, url: str, config: Path = CONFIG):
-    from control_plane.cli import main
+    from control_plane.cli.main import main
 
     result = CliRunner().invoke(main, [*args, "--database-url", url, "--config", str(config)], catch_exceptions=False)
     return result
@@ -50,7 +50,7 @@ def url_of(engine) -> str:
 @pytest.fixture
 def system_engine(migrated_engine):
     """A migrated database holding the repo's system config plus the system rows user data points at."""
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
 
     apply_config(migrated_engine, CONFIG, environment=None, actor="test")
     userdata.ensure_system_data(migrated_engine)
@@ -104,7 +104,7 @@ def test_check_passes_on_repo_manifest(db_url):
 
 
 def test_manifest_classifies_every_model_table():
-    from control_plane.models import metadata
+    from control_plane.db.models import metadata
 
     manifest = load_manifest(CONFIG)
     assert set(metadata.tables) | {"alembic_version"} == set(manifest.tables)
@@ -380,7 +380,7 @@ def test_interrupted_run_finishes_when_run_again(system_engine):
 
 def test_killed_subprocess_run_finishes_when_run_again(pg_engine):
     """A real SIGKILL in the middle of a PostgreSQL cleanup, then the same command again."""
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
 
     apply_config(pg_engine, CONFIG, environment=None, actor="test")
     userdata.ensure_system_data(pg_engine)
@@ -388,7 +388,7 @@ def test_killed_subprocess_run_finishes_when_run_again(pg_engine):
     before = system_dump(pg_engine)
     total_before = sum(count(pg_engine, t) for t in USER_TABLES)
     url = url_of(pg_engine)
-    cmd = [sys.executable, "-c", "from control_plane.cli import main; main()", "cleanup", "apply",
+    cmd = [sys.executable, "-c", "from control_plane.cli.main import main; main()", "cleanup", "apply",
            "--profile", "test-data", "--yes", "--batch-size", "20", "--database-url", url, "--config", str(CONFIG)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ), cwd=REPO)
     deadline = time.monotonic() + 60
@@ -449,7 +449,7 @@ def test_plan_builds_for_every_profile_on_sqlite_and_pg(system_engine):
 def test_a_second_cleanup_is_refused_while_one_runs(system_engine):
     """The cleanup lock: database-wide on PostgreSQL (advisory), a lock file beside SQLite."""
     from control_plane.cleanup.executor import CLEANUP_LOCK_ID, CLEANUP_LOCK_MESSAGE
-    from control_plane.db import session_lock
+    from control_plane.db.engine import session_lock
     from control_plane.errors import CplaneError
 
     url = system_engine.url.render_as_string(hide_password=False)

@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import func, insert, select, text
 
-from control_plane.apply import ApplyLocked
-from control_plane.cli import main
-from control_plane.controller import apply_config, apply_plan, make_plan
+from control_plane.apply.execute import ApplyLocked
+from control_plane.cli.main import main
+from control_plane.db.models import Account, ApplyRun, ManagedObject
 from control_plane.errors import CplaneError
-from control_plane.models import Account, ApplyRun, ManagedObject
-from control_plane.plan import Plan
-from control_plane.render import render_markdown, render_text
+from control_plane.plans.model import Plan
+from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
+from control_plane.render.plan import render_markdown, render_text
 
 
 def cli(*args, env=None):
@@ -303,7 +303,7 @@ def test_invalid_config_plans_nothing(config_tree, migrated_engine):
 
 
 def test_impact_counts_user_rows_behind_a_change(config_tree, migrated_engine):
-    from control_plane.models import AIPrompt, Subscription
+    from control_plane.db.models import AIPrompt, Subscription
 
     apply_config(migrated_engine, config_tree.root, actor="test")
     _subscribe(migrated_engine, "test-plan")
@@ -331,7 +331,7 @@ def test_impact_counts_user_rows_behind_a_change(config_tree, migrated_engine):
 
 def test_parent_of_a_kept_child_is_retired_not_deleted(config_tree, migrated_engine):
     """Removing an industry whose sector is in use (or has a hand-made child) must not cascade."""
-    from control_plane.models import Sector, Site
+    from control_plane.db.models import Sector, Site
 
     apply_config(migrated_engine, config_tree.root, actor="test")
     with migrated_engine.begin() as conn:
@@ -361,7 +361,7 @@ def test_parent_of_a_kept_child_is_retired_not_deleted(config_tree, migrated_eng
 
 def test_account_seed_keywords_keep_their_sector(config_tree, migrated_engine):
     """seed_keywords is mixed: an account's own keyword in a sector is user data the sector must keep."""
-    from control_plane.models import SeedKeyword
+    from control_plane.db.models import SeedKeyword
 
     apply_config(migrated_engine, config_tree.root, actor="test")
     _subscribe(migrated_engine, "test-plan")

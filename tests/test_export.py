@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, text
 
-from control_plane.cli import main
-from control_plane.controller import apply_config, make_plan
-from control_plane.export import read_export, secret_variable, write_export
-from control_plane.models import CreditPackage
-from control_plane.registry import CATALOG_ROWS, CONFIG_KINDS
-from control_plane.validate import load_config
+from control_plane.cli.main import main
+from control_plane.config.validate import load_config
+from control_plane.db.models import CreditPackage
+from control_plane.export.exporter import read_export, secret_variable, write_export
+from control_plane.kinds.registry import CATALOG_ROWS, CONFIG_KINDS
+from control_plane.reconcile.controller import apply_config, make_plan
 
 # The values the repo config's secret references resolve to when the test applies it.
 APPLY_SECRETS = {
@@ -59,7 +59,7 @@ def other_engine(migrated_engine, engine_for, tmp_path):
     """A second fresh database of the same kind as migrated_engine."""
     from conftest import _server_url, create_pg_database, drop_pg_database
 
-    from control_plane.db import upgrade
+    from control_plane.db.engine import upgrade
 
     name = None
     if migrated_engine.dialect.name == "sqlite":
@@ -177,7 +177,7 @@ def test_bootstrap_existing_database_with_export_and_adopt(applied, other_engine
     assert {(c.kind, c.name) for c in adopting.changes} == unmanaged
     assert all(c.fields == [] for c in adopting.changes)  # the rows already hold the exported values
 
-    from control_plane.controller import apply_plan
+    from control_plane.reconcile.controller import apply_plan
 
     apply_plan(other_engine, adopting, environment=None, actor="test", environ=EXPORT_SECRETS)
     after = make_plan(other_engine, out, environ=EXPORT_SECRETS).plan
@@ -233,9 +233,9 @@ def test_secret_variable_names(args, expected):
 
 def test_provider_keys_shared_by_two_objects_get_qualified_names(applied, tmp_path):
     """Two integration defaults with an OpenAI key each: OPENAI_API_KEY would be ambiguous."""
-    from control_plane.export import build_export
+    from control_plane.export.exporter import build_export
     from control_plane.secrets import SecretBox
-    from control_plane.state import read_live
+    from control_plane.state.rows import read_live
 
     with applied.connect() as conn:
         live = read_live(conn, SecretBox(None))

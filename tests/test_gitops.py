@@ -16,9 +16,9 @@ import pytest
 from helpers import load_script
 from ruamel.yaml import YAML
 
-from control_plane.cli import main
-from control_plane.state import build_desired
-from control_plane.validate import load_config
+from control_plane.cli.main import main
+from control_plane.config.validate import load_config
+from control_plane.state.rows import build_desired
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"

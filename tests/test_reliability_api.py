@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from runtime_fixtures import client, new_tenant, ok, rt_app, rt_engine, rt_url, tenant_a, tenant_b  # noqa: F401
 from sqlalchemy import text
 
-from control_plane.models import metadata
+from control_plane.db.models import metadata
 
 EXAMPLES = int(os.environ.get("CPLANE_API_FUZZ_EXAMPLES", "4"))
 ID_PARAM = re.compile(r"\{(\w*id|name)\}")

@@ -27,7 +27,7 @@ import pytest
 from helpers import cplane_cmd, libpq_url, load_script
 from sqlalchemy import text
 
-from control_plane.apply import LOCK_MESSAGE
+from control_plane.apply.execute import LOCK_MESSAGE
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"

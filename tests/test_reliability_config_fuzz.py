@@ -28,7 +28,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control_plane.cli import main
+from control_plane.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -56,7 +56,7 @@ def fuzz_db():
     """A migrated, empty PostgreSQL database shared by the module: no case may ever write to it."""
     from conftest import _server_url, create_pg_database, drop_pg_database
 
-    from control_plane.db import make_engine, upgrade
+    from control_plane.db.engine import make_engine, upgrade
 
     name = create_pg_database()
     url = _server_url(name)
@@ -177,7 +177,7 @@ def run_case(tree: Path, fuzz_db) -> tuple[int, int, list[str]]:
     elif validated.exit_code == 1:
         # The base config is valid: the error is in an overlay. Planning that environment must
         # refuse, and so must applying it.
-        from control_plane.validate import overlay_environments
+        from control_plane.config.validate import overlay_environments
 
         refused = []
         for env in overlay_environments(tree):

@@ -27,8 +27,8 @@ from sqlalchemy import text
 
 from control_plane.cleanup import build_plan, load_manifest, reflect_schema
 from control_plane.cleanup.executor import system_scopes
-from control_plane.models import metadata
-from control_plane.models.user import USER_TABLES
+from control_plane.db.models import metadata
+from control_plane.db.models.user import USER_TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -118,7 +118,7 @@ def drop_trigger(conn: psycopg.Connection, table: str) -> None:
 @pytest.fixture
 def applied_base(pg_engine, monkeypatch):
     """A PostgreSQL database holding the repo's config (about 1,000 rows) applied by cplane."""
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
     from control_plane.secrets import _key_material
 
     monkeypatch.setenv("CPLANE_SECRET_KEY", "fault-key")
@@ -245,7 +245,7 @@ def remaining(engine) -> list[tuple[str, int]]:
 
 
 def test_cleanup_killed_inside_first_middle_and_last_table_stays_consistent(pg_engine, monkeypatch):
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
 
     monkeypatch.setenv("CPLANE_SECRET_KEY", "fault-key")
     userdata = load_script("bench/userdata.py")

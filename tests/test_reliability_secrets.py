@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import text
 
-from control_plane.cli import main
+from control_plane.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -160,7 +160,7 @@ def _free_port() -> int:
 
 
 def test_served_api_answers_and_logs_hold_no_secret_and_keys_are_hashed(secret_env, pg_engine, tmp_path):
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
 
     apply_config(pg_engine, CONFIG, environment=None, actor="test")
     url = pg_engine.url.render_as_string(hide_password=False)

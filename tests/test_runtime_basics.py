@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from runtime_fixtures import client, new_tenant, rt_app, rt_engine, rt_url, tenant_a  # noqa: F401
 from sqlalchemy import text
 
-from control_plane.db import make_engine, upgrade
+from control_plane.db.engine import make_engine, upgrade
 from runtime.accounts import create_api_key
 from runtime.app import create_app
 
@@ -179,7 +179,7 @@ def test_catalog_content(client):
     assert {"free", "starter", "pro", "enterprise"} <= set(plans)
     assert "internal-staff" not in plans  # internal plans are not public
     assert plans["enterprise"]["allow_own_ai_keys"] is True and plans["pro"]["allow_own_ai_keys"] is False
-    from control_plane.catalog import METERED_OPERATIONS
+    from control_plane.kinds.catalog import METERED_OPERATIONS
 
     costs = {c["name"] for c in client.get("/v1/catalog/credit-costs").json()["items"]}
     assert costs == set(METERED_OPERATIONS)

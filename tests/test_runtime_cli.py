@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import json
 
-import click
 from click.testing import CliRunner
 from conftest import REPO
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from control_plane.db import make_engine, upgrade
-from runtime import cli as runtime_cli
+from control_plane.cli.main import main as cplane_main
+from control_plane.db.engine import make_engine, upgrade
 from runtime.app import create_app
 
 
-def _main() -> click.Group:
-    @click.group()
-    def main():
-        pass
-
-    runtime_cli.register(main)
-    return main
+def _main():
+    return cplane_main
 
 
 def _apply(url: str) -> None:
-    from control_plane.controller import apply_config
+    from control_plane.reconcile.controller import apply_config
 
     engine = make_engine(url)
     try:
@@ -92,7 +86,7 @@ def test_accounts_create_migrates_a_fresh_database(pg_url):
     assert result.exit_code == 1 and "no plans in the database" in result.stderr
     engine = make_engine(pg_url)
     try:
-        from control_plane.db import current_revision, head_revision
+        from control_plane.db.engine import current_revision, head_revision
 
         assert current_revision(engine) == head_revision()
     finally:

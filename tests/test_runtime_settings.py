@@ -20,7 +20,7 @@ from runtime_fixtures import (  # noqa: F401
 )
 from sqlalchemy import text
 
-from control_plane.catalog import MODULES, PROMPT_TYPES
+from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
 
 # --- prompts ----------------------------------------------------------------------------------
 

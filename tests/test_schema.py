@@ -8,10 +8,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Index, UniqueConstraint, Uuid, inspect, text
 
-from control_plane import db
-from control_plane.models import metadata
-from control_plane.models import system as system_models
-from control_plane.models.user import USER_TABLES
+from control_plane.db import engine as db
+from control_plane.db.models import metadata
+from control_plane.db.models import system as system_models
+from control_plane.db.models.user import USER_TABLES
 
 
 def _live_tables(engine) -> set[str]:
@@ -43,7 +43,7 @@ def test_models_and_migrations_agree(migrated_engine):
 
 
 def test_alembic_check_command(migrated_engine):
-    # Goes through control_plane/migrations/env.py, as `alembic check` would.
+    # Goes through control_plane/db/migrations/env.py, as `alembic check` would.
     command.check(db.alembic_config(migrated_engine))
 
 

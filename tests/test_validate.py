@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from control_plane.cli import main
-from control_plane.schemas import all_schemas, export_schemas
-from control_plane.validate import load_config
+from control_plane.cli.main import main
+from control_plane.config.validate import load_config
+from control_plane.kinds.schemas import all_schemas, export_schemas
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -314,7 +314,7 @@ def test_docs_describe_every_kind_and_field():
     """docs/config.md is hand-written; this keeps it from drifting away from the specs."""
     from pydantic import BaseModel
 
-    from control_plane.registry import CONFIG_KINDS
+    from control_plane.kinds.registry import CONFIG_KINDS
 
     docs = (REPO / "docs" / "config.md").read_text()
     missing = []

@@ -34,9 +34,9 @@ from control_plane.cleanup.planner import (
     quote_ident,
     reflect_schema,
 )
-from control_plane.db import session_lock
+from control_plane.db.engine import session_lock
+from control_plane.db.models.controller import CleanupRun
 from control_plane.errors import CplaneError
-from control_plane.models.controller import CleanupRun
 
 DEFAULT_BATCH_SIZE = 5000
 PRODUCTION_NAMES = ("production", "prod")

@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from control_plane.cleanup.planner import Schema, quote_ident
 from control_plane.errors import CplaneError
-from control_plane.specs import CleanupManifestSpec, CleanupProfile, RetentionRule, TableClassification
+from control_plane.kinds.specs import CleanupManifestSpec, CleanupProfile, RetentionRule, TableClassification
 
 KIND = "CleanupManifest"
 CLEANUP_FOLDER = "cleanup"
@@ -62,7 +62,7 @@ class Manifest:
 
 def load_manifest(config_dir: Path | str, environment: str | None = None) -> Manifest:
     """The one CleanupManifest of the config tree (overlay applied). Issues of other kinds are not ours."""
-    from control_plane.validate import load_config
+    from control_plane.config.validate import load_config
 
     root = Path(config_dir)
     config = load_config(root, environment)
@@ -98,7 +98,7 @@ class Problem:
 
 
 def model_tables() -> set[str]:
-    from control_plane.models import metadata
+    from control_plane.db.models import metadata
 
     return set(metadata.tables) | {"alembic_version"}
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 
-from control_plane.models import Keyword, Site, User
+from control_plane.db.models import Keyword, Site, User
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT
 from runtime.resolve import account_and_plan

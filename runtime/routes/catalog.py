@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from control_plane.models import (
+from control_plane.db.models import (
     ApplyRun,
     CreditCostConfig,
     CreditPackage,

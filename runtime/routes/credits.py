@@ -11,7 +11,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from control_plane.models import CreditBalance, CreditCostConfig, CreditTransaction, CreditUsageLog
+from control_plane.db.models import CreditBalance, CreditCostConfig, CreditTransaction, CreditUsageLog
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, responses
 from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, page

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from control_plane.models import (
+from control_plane.db.models import (
     Account,
     AuthorProfile,
     Cluster,

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from control_plane.models import AuthorProfile, GlobalAuthorProfile, GlobalStrategy, Strategy
+from control_plane.db.models import AuthorProfile, GlobalAuthorProfile, GlobalStrategy, Strategy
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found
 from runtime.resolve import require_feature

@@ -8,8 +8,8 @@ from pydantic import BaseModel
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from control_plane.db import current_revision, head_revision
-from control_plane.models import ApplyRun
+from control_plane.db.engine import current_revision, head_revision
+from control_plane.db.models import ApplyRun
 from runtime.errors import PUBLIC, responses
 
 router = APIRouter(tags=["operations"])

@@ -19,8 +19,8 @@ from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from control_plane.catalog import MODULES, PROMPT_TYPES
-from control_plane.models import AIIntegrationSettings, AIPrompt, APIKey, ModuleEnableSettings
+from control_plane.db.models import AIIntegrationSettings, AIPrompt, APIKey, ModuleEnableSettings
+from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
 from runtime.auth import (
     Tenant,
     bearer,

@@ -6,7 +6,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from control_plane.plan import ACTIONS, Change, Plan
+from control_plane.plans.model import ACTIONS, Change, Plan
 
 MARKERS = {"create": "+", "update": "~", "adopt": "~", "delete": "-", "retire": "!"}
 VERBS = {

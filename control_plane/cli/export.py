@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from control_plane.cli import Context, common_options, emit_json
+from control_plane.cli.context import Context, common_options, emit_json
 from control_plane.errors import CplaneError
 
 MAX_SHOWN = 50
@@ -25,8 +25,8 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     are listed at the end. Retired rows are exported with `active: false`, unmanaged rows too:
     take them under management with `cplane plan --adopt` / `cplane apply --adopt`.
     """
-    from control_plane.export import read_export, write_export
-    from control_plane.validate import load_config
+    from control_plane.config.validate import load_config
+    from control_plane.export.exporter import read_export, write_export
 
     target = Path(out)
     if target.exists() and any(target.iterdir()):
@@ -62,7 +62,3 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         for issue in check.issues[:MAX_SHOWN]:
             click.echo(issue.format(), err=True)
         raise CplaneError(f"the exported tree does not validate ({len(check.issues)} error(s)), see above")
-
-
-def register(main: click.Group) -> None:
-    main.add_command(export_command, "export")

@@ -16,8 +16,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from control_plane.config.loader import Document, load_file, load_tree, locate
-from control_plane.registry import CONFIG_KINDS
-from control_plane.specs import API_VERSION, Envelope, template_variables
+from control_plane.kinds.registry import CONFIG_KINDS
+from control_plane.kinds.specs import API_VERSION, Envelope, template_variables
 
 OVERLAY_DIR = "environments"
 OVERLAY_KIND = "Overlay"
@@ -402,8 +402,8 @@ def _check_column_limits(config: ConfigSet, report: _Reporter) -> None:
     """Text longer than its column would fail at apply time on PostgreSQL; say so now, where it is."""
     from sqlalchemy import String
 
-    from control_plane.registry import ROW_KINDS, config_kind_for_row_kind
-    from control_plane.state import config_rows, managed_columns
+    from control_plane.kinds.registry import ROW_KINDS, config_kind_for_row_kind
+    from control_plane.state.rows import config_rows, managed_columns
 
     if report.issues:  # rows can only be built from a config that is valid so far
         return

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from control_plane.registry import CONFIG_KINDS
-from control_plane.specs import API_VERSION, NAME_PATTERN
+from control_plane.kinds.registry import CONFIG_KINDS
+from control_plane.kinds.specs import API_VERSION, NAME_PATTERN
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 

@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.models.base import Base, Timestamps, uuid_pk
+from control_plane.db.models.base import Base, Timestamps, uuid_pk
 
 __all__ = [
     "Account",

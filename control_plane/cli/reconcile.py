@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from control_plane.cli import Context, common_options, emit_json
+from control_plane.cli.context import Context, common_options, emit_json
 from control_plane.errors import CplaneError
 
 
@@ -26,8 +26,8 @@ def _plan_options(func):
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, adopt: bool, require_secrets: bool):
     """Compute the changes that would make the database match the config."""
-    from control_plane.controller import make_plan
-    from control_plane.render import RENDERERS
+    from control_plane.reconcile.controller import make_plan
+    from control_plane.render.plan import RENDERERS
 
     result = make_plan(ctx.engine(), ctx.config_dir, environment=ctx.environment, adopt=adopt,
                        require_secrets=require_secrets)
@@ -56,9 +56,9 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
                   adopt: bool, require_secrets: bool):
     """Apply a saved plan, or compute and apply a fresh one."""
-    from control_plane.controller import apply_config, apply_plan, make_plan
-    from control_plane.plan import Plan
-    from control_plane.render import NO_CHANGES, render_text, summary_line
+    from control_plane.plans.model import Plan
+    from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
+    from control_plane.render.plan import NO_CHANGES, render_text, summary_line
 
     def show(plan: Plan) -> None:
         if fmt == "text":
@@ -114,7 +114,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
 @common_options
 def status_command(ctx: Context, fmt: str):
     """Database reachable, schema revision, last apply, drift and pending changes, row counts."""
-    from control_plane.controller import status
+    from control_plane.reconcile.controller import status
 
     info = status(ctx.engine(), ctx.config_dir, ctx.environment)
     if fmt == "json":
@@ -145,8 +145,8 @@ def history_command(ctx: Context, limit: int, fmt: str):
     """Past applies: when, who, config revision, summary."""
     from sqlalchemy import select
 
-    from control_plane.db import ensure_schema
-    from control_plane.models import ApplyRun
+    from control_plane.db.engine import ensure_schema
+    from control_plane.db.models import ApplyRun
 
     engine = ctx.engine()
     ensure_schema(engine)
@@ -169,15 +169,10 @@ def history_command(ctx: Context, limit: int, fmt: str):
                    f"-{s.get('delete', 0)} !{s.get('retire', 0)}")
 
 
-def register(main: click.Group) -> None:
-    main.add_command(plan_command, "plan")
-    main.add_command(apply_command, "apply")
-    main.add_command(status_command, "status")
-    main.add_command(history_command, "history")
+@click.group("reconcile")
+def reconcile_group():
+    """Plan and apply (aliases of `cplane plan` and `cplane apply`)."""
 
-    @main.group("reconcile")
-    def reconcile():
-        """Plan and apply (aliases of `cplane plan` and `cplane apply`)."""
 
-    reconcile.add_command(plan_command, "plan")
-    reconcile.add_command(apply_command, "apply")
+reconcile_group.add_command(plan_command, "plan")
+reconcile_group.add_command(apply_command, "apply")

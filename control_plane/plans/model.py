@@ -17,9 +17,9 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select, text
 
-from control_plane.registry import ROW_KINDS, RowKind, apply_order
+from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.secrets import SENSITIVE, SecretBox
-from control_plane.state import (
+from control_plane.state.rows import (
     DesiredState,
     LiveState,
     Row,
@@ -346,7 +346,7 @@ def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[st
     Per row id: {label: count} for the impact shown in plans, plus BLOCKING: every user row that
     points at it whatever its state (what makes a delete impossible and a retire necessary).
     """
-    from control_plane.models import metadata
+    from control_plane.db.models import metadata
 
     result: dict[str, dict[int, dict[str, int]]] = {}
     for kind, rk in ROW_KINDS.items():

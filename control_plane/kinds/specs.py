@@ -14,7 +14,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
-from control_plane.catalog import CREDIT_TYPES
+from control_plane.kinds.catalog import CREDIT_TYPES
 
 API_VERSION = "cplane/v1"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.models.base import Base, int_pk
+from control_plane.db.models.base import Base, int_pk
 
 
 class ManagedObject(Base):

@@ -1,12 +1,12 @@
-"""Alembic environment: the engine comes from cplane (control_plane.db.alembic_config), never from an ini."""
+"""Alembic environment: the engine comes from cplane (control_plane.db.engine.alembic_config), never from an ini."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from control_plane.db import make_engine
-from control_plane.models import metadata
+from control_plane.db.engine import make_engine
+from control_plane.db.models import metadata
 
 config = context.config
 target_metadata = metadata

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select, text
 
-from control_plane.apply import ApplyResult, execute
-from control_plane.db import check_connection, current_revision, ensure_schema, head_revision
+from control_plane.apply.execute import ApplyResult, execute
+from control_plane.config.validate import ConfigSet, load_config
+from control_plane.db.engine import check_connection, current_revision, ensure_schema, head_revision
 from control_plane.errors import ConfigInvalid, CplaneError
-from control_plane.plan import Plan, compare, reference_counts
+from control_plane.plans.model import Plan, compare, reference_counts
 from control_plane.secrets import SecretBox, is_production
-from control_plane.state import DesiredState, LiveState, build_desired, read_live
-from control_plane.validate import ConfigSet, load_config
+from control_plane.state.rows import DesiredState, LiveState, build_desired, read_live
 
 
 @dataclass
@@ -145,8 +145,8 @@ def default_actor() -> str:
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
-    from control_plane.models import ApplyRun
-    from control_plane.registry import ROW_KINDS
+    from control_plane.db.models import ApplyRun
+    from control_plane.kinds.registry import ROW_KINDS
 
     check_connection(engine)
     revision = current_revision(engine)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import JSON, Column, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from control_plane.models.base import Base, Timestamps, int_pk
+from control_plane.db.models.base import Base, Timestamps, int_pk
 
 
 class Plan(Timestamps, Base):

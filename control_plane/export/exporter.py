@@ -25,7 +25,8 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
 from control_plane.config.loader import dump_documents
-from control_plane.registry import (
+from control_plane.config.validate import PREVENT_DESTROY
+from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,
     CONFIG_KINDS,
@@ -33,10 +34,9 @@ from control_plane.registry import (
     Child,
     ConfigKind,
 )
+from control_plane.kinds.specs import API_VERSION, Metadata
 from control_plane.secrets import SecretBox
-from control_plane.specs import API_VERSION, Metadata
-from control_plane.state import LiveState, Row, read_live
-from control_plane.validate import PREVENT_DESTROY
+from control_plane.state.rows import LiveState, Row, read_live
 
 MODELINE = "yaml-language-server: $schema=../../schemas/{kind}.json"
 
@@ -282,7 +282,7 @@ def _yaml_ready(value: Any) -> Any:
 
 
 def read_export(engine: Engine, environment: str | None = None) -> Export:
-    from control_plane.db import ensure_schema
+    from control_plane.db.engine import ensure_schema
 
     ensure_schema(engine)
     box = SecretBox(environment)

@@ -19,7 +19,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 from sqlalchemy import Connection, select, text
 
-from control_plane.registry import (
+from control_plane.config.validate import ConfigSet
+from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,
     CONFIG_KINDS,
@@ -30,7 +31,6 @@ from control_plane.registry import (
     config_kind_for_row_kind,
 )
 from control_plane.secrets import SecretBox
-from control_plane.validate import ConfigSet
 
 EXCLUDED_COLUMNS = frozenset({"id", "created_at", "updated_at", "account_id"})
 
@@ -296,7 +296,7 @@ class LiveState:
 
 def read_live(conn: Connection, box: SecretBox) -> LiveState:
     """Every system row of every row kind, one SELECT per table, references mapped to natural keys."""
-    from control_plane.models import ManagedObject
+    from control_plane.db.models import ManagedObject
 
     rows: dict[str, dict[str, Row]] = {}
     ids: dict[str, dict[str, int]] = {}

@@ -17,7 +17,8 @@ from functools import cached_property
 from pydantic import BaseModel
 from sqlalchemy import Table
 
-from control_plane import catalog, models, specs
+from control_plane.db import models
+from control_plane.kinds import catalog, specs
 
 # Spec fields whose column has another name, for every kind.
 COMMON_COLUMN_NAMES = {"display_name": "name", "active": "is_active", "internal": "is_internal", "public": "is_public"}

@@ -1,20 +1,22 @@
-"""Regenerate control_plane/migrations/versions/0001_initial.py by autogenerate against an empty
-SQLite database, then apply the hand review as deterministic edits (so it can be rerun when
-the models move)."""
+"""Development tool: how control_plane/db/migrations/versions/0001_initial.py was produced.
+
+It autogenerates against an empty SQLite database, then applies the hand review as deterministic
+edits. 0001_initial is now frozen: schema changes are new Alembic revisions on top of it, never a
+rerun of this script against a database that already exists."""
 import os
 import re
 import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-VERS = os.path.join(REPO, "control_plane/migrations/versions")
+VERS = os.path.join(REPO, "control_plane/db/migrations/versions")
 TARGET = os.path.join(VERS, "0001_initial.py")
 
 from alembic import command  # noqa: E402
 
-from control_plane.db import alembic_config, make_engine  # noqa: E402
+from control_plane.db.engine import alembic_config, make_engine  # noqa: E402
 
 if os.path.exists(TARGET):
     os.remove(TARGET)

@@ -14,13 +14,13 @@ from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, Numeric, bindparam, delete, insert, select, text, update
 
-from control_plane.db import sqlite_file_lock
+from control_plane.db.engine import sqlite_file_lock
+from control_plane.db.models import ApplyRun, ManagedObject
 from control_plane.errors import CplaneError
-from control_plane.models import ApplyRun, ManagedObject
-from control_plane.plan import Change, Plan
-from control_plane.registry import ROW_KINDS, RowKind, apply_order
+from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
+from control_plane.plans.model import Change, Plan
 from control_plane.secrets import SecretBox
-from control_plane.state import (
+from control_plane.state.rows import (
     LiveState,
     canonical,
     canonical_column,

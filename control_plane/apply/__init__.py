@@ -1,0 +1,1 @@
+"""Executing a Plan against the database: writes, locks, bookkeeping."""

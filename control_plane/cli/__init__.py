@@ -1,0 +1,1 @@
+"""Every click command of the product; the only package that imports click."""

@@ -1,0 +1,63 @@
+"""`cplane serve` and `cplane accounts`: the runtime API's commands."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import click
+
+from control_plane.cli.context import Context, common_options
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256), help="Worker processes.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@common_options
+def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
+    """Run the runtime API with uvicorn (migrates a fresh database first)."""
+    import uvicorn
+
+    from control_plane.db.engine import check_connection, ensure_schema
+
+    engine = ctx.engine()
+    try:
+        check_connection(engine)
+        ensure_schema(engine)
+    finally:
+        engine.dispose()
+    # Workers build the app from the environment: pass the resolved options down.
+    if ctx.database_url:
+        os.environ["DATABASE_URL"] = ctx.database_url
+    if ctx.environment:
+        os.environ["CPLANE_ENV"] = ctx.environment
+    logging.basicConfig(level=getattr(logging, log_level.upper()), stream=sys.stderr, format="%(message)s")
+    uvicorn.run("runtime.app:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False)
+
+@click.group()
+def accounts():
+    """Tenant accounts."""
+
+@accounts.command("create")
+@click.option("--name", required=True, help="Account name.")
+@click.option("--plan", "plan", required=True, help="Plan name (natural key), e.g. `pro`.")
+@click.option("--owner-email", required=True, help="E-mail of the owner user.")
+@common_options
+def accounts_create(ctx: Context, name: str, plan: str, owner_email: str):
+    """Create an account with its owner and print {"account_id", "api_key"} (the key is shown once)."""
+    from control_plane.db.engine import ensure_schema
+    from runtime.accounts import create_account
+
+    engine = ctx.engine()
+    try:
+        ensure_schema(engine)
+        result = create_account(engine, name=name, plan=plan, owner_email=owner_email)
+    finally:
+        engine.dispose()
+    click.echo(json.dumps(result))

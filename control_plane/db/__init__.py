@@ -1,0 +1,1 @@
+"""Engines and URLs, dialect strategies, the models of the whole database and its migrations."""

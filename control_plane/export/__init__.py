@@ -1,0 +1,1 @@
+"""System data in the database written back as config documents."""

@@ -1,0 +1,1 @@
+"""The vocabulary: catalogs, document specs, the kind registry and JSON Schema generation."""

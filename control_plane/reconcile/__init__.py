@@ -1,0 +1,1 @@
+"""The verbs that wire the stages together: validate, plan, apply, status, history."""

@@ -1,0 +1,1 @@
+"""Desired rows (from config) and live rows (from the database) in one comparable shape."""
