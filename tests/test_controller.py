@@ -112,7 +112,7 @@ def test_hand_inserted_row_is_unmanaged_and_untouched_until_adopted(config_tree,
     assert {"kind": "CreditPackage", "name": "hand-made", "reason": "not in config and not managed by cplane"} in plan.unmanaged
     assert "Unmanaged rows" in render_text(plan)
     # The same natural key added to config: still not touched without --adopt.
-    config_tree.write("credit-packages/hand-made.yaml", """\
+    config_tree.write("credit_packages/hand-made.yaml", """\
         apiVersion: cplane/v1
         kind: CreditPackage
         metadata: {name: hand-made}

@@ -97,7 +97,7 @@ def test_round_trip_export_validates_and_plans_no_changes(applied, tmp_path):
     free = (out / "plans" / "free.yaml").read_text()
     assert "active: false" in free
     hand = next(o for o in export.objects if o.name == "hand-made")
-    assert hand.managed is False and (out / "credit-packages" / "hand-made.yaml").exists()
+    assert hand.managed is False and (out / "credit_packages" / "hand-made.yaml").exists()
 
 
 def test_export_layout_modelines_and_shapes(applied, tmp_path):
@@ -123,7 +123,7 @@ def test_export_layout_modelines_and_shapes(applied, tmp_path):
     owner = config.objects["Role"]["owner"]
     assert "billing.manage" in owner.spec.permissions
     assert owner.prevent_destroy  # the annotation travels with the managed record
-    stripe = (out / "payment-methods" / "stripe.yaml").read_text()
+    stripe = (out / "payment_methods" / "stripe.yaml").read_text()
     assert "secretKey:\n    fromEnv: PAYMENT_METHOD_STRIPE_SECRET_KEY" in stripe
     integration = (out / "integrations" / "default.yaml").read_text()
     assert "openai:\n      fromEnv: OPENAI_API_KEY" in integration
@@ -149,7 +149,7 @@ def test_unset_secret_is_not_exported(config_tree, migrated_engine, tmp_path):
     apply_config(migrated_engine, config_tree.root, actor="test", environ=partial)
     out = tmp_path / "export"
     export = export_to(migrated_engine, out)
-    paypal = (out / "payment-methods" / "paypal.yaml").read_text()
+    paypal = (out / "payment_methods" / "paypal.yaml").read_text()
     assert "secretKey" in paypal and "webhookSecret" not in paypal
     assert "runware:\n      fromEnv" not in (out / "integrations" / "default.yaml").read_text()
     environ = {k: v for k, v in EXPORT_SECRETS.items() if k in export.secret_variables}

@@ -243,7 +243,7 @@ def edit_pull_request(head: Path) -> None:
     text = pro.read_text()
     assert "priceMonthly: 79.00" in text
     pro.write_text(text.replace("priceMonthly: 79.00", "priceMonthly: 89.00"))
-    (head / "credit-packages" / "mega-pack.yaml").write_text(
+    (head / "credit_packages" / "mega-pack.yaml").write_text(
         "# yaml-language-server: $schema=../../schemas/CreditPackage.json\n"
         "apiVersion: cplane/v1\nkind: CreditPackage\nmetadata:\n  name: mega-pack\n"
         "spec:\n  displayName: Mega pack\n  credits: 50000\n  price: 399\n  currency: USD\n"

@@ -87,7 +87,7 @@ def _broken_tree(root: Path) -> dict[str, tuple[str, int, int]]:
             "  text: Write about {topic} for {audience}.\n  variables: [topic]\n",
             ("undeclared variables in text: {audience}", 7, 3),
         ),
-        "payment-methods/literal.yaml": (
+        "payment_methods/literal.yaml": (
             "apiVersion: cplane/v1\nkind: PaymentMethod\nmetadata:\n  name: literal\nspec:\n  displayName: L\n"
             "  provider: stripe\n  secretKey: sk_live_DO_NOT_ECHO\n",
             ("never a literal value", 8, 3),
@@ -100,7 +100,7 @@ def _broken_tree(root: Path) -> dict[str, tuple[str, int, int]]:
             "apiVersion: cplane/v1\nkind: Plan\nmetadata:\n  name: dupkey\nspec:\n  displayName: A\n  displayName: B\n",
             ("duplicate", 7, 3),
         ),
-        "credit-costs/unknown-op.yaml": (
+        "credit_costs/unknown-op.yaml": (
             "apiVersion: cplane/v1\nkind: CreditCost\nmetadata:\n  name: teleportation\nspec:\n  displayName: T\n  credits: 1\n",
             ("not a known CreditCost name", 4, 3),
         ),
@@ -300,14 +300,14 @@ def test_plain_validate_checks_every_environment_and_column_limits(tmp_path, mon
         + "\n---\napiVersion: cplane/v1\nkind: CreditPackage\nmetadata:\n  name: staging-broken\nspec:\n"
         "  displayName: Broken\n  credits: -5\n  price: 1\n"
     )
-    (root / "author-profiles" / "long.yaml").write_text(
+    (root / "author_profiles" / "long.yaml").write_text(
         "apiVersion: cplane/v1\nkind: AuthorProfile\nmetadata:\n  name: long\nspec:\n  displayName: Long\n"
         f"  tone: calm\n  vocabulary: {'x' * 300}\n"
     )
     result = run("validate", "--config", str(root))
     assert result.exit_code == 1
     assert "config/environments/staging.yaml:" in result.output and "CreditPackage/staging-broken" in result.output
-    assert "config/author-profiles/long.yaml:4:3: AuthorProfile/long: vocabulary is 300 characters; at most 100 fit" in result.output
+    assert "config/author_profiles/long.yaml:4:3: AuthorProfile/long: vocabulary is 300 characters; at most 100 fit" in result.output
 
 
 def test_docs_describe_every_kind_and_field():

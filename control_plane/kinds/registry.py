@@ -263,7 +263,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "CreditPackage",
-            "credit-packages",
+            "credit_packages",
             specs.CreditPackageSpec,
             "A bundle of credits tenants can buy.",
             row_kind="CreditPackage",
@@ -272,7 +272,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "PaymentMethod",
-            "payment-methods",
+            "payment_methods",
             specs.PaymentMethodSpec,
             "A payment provider configuration; keys by environment reference.",
             row_kind="PaymentMethod",
@@ -281,7 +281,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "CreditCost",
-            "credit-costs",
+            "credit_costs",
             specs.CreditCostSpec,
             "The credits one metered operation costs; the name is the operation.",
             row_kind="CreditCost",
@@ -318,7 +318,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "PublishingChannel",
-            "publishing-channels",
+            "publishing_channels",
             specs.PublishingChannelSpec,
             "A channel content can be published to.",
             row_kind="PublishingChannel",
@@ -335,7 +335,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "AuthorProfile",
-            "author-profiles",
+            "author_profiles",
             specs.AuthorProfileSpec,
             "A global author persona accounts can clone.",
             row_kind="AuthorProfile",
@@ -353,7 +353,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "ContentType",
-            "content-types",
+            "content_types",
             specs.ContentTypeSpec,
             "A type of content the product writes.",
             row_kind="ContentType",
@@ -361,7 +361,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "ContentTemplate",
-            "content-templates",
+            "content_templates",
             specs.ContentTemplateSpec,
             "A template for one content type.",
             row_kind="ContentTemplate",
@@ -371,7 +371,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "TaxonomyRule",
-            "taxonomy-rules",
+            "taxonomy_rules",
             specs.TaxonomyRuleSpec,
             "How categories and tags are derived and named.",
             row_kind="TaxonomyRule",
@@ -379,7 +379,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "NotificationTemplate",
-            "notification-templates",
+            "notification_templates",
             specs.NotificationTemplateSpec,
             "An email, in-app, webhook or Slack notification.",
             row_kind="NotificationTemplate",
@@ -407,7 +407,7 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
         ),
         ConfigKind(
             "SystemSetting",
-            "system-settings",
+            "system_settings",
             specs.SystemSettingSpec,
             "A platform-wide setting; the name is its key.",
             row_kind="SystemSetting",
