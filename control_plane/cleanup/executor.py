@@ -25,15 +25,8 @@ from sqlalchemy import select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from control_plane.cleanup.manifest import Manifest
-from control_plane.cleanup.planner import (
-    CleanupPlan,
-    Schema,
-    Step,
-    bind_params,
-    build_plan,
-    quote_ident,
-    reflect_schema,
-)
+from control_plane.cleanup.planner import CleanupPlan, Step, bind_params, build_plan
+from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
 from control_plane.db.engine import session_lock
 from control_plane.db.models.controller import CleanupRun
 from control_plane.errors import CplaneError

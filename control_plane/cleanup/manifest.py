@@ -10,7 +10,7 @@ from sqlalchemy import Date, DateTime, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from control_plane.cleanup.planner import Schema, quote_ident
+from control_plane.cleanup.schema import Schema, quote_ident
 from control_plane.errors import CplaneError
 from control_plane.kinds.specs import CleanupManifestSpec, CleanupProfile, RetentionRule, TableClassification
 

@@ -29,7 +29,7 @@ def _load(ctx: Context, fmt: str):
 def _checked(ctx: Context, fmt: str):
     """Manifest, engine, schema and the check's problems, on a database migrated to head."""
     from control_plane.cleanup.manifest import check_manifest
-    from control_plane.cleanup.planner import reflect_schema
+    from control_plane.cleanup.schema import reflect_schema
     from control_plane.db.engine import ensure_schema
 
     manifest = _load(ctx, fmt)
