@@ -12,16 +12,14 @@ SQLite batches go by `rowid`.
 
 from __future__ import annotations
 
-import getpass
 import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 from sqlalchemy.engine import Connection, Engine
 
 from control_plane.cleanup.manifest import Manifest
@@ -29,10 +27,10 @@ from control_plane.cleanup.planner import CleanupPlan, Step, bind_params, build_
 from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
 from control_plane.db.engine import session_lock
 from control_plane.db.models.controller import CleanupRun
+from control_plane.environment import default_actor, is_production
 from control_plane.errors import CplaneError
 
 DEFAULT_BATCH_SIZE = 5000
-PRODUCTION_NAMES = ("production", "prod")
 
 Progress = Callable[[str, int, int], None]  # table, rows done, rows planned
 
@@ -80,10 +78,6 @@ CLEANUP_LOCK_ID = 0x63706C616E63  # "cplanc"
 CLEANUP_LOCK_MESSAGE = "another cplane cleanup is running on this database; try again when it finishes"
 
 
-def is_production(environment: str | None) -> bool:
-    return (environment or "").lower() in PRODUCTION_NAMES
-
-
 def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_production: bool) -> None:
     """The production guards (DESIGN §3, §6); raises CleanupRefused."""
     profile = manifest.profiles.get(profile_name)
@@ -101,13 +95,6 @@ def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_
         raise CleanupRefused(
             f"refusing to run cleanup profile {profile_name!r} in environment {environment!r} without --allow-production"
         )
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (containers): fall back on the environment
-        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 # --- system data snapshot ------------------------------------------------------------------------
@@ -362,9 +349,3 @@ def _finish(engine: Engine, run_id: int, status: str, rows: dict[str, int], mess
     except Exception:  # the audit update must not hide the original error
         if status == "succeeded":
             raise
-
-
-def last_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
-    t = CleanupRun.__table__
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.id.desc()).limit(limit))]

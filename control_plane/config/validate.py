@@ -84,8 +84,7 @@ class ConfigSet:
 
 
 class _Reporter:
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self):
         self.issues: list[Issue] = []
 
     def rel(self, path: Path) -> str:
@@ -168,7 +167,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class _Raw:
     env: Envelope
     doc: Document
-    spec_path: tuple = ("spec",)
 
 
 def _overlay_files(root: Path) -> list[Path]:
@@ -185,7 +183,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     taken as they are (validating every environment costs one full pass, not one per environment).
     """
     root = Path(root)
-    report = _Reporter(root)
+    report = _Reporter()
     result = ConfigSet(root=root, environment=environment)
     if not root.is_dir():
         report.raw(root, 1, 1, "config", "-", "config directory does not exist")

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -152,10 +152,6 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 def ensure_schema(engine: Engine) -> None:
     """Commands that need the schema migrate a fresh database first (DESIGN §3)."""
     upgrade(engine)
-
-
-def table_names(engine: Engine) -> list[str]:
-    return inspect(engine).get_table_names()
 
 
 @contextmanager

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import subprocess
@@ -14,9 +13,10 @@ from sqlalchemy import Connection, Engine, func, select, text
 from control_plane.apply.execute import ApplyResult, execute
 from control_plane.config.validate import ConfigSet, load_config
 from control_plane.db.engine import check_connection, current_revision, ensure_schema, head_revision
+from control_plane.environment import default_actor, is_production
 from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plans.model import Plan, compare, reference_counts
-from control_plane.secrets import SecretBox, is_production
+from control_plane.secrets import SecretBox
 from control_plane.state.rows import DesiredState, LiveState, build_desired, read_live
 
 
@@ -135,13 +135,6 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     ensure_schema(engine)
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, environ=environ)
-
-
-def default_actor() -> str:
-    try:
-        return os.environ.get("CPLANE_ACTOR") or getpass.getuser()
-    except Exception:
-        return "unknown"
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:

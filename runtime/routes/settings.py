@@ -32,6 +32,7 @@ from runtime.auth import (
     touch_statement,
 )
 from runtime.errors import TENANT, ApiError, not_found
+from runtime.pagination import list_model
 from runtime.pgasync import AsyncPool
 from runtime.resolve import (
     INTEGRATION_FIELDS,
@@ -78,9 +79,7 @@ class PromptOut(BaseModel):
     customized_at: datetime | None
 
 
-class PromptList(BaseModel):
-    items: list[PromptOut]
-    next: str | None = None
+PromptList = list_model("PromptList", PromptOut)
 
 
 class PromptIn(BaseModel):
