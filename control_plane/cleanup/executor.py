@@ -12,7 +12,6 @@ SQLite batches go by `rowid`.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 from control_plane.cleanup.manifest import Manifest
 from control_plane.cleanup.planner import CleanupPlan, Step, bind_params, build_plan
 from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
-from control_plane.db.engine import session_lock
+from control_plane.db.dialect import for_dialect
 from control_plane.db.models.controller import CleanupRun
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import CplaneError
@@ -115,30 +114,14 @@ def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, str | N
 
 def snapshot(conn: Connection, schema: Schema, scopes: list[tuple[str, str | None]]) -> dict[str, tuple[int, str]]:
     """Row count and content checksum of each scope."""
+    backend = for_dialect(schema.dialect)
     result: dict[str, tuple[int, str]] = {}
     for table, condition in scopes:
         info = schema.tables[table]
-        qt = quote_ident(schema, table)
         where = f" WHERE ({condition})" if condition else ""
-        if schema.dialect == "postgresql":
-            order = ", ".join(quote_ident(schema, c) for c in info.pk) or f"{qt}::text"
-            row = conn.execute(
-                text(f"SELECT count(*), md5(coalesce(string_agg({qt}::text, E'\\n' ORDER BY {order}), '')) FROM {qt}{where}")
-            ).one()
-            result[table] = (int(row[0]), row[1])
-        else:
-            cols = list(info.columns)
-            order = ", ".join(quote_ident(schema, c) for c in (info.pk or cols))
-            digest = hashlib.sha256()
-            n = 0
-            rows = conn.execute(
-                text(f"SELECT {', '.join(quote_ident(schema, c) for c in cols)} FROM {qt}{where} ORDER BY {order}")
-            )
-            for row in rows:
-                digest.update(repr(tuple(row)).encode())
-                digest.update(b"\n")
-                n += 1
-            result[table] = (n, digest.hexdigest())
+        result[table] = backend.checksum(conn, quote_ident(schema, table),
+                                         [quote_ident(schema, c) for c in info.columns],
+                                         [quote_ident(schema, c) for c in info.pk], where)
     return result
 
 
@@ -174,7 +157,7 @@ class _Batcher:
             return conn.execute(stmt, values).first() is not None
 
     def delete(self, step: Step) -> int:
-        delete = self._delete_pg if self.schema.dialect == "postgresql" else self._delete_rowid
+        delete = getattr(self, f"_delete_by_{for_dialect(self.schema.dialect).batch_walk}")
         info = self.schema.tables[step.table]
         if not any(fk.ref_table == step.table and fk.ondelete == "CASCADE" for fk in info.fks):
             return delete(step)
@@ -192,7 +175,7 @@ class _Batcher:
         if self.progress:
             self.progress(step.table, done, step.rows)
 
-    def _delete_pg(self, step: Step) -> int:
+    def _delete_by_ctid(self, step: Step) -> int:
         qt = quote_ident(self.schema, step.table)
         with self.engine.connect() as conn:
             pages, live = conn.execute(
@@ -230,7 +213,7 @@ class _Batcher:
             self._report(step, done)
         return done
 
-    def _delete_rowid(self, step: Step) -> int:
+    def _delete_by_rowid(self, step: Step) -> int:
         qt = quote_ident(self.schema, step.table)
         sql = f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} WHERE {step.predicate} LIMIT :batch_limit)"
         done = 0
@@ -265,7 +248,7 @@ def execute(
         raise CleanupRefused("--batch-size must be at least 1")
     guard(manifest, profile, environment, allow_production)
     schema = schema or reflect_schema(engine)
-    with session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(CLEANUP_LOCK_MESSAGE)):
+    with for_dialect(engine).session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(CLEANUP_LOCK_MESSAGE)):
         return _execute_locked(engine, manifest, profile, schema, batch_size, actor, environment, progress,
                                on_batch, now)
 

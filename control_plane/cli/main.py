@@ -37,7 +37,7 @@ def validate(ctx: Context, fmt: str):
     """Parse and validate the whole config tree; report every error as FILE:LINE:COL: KIND/NAME: message.
 
     Without --env, the base config and every environment overlay are each validated."""
-    from control_plane.config.validate import validate_all
+    from control_plane.reconcile.validation import validate_all
 
     config = validate_all(ctx.config_dir, ctx.environment)
     if fmt == "json":
