@@ -166,7 +166,7 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             for_dialect(conn).bulk_insert(conn, rk.table, rows)
             written += len(rows)
             ids[kind] = _read_ids(conn, rk, ids)
-            if rk.history_model is not None:
+            if rk.history is not None:
                 _record_versions(conn, rk, [(ids[kind][c.name], 1, desired[(kind, c.name)]) for c in creates])
         if updates:
             current = live.rows.get(kind, {})
@@ -174,9 +174,9 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             for c in updates:
                 row = _db_row(rk, desired[(kind, c.name)], ids, box)
                 row["_id"] = current[c.name].id
-                if rk.version_column:
+                if rk.history is not None:
                     before = current[c.name]
-                    changed = columns_differ(rk, before.values, desired[(kind, c.name)], rk.versioned_columns, box)
+                    changed = columns_differ(rk, before.values, desired[(kind, c.name)], rk.history.columns, box)
                     row[rk.version_column] = (before.version or 1) + (1 if changed else 0)
                     if changed:
                         versions.append((before.id, row[rk.version_column], desired[(kind, c.name)]))
@@ -251,9 +251,7 @@ def _db_row(rk: RowKind, values: dict[str, Any], ids: dict[str, dict[str, int]],
 
 def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> dict[str, int]:
     keys_by_id = {target: {v: k for k, v in ids.get(target, {}).items()} for target in set(rk.refs.values())}
-    stmt = select(rk.table.c.id, *(rk.table.c[c] for c in rk.key_columns))
-    if rk.system_rows:
-        stmt = stmt.where(text(rk.system_rows))
+    stmt = rk.only_system_rows(select(rk.table.c.id, *(rk.table.c[c] for c in rk.key_columns)))
     result = {}
     for record in conn.execute(stmt).all():
         values = dict(zip(rk.key_columns, record[1:], strict=True))
@@ -265,9 +263,10 @@ def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> 
 
 
 def _record_versions(conn: Connection, rk: RowKind, entries: list[tuple[int, int, dict]]) -> None:
-    table = rk.history_model.__table__
+    history = rk.history
     rows = [
-        {"prompt_id": row_id, "version": version, **{c: values.get(c) for c in rk.versioned_columns}}
+        {history.row_column: row_id, history.version_column: version, **{c: values.get(c) for c in history.columns}}
         for row_id, version, values in entries
     ]
+    table = history.model.__table__
     for_dialect(conn).bulk_insert(conn, table, rows)

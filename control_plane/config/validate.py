@@ -395,11 +395,14 @@ def _check_references(config: ConfigSet, report: _Reporter) -> None:
 
 
 def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
-    for kind, field_name in (("Prompt", "text"), ("NotificationTemplate", "body")):
+    for ck in CONFIG_KINDS.values():
+        if not ck.template_fields:
+            continue
+        kind, field_name = ck.kind, ck.template_fields[0]
         for name, obj in config.of_kind(kind).items():
-            used = template_variables(getattr(obj.spec, field_name))
-            if kind == "NotificationTemplate":
-                used |= template_variables(obj.spec.subject)
+            used: set[str] = set()
+            for template_field in ck.template_fields:
+                used |= template_variables(getattr(obj.spec, template_field))
             declared = set(obj.spec.variables)
             undeclared, unused = sorted(used - declared), sorted(declared - used)
             if undeclared:

@@ -8,7 +8,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select
 
 from control_plane.apply.execute import ApplyResult, execute
 from control_plane.config.validate import ConfigSet
@@ -166,9 +166,7 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
         }
         info["rows"] = {}
         for kind, rk in ROW_KINDS.items():
-            stmt = select(func.count()).select_from(rk.table)
-            if rk.system_rows:
-                stmt = stmt.where(text(rk.system_rows))
+            stmt = rk.only_system_rows(select(func.count()).select_from(rk.table))
             info["rows"][kind] = conn.execute(stmt).scalar_one()
     plan = make_plan(engine, config_dir, environment=environment).plan
     drift = sum(1 for c in plan.changes if c.cause == "drift")

@@ -17,7 +17,9 @@ VERBS = {
     "delete": "will be deleted",
     "retire": "will be retired (deactivated, kept)",
 }
-COLOURS = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
+# ANSI foreground colours (green, yellow, red, magenta): rendering is plain text, it needs no click.
+COLOURS = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m", "!": "\x1b[35m"}
+RESET = "\x1b[0m"
 MAX_PER_KIND = 200
 NO_CHANGES = "No changes. The database matches the configuration."
 
@@ -42,10 +44,8 @@ def _by_kind(plan: Plan) -> dict[str, list[Change]]:
 
 
 def render_text(plan: Plan, colour: bool = False) -> str:
-    import click
-
     def paint(s: str, marker: str) -> str:
-        return click.style(s, fg=COLOURS.get(marker)) if colour else s
+        return f"{COLOURS[marker]}{s}{RESET}" if colour and marker in COLOURS else s
 
     lines: list[str] = []
     if plan.changes:

@@ -6,7 +6,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, inspect, select, text
+from sqlalchemy import Connection, inspect, select
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.secrets import SecretBox
@@ -53,9 +53,7 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
         selected = [table.c.id, *(table.c[c] for c in columns)]
         if rk.version_column:
             selected.append(table.c[rk.version_column])
-        stmt = select(*selected)
-        if rk.system_rows:
-            stmt = stmt.where(text(rk.system_rows))
+        stmt = rk.only_system_rows(select(*selected))
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
         n = len(columns)
