@@ -132,11 +132,26 @@ def test_core_never_imports_click_or_runtime():
     for name, path in _modules().items():
         if not name.startswith("control_plane.") or name.startswith("control_plane.cli"):
             continue
-        tree = ast.parse(path.read_text(), str(path))
-        for node in ast.walk(tree):  # anywhere in the module, functions included
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
-            for imported in names:
-                if imported.split(".")[0] in ("click", "runtime"):
-                    offenders.append(f"{name}: imports {imported}")
+        for imported in sorted(_imports_anywhere(path)):  # functions included
+            if imported.split(".")[0] in ("click", "runtime"):
+                offenders.append(f"{name}: imports {imported}")
+    assert offenders == []
+
+
+def _imports_anywhere(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.add(node.module or "")
+    return found
+
+
+def test_config_never_imports_state():
+    """Documents are validated without rows; checks that need rows are assembled in reconcile/."""
+    offenders = [f"{name}: imports {imported}" for name, path in _modules().items()
+                 if name.startswith("control_plane.config")
+                 for imported in _imports_anywhere(path) if imported.startswith("control_plane.state")]
     assert offenders == []
