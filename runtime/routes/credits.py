@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from control_plane.db.models import CreditBalance, CreditCostConfig, CreditTransaction, CreditUsageLog
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, responses
-from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, page
+from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_model, page
 
 router = APIRouter(prefix="/v1/credits", tags=["credits"])
 
@@ -42,9 +42,7 @@ class TransactionOut(BaseModel):
     created_at: datetime
 
 
-class TransactionList(BaseModel):
-    items: list[TransactionOut]
-    next: str | None
+TransactionList = list_model("TransactionList", TransactionOut)
 
 
 class ConsumeIn(BaseModel):
