@@ -87,6 +87,12 @@ class Plan:
     unmanaged: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Migrations the database was behind head when planned (apply runs them before the changes).
+    pending_migrations: int = 0
+
+    @property
+    def schema_note(self) -> str:
+        return f"Schema: {self.pending_migrations} migrations pending (apply runs them first)" if self.pending_migrations else ""
 
     @property
     def summary(self) -> dict[str, int]:
@@ -106,6 +112,8 @@ class Plan:
             "config_revision": self.config_revision,
             "config_digest": self.config_digest,
             "adopt": self.adopt,
+            "pending_migrations": self.pending_migrations,
+            **({"schema": self.schema_note} if self.pending_migrations else {}),
             "summary": self.summary,
             "changes": [c.to_dict(include_values) for c in self.changes],
             "unmanaged": self.unmanaged,
@@ -140,7 +148,7 @@ class Plan:
             Change(**{**c, "fields": [FieldChange(**f) for f in c.get("fields", [])]}) for c in data["changes"]
         ]
         known = {k: data[k] for k in ("created_at", "environment", "config_revision", "config_digest", "adopt",
-                                      "unmanaged", "warnings", "errors") if k in data}
+                                      "unmanaged", "warnings", "errors", "pending_migrations") if k in data}
         return cls(format_version=version, changes=changes, **known)
 
 

@@ -13,7 +13,13 @@ from sqlalchemy import Connection, Engine, func, select, text
 
 from control_plane.apply.execute import ApplyResult, execute
 from control_plane.config.validate import ConfigSet, load_config
-from control_plane.db.engine import check_connection, current_revision, ensure_schema, head_revision
+from control_plane.db.engine import (
+    check_connection,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    pending_migrations,
+)
 from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plans.model import Plan, compare, reference_counts
 from control_plane.secrets import SecretBox, is_production
@@ -72,10 +78,17 @@ class Prepared:
     revision: str
     digest: str
 
-    def plan_against(self, conn: Connection, live: LiveState | None = None) -> Plan:
-        live = read_live(conn, self.box) if live is None else live
-        plan = compare(self.desired, live, self.box, adopt=self.adopt,
-                       reference_counts=lambda kind: reference_counts(conn, {kind})[kind])
+    def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0,
+                     unmigrated: bool = False) -> Plan:
+        """The plan against what `conn` holds now. `unmigrated`: the database has no cplane schema
+        at all, so nothing is read (every table is missing, hence empty)."""
+        if unmigrated:
+            live, counts = _empty_live(), (lambda kind: {})
+        else:
+            live = read_live(conn, self.box) if live is None else live
+            counts = lambda kind: reference_counts(conn, {kind})[kind]  # noqa: E731
+        plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
+        plan.pending_migrations = pending
         plan.environment = self.environment
         plan.config_revision = self.revision
         plan.config_digest = self.digest
@@ -108,12 +121,28 @@ def make_plan(
     require_secrets: bool = False,
     environ=None,
 ) -> PlanResult:
+    """The plan against the database as it is: nothing is migrated or written. A schema that is
+    missing or behind is planned against as it stands (missing tables read as empty) and the plan
+    counts the pending migrations, which apply runs first."""
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        environ=environ)
-    ensure_schema(engine)
+    pending = pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn)
+        unmigrated = pending > 0 and current_revision_of(conn) is None
+        plan = prepared.plan_against(conn, pending=pending, unmigrated=unmigrated)
     return PlanResult(plan, prepared.config)
+
+
+def current_revision_of(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def _empty_live() -> LiveState:
+    from control_plane.kinds.registry import ROW_KINDS
+
+    return LiveState({kind: {} for kind in ROW_KINDS}, {}, {kind: {} for kind in ROW_KINDS})
 
 
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
@@ -145,31 +174,38 @@ def default_actor() -> str:
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
+    """Reachability, schema, last apply, row counts and the pending plan; reads only."""
+    from sqlalchemy import inspect
+
     from control_plane.db.models import ApplyRun
     from control_plane.kinds.registry import ROW_KINDS
 
     check_connection(engine)
     revision = current_revision(engine)
+    pending = pending_migrations(engine)
     info: dict = {
         "database": engine.url.render_as_string(hide_password=True),
         "reachable": True,
         "schema_revision": revision,
         "schema_head": head_revision(),
+        "pending_migrations": pending,
     }
-    if revision != head_revision():
-        info["in_sync"] = False
-        info["problem"] = "schema is not at head; run `cplane db upgrade`"
-        return info
     with engine.connect() as conn:
-        last = conn.execute(
-            select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(1)
-        ).mappings().first()
+        tables = set(inspect(conn).get_table_names())
+        last = None
+        if ApplyRun.__tablename__ in tables:
+            last = conn.execute(
+                select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(1)
+            ).mappings().first()
         info["last_apply"] = None if last is None else {
             "id": last["id"], "at": str(last["started_at"]), "actor": last["actor"],
             "config_revision": last["config_revision"], "environment": last["environment"],
         }
         info["rows"] = {}
         for kind, rk in ROW_KINDS.items():
+            if rk.table.name not in tables:
+                info["rows"][kind] = 0
+                continue
             stmt = select(func.count()).select_from(rk.table)
             if rk.system_rows:
                 stmt = stmt.where(text(rk.system_rows))
@@ -179,5 +215,5 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
     info["pending"] = plan.summary
     info["drift"] = drift
     info["unmanaged"] = len(plan.unmanaged)
-    info["in_sync"] = not plan.changes
+    info["in_sync"] = not plan.changes and not pending
     return info
