@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
@@ -34,6 +33,8 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
                               "run `cplane db upgrade` first (serve never migrates)")
     finally:
         engine.dispose()
+    import logging
+
     import uvicorn
 
     # Workers build the app from the environment: pass the resolved options down.
