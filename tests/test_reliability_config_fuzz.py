@@ -52,21 +52,16 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=CI, *
 
 
 @pytest.fixture(scope="module")
-def fuzz_db():
+def fuzz_db(module_pg_url):
     """A migrated, empty PostgreSQL database shared by the module: no case may ever write to it."""
-    from conftest import _server_url, create_pg_database, drop_pg_database
-
     from control_plane.db.engine import make_engine, upgrade
 
-    name = create_pg_database()
-    url = _server_url(name)
-    engine = make_engine(url)
+    engine = make_engine(module_pg_url)
     upgrade(engine)
     try:
-        yield url, engine
+        yield module_pg_url, engine
     finally:
         engine.dispose()
-        drop_pg_database(name)
 
 
 def row_counts(engine) -> dict[str, int]:
