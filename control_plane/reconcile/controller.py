@@ -82,11 +82,13 @@ class Prepared:
                      unmigrated: bool = False) -> Plan:
         """The plan against what `conn` holds now. `unmigrated`: the database has no cplane schema
         at all, so nothing is read (every table is missing, hence empty)."""
+        def counts(kind: str) -> dict[int, dict[str, int]]:
+            return {} if unmigrated else reference_counts(conn, {kind})[kind]
+
         if unmigrated:
-            live, counts = _empty_live(), (lambda kind: {})
-        else:
-            live = read_live(conn, self.box) if live is None else live
-            counts = lambda kind: reference_counts(conn, {kind})[kind]  # noqa: E731
+            live = _empty_live()
+        elif live is None:
+            live = read_live(conn, self.box)
         plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
         plan.pending_migrations = pending
         plan.environment = self.environment
