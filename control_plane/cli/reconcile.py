@@ -28,7 +28,7 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
     from control_plane.reconcile.controller import make_plan
     from control_plane.render.plan import RENDERERS
 
-    result = make_plan(ctx.engine(), ctx.config_dir, environment=ctx.environment, adopt=adopt,
+    result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
                        require_secrets=require_secrets)
     plan = result.plan
     if fmt == "text":
@@ -116,24 +116,23 @@ def status_command(ctx: Context, fmt: str):
     """Database reachable, schema revision, last apply, drift and pending changes, row counts."""
     from control_plane.reconcile.controller import status
 
-    info = status(ctx.engine(), ctx.config_dir, ctx.environment)
+    info = status(ctx.engine(read_only=True), ctx.config_dir, ctx.environment)
     if fmt == "json":
         emit_json(info)
     else:
         click.echo(f"database:        {info['database']} (reachable)")
-        click.echo(f"schema revision: {info['schema_revision']} (head {info['schema_head']})")
-        if "problem" in info:
-            click.echo(f"problem:         {info['problem']}")
-        else:
-            last = info["last_apply"]
-            click.echo("last apply:      " + ("never" if not last else
-                       f"#{last['id']} at {last['at']} by {last['actor']} (config {last['config_revision'] or 'unknown'})"))
-            p = info["pending"]
-            click.echo(f"pending:         {p['create']} create, {p['update']} update, {p['delete']} delete, {p['retire']} retire")
-            click.echo(f"drift:           {info['drift']} row(s) edited outside cplane")
-            click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
-            click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
-            click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
+        click.echo(f"schema revision: {info['schema_revision'] or '(none)'} (head {info['schema_head']})")
+        if info["pending_migrations"]:
+            click.echo(f"schema:          {info['pending_migrations']} migrations pending (apply runs them first)")
+        last = info["last_apply"]
+        click.echo("last apply:      " + ("never" if not last else
+                   f"#{last['id']} at {last['at']} by {last['actor']} (config {last['config_revision'] or 'unknown'})"))
+        p = info["pending"]
+        click.echo(f"pending:         {p['create']} create, {p['update']} update, {p['delete']} delete, {p['retire']} retire")
+        click.echo(f"drift:           {info['drift']} row(s) edited outside cplane")
+        click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
+        click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
+        click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
     sys.exit(0 if info.get("in_sync") else 2)
 
 
@@ -143,15 +142,17 @@ def status_command(ctx: Context, fmt: str):
 @common_options
 def history_command(ctx: Context, limit: int, fmt: str):
     """Past applies: when, who, config revision, summary."""
-    from sqlalchemy import select
+    from sqlalchemy import inspect, select
 
-    from control_plane.db.engine import ensure_schema
+    from control_plane.db.engine import check_connection
     from control_plane.db.models import ApplyRun
 
-    engine = ctx.engine()
-    ensure_schema(engine)
+    engine = ctx.engine(read_only=True)
+    check_connection(engine)
     with engine.connect() as conn:
-        runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
+        runs = []  # a database cplane never migrated has no applies
+        if inspect(conn).has_table(ApplyRun.__tablename__):
+            runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
     entries = [
         {"id": r["id"], "started_at": str(r["started_at"]), "actor": r["actor"], "environment": r["environment"],
          "config_revision": r["config_revision"], "summary": r["summary"]}

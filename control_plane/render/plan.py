@@ -74,6 +74,8 @@ def render_text(plan: Plan, colour: bool = False) -> str:
         if len(plan.unmanaged) > MAX_PER_KIND:
             lines.append(f"  ... and {len(plan.unmanaged) - MAX_PER_KIND} more")
         lines.append("")
+    if plan.schema_note:
+        lines.append(plan.schema_note)
     for warning in plan.warnings:
         lines.append(f"Warning: {warning}")
     for error in plan.errors:
@@ -86,6 +88,9 @@ def render_markdown(plan: Plan) -> str:
     lines = ["### cplane plan", ""]
     if plan.environment:
         lines.append(f"Environment: `{plan.environment}` · config revision `{plan.config_revision or 'unknown'}`")
+        lines.append("")
+    if plan.schema_note:
+        lines.append(f"{plan.schema_note}")
         lines.append("")
     if plan.errors:
         lines.append("> [!CAUTION]")
