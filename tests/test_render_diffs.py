@@ -388,3 +388,19 @@ def test_edits_to_the_repo_config_plan_as_exactly_those_diffs(config_tree, pg_ur
     assert "  - `providers.openai.timeoutSeconds`: `120` → `60`" in markdown
     assert "    +  no Markdown, {+and nothing+} before or after the content." in markdown
     assert "You are writing for" not in markdown
+
+
+def test_a_saved_plan_file_renders_as_the_plan_it_holds(tmp_path):
+    """What the workflows put in their artifact: `python -m control_plane.render plan.json > plan.txt`."""
+    plan = Plan(changes=[update("Prompt", "content_generation", ("text", PROMPT, EDITED)),
+                         Change("Plan", "enterprise", "create", values={"price_monthly": Decimal("299.0")})])
+    planfile = tmp_path / "plan.json"
+    planfile.write_text(plan.to_json())
+    run = [sys.executable, "-m", "control_plane.render", str(planfile)]
+    text = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    assert text == render_text(plan) + "\n"
+    markdown = subprocess.run([*run, "--format", "markdown"], capture_output=True, text=True, check=True).stdout
+    assert markdown == render_markdown(plan)
+    planfile.write_text("{}")
+    refused = subprocess.run(run, capture_output=True, text=True)
+    assert refused.returncode == 1 and refused.stderr.startswith("error: ")
