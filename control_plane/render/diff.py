@@ -174,7 +174,26 @@ def word_diff(old: str, new: str) -> tuple[list[tuple[str, bool]], list[tuple[st
             added.append(("".join(b[j1:j2]), True))
     if not any(changed for _, changed in removed + added):
         return None
-    return _merge(removed), _merge(added)
+    return _tidy(_merge(removed)), _tidy(_merge(added))
+
+
+def _tidy(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    """Blanks at the edges of a mark go outside it: `Markdown, {+and+} no`, not `Markdown,{+ and+} no`."""
+    out: list[tuple[str, bool]] = []
+    for text, changed in segments:
+        core = text.strip()
+        parts = [(text, changed)]
+        if changed and core and core != text:
+            lead, trail = text[:len(text) - len(text.lstrip())], text[len(text.rstrip()):]
+            parts = [(lead, False), (core, True), (trail, False)]
+        for part, mark in parts:
+            if not part:
+                continue
+            if out and out[-1][1] == mark:
+                out[-1] = (out[-1][0] + part, mark)
+            else:
+                out.append((part, mark))
+    return out
 
 
 def _merge(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
