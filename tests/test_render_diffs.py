@@ -14,10 +14,13 @@ from decimal import Decimal
 
 from click.testing import CliRunner
 from helpers import load_script
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from control_plane.cli.main import main
 from control_plane.plans.model import Change, FieldChange, Plan
 from control_plane.reconcile.controller import apply_config, make_plan
+from control_plane.render.diff import grouped, opcodes, text_diff, word_diff
 from control_plane.render.plan import MARKDOWN_LIMIT, render_markdown, render_text
 
 plan_comment = load_script(".github/scripts/plan_comment.py")
@@ -126,6 +129,31 @@ def test_control_characters_in_text_are_escaped():
     after = "line one\nline \x1b[2Jtwo\n"
     text = render_text(Plan(changes=[update("Prompt", "p", ("text", before, after))]))
     assert "\x1b[2J" not in text and "\\x1b" in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from("abcd"), max_size=30), st.lists(st.sampled_from("abcd"), max_size=30))
+def test_opcodes_turn_one_sequence_into_the_other_and_hunks_hold_every_change(a, b):
+    codes = opcodes(a, b)
+    rebuilt = []
+    for tag, i1, i2, j1, j2 in codes:
+        assert (a[i1:i2] == b[j1:j2]) if tag == "equal" else tag in ("replace", "delete", "insert")
+        rebuilt += b[j1:j2]
+    assert rebuilt == b and [x for _, i1, i2, _, _ in codes for x in a[i1:i2]] == a
+    changed = {(i1, j1) for tag, i1, _, j1, _ in codes if tag != "equal"}
+    assert changed == {(i1, j1) for group in grouped(codes, 3) for tag, i1, _, j1, _ in group if tag != "equal"}
+
+
+def test_huge_values_diff_fast_without_word_marks_they_cannot_afford():
+    line = " ".join(f"w{i}" for i in range(20_000))
+    far = line.replace("w100 ", "x ").replace("w15000", "y")
+    assert word_diff(line, far) is None  # too far apart to match affordably: the lines are the change
+    near = line.replace("w15000", "y")
+    removed, added = word_diff(line, near)
+    assert [t for t, changed in removed if changed] == ["w15000"] and [t for t, c in added if c] == ["y"]
+    same = "\n".join("x" for _ in range(20_000))
+    diff = text_diff(same, same[:20_000] + "y" + same[20_001:])
+    assert [line.tag + line.text for hunk in diff.hunks for line in hunk.lines if line.tag != " "] == ["-x", "+y"]
 
 
 # --- lists and maps ----------------------------------------------------------------------------

@@ -145,6 +145,62 @@ def _lines(text: str | None) -> tuple[list[str], bool]:
     return lines, final_newline
 
 
+# Past this many comparisons (len x len of what differs once the common head and tail are set aside),
+# the differing middle is shown as one replaced block instead of being matched: difflib is quadratic
+# and a hostile or huge value must not stall a plan.
+MATCH_BUDGET = 250_000
+
+Opcode = tuple[str, int, int, int, int]
+
+
+def opcodes(a: list, b: list) -> list[Opcode]:
+    """difflib-style opcodes (equal, replace, delete, insert) turning `a` into `b`; the common head and
+    tail are matched directly, only the middle goes through SequenceMatcher, within MATCH_BUDGET."""
+    n, m = len(a), len(b)
+    head = 0
+    while head < n and head < m and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < n - head and tail < m - head and a[n - 1 - tail] == b[m - 1 - tail]:
+        tail += 1
+    codes: list[Opcode] = [("equal", 0, head, 0, head)] if head else []
+    mid_a, mid_b = a[head:n - tail], b[head:m - tail]
+    if mid_a and mid_b and len(mid_a) * len(mid_b) <= MATCH_BUDGET:
+        matcher = difflib.SequenceMatcher(None, mid_a, mid_b, autojunk=False)
+        codes += [(tag, i1 + head, i2 + head, j1 + head, j2 + head) for tag, i1, i2, j1, j2 in matcher.get_opcodes()]
+    elif mid_a or mid_b:
+        tag = "replace" if mid_a and mid_b else "delete" if mid_a else "insert"
+        codes.append((tag, head, n - tail, head, m - tail))
+    if tail:
+        codes.append(("equal", n - tail, n, m - tail, m))
+    return codes
+
+
+def grouped(codes: list[Opcode], context: int) -> list[list[Opcode]]:
+    """The opcodes as hunks with `context` equal items around each change (difflib's grouping)."""
+    codes = list(codes)
+    if not codes or all(tag == "equal" for tag, *_ in codes):
+        return []
+    if codes[0][0] == "equal":
+        tag, i1, i2, j1, j2 = codes[0]
+        codes[0] = tag, max(i1, i2 - context), i2, max(j1, j2 - context), j2
+    if codes[-1][0] == "equal":
+        tag, i1, i2, j1, j2 = codes[-1]
+        codes[-1] = tag, i1, min(i2, i1 + context), j1, min(j2, j1 + context)
+    groups: list[list[Opcode]] = []
+    group: list[Opcode] = []
+    for tag, i1, i2, j1, j2 in codes:
+        if tag == "equal" and i2 - i1 > 2 * context:
+            group.append((tag, i1, min(i2, i1 + context), j1, min(j2, j1 + context)))
+            groups.append(group)
+            group = []
+            i1, j1 = max(i1, i2 - context), max(j1, j2 - context)
+        group.append((tag, i1, i2, j1, j2))
+    if group and not (len(group) == 1 and group[0][0] == "equal"):
+        groups.append(group)
+    return groups
+
+
 def _range(start: int, stop: int) -> str:
     begin, length = start + 1, stop - start
     if length == 1:
@@ -158,12 +214,13 @@ def word_diff(old: str, new: str) -> tuple[list[tuple[str, bool]], list[tuple[st
     """The words of `old` that `new` removed and of `new` that it added, or None when the lines are not
     similar enough for word marks to help (then the whole line is the change)."""
     a, b = _TOKEN.findall(old), _TOKEN.findall(new)
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    if matcher.ratio() < WORD_SIMILARITY:
+    codes = opcodes(a, b)
+    same = sum(i2 - i1 for tag, i1, i2, _, _ in codes if tag == "equal")
+    if not a or not b or 2 * same / (len(a) + len(b)) < WORD_SIMILARITY:
         return None
     removed: list[tuple[str, bool]] = []
     added: list[tuple[str, bool]] = []
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in codes:
         if tag == "equal":
             removed.append(("".join(a[i1:i2]), False))
             added.append(("".join(b[j1:j2]), False))
@@ -218,10 +275,9 @@ def _merge(segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
 def text_diff(before: str | None, after: str | None, context: int = CONTEXT_LINES) -> TextDiff:
     a, a_newline = _lines(before)
     b, b_newline = _lines(after)
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
     single = len(a) <= 1 and len(b) <= 1
     hunks: list[Hunk] = []
-    for group in matcher.get_grouped_opcodes(context):
+    for group in grouped(opcodes(a, b), context):
         lines: list[DiffLine] = []
         for tag, i1, i2, j1, j2 in group:
             if tag == "equal":
@@ -317,8 +373,7 @@ def _diff_list(path: str, before: list, after: list) -> list[Entry]:
     if sorted(a) == sorted(b):
         return [Entry("reorder", path, before, after)]
     entries: list[Entry] = []
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in opcodes(a, b):
         if tag == "equal":
             continue
         paired = 0
