@@ -106,7 +106,8 @@ def test_one_word_edit_in_a_paragraph_marks_that_word():
     coloured = render_text(plan, colour=True)
     assert "\x1b[31m-Our \x1b[7mfriendly\x1b[27m assistant" in coloured
     assert "\x1b[32m+Our \x1b[7mcheerful\x1b[27m assistant" in coloured
-    assert ANSI.sub("", coloured).replace("[-", "").replace("-]", "") != text  # colour replaces the brackets
+    assert "[-" not in coloured and "{+" not in coloured  # in colour, reverse video replaces the brackets
+    assert ANSI.sub("", coloured) == text.replace("[-friendly-]", "friendly").replace("{+cheerful+}", "cheerful")
 
     markdown = render_markdown(plan)
     assert ("  - `description`:\n\n    ```diff\n"
