@@ -434,7 +434,14 @@ def _check_column_limits(config: ConfigSet, report: _Reporter) -> None:
                         report.at(obj.doc, ("metadata", "name"), obj.kind, obj.name, message)
 
 
-CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_column_limits]
+def _check_prompts(config: ConfigSet, report: _Reporter) -> None:
+    from control_plane.config.prompt_checks import check_prompts
+
+    check_prompts(config, report)
+
+
+CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_prompts,
+                _check_column_limits]
 
 
 def overlay_environments(root: Path | str) -> list[str]:

@@ -189,7 +189,7 @@ ROW_KINDS: dict[str, RowKind] = {
         RowKind(
             "Prompt",
             m.GlobalAIPrompt,
-            ("prompt_type",),
+            ("slug",),
             version_column="version",
             versioned_columns=("text", "variables"),
             history_model=m.GlobalAIPromptVersion,
@@ -328,10 +328,10 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "Prompt",
             "prompts",
             specs.PromptSpec,
-            "A global AI prompt; the name is its prompt type. Accounts may customize it.",
+            "A global AI prompt for an operation, optionally a content type and an industry. Accounts may customize it.",
             row_kind="Prompt",
-            key_column="prompt_type",
-            required_names=catalog.PROMPT_TYPES,
+            key_column="slug",
+            spec_refs=(SpecRef("content_type", "ContentType"), SpecRef("industry", "Industry")),
         ),
         ConfigKind(
             "AuthorProfile",
