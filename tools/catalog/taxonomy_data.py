@@ -105,7 +105,7 @@ ADD: dict[str, list[str]] = {
     "marketing/marketing-agencies": ["how to find clients for marketing agency|i", "agency retainer agreement|i", "agency project management tools|c", "how to niche down an agency|i", "marketing agency near me|n"],
     "marketing/branding": ["brand voice examples|i", "rebranding checklist|i", "brand strategy template|i", "branding agency cost|c", "how to choose brand colors|i"],
     "marketing/conversion-optimization": ["cro checklist|i", "how to reduce cart abandonment|i", "heatmap tools|c", "call to action examples|i", "checkout optimization|i"],
-    "marketing/marketing-analytics": ["google tag manager tutorial|i", "how to track conversions in ga4|i", "looker studio templates|i", "customer lifetime value formula|i", "marketing mix modeling|i"],
+    "marketing/marketing-analytics": ["google tag manager tutorial|i", "how to track conversions in ga4|i", "looker studio templates|i", "customer lifetime value formula|i", "marketing attribution software|c"],
     # --- real-estate
     "real-estate/home-buying": ["first time home buyer checklist|i", "buyer's agent commission|i", "how to make an offer on a house|i", "houses for sale near me|n", "rent vs buy calculator|t"],
     "real-estate/home-selling": ["best time of year to sell a house|i", "what to fix before selling a house|i", "cash offer vs traditional sale|c", "how to choose a listing agent|i", "we buy houses companies|c"],
@@ -127,7 +127,7 @@ ADD: dict[str, list[str]] = {
     "technology/it-support": ["it asset management software|c", "how to set up a help desk|i", "remote monitoring and management tools|c", "it support near me|n", "onboarding checklist it|i"],
     "technology/developer-tools": ["docker compose tutorial|i", "best code editor|c", "how to write unit tests|i", "gitlab vs github|c", "api documentation tools|c"],
     # --- travel-hospitality
-    "travel-hospitality/destination-guides": ["best time to visit bali|i", "things to do in new york city|i", "2 weeks in italy itinerary|i", "where to stay in barcelona|i", "best places to visit in fall|i"],
+    "travel-hospitality/destination-guides": ["best time to visit bali|i", "things to do in new york city|i", "2 weeks in italy itinerary|i", "where to stay in barcelona|c", "best places to visit in fall|i"],
     "travel-hospitality/budget-travel": ["cheap weekend getaways|i", "how to travel on a budget|i", "best travel rewards program|c", "hostel booking sites|c", "how to use google flights|i"],
     "travel-hospitality/hotels-lodging": ["best hotel booking site|c", "hotel loyalty programs compared|c", "hotels near me|n", "what is resort fee|i", "book hotel with free cancellation|t"],
     "travel-hospitality/air-travel": ["how early to get to airport|i", "tsa precheck vs global entry|c", "best seats on a plane|i", "lost luggage what to do|i", "book flights|t"],
