@@ -29,12 +29,9 @@ def describe(sel: tuple[str, str | None, str | None]) -> str:
     return f"promptType {prompt_type!r}, contentType {content_type or '(any)'}, industry {industry or '(any)'}"
 
 
-def _position(obj: ConfigObject) -> tuple[str, int, int]:
-    try:
-        line, col = locate(obj.doc, ("metadata", "name"))
-    except Exception:
-        line, col = obj.doc.line, 1
-    return (str(obj.doc.file), line, col)
+def _position(obj: ConfigObject) -> tuple[str, int]:
+    """File and first line of the object's document: "first" and "second" follow the files."""
+    return (str(obj.doc.file), obj.doc.line)
 
 
 def _selector_path(obj: ConfigObject) -> tuple:
@@ -48,13 +45,17 @@ def _selector_path(obj: ConfigObject) -> tuple:
 def check_prompts(config: ConfigSet, report) -> None:
     prompts = config.of_kind(KIND)
     first: dict[tuple, ConfigObject] = {}
-    for obj in sorted(prompts.values(), key=_position):
+    ordered = sorted(prompts.values(), key=_position)
+    for obj in ordered:
         if obj.spec.prompt_type is None:  # the base prompt of a type may leave promptType to its name
             obj.spec.prompt_type = obj.name
         sel = selectors(obj)
         earlier = first.get(sel)
         if earlier is not None:
-            _, line, _ = _position(earlier)
+            try:
+                line, _col = locate(earlier.doc, ("metadata", "name"))
+            except Exception:
+                line = earlier.doc.line
             report.at(obj.doc, _selector_path(obj), KIND, obj.name,
                       f"same selectors as Prompt {earlier.name!r} ({report.rel(earlier.doc.file)}:{line}): "
                       f"{describe(sel)}; give one of them another contentType or industry")
@@ -70,7 +71,7 @@ def check_prompts(config: ConfigSet, report) -> None:
     if missing_types:
         message = (f"missing base Prompt (no contentType or industry) for: {', '.join(missing_types)} "
                    "(every prompt type needs one)")
-        anchor = next(iter(sorted(prompts.values(), key=_position)), None)
+        anchor = ordered[0] if ordered else None
         if anchor is not None:
             report.at(anchor.doc, ("metadata", "name"), KIND, "*", message)
         else:
