@@ -4,22 +4,11 @@ Precedence for GET /v1/prompts?content_type=…&industry=…: the account's cust
 (type, content type) > the account's for the type > global (type, content type, industry) >
 global (type, content type) > global (type, industry) > global (type).
 """
-# ruff: noqa: F811
-
 from __future__ import annotations
 
 import shutil
 
-from conftest import REPO
-from runtime_fixtures import (  # noqa: F401
-    apply_repo_config,
-    client,
-    new_tenant,
-    ok,
-    rt_app,
-    rt_engine,
-    rt_url,
-)
+from helpers import REPO, apply_repo_config, new_tenant, ok
 from sqlalchemy import text
 
 TYPE = "content_generation"

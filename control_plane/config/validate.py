@@ -92,6 +92,11 @@ class _Reporter:
     def raw(self, file: Path, line: int, col: int, kind: str, name: str, message: str) -> None:
         self.issues.append(_issue(file, line, col, kind, name, message))
 
+    @staticmethod
+    def rel(path: Path) -> str:
+        """A file as messages name it (relative to the working directory where it can be)."""
+        return _rel(path)
+
 
 def issue_at(doc: Document, path: tuple, kind: str, name: str, message: str) -> Issue:
     """The Issue of a problem found at `path` inside `doc` (for checks run outside this module too)."""
