@@ -5,7 +5,6 @@ No `from __future__ import annotations`: generated handlers need real annotation
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -17,6 +16,7 @@ from control_plane.db.models import AuthorProfile, GlobalAuthorProfile, GlobalSt
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found
 from runtime.resolve import require_feature
+from runtime.timefmt import Timestamp
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
@@ -46,7 +46,7 @@ def _models(lib: Library):
         "source": (Literal["global", "custom"], ...),
         "cloned_from": (str | None, Field(None, description="Name of the global original of a clone.")),
         "is_active": (bool, ...),
-        "updated_at": (datetime | None, None),
+        "updated_at": (Timestamp | None, None),
     }
     out_fields.update({f: (ann, ...) for f, (ann, _d, _c) in lib.fields.items()})
     base = type("_In", (BaseModel,), {"model_config": ConfigDict(extra="forbid"), "__module__": __name__})

@@ -52,6 +52,7 @@ from runtime.resolve import (
     require_feature,
     store_globals,
 )
+from runtime.timefmt import Timestamp
 
 log = logging.getLogger("runtime.errors")
 
@@ -75,7 +76,7 @@ class PromptOut(BaseModel):
         description="The global prompt changed after the account customized this type."
     )
     based_on_global_version: int | None = Field(description="Global version the customization was made from.")
-    customized_at: datetime | None
+    customized_at: Timestamp | None
 
 
 class PromptList(BaseModel):
@@ -277,7 +278,7 @@ class IntegrationOut(BaseModel):
     image_style: str
     providers: dict[str, Any]
     api_keys: dict[str, str] = Field(description="Provider -> masked key; keys are never shown in clear.")
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 class IntegrationIn(BaseModel):
