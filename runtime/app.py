@@ -11,6 +11,7 @@ from sqlalchemy.orm import sessionmaker
 
 from control_plane import __version__
 from runtime import errors
+from runtime.guards import GuardMiddleware
 from runtime.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from runtime.pgasync import AsyncPool
 
@@ -41,7 +42,9 @@ async def _lifespan(app: FastAPI):
         app.state.pg_async.close_idle()
 
 
-def create_app(engine: Engine | None = None, *, environment: str | None = None) -> FastAPI:
+def create_app(engine: Engine | None = None, *, environment: str | None = None,
+               rate_limits: bool | None = None, redis_url: str | None = None) -> FastAPI:
+    """The app; `rate_limits` None reads CPLANE_RATE_LIMITS, `redis_url` None reads CPLANE_REDIS_URL."""
     from runtime.routes import account, catalog, credits, data, library, ops, settings
 
     app = FastAPI(
@@ -71,6 +74,7 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None) 
         app.include_router(router)
 
     # Outermost last: the access log sees the 413s of the body limit too.
+    app.add_middleware(GuardMiddleware, engine=app.state.engine, rate_limits=rate_limits, redis_url=redis_url)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessLogMiddleware)
     return app

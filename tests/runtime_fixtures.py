@@ -18,6 +18,9 @@ import pytest
 from conftest import REPO, _server_url, create_pg_database, drop_pg_database
 
 os.environ.setdefault("CPLANE_SECRET_KEY", "runtime-tests-secret-key")
+# The API suites send far more than a plan's requests per minute with one key; the rate limits
+# have their own tests (test_runtime_operators.py), which build their apps with rate_limits=True.
+os.environ.setdefault("CPLANE_RATE_LIMITS", "off")
 
 
 @dataclass
