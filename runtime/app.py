@@ -45,7 +45,7 @@ async def _lifespan(app: FastAPI):
 def create_app(engine: Engine | None = None, *, environment: str | None = None,
                rate_limits: bool | None = None, redis_url: str | None = None) -> FastAPI:
     """The app; `rate_limits` None reads CPLANE_RATE_LIMITS, `redis_url` None reads CPLANE_REDIS_URL."""
-    from runtime.routes import account, catalog, credits, data, library, ops, settings
+    from runtime.routes import account, admin, billing, catalog, credits, data, library, ops, settings
 
     app = FastAPI(
         title="cplane runtime API",
@@ -68,10 +68,12 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None,
     for router in data.routers():
         app.include_router(router)
     app.include_router(credits.router)
+    app.include_router(billing.router)
     app.include_router(settings.prompts_router)
     app.include_router(settings.settings_router)
     for router in library.routers():
         app.include_router(router)
+    app.include_router(admin.router)
 
     # Outermost last: the access log sees the 413s of the body limit too.
     app.add_middleware(GuardMiddleware, engine=app.state.engine, rate_limits=rate_limits, redis_url=redis_url)

@@ -210,6 +210,7 @@ def require_role(*roles: str):
         session = request.app.state.sessionmaker()
         try:
             staff = authenticate_operator(session, request.headers.get("authorization"))
+            session.commit()  # end the lookup's transaction: each route opens its own
             if staff.role not in allowed:
                 raise ApiError(403, "forbidden_role",
                                f"role {staff.role!r} may not do this; allowed: {', '.join(allowed)}")
