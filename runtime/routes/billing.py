@@ -43,10 +43,11 @@ def list_payments(tenant: Tenant = Depends(tenant_dep)):
     return {"items": staff.list_payments(tenant.session, account_id=tenant.account_id, limit=200), "next": None}
 
 
-@router.get("/payments/{payment_id}", responses=TENANT, operation_id="getPayment", summary="One payment")
-def get_payment(payment_id: uuid.UUID = Path(...), tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
+@router.get("/payments/{object_id}", responses=TENANT, operation_id="getPayment", summary="One payment")
+def get_payment(object_id: uuid.UUID = Path(..., description="The payment's id."),
+                tenant: Tenant = Depends(tenant_dep)) -> dict[str, Any]:
     payment = tenant.session.scalars(
-        select(Payment).where(Payment.id == payment_id, Payment.account_id == tenant.account_id)
+        select(Payment).where(Payment.id == object_id, Payment.account_id == tenant.account_id)
     ).first()
     if payment is None:
         raise not_found("payment")

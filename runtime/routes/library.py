@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from control_plane.db.models import AuthorProfile, GlobalAuthorProfile, GlobalStrategy, Strategy
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found
+from runtime.overrides import check_library_object
 from runtime.resolve import require_feature
 from runtime.timefmt import Timestamp
 
@@ -89,8 +90,10 @@ def build_library_router(lib: Library) -> APIRouter:
         globals_ = session.scalars(select(G).where(G.is_active).order_by(G.slug)).all()
         own = session.scalars(select(A).where(A.account_id == tenant.account_id).order_by(A.slug)).all()
         slugs = global_slugs(session, {r.cloned_from_id for r in own if r.cloned_from_id})
-        items = [out(g, "global") for g in globals_]
-        items += [out(r, "custom", slugs.get(r.cloned_from_id)) for r in own]
+        # Each name once: the account's copy stands in for the global object it was cloned from.
+        mine = {r.slug: out(r, "custom", slugs.get(r.cloned_from_id)) for r in own}
+        items = [mine.pop(g.slug) if g.slug in mine else out(g, "global") for g in globals_]
+        items += list(mine.values())
         return {"items": items, "next": None}
 
     router.add_api_route("", list_all, methods=["GET"], response_model=OutList, responses=TENANT,
@@ -119,6 +122,7 @@ def build_library_router(lib: Library) -> APIRouter:
             raise ApiError(409, "conflict", f"the account already has a {lib.label} named {name!r}")
         if global_row(session, name) is not None:
             raise ApiError(409, "conflict", f"{name!r} is a global {lib.label}; clone it instead")
+        check_library_object(lib.path, data["display_name"], {f: data.get(f) for f in field_names})
         row = A(id=uuid.uuid4(), account_id=tenant.account_id, slug=name, name=data.pop("display_name"), **data)
         session.add(row)
         session.commit()
@@ -164,6 +168,8 @@ def build_library_router(lib: Library) -> APIRouter:
         row = own_or_404(session, tenant, name)
         require_feature(session, tenant.account_id, lib.feature, f"own {lib.label} copies")
         data = body.model_dump(exclude_unset=True)
+        after = {f: data[f] if f in data else getattr(row, f) for f in field_names}
+        check_library_object(lib.path, data.get("display_name") or row.name, after)
         if "display_name" in data:
             row.name = data.pop("display_name")
         for key, value in data.items():

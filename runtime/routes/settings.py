@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.db.models import AIIntegrationSettings, AIPrompt, APIKey, ModuleEnableSettings
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
+from runtime import overrides
 from runtime.auth import (
     Tenant,
     bearer,
@@ -222,6 +223,7 @@ def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, te
     if g is None and prompt_type not in PROMPT_TYPES:
         raise not_found(f"prompt type {prompt_type!r}")
     require_feature(session, account_id, "custom_prompts", "customized prompts")
+    overrides.check_prompt_text(text, list(g.variables or []) if g is not None else None)
     values = {"text": text, "global_prompt_id": g.id if g else None,
               "based_on_global_version": g.version if g else None, "is_active": True}
     for _attempt in range(2):
@@ -338,6 +340,8 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
     box = _box(request)
     data = body.model_dump(exclude_unset=True)
     keys_in = data.pop("api_keys", None)
+    overrides.check_integration_changes(data, keys_in, bool(plan.allow_custom_endpoints))
+    providers_in = data.pop("providers", None)
     row = account_override(session, tenant.account_id)
     if row is None:
         base = global_integration(session)
@@ -346,7 +350,8 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
         missing = [f for f in INTEGRATION_FIELDS if values.get(f) is None and f != "providers"]
         if missing:
             raise ApiError(422, "validation_error", f"no global defaults to start from; set {', '.join(missing)}")
-        values.setdefault("providers", {})
+        values["providers"] = overrides.merge_providers(values.get("providers") or {}, providers_in)
+        overrides.check_integration_result(values)
         row = AIIntegrationSettings(account_id=tenant.account_id, name="override", api_keys_encrypted={},
                                     is_active=True, **values)
         session.add(row)
@@ -354,6 +359,12 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
         for key, value in data.items():
             if value is not None:
                 setattr(row, key, value)
+        row.providers = overrides.merge_providers(row.providers or {}, providers_in)
+        try:
+            overrides.check_integration_result({f: getattr(row, f) for f in INTEGRATION_FIELDS})
+        except ApiError:
+            session.rollback()
+            raise
         row.is_active = True
     if "temperature" in data and data["temperature"] is not None:
         row.temperature = Decimal(str(round(data["temperature"], 2)))
