@@ -189,19 +189,17 @@ SPECS = {"author-profiles": (AuthorProfileSpec, {}), "strategies": (StrategySpec
 
 
 def check_library_object(path: str, display_name: str, fields: dict[str, Any]) -> None:
-    """The account's author profile or strategy, as it would be after the edit, is a valid spec."""
+    """The account's author profile or strategy, as it would be after the edit, is a valid spec
+    (stored rows use the spec's field names, so names are accepted besides config's camelCase)."""
     model, renames = SPECS[path]
-    spec = {"displayName": display_name}
-    for field, value in fields.items():
-        if value is None:
-            continue
-        spec[to_camel(renames.get(field, field))] = value
+    spec = {"display_name": display_name}
+    spec.update({renames.get(f, f): v for f, v in fields.items() if v is not None})
     try:
-        model.model_validate(spec)
+        model.model_validate(spec, by_alias=True, by_name=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         parts = [str(p) for p in first.get("loc", ())]
         if parts:
-            back = {to_camel(renames.get(f, f)): f for f in fields} | {"displayName": "display_name"}
+            back = {renames.get(f, f): f for f in fields}
             parts[0] = back.get(parts[0], parts[0])
         raise _invalid(first.get("msg", "invalid value"), ".".join(parts)) from None
