@@ -98,7 +98,14 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route"
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            from runtime.http import allowed_methods
+
+            allow = allowed_methods(_request.app, _request.scope)
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
+            message = f"{_request.method} is not allowed here; allowed: {', '.join(allow)}"
+        return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):

@@ -111,7 +111,7 @@ def build_library_router(lib: Library) -> APIRouter:
 
     router.add_api_route("/{name}", get_one, methods=["GET"], response_model=Out, responses=TENANT,
                          summary=f"The effective {lib.label}: the account's copy, else the global one",
-                         name=f"get_{lib.path}")
+                         name=f"get_{lib.label}")
 
     def create(body: Create, tenant: Tenant = Depends(tenant_dep)):  # type: ignore[valid-type]
         session = tenant.session
@@ -130,7 +130,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return render_copy(session, row)
 
     router.add_api_route("", create, methods=["POST"], status_code=201, response_model=Out, responses=TENANT,
-                         summary=f"Create the account's own {lib.label}", name=f"create_{lib.path}")
+                         summary=f"Create the account's own {lib.label}", name=f"create_{lib.label}")
 
     def copy_fields(row: Any, g: Any) -> None:
         row.name = g.name
@@ -155,7 +155,7 @@ def build_library_router(lib: Library) -> APIRouter:
 
     router.add_api_route("/{name}/clone", clone, methods=["POST"], status_code=201, response_model=Out,
                          responses=TENANT, summary=f"Clone a global {lib.label} into the account",
-                         name=f"clone_{lib.path}")
+                         name=f"clone_{lib.label}")
 
     def own_or_404(session: Session, tenant: Tenant, name: str) -> Any:
         row = account_copy(session, tenant, name)
@@ -179,7 +179,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return render_copy(session, row)
 
     router.add_api_route("/{name}", patch, methods=["PATCH"], response_model=Out, responses=TENANT,
-                         summary=f"Edit the account's {lib.label}", name=f"update_{lib.path}")
+                         summary=f"Edit the account's {lib.label}", name=f"update_{lib.label}")
 
     def remove(name: str = NamePath, tenant: Tenant = Depends(tenant_dep)):
         session = tenant.session
@@ -189,7 +189,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return Response(status_code=204)
 
     router.add_api_route("/{name}", remove, methods=["DELETE"], status_code=204, response_class=Response,
-                         responses=TENANT, summary=f"Delete the account's {lib.label}", name=f"delete_{lib.path}")
+                         responses=TENANT, summary=f"Delete the account's {lib.label}", name=f"delete_{lib.label}")
 
     def reset(name: str = NamePath, tenant: Tenant = Depends(tenant_dep)):
         session = tenant.session
@@ -205,7 +205,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return render_copy(session, row)
 
     router.add_api_route("/{name}/reset", reset, methods=["POST"], response_model=Out, responses=TENANT,
-                         summary=f"Reset a cloned {lib.label} to its global original", name=f"reset_{lib.path}")
+                         summary=f"Reset a cloned {lib.label} to its global original", name=f"reset_{lib.label}")
     return router
 
 

@@ -399,8 +399,18 @@ def delete_integrations(tenant: Tenant = Depends(tenant_dep)):
 # --- modules -------------------------------------------------------------------------------------
 
 ModuleFlags = create_model("ModuleFlags", **{m: (bool, ...) for m in MODULES})
+ModuleSwitches = create_model(
+    "ModuleSwitches", __config__=ConfigDict(extra="forbid"), **{m: (bool, Field(None)) for m in MODULES}
+)
+# The GET shape ({"modules": {...}} plus the read-only `source`, `plan_modules` and `effective`,
+# which are derived and ignored), or the switches flat; omitted modules keep their state.
 ModulesIn = create_model(
-    "ModulesIn", __config__=ConfigDict(extra="forbid"), **{m: (bool, Field(None)) for m in MODULES}
+    "ModulesIn", __config__=ConfigDict(extra="forbid"),
+    modules=(ModuleSwitches | None, Field(None)),
+    source=(Literal["account", "default"] | None, Field(None, description="Read-only; ignored.")),
+    plan_modules=(list[str] | None, Field(None, description="Read-only; ignored.")),
+    effective=(dict[str, bool] | None, Field(None, description="Read-only; ignored.")),
+    **{m: (bool, Field(None)) for m in MODULES},
 )
 
 
@@ -429,7 +439,11 @@ def get_modules(tenant: Tenant = Depends(tenant_dep)):
 def put_modules(body: ModulesIn, tenant: Tenant = Depends(tenant_dep)):  # type: ignore[valid-type]
     session = tenant.session
     flags, _source = account_modules(session, tenant.account_id)
-    flags.update({k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None})
+    data = body.model_dump(exclude_unset=True)
+    nested = data.pop("modules", None) or {}
+    for read_only in ("source", "plan_modules", "effective"):
+        data.pop(read_only, None)
+    flags.update({k: v for k, v in {**nested, **data}.items() if v is not None})
     row = session.get(ModuleEnableSettings, tenant.account_id, with_for_update=True)
     if row is None:
         row = ModuleEnableSettings(account_id=tenant.account_id)
