@@ -19,7 +19,6 @@ not rate limited per API key.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -119,20 +118,25 @@ class GuardMiddleware:
         self.limiter, self.storage = make_limiter(redis_url) if rate_limits else (None, "off")
         self._settings = RuntimeSettings()
         self._settings_at = -math.inf
-        self._settings_lock = asyncio.Lock()
+        self._refreshing = False
         self._keys: dict[str, tuple[float, tuple[str, int | None] | None]] = {}
 
     async def settings(self) -> RuntimeSettings:
-        if time.monotonic() - self._settings_at < SETTINGS_TTL:
+        """The cached settings; one request per TTL rereads them while the others use the cached
+        ones (no lock: the app may be served from several event loops, e.g. in tests)."""
+        loaded = self._settings_at != -math.inf
+        if time.monotonic() - self._settings_at < SETTINGS_TTL or (self._refreshing and loaded):
             return self._settings
-        async with self._settings_lock:
-            if time.monotonic() - self._settings_at >= SETTINGS_TTL:
-                started = time.monotonic()
-                try:
-                    self._settings = await anyio.to_thread.run_sync(read_settings, self.engine)
-                except Exception as exc:  # the database is down: the route itself will answer 503
-                    log.warning("cannot read runtime settings: %s", str(exc).strip().splitlines()[:1])
-                self._settings_at = started
+        self._refreshing = True
+        started = time.monotonic()
+        try:
+            self._settings = await anyio.to_thread.run_sync(read_settings, self.engine)
+            self._settings_at = started
+        except Exception as exc:  # the database is down: the route itself will answer 503
+            log.warning("cannot read runtime settings: %s", str(exc).strip().splitlines()[:1])
+            self._settings_at = started
+        finally:
+            self._refreshing = False
         return self._settings
 
     async def key(self, digest: str) -> tuple[str, int | None] | None:

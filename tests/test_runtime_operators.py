@@ -269,3 +269,16 @@ def test_cli_accounts_and_payments(client, rt_engine, rt_url):
     assert made["role"] == "finance" and made["operator_key"].startswith("cpo_")
     assert client.get("/v1/admin/payments", headers={"Authorization": f"Bearer {made['operator_key']}"}
                       ).status_code == 200
+
+
+def test_staff_commands_are_registered():
+    from control_plane.cli.main import main
+
+    runner = CliRunner()
+    for args in (["operators", "create"], ["payments", "list"], ["payments", "approve"], ["payments", "reject"],
+                 ["accounts", "list"], ["accounts", "suspend"], ["accounts", "activate"], ["accounts", "keys", "create"],
+                 ["accounts", "keys", "list"], ["accounts", "keys", "revoke"]):
+        result = runner.invoke(main, [*args, "--help"])
+        assert result.exit_code == 0 and "--database-url" in result.output, args
+    missing_role = runner.invoke(main, ["operators", "create", "--name", "x", "--role", "root"])
+    assert missing_role.exit_code != 0 and "admin" in missing_role.output
