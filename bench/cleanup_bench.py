@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from bench import userdata  # noqa: E402
 from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema  # noqa: E402
-from control_plane.cleanup.planner import bind_params, quote_ident  # noqa: E402
+from control_plane.cleanup.planner import bind_params  # noqa: E402
+from control_plane.cleanup.schema import quote_ident  # noqa: E402
 from control_plane.db.engine import make_engine, upgrade  # noqa: E402
 from control_plane.db.models.user import USER_TABLES  # noqa: E402
 

@@ -16,14 +16,11 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from control_plane.environment import is_production
 from control_plane.errors import CplaneError
 
 SENSITIVE = "(sensitive)"
 LOCAL_KEY_FILE = Path(".cplane") / "secret.key"
-
-
-def is_production(environment: str | None) -> bool:
-    return (environment or "").lower() in ("production", "prod")
 
 
 @lru_cache(maxsize=4)

@@ -119,14 +119,23 @@ def key_candidates_statement():
     )
 
 
-def authenticate(session: Session, authorization: str | None) -> Tenant:
-    prefix, digest = parse_authorization(authorization)
-    rows = session.execute(key_candidates_statement(), {"prefix": prefix}).all()
+def verify(session: Session, prefix: str, digest: str, statement=None):
+    """(the key's row, every row read): the candidates of `prefix` checked by check_key, and the
+    key's last_used_at refreshed when due. `statement`: key_candidates_statement() with a route's
+    own columns and joins, to read them in the same round trip."""
+    stmt = key_candidates_statement() if statement is None else statement
+    rows = session.execute(stmt, {"prefix": prefix}).all()
     now = datetime.now(UTC)
     match = check_key(rows, digest, now)
     if needs_touch(match.last_used_at, now):
         session.execute(touch_statement(match.key_id, now))
         session.commit()
+    return match, rows
+
+
+def authenticate(session: Session, authorization: str | None) -> Tenant:
+    prefix, digest = parse_authorization(authorization)
+    match, _rows = verify(session, prefix, digest)
     return Tenant(session=session, account_id=match.account_id, key_id=match.key_id,
                   config_revision=match.config_revision)
 

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from control_plane.db.models import Account, Plan
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found, responses
-from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, page
+from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_model, page
 
 
 def owned(session: Session, model: Any, object_id: Any, account_id: uuid.UUID, label: str) -> Any:
@@ -74,12 +74,6 @@ class Resource:
     # serialize(session, rows) -> list of dicts; default: out.model_validate(row)
     serialize: Callable[[Session, list[Any]], list[Any]] | None = None
     tag: str = ""
-
-
-def list_model(name: str, item: type[BaseModel]) -> type[BaseModel]:
-    from pydantic import create_model
-
-    return create_model(name, items=(list[item], ...), next=(str | None, None))
 
 
 def build_router(res: Resource) -> APIRouter:
@@ -186,4 +180,4 @@ def build_router(res: Resource) -> APIRouter:
     return router
 
 
-__all__ = ["Resource", "build_router", "owned", "check_refs", "enforce_plan_limit", "responses", "list_model"]
+__all__ = ["Resource", "build_router", "owned", "check_refs", "enforce_plan_limit", "responses"]

@@ -8,6 +8,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from pydantic import BaseModel, create_model
 from sqlalchemy import Select, tuple_
 from sqlalchemy.orm import Session
 
@@ -43,3 +44,8 @@ def page(session: Session, stmt: Select, model: Any, limit: int, cursor: str | N
         last = rows[-1]
         return rows, encode_cursor(last.created_at, last.id)
     return rows, None
+
+
+def list_model(name: str, item: type[BaseModel]) -> type[BaseModel]:
+    """The envelope of every list response: `items` and the `next` cursor (null on the last page)."""
+    return create_model(name, items=(list[item], ...), next=(str | None, None))

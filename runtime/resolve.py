@@ -170,11 +170,6 @@ def global_prompts(session: Session, config_revision: int | None) -> dict[str, _
     return global_set(session, config_revision).prompts
 
 
-def clear_prompt_cache() -> None:
-    with _cache_lock:
-        _global_cache.clear()
-
-
 def _custom_rows(session: Session, account_id: uuid.UUID, prompt_type: str | None = None):
     stmt = select(AIPrompt.prompt_type, AIPrompt.text, AIPrompt.based_on_global_version, AIPrompt.updated_at).where(
         AIPrompt.account_id == account_id, AIPrompt.is_active

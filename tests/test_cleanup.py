@@ -449,11 +449,11 @@ def test_plan_builds_for_every_profile_on_sqlite_and_pg(system_engine):
 def test_a_second_cleanup_is_refused_while_one_runs(system_engine):
     """The cleanup lock: database-wide on PostgreSQL (advisory), a lock file beside SQLite."""
     from control_plane.cleanup.executor import CLEANUP_LOCK_ID, CLEANUP_LOCK_MESSAGE
-    from control_plane.db.engine import session_lock
+    from control_plane.db.dialect import for_dialect
     from control_plane.errors import CplaneError
 
     url = system_engine.url.render_as_string(hide_password=False)
-    with session_lock(system_engine, CLEANUP_LOCK_ID, "cleanup", CplaneError("held by the test")):
+    with for_dialect(system_engine).session_lock(system_engine, CLEANUP_LOCK_ID, "cleanup", CplaneError("held by the test")):
         refused = cli("cleanup", "apply", "--profile", "retention", "--yes", url=url)
         assert refused.exit_code == 1
         assert CLEANUP_LOCK_MESSAGE in refused.output

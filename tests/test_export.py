@@ -235,7 +235,7 @@ def test_provider_keys_shared_by_two_objects_get_qualified_names(applied, tmp_pa
     """Two integration defaults with an OpenAI key each: OPENAI_API_KEY would be ambiguous."""
     from control_plane.export.exporter import build_export
     from control_plane.secrets import SecretBox
-    from control_plane.state.rows import read_live
+    from control_plane.state.live import read_live
 
     with applied.connect() as conn:
         live = read_live(conn, SecretBox(None))

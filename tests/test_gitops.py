@@ -18,7 +18,7 @@ from ruamel.yaml import YAML
 
 from control_plane.cli.main import main
 from control_plane.config.validate import load_config
-from control_plane.state.rows import build_desired
+from control_plane.state.desired import build_desired
 
 REPO = Path(__file__).resolve().parent.parent
 WORKFLOWS = REPO / ".github" / "workflows"

@@ -2,34 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
-from decimal import Decimal
-from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Engine, Numeric, bindparam, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, text, update
 
-from control_plane.db.engine import sqlite_file_lock
+from control_plane.apply.audit import audit_form
+from control_plane.db.dialect import for_dialect
 from control_plane.db.models import ApplyRun, ManagedObject
 from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
-from control_plane.plans.model import Change, Plan
+from control_plane.plans.model import WRITES, Action, Change, Plan
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import (
-    LiveState,
-    canonical,
-    canonical_column,
-    encrypt,
-    fingerprint,
-    managed_columns,
-    natural_key,
-    read_live,
-)
+from control_plane.state.live import LiveState, encrypt, read_live
+from control_plane.state.rows import columns_differ, managed_columns, natural_key, row_fingerprint
 
 APPLY_LOCK_ID = 0x63706C616E65  # "cplane"
 LOCK_MESSAGE = "another cplane apply is in progress on this database (apply lock held); try again when it finishes"
@@ -55,30 +45,9 @@ class ApplyResult:
 
 @contextmanager
 def apply_lock(conn: Connection):
-    """Database-wide and fail-fast: PostgreSQL advisory xact lock; SQLite a lock file beside the db."""
-    if conn.dialect.name == "postgresql":
-        if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": APPLY_LOCK_ID}).scalar():
-            raise ApplyLocked(LOCK_MESSAGE)
+    """Database-wide and fail-fast, for the apply transaction (db.dialect: how each backend does it)."""
+    with for_dialect(conn).xact_lock(conn, APPLY_LOCK_ID, "apply", ApplyLocked(LOCK_MESSAGE)):
         yield
-        return
-    with sqlite_file_lock(conn.engine, "apply", ApplyLocked(LOCK_MESSAGE)):
-        yield
-
-
-@cache
-def _numeric_columns(rk: RowKind) -> tuple[str, ...]:
-    return tuple(c for c in managed_columns(rk) if isinstance(rk.table.c[c].type, Numeric))
-
-
-def _typed(rk: RowKind, values: dict[str, Any]) -> dict[str, Any]:
-    """Values of a plan read from JSON carry numbers as strings; give numeric columns their Decimal back."""
-    stale = [c for c in _numeric_columns(rk) if values.get(c) is not None and not isinstance(values[c], Decimal)]
-    if not stale:
-        return values
-    out = dict(values)
-    for column in stale:
-        out[column] = Decimal(str(out[column]))
-    return out
 
 
 def _resolve_secrets(change: Change, environ) -> dict[str, Any]:
@@ -132,7 +101,7 @@ def execute(
                 "config_revision": plan.config_revision,
                 "config_digest": plan.config_digest,
                 "summary": plan.summary,
-                "plan": plan.audit_dict(),
+                "plan": audit_form(plan),
                 "finished_at": None,
             },
         ).scalar_one()
@@ -149,20 +118,22 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
         rk = ROW_KINDS[change.kind]
         current = live.rows.get(change.kind, {}).get(change.name)
         label = f"{change.kind}/{change.name}"
-        if change.action == "create":
+        if change.action == Action.CREATE:
             if current is not None:
                 moved.append(f"{label} (now exists)")
         elif current is None:
             moved.append(f"{label} (no longer exists)")
-        elif fingerprint(canonical(rk, current.values, box)) != change.live_fingerprint:
+        elif row_fingerprint(rk, current.values, box) != change.live_fingerprint:
             moved.append(f"{label} (changed)")
-        if change.action in ("create", "update", "adopt"):
-            full = _typed(rk, change.values)
+        if change.action == Action.RETIRE and change.desired_fingerprint is None:
+            raise PlanStale(f"refusing to apply: {label}: the plan was made by an older cplane; make a new plan")
+        if change.action in WRITES:
+            full = change.values
             if change.secret_refs:
                 full = dict(full)
                 # Secrets are the only input not carried by the plan itself: they must still match.
                 full.update(_resolve_secrets(change, environ))
-                if fingerprint(canonical(rk, full, box)) != change.desired_fingerprint:
+                if row_fingerprint(rk, full, box) != change.desired_fingerprint:
                     moved.append(f"{label} (a secret it reads from the environment differs from when the plan was made)")
             values[(change.kind, change.name)] = full
     if moved:
@@ -185,17 +156,17 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
     for kind in apply_order():
         rk = ROW_KINDS[kind]
         changes = by_kind.get(kind, [])
-        creates = [c for c in changes if c.action == "create"]
-        updates = [c for c in changes if c.action in ("update", "adopt")]
+        creates = [c for c in changes if c.action == Action.CREATE]
+        updates = [c for c in changes if c.action in (Action.UPDATE, Action.ADOPT)]
         if creates:
             rows = [_db_row(rk, desired[(kind, c.name)], ids, box) for c in creates]
             if rk.version_column:
                 for row in rows:
                     row[rk.version_column] = 1
-            bulk_insert(conn, rk.table, rows)
+            for_dialect(conn).bulk_insert(conn, rk.table, rows)
             written += len(rows)
             ids[kind] = _read_ids(conn, rk, ids)
-            if rk.history_model is not None:
+            if rk.history is not None:
                 _record_versions(conn, rk, [(ids[kind][c.name], 1, desired[(kind, c.name)]) for c in creates])
         if updates:
             current = live.rows.get(kind, {})
@@ -203,13 +174,9 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             for c in updates:
                 row = _db_row(rk, desired[(kind, c.name)], ids, box)
                 row["_id"] = current[c.name].id
-                if rk.version_column:
+                if rk.history is not None:
                     before = current[c.name]
-                    changed = any(
-                        canonical_column(rk, col, before.values.get(col), box)
-                        != canonical_column(rk, col, desired[(kind, c.name)].get(col), box)
-                        for col in rk.versioned_columns
-                    )
+                    changed = columns_differ(rk, before.values, desired[(kind, c.name)], rk.history.columns, box)
                     row[rk.version_column] = (before.version or 1) + (1 if changed else 0)
                     if changed:
                         versions.append((before.id, row[rk.version_column], desired[(kind, c.name)]))
@@ -233,18 +200,16 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
         rk = ROW_KINDS[kind]
         changes = by_kind.get(kind, [])
         current = live.rows.get(kind, {})
-        deletes = [c for c in changes if c.action == "delete"]
-        retires = [c for c in changes if c.action == "retire"]
+        deletes = [c for c in changes if c.action == Action.DELETE]
+        retires = [c for c in changes if c.action == Action.RETIRE]
         if retires:
             retire_ids = [current[c.name].id for c in retires]
             conn.execute(update(rk.table).where(rk.table.c.id.in_(retire_ids)).values({rk.retire_column: False}))
             written += len(retire_ids)
             for c in retires:
-                after = dict(current[c.name].values)
-                after[rk.retire_column] = False
                 record = live.managed[kind][c.name]
                 bookkeeping_update.append({"kind": kind, "name": c.name, "table_name": rk.table_name,
-                                           "row_id": record.row_id, "fingerprint": fingerprint(canonical(rk, after, box)),
+                                           "row_id": record.row_id, "fingerprint": c.desired_fingerprint,
                                            "prevent_destroy": record.prevent_destroy, "_mid": record.id})
         if deletes:
             delete_ids = [current[c.name].id for c in deletes]
@@ -255,7 +220,7 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
 
     mo = ManagedObject.__table__
     if bookkeeping_new:
-        bulk_insert(conn, mo, bookkeeping_new)
+        for_dialect(conn).bulk_insert(conn, mo, bookkeeping_new)
     if bookkeeping_update:
         conn.execute(
             update(mo).where(mo.c.id == bindparam("_mid")).values(
@@ -286,9 +251,7 @@ def _db_row(rk: RowKind, values: dict[str, Any], ids: dict[str, dict[str, int]],
 
 def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> dict[str, int]:
     keys_by_id = {target: {v: k for k, v in ids.get(target, {}).items()} for target in set(rk.refs.values())}
-    stmt = select(rk.table.c.id, *(rk.table.c[c] for c in rk.key_columns))
-    if rk.system_rows:
-        stmt = stmt.where(text(rk.system_rows))
+    stmt = rk.only_system_rows(select(rk.table.c.id, *(rk.table.c[c] for c in rk.key_columns)))
     result = {}
     for record in conn.execute(stmt).all():
         values = dict(zip(rk.key_columns, record[1:], strict=True))
@@ -300,27 +263,10 @@ def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> 
 
 
 def _record_versions(conn: Connection, rk: RowKind, entries: list[tuple[int, int, dict]]) -> None:
-    table = rk.history_model.__table__
+    history = rk.history
     rows = [
-        {"prompt_id": row_id, "version": version, **{c: values.get(c) for c in rk.versioned_columns}}
+        {history.row_column: row_id, history.version_column: version, **{c: values.get(c) for c in history.columns}}
         for row_id, version, values in entries
     ]
-    bulk_insert(conn, table, rows)
-
-
-def bulk_insert(conn: Connection, table, rows: list[dict]) -> None:
-    """PostgreSQL: COPY (an order of magnitude faster than INSERT for large sets); else executemany."""
-    if not rows:
-        return
-    if conn.dialect.name != "postgresql" or len(rows) < 200:
-        conn.execute(insert(table), rows)
-        return
-    columns = list(rows[0])
-    json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
-    raw = conn.connection.driver_connection
-    stmt = f'COPY "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN'
-    with raw.cursor() as cursor, cursor.copy(stmt) as copy:
-        for row in rows:
-            copy.write_row(
-                [json.dumps(row[c], default=str) if c in json_columns and row[c] is not None else row[c] for c in columns]
-            )
+    table = history.model.__table__
+    for_dialect(conn).bulk_insert(conn, table, rows)

@@ -12,34 +12,24 @@ SQLite batches go by `rowid`.
 
 from __future__ import annotations
 
-import getpass
-import hashlib
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import text, update
 from sqlalchemy.engine import Connection, Engine
 
 from control_plane.cleanup.manifest import Manifest
-from control_plane.cleanup.planner import (
-    CleanupPlan,
-    Schema,
-    Step,
-    bind_params,
-    build_plan,
-    quote_ident,
-    reflect_schema,
-)
-from control_plane.db.engine import session_lock
+from control_plane.cleanup.planner import CleanupPlan, Step, bind_params, build_plan
+from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
+from control_plane.db.dialect import for_dialect
 from control_plane.db.models.controller import CleanupRun
+from control_plane.environment import default_actor, is_production
 from control_plane.errors import CplaneError
 
 DEFAULT_BATCH_SIZE = 5000
-PRODUCTION_NAMES = ("production", "prod")
 
 Progress = Callable[[str, int, int], None]  # table, rows done, rows planned
 
@@ -87,10 +77,6 @@ CLEANUP_LOCK_ID = 0x63706C616E63  # "cplanc"
 CLEANUP_LOCK_MESSAGE = "another cplane cleanup is running on this database; try again when it finishes"
 
 
-def is_production(environment: str | None) -> bool:
-    return (environment or "").lower() in PRODUCTION_NAMES
-
-
 def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_production: bool) -> None:
     """The production guards (DESIGN §3, §6); raises CleanupRefused."""
     profile = manifest.profiles.get(profile_name)
@@ -108,13 +94,6 @@ def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_
         raise CleanupRefused(
             f"refusing to run cleanup profile {profile_name!r} in environment {environment!r} without --allow-production"
         )
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no passwd entry (containers): fall back on the environment
-        return os.environ.get("USER") or os.environ.get("USERNAME") or "unknown"
 
 
 # --- system data snapshot ------------------------------------------------------------------------
@@ -135,30 +114,14 @@ def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, str | N
 
 def snapshot(conn: Connection, schema: Schema, scopes: list[tuple[str, str | None]]) -> dict[str, tuple[int, str]]:
     """Row count and content checksum of each scope."""
+    backend = for_dialect(schema.dialect)
     result: dict[str, tuple[int, str]] = {}
     for table, condition in scopes:
         info = schema.tables[table]
-        qt = quote_ident(schema, table)
         where = f" WHERE ({condition})" if condition else ""
-        if schema.dialect == "postgresql":
-            order = ", ".join(quote_ident(schema, c) for c in info.pk) or f"{qt}::text"
-            row = conn.execute(
-                text(f"SELECT count(*), md5(coalesce(string_agg({qt}::text, E'\\n' ORDER BY {order}), '')) FROM {qt}{where}")
-            ).one()
-            result[table] = (int(row[0]), row[1])
-        else:
-            cols = list(info.columns)
-            order = ", ".join(quote_ident(schema, c) for c in (info.pk or cols))
-            digest = hashlib.sha256()
-            n = 0
-            rows = conn.execute(
-                text(f"SELECT {', '.join(quote_ident(schema, c) for c in cols)} FROM {qt}{where} ORDER BY {order}")
-            )
-            for row in rows:
-                digest.update(repr(tuple(row)).encode())
-                digest.update(b"\n")
-                n += 1
-            result[table] = (n, digest.hexdigest())
+        result[table] = backend.checksum(conn, quote_ident(schema, table),
+                                         [quote_ident(schema, c) for c in info.columns],
+                                         [quote_ident(schema, c) for c in info.pk], where)
     return result
 
 
@@ -194,7 +157,7 @@ class _Batcher:
             return conn.execute(stmt, values).first() is not None
 
     def delete(self, step: Step) -> int:
-        delete = self._delete_pg if self.schema.dialect == "postgresql" else self._delete_rowid
+        delete = getattr(self, f"_delete_by_{for_dialect(self.schema.dialect).batch_walk}")
         info = self.schema.tables[step.table]
         if not any(fk.ref_table == step.table and fk.ondelete == "CASCADE" for fk in info.fks):
             return delete(step)
@@ -212,7 +175,7 @@ class _Batcher:
         if self.progress:
             self.progress(step.table, done, step.rows)
 
-    def _delete_pg(self, step: Step) -> int:
+    def _delete_by_ctid(self, step: Step) -> int:
         qt = quote_ident(self.schema, step.table)
         with self.engine.connect() as conn:
             pages, live = conn.execute(
@@ -250,7 +213,7 @@ class _Batcher:
             self._report(step, done)
         return done
 
-    def _delete_rowid(self, step: Step) -> int:
+    def _delete_by_rowid(self, step: Step) -> int:
         qt = quote_ident(self.schema, step.table)
         sql = f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} WHERE {step.predicate} LIMIT :batch_limit)"
         done = 0
@@ -285,7 +248,7 @@ def execute(
         raise CleanupRefused("--batch-size must be at least 1")
     guard(manifest, profile, environment, allow_production)
     schema = schema or reflect_schema(engine)
-    with session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(CLEANUP_LOCK_MESSAGE)):
+    with for_dialect(engine).session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(CLEANUP_LOCK_MESSAGE)):
         return _execute_locked(engine, manifest, profile, schema, batch_size, actor, environment, progress,
                                on_batch, now)
 
@@ -369,9 +332,3 @@ def _finish(engine: Engine, run_id: int, status: str, rows: dict[str, int], mess
     except Exception:  # the audit update must not hide the original error
         if status == "succeeded":
             raise
-
-
-def last_runs(engine: Engine, limit: int = 10) -> list[dict[str, Any]]:
-    t = CleanupRun.__table__
-    with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.id.desc()).limit(limit))]

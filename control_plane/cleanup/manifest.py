@@ -10,7 +10,8 @@ from sqlalchemy import Date, DateTime, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from control_plane.cleanup.planner import Schema, quote_ident
+from control_plane.cleanup.schema import Schema, quote_ident
+from control_plane.db.dialect import for_dialect
 from control_plane.errors import CplaneError
 from control_plane.kinds.specs import CleanupManifestSpec, CleanupProfile, RetentionRule, TableClassification
 
@@ -166,8 +167,7 @@ def _condition_error(engine: Engine, schema: Schema, table: str, condition: str)
     try:
         with engine.connect() as conn:
             with conn.begin() as tx:
-                if engine.dialect.name == "postgresql":
-                    conn.execute(text("SET TRANSACTION READ ONLY"))
+                for_dialect(engine).set_read_only(conn)
                 conn.execute(text(sql)).scalar_one()
                 tx.rollback()
     except SQLAlchemyError as exc:

@@ -19,76 +19,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import DateTime, bindparam, inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy import DateTime, bindparam, text
+from sqlalchemy.engine import Engine
 
+from control_plane.cleanup.manifest import Manifest
+from control_plane.cleanup.schema import ForeignKeyInfo, Schema, quote_ident, reflect_schema
 from control_plane.errors import CplaneError
-
-if TYPE_CHECKING:
-    from control_plane.cleanup.manifest import Manifest
 
 ALL = "TRUE"  # the predicate of a table that loses every row
 
 
 class PlanError(CplaneError):
     pass
-
-
-@dataclass(frozen=True)
-class ForeignKeyInfo:
-    table: str
-    columns: tuple[str, ...]
-    ref_table: str
-    ref_columns: tuple[str, ...]
-    ondelete: str  # CASCADE, SET NULL, NO ACTION...
-
-
-@dataclass
-class TableInfo:
-    name: str
-    columns: dict[str, Any]  # name -> SQLAlchemy type
-    pk: tuple[str, ...]
-    fks: list[ForeignKeyInfo] = field(default_factory=list)
-
-
-@dataclass
-class Schema:
-    dialect: str
-    tables: dict[str, TableInfo]
-
-    def referencing(self, table: str) -> list[ForeignKeyInfo]:
-        return [fk for t in self.tables.values() for fk in t.fks if fk.ref_table == table]
-
-
-def reflect_schema(engine: Engine) -> Schema:
-    insp = inspect(engine)
-    names = [n for n in insp.get_table_names() if not n.startswith("sqlite_")]
-    columns = insp.get_multi_columns()
-    pks = insp.get_multi_pk_constraint()
-    fks = insp.get_multi_foreign_keys()
-    tables: dict[str, TableInfo] = {}
-    for name in names:
-        key = (None, name)
-        cols = {c["name"]: c["type"] for c in columns.get(key, [])}
-        pk = tuple(pks.get(key, {}).get("constrained_columns") or ())
-        info = TableInfo(name, cols, pk)
-        for fk in fks.get(key, []):
-            if not fk.get("referred_table"):
-                continue
-            ondelete = ((fk.get("options") or {}).get("ondelete") or "NO ACTION").upper()
-            info.fks.append(
-                ForeignKeyInfo(
-                    name, tuple(fk["constrained_columns"]), fk["referred_table"], tuple(fk["referred_columns"]), ondelete
-                )
-            )
-        tables[name] = info
-    return Schema(engine.dialect.name, tables)
-
-
-def quote(engine_or_conn: Engine | Connection, name: str) -> str:
-    return engine_or_conn.dialect.identifier_preparer.quote(name)
 
 
 @dataclass
@@ -191,12 +135,6 @@ def predicates(manifest: Manifest, profile_name: str, schema: Schema, now: datet
             preds[table] = _or([p for p in [preds.get(table), term] if p])
             reasons.setdefault(table, []).append(f"cascade from {fk.ref_table}")
     return preds, reasons, params
-
-
-def quote_ident(schema: Schema, name: str) -> str:
-    if name.isidentifier() and name.islower():
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _order(schema: Schema, tables: set[str], *, parents_first: bool = False) -> list[str]:

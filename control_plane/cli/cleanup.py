@@ -29,7 +29,7 @@ def _load(ctx: Context, fmt: str):
 def _checked(ctx: Context, fmt: str):
     """Manifest, engine, schema and the check's problems, on a database migrated to head."""
     from control_plane.cleanup.manifest import check_manifest
-    from control_plane.cleanup.planner import reflect_schema
+    from control_plane.cleanup.schema import reflect_schema
     from control_plane.db.engine import ensure_schema
 
     manifest = _load(ctx, fmt)
@@ -104,9 +104,8 @@ def plan_command(ctx: Context, profile: str, fmt: str, detailed_exitcode: bool):
 def apply_command(ctx: Context, profile: str, batch_size: int, yes: bool, allow_production: bool,
                   actor: str | None, fmt: str):
     """Delete the rows of a cleanup profile in FK-safe bounded batches; verify system data after."""
-    import os
 
-    from control_plane.cleanup.executor import default_actor, execute, guard
+    from control_plane.cleanup.executor import execute, guard
     from control_plane.cleanup.planner import build_plan
 
     manifest = _load(ctx, fmt)
@@ -128,7 +127,7 @@ def apply_command(ctx: Context, profile: str, batch_size: int, yes: bool, allow_
     result = execute(
         engine, manifest, profile,
         batch_size=batch_size,
-        actor=actor or os.environ.get("CPLANE_ACTOR") or default_actor(),
+        actor=actor,
         environment=ctx.environment,
         allow_production=allow_production,
         progress=progress,

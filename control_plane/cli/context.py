@@ -26,13 +26,20 @@ class Context:
         return make_engine(self.database_url)
 
 
-def common_options(func):
-    """--config, --database-url, --env and --debug, accepted on every command as well as on `cplane`."""
+def shared_options(func):
+    """--config, --database-url, --env and --debug: declared here once, for `cplane` and every command."""
+    func = click.option("--debug", is_flag=True, default=None, help="Show tracebacks.")(func)
+    func = click.option("--env", "environment",
+                        help="Environment name; selects config/environments/<env>.yaml ($CPLANE_ENV).")(func)
+    func = click.option("--database-url", help="SQLAlchemy URL (default $DATABASE_URL, else sqlite:///cplane.db).")(func)
+    return click.option("--config", "config_dir", type=click.Path(file_okay=False),
+                        help="Config tree (default ./config, $CPLANE_CONFIG_DIR).")(func)
 
-    @click.option("--config", "config_dir", type=click.Path(file_okay=False), help="Config tree (default ./config, $CPLANE_CONFIG_DIR).")
-    @click.option("--database-url", help="SQLAlchemy URL (default $DATABASE_URL, else sqlite:///cplane.db).")
-    @click.option("--env", "environment", help="Environment name; selects config/environments/<env>.yaml ($CPLANE_ENV).")
-    @click.option("--debug", is_flag=True, default=None, help="Show tracebacks.")
+
+def common_options(func):
+    """The shared options, accepted on every command as well as on `cplane` (the command's win)."""
+
+    @shared_options
     @click.pass_context
     @wraps(func)
     def wrapper(click_ctx, *args, config_dir=None, database_url=None, environment=None, debug=None, **kwargs):

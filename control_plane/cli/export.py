@@ -25,8 +25,8 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     are listed at the end. Retired rows are exported with `active: false`, unmanaged rows too:
     take them under management with `cplane plan --adopt` / `cplane apply --adopt`.
     """
-    from control_plane.config.validate import load_config
     from control_plane.export.exporter import read_export, write_export
+    from control_plane.reconcile.validation import load_checked
 
     target = Path(out)
     if target.exists() and any(target.iterdir()):
@@ -38,7 +38,7 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
                           f"(--skip-invalid writes the rest): {shown}{more}")
     written = write_export(export, target)
-    check = load_config(target)
+    check, _rows = load_checked(target)
     if fmt == "json":
         emit_json({
             "out": str(target),

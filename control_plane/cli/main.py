@@ -11,20 +11,17 @@ from pathlib import Path
 import click
 
 from control_plane import __version__
-from control_plane.cli.context import Context, common_options, emit_json
+from control_plane.cli.context import Context, common_options, emit_json, shared_options
 from control_plane.errors import CplaneError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="cplane")
-@click.option("--config", "config_dir", type=click.Path(file_okay=False), help="Config tree (default ./config).")
-@click.option("--database-url", help="SQLAlchemy URL (default $DATABASE_URL, else sqlite:///cplane.db).")
-@click.option("--env", "environment", help="Environment name ($CPLANE_ENV).")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@shared_options
 @click.pass_context
 def main(click_ctx, config_dir, database_url, environment, debug):
     """cplane: system data as code, reconciled into the platform database."""
-    click_ctx.obj = Context(config_dir, database_url, environment, debug)
+    click_ctx.obj = Context(config_dir, database_url, environment, bool(debug))
 
 
 # --- validate / schema --------------------------------------------------------------------------
@@ -37,7 +34,7 @@ def validate(ctx: Context, fmt: str):
     """Parse and validate the whole config tree; report every error as FILE:LINE:COL: KIND/NAME: message.
 
     Without --env, the base config and every environment overlay are each validated."""
-    from control_plane.config.validate import validate_all
+    from control_plane.reconcile.validation import validate_all
 
     config = validate_all(ctx.config_dir, ctx.environment)
     if fmt == "json":

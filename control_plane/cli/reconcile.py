@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 
 import click
 
@@ -26,6 +24,7 @@ def _plan_options(func):
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, adopt: bool, require_secrets: bool):
     """Compute the changes that would make the database match the config."""
+    from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.controller import make_plan
     from control_plane.render.plan import RENDERERS
 
@@ -39,7 +38,7 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
             click.echo(f"warning: {warning}", err=True)
         click.echo(RENDERERS[fmt](plan))
     if out:
-        Path(out).write_text(plan.to_json())
+        write_plan(plan, out)
         click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
     if plan.errors:
         raise CplaneError("; ".join(plan.errors))
@@ -57,6 +56,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
                   adopt: bool, require_secrets: bool):
     """Apply a saved plan, or compute and apply a fresh one."""
     from control_plane.plans.model import Plan
+    from control_plane.plans.planfile import read_plan
     from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
     from control_plane.render.plan import NO_CHANGES, render_text, summary_line
 
@@ -86,7 +86,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         return
     if planfile:
         try:
-            plan = Plan.from_dict(json.loads(Path(planfile).read_text()))
+            plan = read_plan(planfile)
         except FileNotFoundError:
             raise CplaneError(f"plan file {planfile} does not exist") from None
         except (ValueError, KeyError, TypeError) as exc:

@@ -1,8 +1,9 @@
 """Load the config tree into validated objects, reporting every problem with its position.
 
 Stages: parse (loader) → envelope (apiVersion, kind, metadata) → overlay patches → spec (pydantic)
-→ cross-object checks (unique names, references, catalogs, prompt variables). Every stage reports
-all it finds; nothing stops at the first error.
+→ cross-object checks (unique names, references, catalogs, template variables). Every stage reports
+all it finds; nothing stops at the first error. Checks that need the flattened rows (column limits)
+belong to state/ and are added by reconcile.validation, which is what commands call.
 """
 
 from __future__ import annotations
@@ -69,8 +70,6 @@ class ConfigSet:
     objects: dict[str, dict[str, ConfigObject]] = field(default_factory=dict)
     issues: list[Issue] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
-    # Rows flattened from the objects (state.config_rows), computed once.
-    _rows: dict | None = field(default=None, repr=False)
     _loaded: object | None = field(default=None, repr=False)
     # When derived from another ConfigSet: the objects this one validated itself (others were reused).
     own_objects: set[tuple[str, str]] | None = field(default=None, repr=False)
@@ -84,25 +83,39 @@ class ConfigSet:
 
 
 class _Reporter:
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self):
         self.issues: list[Issue] = []
 
-    def rel(self, path: Path) -> str:
-        try:
-            return str(path.resolve().relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return str(path)
-
     def at(self, doc: Document, path: tuple, kind: str, name: str, message: str) -> None:
-        try:
-            line, col = locate(doc, path)
-        except Exception:  # a locator failure must never hide the error itself
-            line, col = doc.line, 1
-        self.issues.append(Issue(self.rel(doc.file), line, col, _clip(kind, 100), _clip(name, 200), _clip(message, 500)))
+        self.issues.append(issue_at(doc, path, kind, name, message))
 
     def raw(self, file: Path, line: int, col: int, kind: str, name: str, message: str) -> None:
-        self.issues.append(Issue(self.rel(file), line, col, _clip(kind, 100), _clip(name, 200), _clip(message, 500)))
+        self.issues.append(_issue(file, line, col, kind, name, message))
+
+
+def issue_at(doc: Document, path: tuple, kind: str, name: str, message: str) -> Issue:
+    """The Issue of a problem found at `path` inside `doc` (for checks run outside this module too)."""
+    try:
+        line, col = locate(doc, path)
+    except Exception:  # a locator failure must never hide the error itself
+        line, col = doc.line, 1
+    return _issue(doc.file, line, col, kind, name, message)
+
+
+def _issue(file: Path, line: int, col: int, kind: str, name: str, message: str) -> Issue:
+    return Issue(_rel(file), line, col, _clip(kind, 100), _clip(name, 200), _clip(message, 500))
+
+
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def sorted_issues(issues) -> list[Issue]:
+    """Every issue once, in file order: the form ConfigSet.issues always has."""
+    return sorted(set(issues), key=lambda i: (i.file, i.line, i.col, i.message))
 
 
 def _clip(text: str, limit: int) -> str:
@@ -168,7 +181,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class _Raw:
     env: Envelope
     doc: Document
-    spec_path: tuple = ("spec",)
 
 
 def _overlay_files(root: Path) -> list[Path]:
@@ -185,7 +197,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     taken as they are (validating every environment costs one full pass, not one per environment).
     """
     root = Path(root)
-    report = _Reporter(root)
+    report = _Reporter()
     result = ConfigSet(root=root, environment=environment)
     if not root.is_dir():
         report.raw(root, 1, 1, "config", "-", "config directory does not exist")
@@ -291,7 +303,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             first = same_kind[name].doc
             fl, _ = locate(first, ("metadata", "name"))
             report.at(raw.doc, ("metadata", "name"), kind, name,
-                      f"duplicate {kind} name {name!r} (first defined at {report.rel(first.file)}:{fl})")
+                      f"duplicate {kind} name {name!r} (first defined at {_rel(first.file)}:{fl})")
             continue
         same_kind[name] = ConfigObject(
             kind, name, spec, raw.env.metadata.labels, raw.env.metadata.annotations, raw.doc, spec_data
@@ -299,7 +311,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
 
     for check in CROSS_CHECKS:
         check(result, report)
-    result.issues = sorted(set(report.issues), key=lambda i: (i.file, i.line, i.col, i.message))
+    result.issues = sorted_issues(report.issues)
     return result
 
 
@@ -383,11 +395,14 @@ def _check_references(config: ConfigSet, report: _Reporter) -> None:
 
 
 def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
-    for kind, field_name in (("Prompt", "text"), ("NotificationTemplate", "body")):
+    for ck in CONFIG_KINDS.values():
+        if not ck.template_fields:
+            continue
+        kind, field_name = ck.kind, ck.template_fields[0]
         for name, obj in config.of_kind(kind).items():
-            used = template_variables(getattr(obj.spec, field_name))
-            if kind == "NotificationTemplate":
-                used |= template_variables(obj.spec.subject)
+            used: set[str] = set()
+            for template_field in ck.template_fields:
+                used |= template_variables(getattr(obj.spec, template_field))
             declared = set(obj.spec.variables)
             undeclared, unused = sorted(used - declared), sorted(declared - used)
             if undeclared:
@@ -398,57 +413,8 @@ def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
                           f"declared variables not used in {field_name}: {', '.join(unused)}")
 
 
-def _check_column_limits(config: ConfigSet, report: _Reporter) -> None:
-    """Text longer than its column would fail at apply time on PostgreSQL; say so now, where it is."""
-    from sqlalchemy import String
-
-    from control_plane.kinds.registry import ROW_KINDS, config_kind_for_row_kind
-    from control_plane.state.rows import config_rows, managed_columns
-
-    if report.issues:  # rows can only be built from a config that is valid so far
-        return
-    checked = config
-    if config.own_objects is not None:
-        checked = ConfigSet(config.root, config.environment, objects={})
-        for kind, name in config.own_objects:
-            if name in config.of_kind(kind):
-                checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
-    for kind, rows in config_rows(checked).items():
-        rk = ROW_KINDS[kind]
-        limits = [(c, rk.table.c[c].type.length) for c in managed_columns(rk)
-                  if isinstance(rk.table.c[c].type, String) and rk.table.c[c].type.length and c not in rk.refs]
-        if not limits:
-            continue
-        top = rk
-        while top.parent:
-            top = ROW_KINDS[top.parent]
-        ck = config_kind_for_row_kind(top.name)
-        for row in rows.values():
-            for column, length in limits:
-                value = row.values.get(column)
-                if isinstance(value, str) and len(value) > length:
-                    obj = config.of_kind(ck.kind).get(row.key.split("/")[0]) if ck else None
-                    where = f" ({kind} {row.key})" if rk is not top else ""
-                    message = f"{column} is {len(value)} characters; at most {length} fit{where}"
-                    if obj is not None:
-                        report.at(obj.doc, ("metadata", "name"), obj.kind, obj.name, message)
-
-
-CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_column_limits]
+CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables]
 
 
 def overlay_environments(root: Path | str) -> list[str]:
     return [p.stem for p in _overlay_files(Path(root))]
-
-
-def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:
-    """With an environment, that environment; without, the base and every environment's desired state."""
-    base = load_config(root, environment)
-    if environment is not None:
-        return base
-    issues = set(base.issues)
-    for env in overlay_environments(root):
-        issues.update(load_config(root, env, reuse=base).issues)
-    base.issues = sorted(issues, key=lambda i: (i.file, i.line, i.col, i.message))
-    return base
-

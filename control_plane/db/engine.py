@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, inspect, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
+from control_plane.db.dialect import for_dialect
 from control_plane.errors import DatabaseUnavailable
 
 DEFAULT_SQLITE_FILE = "cplane.db"
@@ -116,21 +116,6 @@ def current_revision(engine: Engine) -> str | None:
 MIGRATION_LOCK_ID = 0x63706C616E6D  # "cplanm": one migration at a time per PostgreSQL database
 
 
-@contextmanager
-def _migration_lock(engine: Engine):
-    """PostgreSQL: a session advisory lock, so that processes migrating the same fresh database at
-    once (several `cplane apply` started together) wait for each other instead of racing on CREATE."""
-    if engine.dialect.name != "postgresql":
-        yield
-        return
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
-
-
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Migrate to head; returns (revision before, revision after). Running it twice changes nothing."""
     from alembic import command
@@ -139,7 +124,7 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
     before = current_revision(engine)
     head = head_revision()
     if before != head:
-        with _migration_lock(engine):
+        with for_dialect(engine).migration_lock(engine, MIGRATION_LOCK_ID):
             before = current_revision(engine)  # another process may have migrated while this one waited
             if before != head:
                 try:
@@ -152,45 +137,3 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 def ensure_schema(engine: Engine) -> None:
     """Commands that need the schema migrate a fresh database first (DESIGN §3)."""
     upgrade(engine)
-
-
-def table_names(engine: Engine) -> list[str]:
-    return inspect(engine).get_table_names()
-
-
-@contextmanager
-def sqlite_file_lock(engine: Engine, name: str, error: Exception):
-    """SQLite's stand-in for an advisory lock: a non-blocking flock on a file beside the database."""
-    import fcntl
-
-    database = engine.url.database
-    if not database or database == ":memory:":
-        yield
-        return
-    handle = open(Path(database).with_name(f"{Path(database).name}.{name}-lock"), "a+")
-    try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise error from None
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-@contextmanager
-def session_lock(engine: Engine, lock_id: int, name: str, error: Exception):
-    """Fail-fast, database-wide lock held across several transactions (a session lock on
-    PostgreSQL, released by the server if the process dies)."""
-    if engine.dialect.name != "postgresql":
-        with sqlite_file_lock(engine, name, error):
-            yield
-        return
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
-            raise error
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})

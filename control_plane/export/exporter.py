@@ -36,7 +36,8 @@ from control_plane.kinds.registry import (
 )
 from control_plane.kinds.specs import API_VERSION, Metadata
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import LiveState, Row, read_live
+from control_plane.state.live import LiveState, read_live
+from control_plane.state.rows import Row
 
 MODELINE = "yaml-language-server: $schema=../../schemas/{kind}.json"
 

@@ -6,6 +6,11 @@ are secret. A `RowKind` says how rows of one table are matched, compared and wri
 columns, references to other row kinds, which rows of a mixed table are system rows, how to retire
 a row, and which user data points at it. Validation, JSON Schema, compare, apply, export and
 cleanup all read these declarations; none of them has a per-kind branch.
+
+Each fact is stated once and the rest derived: a config kind's rows are the row kind of the same
+name (its key column that kind's natural key), secret columns come from the config kind's secret
+fields, and what a nested child takes from its ancestors comes from the row kind's `refs` and
+`parent`.
 """
 
 from __future__ import annotations
@@ -15,13 +20,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from pydantic import BaseModel
-from sqlalchemy import Table
+from sqlalchemy import Table, text
 
 from control_plane.db import models
 from control_plane.kinds import catalog, specs
 
 # Spec fields whose column has another name, for every kind.
 COMMON_COLUMN_NAMES = {"display_name": "name", "active": "is_active", "internal": "is_internal", "public": "is_public"}
+
+# In a table shared with tenants, the rows that are system data: the global ones. The one
+# statement of the rule; the cleanup manifest states it again in its own document for now.
+GLOBAL_ROWS = "account_id IS NULL"
+# The tenants' rows of such a table.
+TENANT_ROWS = f"({GLOBAL_ROWS}) IS NOT TRUE"
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,17 @@ class UserRef:
     scope: str | None = None
 
 
+@dataclass(frozen=True)
+class VersionHistory:
+    """A row kind whose rows carry a version number that apply bumps when `columns` change, and
+    whose every version is kept in `model`, pointing at its row through `row_column`."""
+
+    model: type
+    row_column: str
+    columns: tuple[str, ...]
+    version_column: str = "version"
+
+
 @dataclass(frozen=True, eq=False)  # identity-hashed: derived facts are cached per row kind
 class RowKind:
     name: str
@@ -46,13 +68,9 @@ class RowKind:
     refs: dict[str, str] = field(default_factory=dict)
     # For mixed tables: the SQL condition selecting the system rows (the only rows cplane sees).
     system_rows: str | None = None
-    secret_columns: tuple[str, ...] = ()
     retire_column: str | None = "is_active"
     user_refs: tuple[UserRef, ...] = ()
-    # Columns apply maintains itself (never compared): the prompt version.
-    version_column: str | None = None
-    versioned_columns: tuple[str, ...] = ()
-    history_model: type | None = None
+    history: VersionHistory | None = None
     parent: str | None = None
 
     @property
@@ -63,6 +81,32 @@ class RowKind:
     def table_name(self) -> str:
         return self.model.__tablename__
 
+    @property
+    def version_column(self) -> str | None:
+        """The column apply maintains itself (never compared)."""
+        return self.history.version_column if self.history else None
+
+    @cached_property
+    def secret_columns(self) -> tuple[str, ...]:
+        """Columns holding encrypted values: declared by the config kind's secret fields."""
+        ck = CONFIG_KINDS.get(self.name)
+        return tuple(ck.secrets.values()) if ck else ()
+
+    @cached_property
+    def ancestor_columns(self) -> dict[str, int]:
+        """Reference column -> which ancestor (0 = parent, 1 = grandparent...) it names, from `refs`
+        and the `parent` chain: what a nested child's row takes from the items it is nested in."""
+        chain: list[str] = []
+        parent = self.parent
+        while parent:
+            chain.append(parent)
+            parent = ROW_KINDS[parent].parent
+        return {column: chain.index(target) for column, target in self.refs.items() if target in chain}
+
+    def only_system_rows(self, stmt):
+        """`stmt` (a SELECT of this kind's table) restricted to the rows cplane manages."""
+        return stmt.where(text(self.system_rows)) if self.system_rows else stmt
+
 
 @dataclass(frozen=True, eq=False)
 class Child:
@@ -72,13 +116,21 @@ class Child:
     row_kind: str
     # Key of each item inside the parent: a field of the item, or None for a list of scalars.
     key_field: str | None
-    # Column holding the item's key (or, for scalars, the scalar itself).
-    key_column: str
-    # Column -> which ancestor (0 = parent, 1 = grandparent...) its id comes from.
-    ancestor_columns: dict[str, int]
     children: tuple[Child, ...] = ()
     # Spec field -> column, for fields whose column has another name.
     columns: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ancestor_columns(self) -> dict[str, int]:
+        return ROW_KINDS[self.row_kind].ancestor_columns
+
+    @cached_property
+    def key_column(self) -> str:
+        """Column holding the item's key (or, for scalars, the scalar itself): the part of the row
+        kind's natural key that does not come from an ancestor."""
+        ancestors = self.ancestor_columns
+        (column,) = [c for c in ROW_KINDS[self.row_kind].key_columns if c not in ancestors]
+        return column
 
 
 @dataclass(frozen=True)
@@ -98,16 +150,27 @@ class ConfigKind:
     folder: str
     spec: type[BaseModel]
     summary: str
-    row_kind: str | None = None
-    key_column: str | None = None
     columns: dict[str, str] = field(default_factory=dict)
     children: tuple[Child, ...] = ()
     spec_refs: tuple[SpecRef, ...] = ()
     # Spec field -> column holding its encrypted value.
     secrets: dict[str, str] = field(default_factory=dict)
+    # Spec fields that are templates: the `variables` field declares exactly the {names} they use.
+    # Issues name the first one.
+    template_fields: tuple[str, ...] = ()
     # The whole catalog of this kind must be covered (e.g. every metered operation has a cost).
     required_names: tuple[str, ...] = ()
     allowed_names: tuple[str, ...] | None = None
+
+    @property
+    def row_kind(self) -> str | None:
+        """The row kind of the object itself: the one of the same name (None: the kind has no rows)."""
+        return self.kind if self.kind in ROW_KINDS else None
+
+    @property
+    def key_column(self) -> str | None:
+        """The column holding the object's name: its row kind's (single) natural key column."""
+        return ROW_KINDS[self.kind].key_columns[0] if self.kind in ROW_KINDS else None
 
     @cached_property
     def child_fields(self) -> frozenset[str]:
@@ -141,7 +204,6 @@ ROW_KINDS: dict[str, RowKind] = {
             "PaymentMethod",
             m.PaymentMethodConfig,
             ("slug",),
-            secret_columns=("secret_key_encrypted", "webhook_secret_encrypted"),
             user_refs=(
                 UserRef("account_payment_methods", "payment_method_config_id", "saved payment methods"),
                 UserRef("payments", "payment_method_config_id", "payments"),
@@ -154,7 +216,7 @@ ROW_KINDS: dict[str, RowKind] = {
             ("slug",),
             user_refs=(
                 UserRef("sites", "industry_id", "sites in this industry"),
-                UserRef("seed_keywords", "industry_id", "account seed keywords", scope="account_id IS NOT NULL"),
+                UserRef("seed_keywords", "industry_id", "account seed keywords", scope=TENANT_ROWS),
             ),
         ),
         RowKind(
@@ -165,7 +227,7 @@ ROW_KINDS: dict[str, RowKind] = {
             parent="Industry",
             user_refs=(
                 UserRef("sectors", "industry_sector_id", "site sectors"),
-                UserRef("seed_keywords", "sector_id", "account seed keywords", scope="account_id IS NOT NULL"),
+                UserRef("seed_keywords", "sector_id", "account seed keywords", scope=TENANT_ROWS),
             ),
         ),
         RowKind(
@@ -173,7 +235,7 @@ ROW_KINDS: dict[str, RowKind] = {
             m.SeedKeyword,
             ("sector_id", "keyword"),
             refs={"industry_id": "Industry", "sector_id": "IndustrySector"},
-            system_rows="account_id IS NULL",
+            system_rows=GLOBAL_ROWS,
             parent="IndustrySector",
             user_refs=(UserRef("keywords", "seed_keyword_id", "keywords from this seed"),),
         ),
@@ -190,9 +252,7 @@ ROW_KINDS: dict[str, RowKind] = {
             "Prompt",
             m.GlobalAIPrompt,
             ("prompt_type",),
-            version_column="version",
-            versioned_columns=("text", "variables"),
-            history_model=m.GlobalAIPromptVersion,
+            history=VersionHistory(m.GlobalAIPromptVersion, "prompt_id", ("text", "variables")),
             user_refs=(UserRef("ai_prompts", "global_prompt_id", "accounts that customized this prompt"),),
         ),
         RowKind(
@@ -239,8 +299,7 @@ ROW_KINDS: dict[str, RowKind] = {
             "IntegrationDefaults",
             m.AIIntegrationSettings,
             ("name",),
-            system_rows="account_id IS NULL",
-            secret_columns=("api_keys_encrypted",),
+            system_rows=GLOBAL_ROWS,
         ),
     ]
 }
@@ -254,8 +313,6 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "plans",
             specs.PlanSpec,
             "A subscription plan: prices, credit allowances, limits, modules and features.",
-            row_kind="Plan",
-            key_column="slug",
             spec_refs=(
                 SpecRef("modules", catalog=catalog.MODULES, catalog_name="module", each=True),
                 SpecRef("features", catalog=catalog.FEATURES, catalog_name="feature", each=True),
@@ -266,8 +323,6 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "credit_packages",
             specs.CreditPackageSpec,
             "A bundle of credits tenants can buy.",
-            row_kind="CreditPackage",
-            key_column="slug",
             columns={"featured": "is_featured"},
         ),
         ConfigKind(
@@ -275,8 +330,6 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "payment_methods",
             specs.PaymentMethodSpec,
             "A payment provider configuration; keys by environment reference.",
-            row_kind="PaymentMethod",
-            key_column="slug",
             secrets={"secret_key": "secret_key_encrypted", "webhook_secret": "webhook_secret_encrypted"},
         ),
         ConfigKind(
@@ -284,8 +337,6 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "credit_costs",
             specs.CreditCostSpec,
             "The credits one metered operation costs; the name is the operation.",
-            row_kind="CreditCost",
-            key_column="operation",
             columns={"display_name": "display_name"},
             required_names=tuple(catalog.METERED_OPERATIONS),
             allowed_names=tuple(catalog.METERED_OPERATIONS),
@@ -295,22 +346,16 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "industries",
             specs.IndustrySpec,
             "An industry of the taxonomy, with its sectors and their seed keywords nested.",
-            row_kind="Industry",
-            key_column="slug",
             children=(
                 Child(
                     "sectors",
                     "IndustrySector",
                     key_field="name",
-                    key_column="slug",
-                    ancestor_columns={"industry_id": 0},
                     children=(
                         Child(
                             "seed_keywords",
                             "SeedKeyword",
                             key_field="keyword",
-                            key_column="keyword",
-                            ancestor_columns={"sector_id": 0, "industry_id": 1},
                         ),
                     ),
                 ),
@@ -321,16 +366,13 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "publishing_channels",
             specs.PublishingChannelSpec,
             "A channel content can be published to.",
-            row_kind="PublishingChannel",
-            key_column="slug",
         ),
         ConfigKind(
             "Prompt",
             "prompts",
             specs.PromptSpec,
             "A global AI prompt; the name is its prompt type. Accounts may customize it.",
-            row_kind="Prompt",
-            key_column="prompt_type",
+            template_fields=("text",),
             required_names=catalog.PROMPT_TYPES,
         ),
         ConfigKind(
@@ -338,16 +380,12 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "author_profiles",
             specs.AuthorProfileSpec,
             "A global author persona accounts can clone.",
-            row_kind="AuthorProfile",
-            key_column="slug",
         ),
         ConfigKind(
             "Strategy",
             "strategies",
             specs.StrategySpec,
             "A global content strategy accounts can clone.",
-            row_kind="Strategy",
-            key_column="slug",
             columns={"content_type": "content_type_slug"},
             spec_refs=(SpecRef("content_type", "ContentType"), SpecRef("prompt_types", "Prompt", each=True)),
         ),
@@ -356,16 +394,12 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "content_types",
             specs.ContentTypeSpec,
             "A type of content the product writes.",
-            row_kind="ContentType",
-            key_column="slug",
         ),
         ConfigKind(
             "ContentTemplate",
             "content_templates",
             specs.ContentTemplateSpec,
             "A template for one content type.",
-            row_kind="ContentTemplate",
-            key_column="slug",
             columns={"content_type": "content_type_id"},
             spec_refs=(SpecRef("content_type", "ContentType"),),
         ),
@@ -374,31 +408,24 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "taxonomy_rules",
             specs.TaxonomyRuleSpec,
             "How categories and tags are derived and named.",
-            row_kind="TaxonomyRule",
-            key_column="slug",
         ),
         ConfigKind(
             "NotificationTemplate",
             "notification_templates",
             specs.NotificationTemplateSpec,
             "An email, in-app, webhook or Slack notification.",
-            row_kind="NotificationTemplate",
-            key_column="slug",
+            template_fields=("body", "subject"),
         ),
         ConfigKind(
             "Role",
             "roles",
             specs.RoleSpec,
             "A role with its permissions.",
-            row_kind="Role",
-            key_column="slug",
             children=(
                 Child(
                     "permissions",
                     "RolePermission",
                     key_field=None,
-                    key_column="permission_id",
-                    ancestor_columns={"role_id": 0},
                 ),
             ),
             spec_refs=(
@@ -410,16 +437,12 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "system_settings",
             specs.SystemSettingSpec,
             "A platform-wide setting; the name is its key.",
-            row_kind="SystemSetting",
-            key_column="key",
         ),
         ConfigKind(
             "IntegrationDefaults",
             "integrations",
             specs.IntegrationDefaultsSpec,
             "Global AI provider defaults; accounts on plans that allow it may override them.",
-            row_kind="IntegrationDefaults",
-            key_column="name",
             secrets={"api_keys": "api_keys_encrypted"},
         ),
         ConfigKind(
@@ -461,7 +484,5 @@ def apply_order() -> list[str]:
 
 
 def config_kind_for_row_kind(row_kind: str) -> ConfigKind | None:
-    for ck in CONFIG_KINDS.values():
-        if ck.row_kind == row_kind:
-            return ck
-    return None
+    ck = CONFIG_KINDS.get(row_kind)
+    return ck if ck is not None and ck.row_kind == row_kind else None

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select
 
 from control_plane.apply.execute import ApplyResult, execute
-from control_plane.config.validate import ConfigSet, load_config
+from control_plane.config.validate import ConfigSet
 from control_plane.db.engine import check_connection, current_revision, ensure_schema, head_revision
+from control_plane.environment import default_actor, is_production
 from control_plane.errors import ConfigInvalid, CplaneError
-from control_plane.plans.model import Plan, compare, reference_counts
-from control_plane.secrets import SecretBox, is_production
-from control_plane.state.rows import DesiredState, LiveState, build_desired, read_live
+from control_plane.plans.compare import compare, reference_counts
+from control_plane.plans.model import Plan
+from control_plane.reconcile.validation import load_checked
+from control_plane.secrets import SecretBox
+from control_plane.state.desired import DesiredState, Rows, build_desired
+from control_plane.state.live import LiveState, read_live
 
 
 @dataclass
@@ -50,13 +53,13 @@ def config_digest(config: ConfigSet) -> str:
     return digest.hexdigest()
 
 
-def load_valid_config(config_dir: Path, environment: str | None) -> ConfigSet:
-    config = load_config(config_dir, environment)
+def load_valid_config(config_dir: Path, environment: str | None) -> tuple[ConfigSet, Rows]:
+    config, rows = load_checked(config_dir, environment)
     if not config.ok:
         shown = "\n".join(i.format() for i in config.issues[:50])
         more = f"\n... and {len(config.issues) - 50} more" if len(config.issues) > 50 else ""
         raise ConfigInvalid(f"the config is invalid ({len(config.issues)} error(s)); nothing was planned:\n{shown}{more}")
-    return config
+    return config, rows
 
 
 @dataclass
@@ -86,9 +89,9 @@ class Prepared:
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
             require_secrets: bool = False, environ=None) -> Prepared:
     environ = os.environ if environ is None else environ
-    config = load_valid_config(Path(config_dir), environment)
+    config, rows = load_valid_config(Path(config_dir), environment)
     box = SecretBox(environment)
-    desired = build_desired(config, environ)
+    desired = build_desired(config, environ, rows)
     warnings = []
     if desired.missing_secrets:
         names = ", ".join(f"{p.variable} ({p.kind}/{p.name} {p.field})" for p in desired.missing_secrets)
@@ -137,13 +140,6 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                    environment=environment, environ=environ)
 
 
-def default_actor() -> str:
-    try:
-        return os.environ.get("CPLANE_ACTOR") or getpass.getuser()
-    except Exception:
-        return "unknown"
-
-
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
     from control_plane.db.models import ApplyRun
     from control_plane.kinds.registry import ROW_KINDS
@@ -170,9 +166,7 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
         }
         info["rows"] = {}
         for kind, rk in ROW_KINDS.items():
-            stmt = select(func.count()).select_from(rk.table)
-            if rk.system_rows:
-                stmt = stmt.where(text(rk.system_rows))
+            stmt = rk.only_system_rows(select(func.count()).select_from(rk.table))
             info["rows"][kind] = conn.execute(stmt).scalar_one()
     plan = make_plan(engine, config_dir, environment=environment).plan
     drift = sum(1 for c in plan.changes if c.cause == "drift")

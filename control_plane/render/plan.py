@@ -6,7 +6,8 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from control_plane.plans.model import ACTIONS, Change, Plan
+from control_plane.plans import planfile
+from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
 
 MARKERS = {"create": "+", "update": "~", "adopt": "~", "delete": "-", "retire": "!"}
 VERBS = {
@@ -16,7 +17,9 @@ VERBS = {
     "delete": "will be deleted",
     "retire": "will be retired (deactivated, kept)",
 }
-COLOURS = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
+# ANSI foreground colours (green, yellow, red, magenta): rendering is plain text, it needs no click.
+COLOURS = {"+": "\x1b[32m", "~": "\x1b[33m", "-": "\x1b[31m", "!": "\x1b[35m"}
+RESET = "\x1b[0m"
 MAX_PER_KIND = 200
 NO_CHANGES = "No changes. The database matches the configuration."
 
@@ -41,10 +44,8 @@ def _by_kind(plan: Plan) -> dict[str, list[Change]]:
 
 
 def render_text(plan: Plan, colour: bool = False) -> str:
-    import click
-
     def paint(s: str, marker: str) -> str:
-        return click.style(s, fg=COLOURS.get(marker)) if colour else s
+        return f"{COLOURS[marker]}{s}{RESET}" if colour and marker in COLOURS else s
 
     lines: list[str] = []
     if plan.changes:
@@ -104,7 +105,7 @@ def render_markdown(plan: Plan) -> str:
             for c in changes:
                 counts["update" if c.action == "adopt" else c.action] += 1
             drift = sum(1 for c in changes if c.cause == "drift")
-            lines.append(f"| {kind} | " + " | ".join(str(counts[a]) for a in ACTIONS) + f" | {drift} |")
+            lines.append(f"| {kind} | " + " | ".join(str(counts[a]) for a in SUMMARY_ACTIONS) + f" | {drift} |")
         lines.append("")
         for kind, changes in groups.items():
             lines.append(f"<details><summary>{kind}: {len(changes)} change(s)</summary>")
@@ -136,7 +137,7 @@ def render_markdown(plan: Plan) -> str:
 
 
 def render_json(plan: Plan) -> str:
-    return plan.to_json()
+    return planfile.dumps(plan)  # the JSON form is the saved plan's own
 
 
 RENDERERS = {"text": render_text, "markdown": render_markdown, "json": render_json}

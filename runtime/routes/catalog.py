@@ -23,6 +23,7 @@ from control_plane.db.models import (
 )
 from runtime.auth import session_dep
 from runtime.errors import PUBLIC
+from runtime.pagination import list_model
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 
@@ -87,12 +88,6 @@ class ChannelItem(BaseModel):
     channel_type: str
     description: str
     capabilities: list[Any]
-
-
-def _list_model(item: type[BaseModel]) -> type[BaseModel]:
-    from pydantic import create_model
-
-    return create_model(f"{item.__name__}List", items=(list[item], ...), next=(str | None, None))
 
 
 def _etag(session: Session, kind: str) -> str:
@@ -179,7 +174,7 @@ def _channels(session: Session) -> list[dict[str, Any]]:
 
 
 def _route(kind: str, loader: Callable[[Session], list[dict[str, Any]]], item: type[BaseModel], summary: str):
-    model = _list_model(item)
+    model = list_model(f"{item.__name__}List", item)
 
     def endpoint(request: Request, session: Session = Depends(session_dep)):
         etag = _etag(session, kind)

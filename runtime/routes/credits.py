@@ -15,7 +15,7 @@ from control_plane.db.models import CreditCostConfig, CreditTransaction, CreditU
 from runtime.auth import Tenant, tenant_dep
 from runtime.billing import POOLS, apply_draw, locked_balance, plan_draw, pools_view
 from runtime.errors import TENANT, ApiError, responses
-from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, page
+from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_model, page
 from runtime.resolve import account_and_plan
 from runtime.timefmt import Timestamp
 
@@ -53,9 +53,7 @@ class TransactionOut(BaseModel):
     created_at: Timestamp
 
 
-class TransactionList(BaseModel):
-    items: list[TransactionOut]
-    next: str | None
+TransactionList = list_model("TransactionList", TransactionOut)
 
 
 class ConsumeIn(BaseModel):

@@ -26,9 +26,9 @@ from control_plane.db.models import (
     User,
 )
 from runtime.auth import Tenant, tenant_dep
-from runtime.crud import Resource, build_router, check_refs, enforce_plan_limit, list_model, owned
+from runtime.crud import Resource, build_router, check_refs, enforce_plan_limit, owned
 from runtime.errors import TENANT, ApiError, not_found
-from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, page
+from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_model, page
 from runtime.timefmt import Timestamp
 
 KeywordStatus = Literal["pending", "clustered", "used", "archived"]
@@ -67,10 +67,6 @@ def make_models(name: str, fields: dict[str, tuple[Any, Any, dict[str, Any]]],
     update = create_model(f"{name}Update", __base__=_Input, **update_fields)
     out = create_model(f"{name}", **out_fields)
     return create, update, out
-
-
-def _site_filter(value: uuid.UUID, model: Any) -> Any:
-    return model.site_id == value
 
 
 def status_filters(model: Any, status_type: Any) -> dict[str, tuple[Any, Any]]:

@@ -13,13 +13,12 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import AuthorProfile, GlobalAuthorProfile, GlobalStrategy, Strategy
+from control_plane.kinds.specs import NAME_PATTERN
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found
 from runtime.overrides import check_library_object
 from runtime.resolve import require_feature
 from runtime.timefmt import Timestamp
-
-NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 
 @dataclass

@@ -31,8 +31,10 @@ from runtime.auth import (
     parse_authorization,
     tenant_dep,
     touch_statement,
+    verify,
 )
 from runtime.errors import TENANT, ApiError, not_found
+from runtime.pagination import list_model
 from runtime.pgasync import AsyncPool
 from runtime.resolve import (
     INTEGRATION_FIELDS,
@@ -48,6 +50,7 @@ from runtime.resolve import (
     global_integration,
     global_prompt,
     global_prompts_statement,
+    global_set,
     globals_from_rows,
     masked_keys,
     require_feature,
@@ -80,9 +83,7 @@ class PromptOut(BaseModel):
     customized_at: Timestamp | None
 
 
-class PromptList(BaseModel):
-    items: list[PromptOut]
-    next: str | None = None
+PromptList = list_model("PromptList", PromptOut)
 
 
 class PromptIn(BaseModel):
@@ -181,20 +182,11 @@ async def _list_async(pool: AsyncPool, engine, prefix: str, digest: str):
 
 
 def _list_sync(engine, prefix: str, digest: str):
-    """The same as _list_async through SQLAlchemy, for databases other than PostgreSQL + psycopg."""
-    with engine.connect() as conn:
-        rows = conn.execute(_LIST_STATEMENT, {"prefix": prefix}).all()
-        now = datetime.now(UTC)
-        match = check_key(rows, digest, now)
-        if needs_touch(match.last_used_at, now):
-            conn.execute(touch_statement(match.key_id, now))
-            conn.commit()
-        key = str(engine.url)
-        gset = cached_globals(key, match.config_revision)
-        if gset is None:
-            loaded_at = time.monotonic()
-            gset = store_globals(key, match.config_revision,
-                                 globals_from_rows(conn.execute(global_prompts_statement()).all()), loaded_at)
+    """The same as _list_async through the synchronous paths every other route takes (auth.verify,
+    resolve.global_set), for databases other than PostgreSQL + psycopg."""
+    with Session(engine) as session:
+        match, rows = verify(session, prefix, digest, _LIST_STATEMENT)
+        gset = global_set(session, match.config_revision)
     return match, gset, rows
 
 

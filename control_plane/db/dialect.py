@@ -1,0 +1,162 @@
+"""What PostgreSQL and SQLite do differently, one class per backend.
+
+Locks, bulk inserts, read-only checks, content checksums and batched deletes: every place where
+cplane behaves differently per backend asks `for_dialect(...)` and calls the strategy, instead of
+testing the dialect's name itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import JSON, Connection, Engine, insert, text
+
+# Below this many rows COPY's set-up costs more than executemany saves.
+COPY_THRESHOLD = 200
+
+
+class Backend:
+    """What both backends share; each method a subclass overrides is a real difference."""
+
+    name: str
+    batch_walk: str
+
+    def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
+        if rows:
+            conn.execute(insert(table), rows)
+
+
+class SQLite(Backend):
+    name = "sqlite"
+    # Batched deletes walk the table by rowid (see cleanup.executor).
+    batch_walk = "rowid"
+
+    @contextmanager
+    def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception) -> Iterator[None]:
+        """Fail-fast, database-wide, for the length of the transaction: a lock file beside the database."""
+        with file_lock(conn.engine, name, error):
+            yield
+
+    @contextmanager
+    def session_lock(self, engine: Engine, lock_id: int, name: str, error: Exception) -> Iterator[None]:
+        """Fail-fast, database-wide, held across several transactions."""
+        with file_lock(engine, name, error):
+            yield
+
+    @contextmanager
+    def migration_lock(self, engine: Engine, lock_id: int) -> Iterator[None]:
+        # SQLite serializes writers itself; the migration's own transaction is enough.
+        yield
+
+    def set_read_only(self, conn: Connection) -> None:
+        """SQLite has no read-only transactions; callers roll back what they ran."""
+
+    def checksum(self, conn: Connection, quoted_table: str, columns: list[str], pk: list[str], where: str) -> tuple[int, str]:
+        """(row count, content digest) of the rows of `quoted_table` matching `where` ("" for all);
+        `columns` and `pk` quoted."""
+        digest = hashlib.sha256()
+        n = 0
+        rows = conn.execute(text(f"SELECT {', '.join(columns)} FROM {quoted_table}{where} ORDER BY {', '.join(pk or columns)}"))
+        for row in rows:
+            digest.update(repr(tuple(row)).encode())
+            digest.update(b"\n")
+            n += 1
+        return n, digest.hexdigest()
+
+
+class PostgreSQL(Backend):
+    name = "postgresql"
+    # Batched deletes walk the heap by block ranges (ctid), see cleanup.executor.
+    batch_walk = "ctid"
+
+    @contextmanager
+    def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception) -> Iterator[None]:
+        """An advisory transaction lock: released with the transaction, or by the server if the process dies."""
+        if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id}).scalar():
+            raise error
+        yield
+
+    @contextmanager
+    def session_lock(self, engine: Engine, lock_id: int, name: str, error: Exception) -> Iterator[None]:
+        """A session advisory lock on a connection of its own, released by the server if the process dies."""
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            if not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
+                raise error
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+
+    @contextmanager
+    def migration_lock(self, engine: Engine, lock_id: int) -> Iterator[None]:
+        """A blocking session advisory lock, so that processes migrating the same fresh database at
+        once (several `cplane apply` started together) wait for each other instead of racing on CREATE."""
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": lock_id})
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
+
+    def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
+        """COPY: an order of magnitude faster than INSERT for large sets."""
+        if len(rows) < COPY_THRESHOLD:
+            super().bulk_insert(conn, table, rows)
+            return
+        columns = list(rows[0])
+        json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+        raw = conn.connection.driver_connection
+        stmt = f'COPY "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN'
+        with raw.cursor() as cursor, cursor.copy(stmt) as copy:
+            for row in rows:
+                copy.write_row(
+                    [json.dumps(row[c], default=str) if c in json_columns and row[c] is not None else row[c]
+                     for c in columns]
+                )
+
+    def set_read_only(self, conn: Connection) -> None:
+        conn.execute(text("SET TRANSACTION READ ONLY"))
+
+    def checksum(self, conn: Connection, quoted_table: str, columns: list[str], pk: list[str], where: str) -> tuple[int, str]:
+        # In the server: the rows never cross the wire.
+        by = ", ".join(pk) or f"{quoted_table}::text"
+        row = conn.execute(
+            text(f"SELECT count(*), md5(coalesce(string_agg({quoted_table}::text, E'\\n' ORDER BY {by}), '')) "
+                 f"FROM {quoted_table}{where}")
+        ).one()
+        return int(row[0]), row[1]
+
+
+_BY_NAME = {"postgresql": PostgreSQL(), "sqlite": SQLite()}
+
+
+def for_dialect(bind: Any) -> Backend:
+    """The strategy of an Engine's or Connection's backend (or of a dialect name)."""
+    name = bind if isinstance(bind, str) else bind.dialect.name
+    return _BY_NAME[name]
+
+
+@contextmanager
+def file_lock(engine: Engine, name: str, error: Exception) -> Iterator[None]:
+    """SQLite's stand-in for an advisory lock: a non-blocking flock on a file beside the database."""
+    import fcntl
+
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    handle = open(Path(database).with_name(f"{Path(database).name}.{name}-lock"), "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise error from None
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -1,0 +1,244 @@
+"""compare(desired, live) -> Plan: the changes, the cascade and retire rules, and the user
+references that decide between delete and retire. Every fingerprint a plan carries is made here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select, text
+
+from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
+from control_plane.plans.model import Action, Change, FieldChange, Plan
+from control_plane.secrets import SENSITIVE, SecretBox
+from control_plane.state.desired import DesiredState
+from control_plane.state.live import LiveState, existing_tables
+from control_plane.state.rows import Row, canonical, canonical_column, fingerprint, managed_columns
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _display(rk: RowKind, column: str, value: Any) -> Any:
+    if column in rk.secret_columns:
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            return {k: SENSITIVE for k in sorted(value)}
+        return SENSITIVE
+    scale = getattr(rk.table.c[column].type, "scale", None)
+    if isinstance(value, (Decimal, float, int)) and not isinstance(value, bool) and scale:
+        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-scale)))
+    return _jsonable(value)
+
+
+def _field_changes(rk: RowKind, desired: Row, live: Row, box: SecretBox) -> list[FieldChange]:
+    changes = []
+    for column in managed_columns(rk):
+        a = canonical_column(rk, column, desired.values.get(column), box)
+        b = canonical_column(rk, column, live.values.get(column), box)
+        if a != b:
+            before, after = _display(rk, column, live.values.get(column)), _display(rk, column, desired.values.get(column))
+            if column in rk.secret_columns and before == after:
+                before, after = f"{SENSITIVE} (changed)", SENSITIVE
+            changes.append(FieldChange(column, before, after))
+    return changes
+
+
+def _plan_values(rk: RowKind, row: Row) -> dict[str, Any]:
+    """What apply writes; decimals stay Decimal in memory and become strings only in JSON."""
+    if not rk.secret_columns:
+        return row.values
+    return {c: v for c, v in row.values.items() if c not in rk.secret_columns}
+
+
+def compare(
+    desired: DesiredState,
+    live: LiveState,
+    box: SecretBox,
+    *,
+    adopt: bool = False,
+    reference_counts: Callable[[str], dict[int, dict[str, int]]] | None = None,
+) -> Plan:
+    """The changes that make `live` match `desired`, ordered for apply (parents first, deletes last)."""
+    plan = Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), adopt=adopt)
+    # User references are counted per kind, and only for kinds that have something to change.
+    counted: dict[str, dict[int, dict[str, int]]] = {}
+
+    def counts_for(kind: str) -> dict[int, dict[str, int]]:
+        if kind not in counted:
+            counted[kind] = reference_counts(kind) if reference_counts and ROW_KINDS[kind].user_refs else {}
+        return counted[kind]
+
+    writes: list[Change] = []
+    removals: list[Change] = []
+    order = apply_order()
+    for kind in order:
+        rk = ROW_KINDS[kind]
+        want = desired.rows.get(kind, {})
+        have = live.rows.get(kind, {})
+        managed = live.managed.get(kind, {})
+        for key in sorted(want):
+            row = want[key]
+            current = have.get(key)
+            record = managed.get(key)
+            desired_canon = canonical(rk, row.values, box)
+            if current is None:
+                desired_fp = fingerprint(desired_canon)
+                secrets_set = [FieldChange(c, None, _display(rk, c, row.values[c]))
+                               for c in rk.secret_columns if row.values.get(c)]
+                writes.append(Change(kind, key, Action.CREATE, fields=secrets_set,
+                                     values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
+                                     desired_fingerprint=desired_fp, prevent_destroy=row.prevent_destroy))
+                continue
+            live_canon = canonical(rk, current.values, box)
+            if desired_canon == live_canon and record is not None and record.prevent_destroy == row.prevent_destroy:
+                continue
+            live_fp, desired_fp = fingerprint(live_canon), fingerprint(desired_canon)
+            if record is None:
+                if adopt:
+                    writes.append(Change(kind, key, Action.ADOPT, cause="adopt",
+                                         fields=_field_changes(rk, row, current, box),
+                                         values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
+                                         live_fingerprint=live_fp, desired_fingerprint=desired_fp,
+                                         prevent_destroy=row.prevent_destroy,
+                                         impact=_impact(counts_for(kind), current.id)))
+                else:
+                    plan.unmanaged.append({"kind": kind, "name": key, "reason": "exists but was not created by cplane (use --adopt)"})
+                continue
+            fields = _field_changes(rk, row, current, box)
+            if record.prevent_destroy != row.prevent_destroy:
+                fields.append(FieldChange("annotation cplane/prevent-destroy", record.prevent_destroy, row.prevent_destroy))
+            cause = "drift" if live_fp != record.fingerprint else "config"
+            writes.append(Change(kind, key, Action.UPDATE, cause=cause, fields=fields, values=_plan_values(rk, row),
+                                 secret_refs=row.secret_refs or {}, live_fingerprint=live_fp, desired_fingerprint=desired_fp,
+                                 prevent_destroy=row.prevent_destroy, impact=_impact(counts_for(kind), current.id)))
+        for key in sorted(set(have) - set(want)):
+            current = have[key]
+            record = managed.get(key)
+            if record is None:
+                plan.unmanaged.append({"kind": kind, "name": key, "reason": "not in config and not managed by cplane"})
+                continue
+            impact = _impact(counts_for(kind), current.id)
+            referenced = _blocking(counts_for(kind), current.id)
+            live_fp = fingerprint(canonical(rk, current.values, box))
+            if referenced and rk.retire_column:
+                if current.values.get(rk.retire_column) is False:
+                    continue  # already retired; kept while user data references it
+                removals.append(Change(kind, key, Action.RETIRE, live_fingerprint=live_fp,
+                                       desired_fingerprint=_retired_fingerprint(rk, current, box), impact=impact,
+                                       prevent_destroy=record.prevent_destroy,
+                                       fields=[FieldChange(rk.retire_column, True, False)],
+                                       reason=f"referenced by {_describe(impact) or f'{referenced} user rows'}"))
+            else:
+                removals.append(Change(kind, key, Action.DELETE, live_fingerprint=live_fp, impact=impact,
+                                       prevent_destroy=record.prevent_destroy,
+                                       reason="removed from config"))
+    _keep_parents_of_kept_children(removals, live, box)
+    removals.sort(key=lambda c: -order.index(c.kind))
+    plan.changes = writes + removals
+    for change in removals:
+        if change.prevent_destroy:
+            plan.errors.append(
+                f"{change.kind}/{change.name} is annotated cplane/prevent-destroy: \"true\"; "
+                f"the plan would {change.action} it"
+            )
+    return plan
+
+
+def _retired_fingerprint(rk: RowKind, current: Row, box: SecretBox) -> str:
+    """The fingerprint of `current` once retired: what apply records for it."""
+    return fingerprint(canonical(rk, {**current.values, rk.retire_column: False}, box))
+
+
+def _keep_parents_of_kept_children(removals: list[Change], live: LiveState, box: SecretBox) -> None:
+    """A parent can only be deleted with all its children: deleting it would cascade to a child that
+    stays (a retired one, or one cplane does not manage). Such a parent is retired instead."""
+    parent_kinds = {ROW_KINDS[k].parent for k in ROW_KINDS if ROW_KINDS[k].parent}
+    if not any(c.action == Action.DELETE and c.kind in parent_kinds for c in removals):
+        return
+    by_key = {(c.kind, c.name): c for c in removals}
+    deleting = {key for key, c in by_key.items() if c.action == Action.DELETE}
+    for kind in reversed(apply_order()):  # children before their parents, so chains carry upwards
+        rk = ROW_KINDS[kind]
+        if rk.parent is None:
+            continue
+        parent_rk = ROW_KINDS[rk.parent]
+        parent_column = next(c for c, target in rk.refs.items() if target == rk.parent)
+        for key, row in live.rows.get(kind, {}).items():
+            parent_key = row.values[parent_column]
+            if (kind, key) in deleting or (rk.parent, parent_key) not in deleting or not parent_rk.retire_column:
+                continue
+            parent = by_key[(rk.parent, parent_key)]
+            deleting.discard((rk.parent, parent_key))
+            if live.rows[rk.parent][parent_key].values.get(parent_rk.retire_column) is False:
+                removals.remove(parent)  # already retired: nothing to do
+                continue
+            parent.action = Action.RETIRE
+            parent.desired_fingerprint = _retired_fingerprint(parent_rk, live.rows[rk.parent][parent_key], box)
+            parent.fields = [FieldChange(parent_rk.retire_column, True, False)]
+            parent.reason = f"keeps {kind} {key}, which is not deleted"
+
+
+BLOCKING = "_blocking"
+
+
+def _impact(counts: dict[int, dict[str, int]], row_id: int | None) -> dict[str, int]:
+    if row_id is None:
+        return {}
+    return {label: n for label, n in counts.get(row_id, {}).items() if n and label != BLOCKING}
+
+
+def _blocking(counts: dict[int, dict[str, int]], row_id: int | None) -> int:
+    return counts.get(row_id, {}).get(BLOCKING, 0) if row_id is not None else 0
+
+
+def _describe(impact: dict[str, int]) -> str:
+    return ", ".join(f"{n} {label}" for label, n in impact.items())
+
+
+def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[str, dict[int, dict[str, int]]]:
+    """User rows pointing at each system row, one GROUP BY per reference.
+
+    Per row id: {label: count} for the impact shown in plans, plus BLOCKING: every user row that
+    points at it whatever its state (what makes a delete impossible and a retire necessary).
+    """
+    from control_plane.db.models import metadata
+
+    present = existing_tables(conn)
+    result: dict[str, dict[int, dict[str, int]]] = {}
+    for kind, rk in ROW_KINDS.items():
+        if kinds is not None and kind not in kinds:
+            continue
+        per_row: dict[int, dict[str, int]] = {}
+        for ref in rk.user_refs:
+            if ref.table not in present:  # a database not migrated yet has no user rows
+                continue
+            table = metadata.tables[ref.table]
+            column = table.c[ref.column]
+            base = select(column, func.count()).where(column.is_not(None)).group_by(column)
+            if ref.scope:
+                base = base.where(text(ref.scope))
+            for row_id, count in conn.execute(base):
+                counts = per_row.setdefault(row_id, {})
+                counts[BLOCKING] = counts.get(BLOCKING, 0) + count
+                if not ref.where:
+                    counts[ref.label] = count
+            if ref.where:
+                for row_id, count in conn.execute(base.where(text(ref.where))):
+                    per_row.setdefault(row_id, {})[ref.label] = count
+        result[kind] = per_row
+    return result

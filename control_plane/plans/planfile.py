@@ -1,0 +1,115 @@
+"""The saved plan: the only code that writes a Plan as JSON or reads one back.
+
+It owns the types: what JSON cannot carry (decimals, timestamps) is written as a string and given
+its type back on reading, from the column it belongs to, so that a plan read from a file is the
+same data as the plan that was written.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Numeric
+
+from control_plane.kinds.registry import ROW_KINDS, RowKind
+from control_plane.plans.model import FORMAT_VERSION, Action, Change, FieldChange, Plan
+from control_plane.state.rows import managed_columns
+
+_PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "adopt", "unmanaged",
+                "warnings", "errors")
+
+
+def change_to_dict(change: Change, include_values: bool = True) -> dict[str, Any]:
+    data = {
+        "kind": change.kind,
+        "name": change.name,
+        "action": str(change.action),
+        "cause": change.cause,
+        "fields": [{"field": f.field, "before": f.before, "after": f.after} for f in change.fields],
+        "live_fingerprint": change.live_fingerprint,
+        "desired_fingerprint": change.desired_fingerprint,
+        "prevent_destroy": change.prevent_destroy,
+        "impact": change.impact,
+        "reason": change.reason,
+    }
+    if include_values:
+        data["values"] = change.values
+        data["secret_refs"] = change.secret_refs
+    return data
+
+
+def to_dict(plan: Plan, include_values: bool = True) -> dict[str, Any]:
+    """JSON-ready (but for decimals and timestamps, which `dumps` writes as strings)."""
+    return {
+        "format_version": plan.format_version,
+        "created_at": plan.created_at,
+        "environment": plan.environment,
+        "config_revision": plan.config_revision,
+        "config_digest": plan.config_digest,
+        "adopt": plan.adopt,
+        "summary": plan.summary,
+        "changes": [change_to_dict(c, include_values) for c in plan.changes],
+        "unmanaged": plan.unmanaged,
+        "warnings": plan.warnings,
+        "errors": plan.errors,
+    }
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(plan: Plan) -> str:
+    return json.dumps(to_dict(plan), indent=2, ensure_ascii=False, default=json_default)
+
+
+def from_dict(data: dict[str, Any]) -> Plan:
+    """The Plan of a saved plan's JSON; ValueError, KeyError or TypeError when it is not one."""
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"unsupported plan format_version {version!r}; this cplane reads {FORMAT_VERSION}")
+    changes = []
+    for c in data["changes"]:
+        change = Change(**{**c, "action": Action(c["action"]), "fields": [FieldChange(**f) for f in c.get("fields", [])]})
+        if change.kind in ROW_KINDS and change.values:
+            change.values = _typed(ROW_KINDS[change.kind], change.values)
+        changes.append(change)
+    known = {k: data[k] for k in _PLAN_FIELDS if k in data}
+    return Plan(format_version=version, changes=changes, **known)
+
+
+def loads(text: str) -> Plan:
+    return from_dict(json.loads(text))
+
+
+def write_plan(plan: Plan, path: Path | str) -> None:
+    Path(path).write_text(dumps(plan))
+
+
+def read_plan(path: Path | str) -> Plan:
+    return loads(Path(path).read_text())
+
+
+@cache
+def _numeric_columns(rk: RowKind) -> tuple[str, ...]:
+    return tuple(c for c in managed_columns(rk) if isinstance(rk.table.c[c].type, Numeric))
+
+
+def _typed(rk: RowKind, values: dict[str, Any]) -> dict[str, Any]:
+    """JSON carries decimals as strings: numeric columns get their Decimal back."""
+    stale = [c for c in _numeric_columns(rk) if values.get(c) is not None and not isinstance(values[c], Decimal)]
+    if not stale:
+        return values
+    out = dict(values)
+    for column in stale:
+        out[column] = Decimal(str(out[column]))
+    return out

@@ -1,0 +1,46 @@
+"""The whole validation of a config tree: config/'s checks plus the ones that need desired rows.
+
+config/ knows documents and state/ knows rows; neither imports the other's checks, so the full
+check is assembled here, above both. `validate`, plan and apply all go through this module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from control_plane.config.validate import ConfigSet, load_config, overlay_environments, sorted_issues
+from control_plane.state.desired import Rows, config_rows
+from control_plane.state.limits import column_limit_issues
+
+
+def load_checked(root: Path | str, environment: str | None = None,
+                 reuse: ConfigSet | None = None) -> tuple[ConfigSet, Rows | None]:
+    """load_config plus column limits; with the rows flattened for the check (None when the config
+    is invalid, or when `reuse` made the check cover only this environment's own objects)."""
+    config = load_config(root, environment, reuse=reuse)
+    if not config.ok:  # rows can only be built from a config that is valid so far
+        return config, None
+    checked = config
+    if config.own_objects is not None:
+        checked = ConfigSet(config.root, config.environment, objects={})
+        for kind, name in config.own_objects:
+            if name in config.of_kind(kind):
+                checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
+    rows = config_rows(checked)
+    issues = column_limit_issues(config, rows)
+    if issues:
+        config.issues = sorted_issues(issues)
+        return config, None
+    return config, rows if checked is config else None
+
+
+def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:
+    """With an environment, that environment; without, the base and every environment's desired state."""
+    base, _ = load_checked(root, environment)
+    if environment is not None:
+        return base
+    issues = set(base.issues)
+    for env in overlay_environments(root):
+        issues.update(load_checked(root, env, reuse=base)[0].issues)
+    base.issues = sorted_issues(issues)
+    return base

@@ -1,0 +1,183 @@
+"""Desired state: the validated config flattened into rows, secrets resolved from the environment."""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel
+
+from control_plane.config.validate import ConfigSet
+from control_plane.kinds.registry import (
+    CATALOG_ROWS,
+    COMMON_COLUMN_NAMES,
+    CONFIG_KINDS,
+    ROW_KINDS,
+    Child,
+    config_kind_for_row_kind,
+)
+from control_plane.state.rows import PLAIN, Row, natural_key
+
+
+@dataclass
+class SecretProblem:
+    kind: str
+    name: str
+    field: str
+    variable: str
+
+
+@dataclass
+class DesiredState:
+    rows: dict[str, dict[str, Row]]
+    missing_secrets: list[SecretProblem]
+
+
+@cache
+def _field_names(model_class: type[BaseModel], skip: frozenset[str]) -> tuple[str, ...]:
+    return tuple(name for name in model_class.model_fields if name not in skip)
+
+
+def _dump_fields(model: BaseModel, skip: frozenset[str]) -> dict[str, Any]:
+    return {name: _plain(getattr(model, name)) for name in _field_names(type(model), skip)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, PLAIN):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="python")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _secret_ref(value: Any) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: v.from_env for k, v in value.items()}
+    return value.from_env
+
+
+Rows = dict[str, dict[str, Row]]
+
+
+def config_rows(config: ConfigSet) -> Rows:
+    """Flatten validated objects (and nested children) into rows, secrets still unresolved.
+
+    Validation (column limits) and planning both read them: whoever runs both computes them once
+    and passes them on (see reconcile.validation), the ConfigSet itself caches nothing.
+    """
+    rows: dict[str, dict[str, Row]] = defaultdict(dict)
+    for kind, objects in config.objects.items():
+        ck = CONFIG_KINDS[kind]
+        if ck.row_kind is None:
+            continue
+        rk = ROW_KINDS[ck.row_kind]
+        skip = frozenset(ck.child_fields) | frozenset(ck.secrets)
+        for name, obj in objects.items():
+            values = {ck.column_for(f): v for f, v in _dump_fields(obj.spec, skip).items()}
+            values[ck.key_column] = name
+            secret_refs = {}
+            for spec_field, column in ck.secrets.items():
+                secret_refs[column] = _secret_ref(getattr(obj.spec, spec_field))
+                values[column] = None
+            row = Row(rk.name, natural_key(rk, values), values, secret_refs, obj.prevent_destroy)
+            rows[rk.name][row.key] = row
+            _flatten_children(obj, ck.children, obj.spec, [row.key], rows)
+
+    for kind, produce in CATALOG_ROWS.items():
+        rk = ROW_KINDS[kind]
+        for _key, values in produce():
+            row = Row(kind, natural_key(rk, values), values)
+            rows[kind][row.key] = row
+    return dict(rows)
+
+
+def build_desired(config: ConfigSet, environ: dict[str, str] | None = None, rows: Rows | None = None) -> DesiredState:
+    """The rows config asks for, with secrets resolved from `environ` (missing ones reported).
+
+    `rows`: config_rows(config) when the caller has them already (they are not modified)."""
+    environ = os.environ if environ is None else environ
+    missing: list[SecretProblem] = []
+    rows = dict(config_rows(config) if rows is None else rows)
+    for kind in list(rows):
+        with_secrets = [r for r in rows[kind].values() if r.secret_refs]
+        if not with_secrets:
+            continue
+        rows[kind] = dict(rows[kind])
+        for row in with_secrets:
+            values = dict(row.values)
+            for column, ref in row.secret_refs.items():
+                values[column] = _resolve(ref, environ, row, column, missing)
+            rows[kind][row.key] = Row(row.kind, row.key, values, row.secret_refs, row.prevent_destroy)
+    return DesiredState(rows, missing)
+
+
+def _resolve(ref: Any, environ, row: Row, column: str, missing: list[SecretProblem]) -> Any:
+    if ref is None:
+        return None
+    if isinstance(ref, dict):
+        resolved = {}
+        for sub, var in ref.items():
+            if var in environ:
+                resolved[sub] = environ[var]
+            else:
+                missing.append(SecretProblem(row.kind, row.key, f"{_secret_field(row.kind, column)}.{sub}", var))
+        return resolved
+    if ref in environ:
+        return environ[ref]
+    missing.append(SecretProblem(row.kind, row.key, _secret_field(row.kind, column), ref))
+    return None
+
+
+_SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})
+
+
+def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], rows) -> None:
+    # The hot loop of large taxonomies (one pass per seed keyword): fields are read from the
+    # model's __dict__ and scalars are taken as they are.
+    for child in children:
+        rk = ROW_KINDS[child.row_kind]
+        kind_rows = rows[rk.name]
+        skip = frozenset({c.field for c in child.children} | {child.key_field})
+        ancestor_columns = [(column, ancestors[-1 - depth]) for column, depth in child.ancestor_columns.items()]
+        pairs = None
+        for item in getattr(spec, child.field):
+            if child.key_field is None:
+                values = {child.key_column: item}
+            else:
+                if pairs is None:
+                    pairs = _child_columns(child, type(item), skip)
+                fields = item.__dict__
+                values = {
+                    column: value if value.__class__ in _SCALAR_TYPES else _plain(value)
+                    for f, column in pairs
+                    for value in (fields[f],)
+                }
+                values[child.key_column] = fields[child.key_field]
+            for column, ancestor in ancestor_columns:
+                values[column] = ancestor
+            key = natural_key(rk, values)
+            kind_rows[key] = Row(rk.name, key, values)
+            if child.children:
+                _flatten_children(obj, child.children, item, [*ancestors, key], rows)
+
+
+def _secret_field(row_kind: str, column: str) -> str:
+    ck = config_kind_for_row_kind(row_kind)
+    return next((f for f, c in ck.secrets.items() if c == column), column) if ck else column
+
+
+@cache
+def _child_columns(child: Child, item_class: type[BaseModel], skip: frozenset[str]) -> tuple[tuple[str, str], ...]:
+    return tuple(
+        (f, child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f)) for f in _field_names(item_class, skip)
+    )

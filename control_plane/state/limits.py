@@ -1,0 +1,49 @@
+"""Checks of desired rows against their columns, reported as config issues where the object is."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from sqlalchemy import String
+
+from control_plane.config.validate import ConfigObject, ConfigSet, Issue, issue_at
+from control_plane.kinds.registry import ROW_KINDS, RowKind, config_kind_for_row_kind
+from control_plane.state.desired import Rows
+from control_plane.state.rows import managed_columns
+
+
+@cache
+def _length_limits(rk: RowKind) -> tuple[tuple[str, int], ...]:
+    # References hold a natural key in memory and an id in the database: their length is not the column's.
+    return tuple(
+        (c, rk.table.c[c].type.length) for c in managed_columns(rk)
+        if isinstance(rk.table.c[c].type, String) and rk.table.c[c].type.length and c not in rk.refs
+    )
+
+
+def column_limit_issues(config: ConfigSet, rows: Rows) -> list[Issue]:
+    """Text longer than its column would fail at apply time on PostgreSQL; say so now, where it is.
+
+    `rows` are config_rows() of `config` (or of the part of it to check); each issue points at the
+    top-level object the row comes from."""
+    issues: list[Issue] = []
+    for kind, kind_rows in rows.items():
+        rk = ROW_KINDS[kind]
+        limits = _length_limits(rk)
+        if not limits:
+            continue
+        top = rk
+        while top.parent:
+            top = ROW_KINDS[top.parent]
+        ck = config_kind_for_row_kind(top.name)
+        for row in kind_rows.values():
+            for column, length in limits:
+                value = row.values.get(column)
+                if isinstance(value, str) and len(value) > length:
+                    # A child's natural key starts with its top-level object's name.
+                    obj: ConfigObject | None = config.of_kind(ck.kind).get(row.key.split("/")[0]) if ck else None
+                    where = f" ({kind} {row.key})" if rk is not top else ""
+                    message = f"{column} is {len(value)} characters; at most {length} fit{where}"
+                    if obj is not None:
+                        issues.append(issue_at(obj.doc, ("metadata", "name"), obj.kind, obj.name, message))
+    return issues
