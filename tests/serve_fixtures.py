@@ -43,6 +43,13 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Server:
+        try:
+            return self._start()
+        except BaseException:
+            self.__exit__()  # never leave a server behind
+            raise
+
+    def _start(self) -> Server:
         self.proc = subprocess.Popen(
             cplane_cmd("serve", "--port", str(self.port), "--workers", str(self.workers), "--log-level", "warning"),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
