@@ -1,5 +1,4 @@
 """Maintenance mode and per-key rate limits, through real `cplane serve` processes with 2 workers."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import shutil
 import httpx
 import pytest
 from conftest import REPO
-from runtime_fixtures import apply_repo_config, new_tenant, rt_engine, rt_url  # noqa: F401
+from helpers import apply_repo_config, new_tenant
 from serve_fixtures import Server, poll, redis_url_or_skip
 from sqlalchemy import text
 

@@ -1,13 +1,12 @@
 """HTTP conventions: HEAD, Allow, RFC 3339 `Z` timestamps on both backends, chosen operationIds,
 offline /docs and /redoc, and GET/PUT /v1/settings/modules in one shape."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from runtime_fixtures import apply_repo_config, client, new_tenant, ok, rt_app, rt_engine, rt_url  # noqa: F401
+from helpers import apply_repo_config, new_tenant, ok
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 

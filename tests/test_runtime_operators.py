@@ -1,6 +1,5 @@
 """Operators: roles, account lifecycle, credit adjustments and the manual-payment workflow, through
 the API and the CLI."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from click.testing import CliRunner
-from runtime_fixtures import client, live_server, new_tenant, ok, rt_app, rt_engine, rt_url  # noqa: F401
+from helpers import new_tenant, ok
 
 PACKAGE = "credits-50k"  # the bank transfer's minimumAmount (500) rules out the smaller packs
 

@@ -1,6 +1,5 @@
 """Typed credit pools: the operation's pool pays first, then the general balance; periods start lazily
 and exactly once under concurrency; the ledger says which pool paid."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -10,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from runtime_fixtures import client, live_server, new_tenant, ok, rt_app, rt_engine, rt_url  # noqa: F401
+from helpers import new_tenant, ok
 from sqlalchemy import text
 from test_runtime_credits import POOLS, consume, cost_of
 

@@ -1,23 +1,11 @@
 """Runtime API: settings resolved as global default + account override."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 import json
 import shutil
 
-from conftest import REPO
-from runtime_fixtures import (  # noqa: F401
-    apply_repo_config,
-    client,
-    new_tenant,
-    ok,
-    rt_app,
-    rt_engine,
-    rt_url,
-    tenant_a,
-    tenant_b,
-)
+from helpers import REPO, apply_repo_config, new_tenant, ok
 from sqlalchemy import text
 
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
@@ -28,9 +16,9 @@ from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
 def own_text(engine, prompt_type: str, label: str) -> str:
     """`label` with every placeholder the type's global prompt declares (a custom prompt must keep them)."""
     with engine.connect() as conn:
-        variables = conn.execute(text("SELECT variables FROM global_ai_prompts WHERE prompt_type = :t"),
-                                 {"t": prompt_type}).scalar()
-    variables = json.loads(variables) if isinstance(variables, str) else variables
+        rows = conn.execute(text("SELECT variables FROM global_ai_prompts WHERE prompt_type = :t"),
+                            {"t": prompt_type}).scalars().all()
+    variables = sorted({v for r in rows for v in (json.loads(r) if isinstance(r, str) else r)})  # every variant's
     return " ".join([label, *("{" + v + "}" for v in variables)])
 
 

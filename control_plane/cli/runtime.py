@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
@@ -20,17 +19,24 @@ from control_plane.cli.context import Context, common_options
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @common_options
 def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
-    """Run the runtime API with uvicorn (migrates a fresh database first)."""
-    import uvicorn
+    """Run the runtime API with uvicorn; refuses a database whose schema is behind head
+    (run `cplane db upgrade` first: serve never migrates)."""
+    from control_plane.db.engine import current_revision, head_revision, pending_migrations
+    from control_plane.errors import CplaneError
 
-    from control_plane.db.engine import check_connection, ensure_schema
-
-    engine = ctx.engine()
+    engine = ctx.engine(read_only=True)
     try:
-        check_connection(engine)
-        ensure_schema(engine)
+        pending = pending_migrations(engine)
+        if pending:
+            raise CplaneError(f"the database schema is behind head ({current_revision(engine) or 'no schema'}, "
+                              f"head {head_revision()}: {pending} migrations pending); "
+                              "run `cplane db upgrade` first (serve never migrates)")
     finally:
         engine.dispose()
+    import logging
+
+    import uvicorn
+
     # Workers build the app from the environment: pass the resolved options down.
     if ctx.database_url:
         os.environ["DATABASE_URL"] = ctx.database_url

@@ -1,10 +1,10 @@
 """Runtime operators: plan rate limits and custom endpoints, typed credit pools in the ledger,
 manual payments, operator keys, operator audit and the notification outbox.
 
-Written by hand on top of 0001_initial (batch mode, so that SQLite can add the foreign keys).
+Written by hand on top of 0002_prompt_variants (batch mode, so that SQLite can add the foreign keys).
 
-Revision ID: 0002_runtime_operators
-Revises: 0001_initial
+Revision ID: 0003_runtime_operators
+Revises: 0002_prompt_variants
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_runtime_operators"
-down_revision: str | Sequence[str] | None = "0001_initial"
+revision: str = "0003_runtime_operators"
+down_revision: str | Sequence[str] | None = "0002_prompt_variants"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
