@@ -170,7 +170,9 @@ def main() -> int:
         engine.dispose()
 
         port = _free_port()
-        env = dict(os.environ, DATABASE_URL=db_url, CPLANE_SECRET_KEY=os.environ.get("CPLANE_SECRET_KEY", "bench"))
+        # CPLANE_RATE_LIMITS=off: a benchmark sends far more than a plan allows per minute.
+        env = dict(os.environ, DATABASE_URL=db_url, CPLANE_SECRET_KEY=os.environ.get("CPLANE_SECRET_KEY", "bench"),
+                   CPLANE_RATE_LIMITS="off")
         server = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "api_bench:bench_app", "--factory", "--app-dir", str(REPO / "bench"),
              "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--loop", "asyncio", "--http", "h11",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -25,6 +25,8 @@ from control_plane.db.models import (
 )
 from control_plane.errors import CplaneError
 from runtime.auth import generate_key
+from runtime.billing import PERIOD, allowances
+from runtime.billing import today as billing_today
 from runtime.resolve import default_modules
 
 EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -72,7 +74,7 @@ def create_account(engine: Engine, *, name: str, plan: str, owner_email: str,
         session.flush()
         account.owner_id = owner.id
 
-        today = date.today()
+        today = billing_today()
         session.add(CreditBalance(
             account_id=account.id,
             balance=plan_row.monthly_credits,
@@ -81,11 +83,12 @@ def create_account(engine: Engine, *, name: str, plan: str, owner_email: str,
             image_credits=plan_row.image_credits,
             optimization_credits=plan_row.optimization_credits,
             period_start=today,
-            period_end=today + timedelta(days=30),
+            period_end=today + PERIOD,
         ))
         session.add(CreditTransaction(
             account_id=account.id, amount=plan_row.monthly_credits, balance_after=plan_row.monthly_credits,
             transaction_type="grant", description=f"plan {plan_row.slug}: monthly allowance",
+            pools={p: n for p, n in allowances(plan_row).items() if n},
         ))
         session.add(Subscription(account_id=account.id, plan_id=plan_row.id, status="active",
                                  billing_cycle="monthly", current_period_start=now,

@@ -11,6 +11,8 @@ from sqlalchemy.orm import sessionmaker
 
 from control_plane import __version__
 from runtime import errors
+from runtime.guards import GuardMiddleware
+from runtime.http import HeadMiddleware, install_docs, operation_id
 from runtime.middleware import AccessLogMiddleware, BodyLimitMiddleware
 from runtime.pgasync import AsyncPool
 
@@ -41,8 +43,10 @@ async def _lifespan(app: FastAPI):
         app.state.pg_async.close_idle()
 
 
-def create_app(engine: Engine | None = None, *, environment: str | None = None) -> FastAPI:
-    from runtime.routes import account, catalog, credits, data, library, ops, settings
+def create_app(engine: Engine | None = None, *, environment: str | None = None,
+               rate_limits: bool | None = None, redis_url: str | None = None) -> FastAPI:
+    """The app; `rate_limits` None reads CPLANE_RATE_LIMITS, `redis_url` None reads CPLANE_REDIS_URL."""
+    from runtime.routes import account, admin, billing, catalog, credits, data, library, ops, settings
 
     app = FastAPI(
         title="cplane runtime API",
@@ -50,6 +54,9 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None) 
         description=DESCRIPTION,
         openapi_tags=[{"name": "operations"}, {"name": "catalog", "description": "Public, no authentication."}],
         lifespan=_lifespan,
+        docs_url=None,
+        redoc_url=None,
+        generate_unique_id_function=operation_id,
     )
     app.state.engine = engine if engine is not None else _default_engine()
     app.state.sessionmaker = sessionmaker(app.state.engine, expire_on_commit=False)
@@ -59,18 +66,23 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None) 
     app.state.secret_box = None
 
     errors.install(app)
+    install_docs(app)
     app.include_router(ops.router)
     app.include_router(catalog.router)
     app.include_router(account.router)
     for router in data.routers():
         app.include_router(router)
     app.include_router(credits.router)
+    app.include_router(billing.router)
     app.include_router(settings.prompts_router)
     app.include_router(settings.settings_router)
     for router in library.routers():
         app.include_router(router)
+    app.include_router(admin.router)
 
     # Outermost last: the access log sees the 413s of the body limit too.
+    app.add_middleware(GuardMiddleware, engine=app.state.engine, rate_limits=rate_limits, redis_url=redis_url)
+    app.add_middleware(HeadMiddleware, fastapi_app=app)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessLogMiddleware)
     return app

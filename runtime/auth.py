@@ -19,10 +19,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Account, APIKey, ApplyRun
+from control_plane.db.models import Account, APIKey, ApplyRun, Operator
 from runtime.errors import ApiError
 
 KEY_PREFIX = "cpk_"
+OPERATOR_KEY_PREFIX = "cpo_"
+ROLES = ("admin", "finance", "support")
 LAST_USED_RESOLUTION = timedelta(minutes=5)
 
 
@@ -30,17 +32,17 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def generate_key() -> tuple[str, str, str]:
+def generate_key(kind: str = KEY_PREFIX) -> tuple[str, str, str]:
     """(key, prefix, key_hash): the key is shown once and never stored."""
     prefix = secrets.token_hex(4)
-    key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+    key = f"{kind}{prefix}_{secrets.token_urlsafe(32)}"
     return key, prefix, hash_key(key)
 
 
-def parse_prefix(key: str) -> str | None:
-    if not key.startswith(KEY_PREFIX):
+def parse_prefix(key: str, kind: str = KEY_PREFIX) -> str | None:
+    if not key.startswith(kind):
         return None
-    prefix, sep, _rest = key[len(KEY_PREFIX):].partition("_")
+    prefix, sep, _rest = key[len(kind):].partition("_")
     return prefix if sep and 0 < len(prefix) <= 16 else None
 
 
@@ -58,7 +60,7 @@ class Tenant:
     config_revision: int | None = None  # latest cplane_apply_runs id: the cache key of system data
 
 
-def parse_authorization(authorization: str | None) -> tuple[str, str]:
+def parse_authorization(authorization: str | None, kind: str = KEY_PREFIX) -> tuple[str, str]:
     """(prefix, SHA-256 hex digest) of the bearer key, or a 401."""
     if not authorization:
         raise _unauthorized()
@@ -66,7 +68,7 @@ def parse_authorization(authorization: str | None) -> tuple[str, str]:
     key = key.strip()
     if scheme.lower() != "bearer" or not key:
         raise _unauthorized("use `Authorization: Bearer <api key>`")
-    prefix = parse_prefix(key)
+    prefix = parse_prefix(key, kind)
     if prefix is None:
         raise _unauthorized()
     return prefix, hash_key(key)
@@ -87,6 +89,8 @@ def check_key(rows, digest: str, now: datetime):
         raise _unauthorized("API key revoked")
     if match.expires_at is not None and _aware(match.expires_at) <= now:
         raise _unauthorized("API key expired")
+    if match.status == "suspended":
+        raise ApiError(403, "account_suspended", "account is suspended; contact support")
     if not match.is_active or match.status != "active":
         raise ApiError(403, "account_inactive", f"account is {match.status if match.status != 'active' else 'inactive'}")
     return match
@@ -162,3 +166,66 @@ def tenant_dep(
         yield tenant
     finally:
         session.close()
+
+
+# --- operators (staff) ----------------------------------------------------------------------------
+
+
+@dataclass
+class Staff:
+    """The authenticated operator of an `/v1/admin` request."""
+
+    session: Session
+    operator_id: uuid.UUID
+    name: str
+    role: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.role})"
+
+
+operator_bearer = HTTPBearer(auto_error=False, scheme_name="operatorKey",
+                             description="An operator key from `cplane operators create` (`cpo_...`).")
+
+
+def authenticate_operator(session: Session, authorization: str | None) -> Staff:
+    prefix, digest = parse_authorization(authorization, OPERATOR_KEY_PREFIX)
+    rows = session.execute(
+        select(Operator.id, Operator.name, Operator.role, Operator.key_hash, Operator.revoked_at,
+               Operator.last_used_at).where(Operator.prefix == prefix)
+    ).all()
+    match = None
+    for row in rows:
+        if hmac.compare_digest(row.key_hash, digest):
+            match = row
+    if match is None:
+        raise _unauthorized("missing or invalid operator key")
+    if match.revoked_at is not None:
+        raise _unauthorized("operator key revoked")
+    now = datetime.now(UTC)
+    if needs_touch(match.last_used_at, now):
+        session.execute(update(Operator).where(Operator.id == match.id).values(last_used_at=now))
+        session.commit()
+    return Staff(session=session, operator_id=match.id, name=match.name, role=match.role)
+
+
+def require_role(*roles: str):
+    """FastAPI dependency: an operator whose role is one of `roles` (403 `forbidden_role` otherwise)."""
+    allowed = roles or ROLES
+
+    def dependency(request: Request,
+                   _credentials: HTTPAuthorizationCredentials | None = Depends(operator_bearer)) -> Iterator[Staff]:
+        session = request.app.state.sessionmaker()
+        try:
+            staff = authenticate_operator(session, request.headers.get("authorization"))
+            session.commit()  # end the lookup's transaction: each route opens its own
+            if staff.role not in allowed:
+                raise ApiError(403, "forbidden_role",
+                               f"role {staff.role!r} may not do this; allowed: {', '.join(allowed)}")
+            request.state.operator_id = str(staff.operator_id)
+            yield staff
+        finally:
+            session.close()
+
+    return dependency

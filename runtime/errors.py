@@ -47,14 +47,17 @@ STATUS_CODES: dict[int, tuple[str, str]] = {
     400: ("bad_request", "The request is malformed (e.g. an invalid cursor: `invalid_cursor`)."),
     401: ("unauthorized", "Missing, unknown, revoked or expired API key."),
     402: ("insufficient_credits", "The account's balance does not cover the charge; nothing was charged."),
-    403: ("forbidden", "`plan_limit_exceeded`, `plan_feature_unavailable` or `account_inactive`."),
+    403: ("forbidden", "`plan_limit_exceeded`, `plan_feature_unavailable`, `account_suspended`, "
+                       "`account_inactive` or (operators) `forbidden_role`."),
     404: ("not_found", "No such object in this account (other accounts' objects answer 404 too)."),
     405: ("method_not_allowed", "The route does not support this method."),
     409: ("conflict", "The request conflicts with existing data (duplicate name or e-mail, ...)."),
     413: ("payload_too_large", "Request bodies are limited to 1 MiB."),
     422: ("validation_error", "The request does not match the schema (`unknown_operation` for credits)."),
+    429: ("rate_limited", "More requests than the plan allows per minute for this API key; see `Retry-After`."),
     500: ("internal_error", "Unexpected server error; no details are exposed."),
-    503: ("service_unavailable", "The database is unreachable or the service is not ready."),
+    503: ("service_unavailable", "The database is unreachable or the service is not ready; `maintenance` "
+                                 "during maintenance (see `Retry-After`)."),
 }
 
 
@@ -69,7 +72,7 @@ def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 # Every route can answer these (envelope, schema validation, DB outage, bug).
 BASE = (413, 422, 500, 503)
 PUBLIC = responses(*BASE)
-TENANT = responses(400, 401, 403, 404, 409, *BASE)
+TENANT = responses(400, 401, 403, 404, 409, 429, *BASE)
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
@@ -87,7 +90,7 @@ def _loc(loc: Any) -> str:
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_request: Request, exc: ApiError):
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+        return error_response(exc.status, exc.code, exc.message, exc.headers, getattr(exc, "details", None))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_request: Request, exc: StarletteHTTPException):
@@ -95,7 +98,14 @@ def install(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = "no such route"
-        return error_response(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            from runtime.http import allowed_methods
+
+            allow = allowed_methods(_request.app, _request.scope)
+            headers = {**(headers or {}), "Allow": ", ".join(allow)}
+            message = f"{_request.method} is not allowed here; allowed: {', '.join(allow)}"
+        return error_response(exc.status_code, code, message, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError):

@@ -18,6 +18,9 @@ from psycopg import sql
 
 # The runtime API encrypts secrets at rest: one stable key for the whole test run.
 os.environ.setdefault("CPLANE_SECRET_KEY", "runtime-tests-secret-key")
+# The API suites send far more than a plan's requests per minute with one key; the rate limits
+# have their own tests (test_runtime_guards.py), which turn them on explicitly.
+os.environ.setdefault("CPLANE_RATE_LIMITS", "off")
 ADMIN_URL = os.environ.get("CPLANE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -55,11 +55,13 @@ def world(client, tenant_a):
     content = ok(client.post("/v1/content", json={"site_id": site["id"], "task_id": task["id"], "title": "T",
                                                   "body": "a secret body"}, headers=h), 201)
     user = ok(client.post("/v1/users", json={"email": f"a-{uuid.uuid4().hex[:6]}@example.com"}, headers=h), 201)
-    profile = ok(client.post("/v1/author-profiles", json={"name": "a-private-profile", "display_name": "A's"},
+    profile = ok(client.post("/v1/author-profiles", json={"name": "a-private-profile", "display_name": "A's", "tone": "Plain"},
                              headers=h), 201)
     strategy = ok(client.post("/v1/strategies", json={"name": "a-private-strategy", "display_name": "A's"},
                               headers=h), 201)
+    payment = ok(client.post("/v1/billing/manual-payments", json={"credit_package": "credits-50k"}, headers=h), 201)
     return {
+        "/v1/billing/payments": payment["id"],
         "/v1/sites": site["id"], "/v1/clusters": cluster["id"], "/v1/keywords": keyword["id"], "/v1/ideas": idea["id"],
         "/v1/tasks": task["id"], "/v1/content": content["id"], "/v1/users": user["id"],
         "/v1/author-profiles": profile["name"], "/v1/strategies": strategy["name"],
@@ -84,6 +86,8 @@ def id_routes(app) -> list[tuple[str, str]]:
     """(method, path template) of every operation whose path holds an id-like parameter."""
     out = []
     for path, ops in app.openapi()["paths"].items():
+        if path.startswith("/v1/admin/"):
+            continue  # the operator API is not tenant-scoped: tenant keys answer 401 there
         if ID_PARAM.search(path):
             out.extend((m.upper(), path) for m in ops if m in ("get", "post", "put", "patch", "delete"))
     return out

@@ -96,7 +96,7 @@ def test_suspended_account_is_refused(client, rt_engine):
     t = new_tenant(rt_engine, "free")
     with rt_engine.begin() as conn:
         conn.execute(text("UPDATE accounts SET status = 'suspended' WHERE id = :a"), {"a": t.account_id})
-    assert_error(client.get("/v1/account", headers=t.headers), 403, "account_inactive")
+    assert_error(client.get("/v1/account", headers=t.headers), 403, "account_suspended")
 
 
 # --- error envelope ---------------------------------------------------------------------------

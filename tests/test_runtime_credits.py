@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -10,18 +11,23 @@ import httpx
 from helpers import new_tenant
 from sqlalchemy import text
 
+POOLS = ("idea", "content", "image", "optimization")
+
 
 def set_balance(engine, account_id: str, balance: int) -> None:
-    """Adjust the balance and record the adjustment, so the ledger still sums to the balance."""
+    """Make `balance` general credits the account's only credits (typed pools emptied) and record
+    the adjustment, so the ledger still sums to the balance and to each pool."""
     with engine.begin() as conn:
-        current = conn.execute(text("SELECT balance FROM credit_balances WHERE account_id = :a"),
-                               {"a": account_id}).scalar()
-        conn.execute(text("UPDATE credit_balances SET balance = :b WHERE account_id = :a"),
+        row = conn.execute(text("SELECT * FROM credit_balances WHERE account_id = :a"), {"a": account_id}).one()
+        conn.execute(text("UPDATE credit_balances SET balance = :b, idea_credits = 0, content_credits = 0, "
+                          "image_credits = 0, optimization_credits = 0 WHERE account_id = :a"),
                      {"a": account_id, "b": balance})
+        pools = {p: -getattr(row, f"{p}_credits") for p in POOLS if getattr(row, f"{p}_credits")}
         conn.execute(text(
-            "INSERT INTO credit_transactions (id, account_id, amount, balance_after, transaction_type, description) "
-            "VALUES (:id, :a, :amt, :b, 'adjustment', 'test')"),
-            {"id": uuid.uuid4(), "a": account_id, "amt": balance - current, "b": balance})
+            "INSERT INTO credit_transactions (id, account_id, amount, balance_after, transaction_type, description, "
+            "pools) VALUES (:id, :a, :amt, :b, 'adjustment', 'test', :pools)"),
+            {"id": uuid.uuid4(), "a": account_id, "amt": balance - row.balance, "b": balance,
+             "pools": json.dumps(pools)})
 
 
 def cost_of(engine, operation: str) -> int:
@@ -57,7 +63,9 @@ def test_balance_starts_from_plan_allowance(client, tenant_a):
 
 
 def test_consume_charges_cost_times_quantity(client, rt_engine):
+    """With the typed pools emptied, the general balance pays the whole charge."""
     t = new_tenant(rt_engine, "pro")
+    set_balance(rt_engine, t.account_id, 5000)
     before = client.get("/v1/credits", headers=t.headers).json()["balance"]
     cost = cost_of(rt_engine, "content_generation")
     r = consume(client, t, "content_generation", 3)
@@ -182,6 +190,7 @@ def test_concurrent_consumes_never_overdraw(live_server, rt_engine):
 
 def test_concurrent_retries_of_one_key_charge_once(live_server, rt_engine):
     t = new_tenant(rt_engine, "pro")
+    set_balance(rt_engine, t.account_id, 5000)
     cost = cost_of(rt_engine, "meta_description")
     before, _, _ = ledger(rt_engine, t.account_id)
     barrier = threading.Barrier(20)

@@ -4,14 +4,30 @@ Precedence for GET /v1/prompts?content_type=…&industry=…: the account's cust
 (type, content type) > the account's for the type > global (type, content type, industry) >
 global (type, content type) > global (type, industry) > global (type).
 """
+
 from __future__ import annotations
 
 import shutil
 
-from helpers import REPO, apply_repo_config, new_tenant, ok
+from conftest import REPO
+from helpers import apply_repo_config, new_tenant, ok
 from sqlalchemy import text
 
 TYPE = "content_generation"
+
+
+def own(label: str, prompt_type: str = TYPE) -> str:
+    """`label` with the placeholders of every variant of the type (a custom prompt must keep its variant's)."""
+    from ruamel.yaml import YAML
+
+    found: set[str] = set()
+    for path in sorted((REPO / "config" / "prompts").glob("*.yaml")):
+        for doc in YAML(typ="safe").load_all(path.read_text()):
+            if doc and doc.get("kind") == "Prompt":
+                spec = doc["spec"]
+                if spec.get("promptType", doc["metadata"]["name"]) == prompt_type:
+                    found |= set(spec.get("variables") or [])
+    return " ".join([label, *("{" + v + "}" for v in sorted(found))])
 
 
 def _one(client, t, query: str = "", prompt_type: str = TYPE):
@@ -63,11 +79,11 @@ def test_step_3_content_type_and_industry_variant(client, rt_engine):
 
 def test_step_2_the_accounts_type_customization_beats_every_global_variant(client, rt_engine):
     t = new_tenant(rt_engine, "pro")
-    custom = ok(client.put(f"/v1/prompts/{TYPE}", json={"text": "Our house style for everything."}, headers=t.headers))
+    custom = ok(client.put(f"/v1/prompts/{TYPE}", json={"text": own("Our house style for everything.")}, headers=t.headers))
     assert (custom["source"], custom["matched"], custom["content_type"]) == ("custom", ["prompt_type"], None)
     for query in ("", "?content_type=blog-post", "?content_type=blog-post&industry=healthcare", "?industry=legal"):
         item = _one(client, t, query)
-        assert (item["source"], item["text"], item["matched"]) == ("custom", "Our house style for everything.",
+        assert (item["source"], item["text"], item["matched"]) == ("custom", own("Our house style for everything."),
                                                                     ["prompt_type"]), query
     # made from the base prompt: that is the variant its "global changed" follows
     assert custom["prompt"] == "content_generation"
@@ -75,28 +91,28 @@ def test_step_2_the_accounts_type_customization_beats_every_global_variant(clien
 
 def test_step_1_the_accounts_content_type_customization_wins(client, rt_engine):
     t = new_tenant(rt_engine, "pro")
-    ok(client.put(f"/v1/prompts/{TYPE}", json={"text": "type-wide"}, headers=t.headers))
+    ok(client.put(f"/v1/prompts/{TYPE}", json={"text": own("type-wide")}, headers=t.headers))
     mine = ok(client.put(f"/v1/prompts/{TYPE}?content_type=blog-post&industry=healthcare",
-                         json={"text": "our health blog posts"}, headers=t.headers))
+                         json={"text": own("our health blog posts")}, headers=t.headers))
     assert (mine["source"], mine["matched"], mine["content_type"]) == ("custom", ["prompt_type", "content_type"],
                                                                         "blog-post")
     assert mine["prompt"] == "content_generation-blog-post-healthcare"  # the variant it was made from
-    assert _one(client, t, "?content_type=blog-post")["text"] == "our health blog posts"
-    assert _one(client, t, "?content_type=landing-page")["text"] == "type-wide"
-    assert _one(client, t)["text"] == "type-wide"
+    assert _one(client, t, "?content_type=blog-post")["text"] == own("our health blog posts")
+    assert _one(client, t, "?content_type=landing-page")["text"] == own("type-wide")
+    assert _one(client, t)["text"] == own("type-wide")
     listed = _listed(client, t, "?content_type=blog-post")
-    assert (listed[TYPE]["text"], listed[TYPE]["matched"]) == ("our health blog posts", ["prompt_type", "content_type"])
+    assert (listed[TYPE]["text"], listed[TYPE]["matched"]) == (own("our health blog posts"), ["prompt_type", "content_type"])
 
 
 def test_customizing_a_variant_does_not_affect_the_other_variants(client, rt_engine):
     t, other = new_tenant(rt_engine, "pro"), new_tenant(rt_engine, "pro")
     globals_before = {q: _one(client, other, q) for q in ("", "?content_type=landing-page", "?content_type=blog-post")}
-    custom = ok(client.put(f"/v1/prompts/{TYPE}?content_type=product-page", json={"text": "our product pages"},
+    custom = ok(client.put(f"/v1/prompts/{TYPE}?content_type=product-page", json={"text": own("our product pages")},
                            headers=t.headers))
     assert custom["prompt"] == "content_generation-product-page"
     for query, expected in globals_before.items():
         assert _one(client, t, query) == expected, query
-    assert _one(client, t, "?content_type=product-page")["text"] == "our product pages"
+    assert _one(client, t, "?content_type=product-page")["text"] == own("our product pages")
     # the list: only the product-page selection of this type is the customization
     assert _listed(client, t)[TYPE] == globals_before[""]
     listed = _listed(client, t, "?content_type=product-page")
@@ -109,9 +125,9 @@ def test_customizing_a_variant_does_not_affect_the_other_variants(client, rt_eng
                             {"a": t.account_id}).all()
     assert [tuple(r) for r in rows] == [(TYPE, "product-page")]
     # reset removes that customization only
-    ok(client.put(f"/v1/prompts/{TYPE}", json={"text": "type-wide"}, headers=t.headers))
+    ok(client.put(f"/v1/prompts/{TYPE}", json={"text": own("type-wide")}, headers=t.headers))
     reset = ok(client.post(f"/v1/prompts/{TYPE}/reset?content_type=product-page", headers=t.headers))
-    assert (reset["source"], reset["text"]) == ("custom", "type-wide")
+    assert (reset["source"], reset["text"]) == ("custom", own("type-wide"))
     reset = ok(client.post(f"/v1/prompts/{TYPE}/reset", headers=t.headers))
     assert _chosen(reset) == ("content_generation", "global", ["prompt_type"])
     assert _chosen(_one(client, t, "?content_type=product-page")) == \
@@ -129,7 +145,7 @@ def test_unknown_content_type_cannot_be_customized(client, rt_engine):
 
 def test_list_and_single_routes_agree_for_every_selector(client, rt_engine):
     t = new_tenant(rt_engine, "pro")
-    ok(client.put("/v1/prompts/meta_description?content_type=product-page", json={"text": "ours"}, headers=t.headers))
+    ok(client.put("/v1/prompts/meta_description?content_type=product-page", json={"text": own("ours", "meta_description")}, headers=t.headers))
     for query in ("", "?content_type=product-page", "?industry=finance", "?content_type=how-to&industry=finance"):
         listed = _listed(client, t, query)
         assert set(listed) >= {"content_generation", "meta_description", "keyword_research"}
@@ -140,9 +156,9 @@ def test_list_and_single_routes_agree_for_every_selector(client, rt_engine):
 
 def test_versions_and_global_changed_are_per_variant(client, rt_engine, tmp_path):
     t = new_tenant(rt_engine, "pro")
-    on_product = ok(client.put(f"/v1/prompts/{TYPE}?content_type=product-page", json={"text": "ours (product)"},
+    on_product = ok(client.put(f"/v1/prompts/{TYPE}?content_type=product-page", json={"text": own("ours (product)")},
                                headers=t.headers))
-    on_blog = ok(client.put(f"/v1/prompts/{TYPE}?content_type=blog-post", json={"text": "ours (blog)"},
+    on_blog = ok(client.put(f"/v1/prompts/{TYPE}?content_type=blog-post", json={"text": own("ours (blog)")},
                             headers=t.headers))
     base_before = _one(client, new_tenant(rt_engine, "pro"))
     config = tmp_path / "config"
@@ -157,7 +173,7 @@ def test_versions_and_global_changed_are_per_variant(client, rt_engine, tmp_path
     try:
         product = _one(client, t, "?content_type=product-page")
         assert product["global_version"] == on_product["global_version"] + 1
-        assert product["global_changed_since_customized"] is True and product["text"] == "ours (product)"
+        assert product["global_changed_since_customized"] is True and product["text"] == own("ours (product)")
         blog = _one(client, t, "?content_type=blog-post")
         assert blog["global_version"] == on_blog["global_version"]
         assert blog["global_changed_since_customized"] is False

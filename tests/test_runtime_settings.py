@@ -13,6 +13,15 @@ from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
 # --- prompts ----------------------------------------------------------------------------------
 
 
+def own_text(engine, prompt_type: str, label: str) -> str:
+    """`label` with every placeholder the type's global prompt declares (a custom prompt must keep them)."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT variables FROM global_ai_prompts WHERE prompt_type = :t"),
+                            {"t": prompt_type}).scalars().all()
+    variables = sorted({v for r in rows for v in (json.loads(r) if isinstance(r, str) else r)})  # every variant's
+    return " ".join([label, *("{" + v + "}" for v in variables)])
+
+
 def test_every_prompt_type_resolves_to_global(client, rt_engine):
     t = new_tenant(rt_engine, "pro")
     items = ok(client.get("/v1/prompts", headers=t.headers))["items"]
@@ -28,16 +37,18 @@ def test_every_prompt_type_resolves_to_global(client, rt_engine):
 def test_customize_and_reset_prompt(client, rt_engine, tenant_b):
     t = new_tenant(rt_engine, "pro")
     global_text = ok(client.get("/v1/prompts/clustering", headers=t.headers))["text"]
-    custom = ok(client.put("/v1/prompts/clustering", json={"text": "My own clustering prompt"}, headers=t.headers))
-    assert custom["source"] == "custom" and custom["text"] == "My own clustering prompt"
+    mine = own_text(rt_engine, "clustering", "My own clustering prompt")
+    custom = ok(client.put("/v1/prompts/clustering", json={"text": mine}, headers=t.headers))
+    assert custom["source"] == "custom" and custom["text"] == mine
     assert custom["based_on_global_version"] == custom["global_version"]
     assert custom["global_changed_since_customized"] is False
     listed = {p["type"]: p for p in ok(client.get("/v1/prompts", headers=t.headers))["items"]}
     assert listed["clustering"]["source"] == "custom" and listed["rewrite"]["source"] == "global"
     # another tenant still sees the global prompt
     assert ok(client.get("/v1/prompts/clustering", headers=tenant_b.headers))["source"] == "global"
-    again = ok(client.put("/v1/prompts/clustering", json={"text": "v2"}, headers=t.headers))
-    assert again["text"] == "v2"
+    again = ok(client.put("/v1/prompts/clustering", json={"text": own_text(rt_engine, "clustering", "v2")},
+                          headers=t.headers))
+    assert again["text"] == own_text(rt_engine, "clustering", "v2")
     with rt_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM ai_prompts WHERE account_id = :a"),
                             {"a": t.account_id}).scalar() == 1
@@ -49,7 +60,8 @@ def test_customize_and_reset_prompt(client, rt_engine, tenant_b):
 
 def test_global_change_after_customization_is_flagged(client, rt_engine, tmp_path):
     t = new_tenant(rt_engine, "pro")
-    ok(client.put("/v1/prompts/rewrite", json={"text": "custom rewrite"}, headers=t.headers))
+    ok(client.put("/v1/prompts/rewrite", json={"text": own_text(rt_engine, "rewrite", "custom rewrite")},
+                  headers=t.headers))
     before = ok(client.get("/v1/prompts/rewrite", headers=t.headers))
     # a new global version arrives through the controller
     config = tmp_path / "config"
@@ -62,14 +74,15 @@ def test_global_change_after_customization_is_flagged(client, rt_engine, tmp_pat
     try:
         after = ok(client.get("/v1/prompts/rewrite", headers=t.headers))
         assert after["global_version"] == before["global_version"] + 1
-        assert after["source"] == "custom" and after["text"] == "custom rewrite"
+        assert after["source"] == "custom" and after["text"] == own_text(rt_engine, "rewrite", "custom rewrite")
         assert after["global_changed_since_customized"] is True
         assert after["based_on_global_version"] == before["global_version"]
         # an account without a customization sees the new global text at once
         fresh = new_tenant(rt_engine, "pro")
         assert ok(client.get("/v1/prompts/rewrite", headers=fresh.headers))["text"].startswith("(Revised.)")
         # re-customizing acknowledges the new version
-        redone = ok(client.put("/v1/prompts/rewrite", json={"text": "custom again"}, headers=t.headers))
+        redone = ok(client.put("/v1/prompts/rewrite", json={"text": own_text(rt_engine, "rewrite", "custom again")},
+                               headers=t.headers))
         assert redone["global_changed_since_customized"] is False
     finally:
         apply_repo_config(rt_engine)
@@ -79,7 +92,8 @@ def test_prompt_list_follows_config_applies_and_direct_edits(client, rt_engine, 
     """GET /v1/prompts serves global prompts (and their rendered JSON) from a cache per config
     revision: an apply shows at once, an edit made outside cplane after GLOBAL_CACHE_TTL."""
     plain, custom = new_tenant(rt_engine, "pro"), new_tenant(rt_engine, "pro")
-    ok(client.put("/v1/prompts/rewrite", json={"text": "custom rewrite"}, headers=custom.headers))
+    ok(client.put("/v1/prompts/rewrite", json={"text": own_text(rt_engine, "rewrite", "custom rewrite")},
+                  headers=custom.headers))
 
     def listed(t):
         return {p["type"]: p for p in ok(client.get("/v1/prompts", headers=t.headers))["items"]}
@@ -98,7 +112,7 @@ def test_prompt_list_follows_config_applies_and_direct_edits(client, rt_engine, 
         after = listed(plain)["rewrite"]
         assert after["text"].startswith("(Revised.)") and after["global_version"] == before["global_version"] + 1
         mine = listed(custom)["rewrite"]
-        assert mine["source"] == "custom" and mine["text"] == "custom rewrite"
+        assert mine["source"] == "custom" and mine["text"] == own_text(rt_engine, "rewrite", "custom rewrite")
         assert mine["global_changed_since_customized"] is True and mine["global_version"] == after["global_version"]
     finally:
         apply_repo_config(rt_engine)
@@ -182,7 +196,8 @@ def test_global_keys_are_masked(client, rt_engine):
 # --- author profiles and strategies -----------------------------------------------------------
 
 
-def _library_cycle(client, tenant, path: str, edit: dict):
+def _library_cycle(client, tenant, path: str, edit: dict, required: dict | None = None):
+    """`required`: fields the kind's spec needs on an object made from scratch (an author profile's tone)."""
     h = tenant.headers
     items = ok(client.get(f"/v1/{path}", headers=h))["items"]
     assert items and all(i["source"] == "global" for i in items)
@@ -199,7 +214,8 @@ def _library_cycle(client, tenant, path: str, edit: dict):
     for key, value in edit.items():
         assert edited[key] == value
     listed = ok(client.get(f"/v1/{path}", headers=h))["items"]
-    assert {(i["name"], i["source"]) for i in listed} >= {(name, "global"), (name, "custom")}
+    assert [(i["source"], i["cloned_from"]) for i in listed if i["name"] == name] == [("custom", name)]
+    assert len({i["name"] for i in listed}) == len(listed)  # each name once
     assert ok(client.get(f"/v1/{path}/{name}", headers=h))["source"] == "custom"
     reset = ok(client.post(f"/v1/{path}/{name}/reset", headers=h))
     for key in edit:
@@ -208,7 +224,8 @@ def _library_cycle(client, tenant, path: str, edit: dict):
     assert client.delete(f"/v1/{path}/{name}", headers=h).status_code == 204
     assert ok(client.get(f"/v1/{path}/{name}", headers=h))["source"] == "global"
     # the account's own, from scratch
-    own = ok(client.post(f"/v1/{path}", json={"name": "my-own", "display_name": "Mine"}, headers=h), 201)
+    own = ok(client.post(f"/v1/{path}", json={"name": "my-own", "display_name": "Mine", **(required or {})},
+                         headers=h), 201)
     assert own["source"] == "custom" and own["cloned_from"] is None
     r = client.post(f"/v1/{path}/my-own/reset", headers=h)
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_a_clone"
@@ -219,7 +236,8 @@ def _library_cycle(client, tenant, path: str, edit: dict):
 
 def test_author_profiles_clone_edit_reset(client, rt_engine, tenant_b):
     t = new_tenant(rt_engine, "pro")
-    name = _library_cycle(client, t, "author-profiles", {"tone": "Grumpy", "display_name": "Grumpy writer"})
+    name = _library_cycle(client, t, "author-profiles", {"tone": "Grumpy", "display_name": "Grumpy writer"},
+                          required={"tone": "Plain"})
     # B never sees A's copies
     b_items = ok(client.get("/v1/author-profiles", headers=tenant_b.headers))["items"]
     assert all(i["source"] == "global" for i in b_items)

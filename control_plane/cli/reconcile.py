@@ -155,6 +155,7 @@ def history_command(ctx: Context, limit: int, fmt: str):
 
     from control_plane.db.engine import check_connection
     from control_plane.db.models import ApplyRun
+    from runtime.timefmt import rfc3339  # RFC 3339 UTC with Z, as the API writes timestamps
 
     engine = ctx.engine(read_only=True)
     check_connection(engine)
@@ -163,7 +164,7 @@ def history_command(ctx: Context, limit: int, fmt: str):
         if inspect(conn).has_table(ApplyRun.__tablename__):
             runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
     entries = [
-        {"id": r["id"], "started_at": str(r["started_at"]), "actor": r["actor"], "environment": r["environment"],
+        {"id": r["id"], "started_at": rfc3339(r["started_at"]), "actor": r["actor"], "environment": r["environment"],
          "config_revision": r["config_revision"], "summary": r["summary"]}
         for r in runs
     ]

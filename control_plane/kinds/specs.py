@@ -113,6 +113,10 @@ class PlanSpec(Common):
     modules: list[str] = Field(default_factory=list)
     features: list[str] = Field(default_factory=list)
     allow_own_ai_keys: bool = False
+    # Integration overrides may point a provider at any https host (else only its documented hosts).
+    allow_custom_endpoints: bool = False
+    # Runtime API requests per minute per API key; unset: system setting api_rate_limit_per_minute.
+    api_rate_limit_per_minute: Annotated[int, Field(ge=1, strict=True)] | None = None
     sort_order: int = 0
     internal: bool = False
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
@@ -13,6 +12,7 @@ from control_plane.db.models import Keyword, Site, User
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT
 from runtime.resolve import account_and_plan
+from runtime.timefmt import Timestamp
 
 router = APIRouter(prefix="/v1/account", tags=["account"])
 
@@ -46,7 +46,7 @@ class AccountOut(BaseModel):
     plan: PlanSummary | None
     limits: Limits
     usage: Usage
-    created_at: datetime
+    created_at: Timestamp
 
 
 class AccountUpdate(BaseModel):

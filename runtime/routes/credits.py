@@ -3,43 +3,54 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import date
 
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import CreditBalance, CreditCostConfig, CreditTransaction, CreditUsageLog
+from control_plane.db.models import CreditCostConfig, CreditTransaction, CreditUsageLog
 from runtime.auth import Tenant, tenant_dep
+from runtime.billing import POOLS, apply_draw, locked_balance, plan_draw, pools_view
 from runtime.errors import TENANT, ApiError, responses
 from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_model, page
+from runtime.resolve import account_and_plan
+from runtime.timefmt import Timestamp
 
 router = APIRouter(prefix="/v1/credits", tags=["credits"])
 
 MAX_CHARGE = 2_000_000_000
 
 
+class PoolOut(BaseModel):
+    pool: str = Field(description="`general` or a typed pool: `idea`, `content`, `image`, `optimization`.")
+    available: int
+    allowance: int | None = Field(description="Granted each billing period (typed pools; null for general).")
+
+
 class BalanceOut(BaseModel):
-    balance: int = Field(description="General credits available.")
-    idea_credits: int
+    balance: int = Field(description="General credits available (plan monthly credits, purchases, grants).")
+    idea_credits: int = Field(description="Left in the idea pool this period.")
     content_credits: int
     image_credits: int
     optimization_credits: int
     period_start: date | None
-    period_end: date | None
+    period_end: date | None = Field(description="First day of the next period, when typed pools are reset.")
+    pools: list[PoolOut] = Field(description="Every pool: general first, then the typed ones.")
 
 
 class TransactionOut(BaseModel):
     id: uuid.UUID
-    amount: int = Field(description="Negative for charges.")
-    balance_after: int
+    amount: int = Field(description="Change of the general balance; negative for charges.")
+    balance_after: int = Field(description="General balance after this entry.")
+    pools: dict[str, int] = Field(description="Change of each typed pool, e.g. `{\"content\": -10}`.")
     transaction_type: str
     operation: str | None
     description: str
     idempotency_key: str | None
-    created_at: datetime
+    created_at: Timestamp
 
 
 TransactionList = list_model("TransactionList", TransactionOut)
@@ -54,26 +65,31 @@ class ConsumeIn(BaseModel):
 
 
 class ConsumeOut(BaseModel):
-    balance: int = Field(description="Balance right after this charge.")
-    charged: int
+    balance: int = Field(description="General balance right after this charge.")
+    charged: int = Field(description="Credits charged in all (typed pool + general).")
+    pool: str = Field(description="The operation's credit type: its pool pays first (`general`: only the balance).")
+    charged_from_pool: int = Field(0, description="Part paid by the operation's typed pool.")
+    charged_from_balance: int = Field(0, description="Part paid by the general balance.")
+    pool_balance: int | None = Field(None, description="The typed pool right after this charge.")
     transaction_id: uuid.UUID
     replayed: bool = Field(False, description="True when this answer repeats an earlier request with the same key.")
 
 
-def _balance_row(session: Session, account_id: uuid.UUID) -> CreditBalance | None:
-    return session.scalars(select(CreditBalance).where(CreditBalance.account_id == account_id)).first()
-
-
-@router.get("", response_model=BalanceOut, responses=TENANT, summary="Credit balance")
+@router.get("", response_model=BalanceOut, responses=TENANT, summary="Credit balance of every pool",
+            operation_id="getCredits")
 def get_balance(tenant: Tenant = Depends(tenant_dep)):
-    row = _balance_row(tenant.session, tenant.account_id)
-    if row is None:
-        return BalanceOut(balance=0, idea_credits=0, content_credits=0, image_credits=0, optimization_credits=0,
-                          period_start=None, period_end=None)
-    return BalanceOut.model_validate(row, from_attributes=True)
+    session = tenant.session
+    session.rollback()
+    row = locked_balance(session, tenant.account_id)  # starts the period when the last one is over
+    session.commit()
+    _account, plan = account_and_plan(session, tenant.account_id)
+    return BalanceOut(balance=row.balance, period_start=row.period_start, period_end=row.period_end,
+                      pools=pools_view(row, plan),
+                      **{f"{p}_credits": getattr(row, f"{p}_credits") for p in POOLS})
 
 
-@router.get("/transactions", response_model=TransactionList, responses=TENANT, summary="Credit ledger, oldest first")
+@router.get("/transactions", response_model=TransactionList, responses=TENANT, summary="Credit ledger, oldest first",
+            operation_id="listCreditTransactions")
 def list_transactions(limit: int = Query(DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
                       cursor: str | None = Query(None, max_length=500),
                       tenant: Tenant = Depends(tenant_dep)):
@@ -89,7 +105,7 @@ def _describe(body: ConsumeIn) -> str:
 def _replay(session: Session, account_id: uuid.UUID, body: ConsumeIn) -> ConsumeOut | None:
     row = session.execute(
         select(CreditTransaction.id, CreditTransaction.amount, CreditTransaction.balance_after,
-               CreditTransaction.operation, CreditTransaction.description)
+               CreditTransaction.operation, CreditTransaction.description, CreditTransaction.pools)
         .where(CreditTransaction.account_id == account_id,
                CreditTransaction.idempotency_key == body.idempotency_key)
     ).first()
@@ -98,11 +114,15 @@ def _replay(session: Session, account_id: uuid.UUID, body: ConsumeIn) -> Consume
     if row.operation != body.operation or row.description != _describe(body):
         raise ApiError(409, "idempotency_key_reused",
                        "this idempotency_key was already used for a different operation or quantity")
-    return ConsumeOut(balance=row.balance_after, charged=-row.amount, transaction_id=row.id, replayed=True)
+    from_pool = -sum((row.pools or {}).values())
+    pool = next(iter(row.pools), None) if row.pools else None
+    return ConsumeOut(balance=row.balance_after, charged=from_pool - row.amount, pool=pool or "general",
+                      charged_from_pool=from_pool, charged_from_balance=-row.amount, transaction_id=row.id,
+                      replayed=True)
 
 
 @router.post("/consume", response_model=ConsumeOut, responses={**TENANT, **responses(402)},
-             summary="Charge the configured cost of an operation times the quantity")
+             summary="Charge the configured cost of an operation times the quantity", operation_id="consumeCredits")
 def consume(body: ConsumeIn, tenant: Tenant = Depends(tenant_dep)):
     session = tenant.session
     account_id = tenant.account_id
@@ -121,21 +141,20 @@ def consume(body: ConsumeIn, tenant: Tenant = Depends(tenant_dep)):
     if charge > MAX_CHARGE:
         raise ApiError(422, "validation_error", "quantity too large")
 
-    balance = session.scalar(
-        update(CreditBalance)
-        .where(CreditBalance.account_id == account_id, CreditBalance.balance >= charge)
-        .values(balance=CreditBalance.balance - charge)
-        .returning(CreditBalance.balance)
-    )
-    if balance is None:
+    row = locked_balance(session, account_id)
+    draw = plan_draw(row, cost.credit_type, charge)
+    if draw is None:
+        pool = cost.credit_type if cost.credit_type in POOLS else None
+        left = f"the {pool} pool has {getattr(row, f'{pool}_credits')} and " if pool else ""
         session.rollback()
-        current = session.scalar(select(CreditBalance.balance).where(CreditBalance.account_id == account_id)) or 0
         raise ApiError(402, "insufficient_credits",
-                       f"{body.operation} x{body.quantity} costs {charge} credits; the balance is {current}")
+                       f"{body.operation} x{body.quantity} costs {charge} credits; {left}the balance is {row.balance}")
+    pools = apply_draw(row, draw)
+    balance = row.balance
     transaction_id = uuid.uuid4()
     try:
         session.execute(insert(CreditTransaction).values(
-            id=transaction_id, account_id=account_id, amount=-charge, balance_after=balance,
+            id=transaction_id, account_id=account_id, amount=-draw.from_balance, balance_after=balance, pools=pools,
             transaction_type="charge", operation=body.operation, idempotency_key=body.idempotency_key,
             description=_describe(body),
         ))
@@ -151,4 +170,7 @@ def consume(body: ConsumeIn, tenant: Tenant = Depends(tenant_dep)):
         if previous is None:
             raise
         return previous
-    return ConsumeOut(balance=balance, charged=charge, transaction_id=transaction_id)
+    return ConsumeOut(balance=balance, charged=charge, pool=cost.credit_type, charged_from_pool=draw.from_pool,
+                      charged_from_balance=draw.from_balance,
+                      pool_balance=getattr(row, f"{draw.pool}_credits") if draw.pool else None,
+                      transaction_id=transaction_id)

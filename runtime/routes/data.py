@@ -29,6 +29,7 @@ from runtime.auth import Tenant, tenant_dep
 from runtime.crud import Resource, build_router, check_refs, enforce_plan_limit, owned
 from runtime.errors import TENANT, ApiError, not_found
 from runtime.pagination import DEFAULT_LIMIT, MAX_LIMIT, list_model, page
+from runtime.timefmt import Timestamp
 
 KeywordStatus = Literal["pending", "clustered", "used", "archived"]
 IdeaStatus = Literal["pending", "approved", "used", "archived"]
@@ -61,7 +62,7 @@ def make_models(name: str, fields: dict[str, tuple[Any, Any, dict[str, Any]]],
     out_fields: dict[str, Any] = {"id": (uuid.UUID, ...)}
     out_fields.update({f: (ann, ...) for f, (ann, _d, _c) in fields.items()})
     out_fields.update(out_extra or {})
-    out_fields.update({"created_at": (datetime, ...), "updated_at": (datetime, ...)})
+    out_fields.update({"created_at": (Timestamp, ...), "updated_at": (Timestamp, ...)})
     create = create_model(f"{name}Create", __base__=_Input, **create_fields)
     update = create_model(f"{name}Update", __base__=_Input, **update_fields)
     out = create_model(f"{name}", **out_fields)
@@ -256,7 +257,7 @@ ContentCreate, ContentUpdate, ContentOut = make_models("Content", {
     "meta_title": (str, "", Str(255)),
     "meta_description": (str, "", Str(5_000)),
     "status": (ContentStatus, "draft", {}),
-}, out_extra={"word_count": (int, ...), "published_at": (datetime | None, ...)})
+}, out_extra={"word_count": (int, ...), "published_at": (Timestamp | None, ...)})
 
 
 def _content_prepare(_session: Session, _tenant: Tenant, data: dict[str, Any], row: Any) -> dict[str, Any]:

@@ -5,7 +5,6 @@ No `from __future__ import annotations`: generated handlers need real annotation
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Response
@@ -17,7 +16,9 @@ from control_plane.db.models import AuthorProfile, GlobalAuthorProfile, GlobalSt
 from control_plane.kinds.specs import NAME_PATTERN
 from runtime.auth import Tenant, tenant_dep
 from runtime.errors import TENANT, ApiError, not_found
+from runtime.overrides import check_library_object
 from runtime.resolve import require_feature
+from runtime.timefmt import Timestamp
 
 
 @dataclass
@@ -45,7 +46,7 @@ def _models(lib: Library):
         "source": (Literal["global", "custom"], ...),
         "cloned_from": (str | None, Field(None, description="Name of the global original of a clone.")),
         "is_active": (bool, ...),
-        "updated_at": (datetime | None, None),
+        "updated_at": (Timestamp | None, None),
     }
     out_fields.update({f: (ann, ...) for f, (ann, _d, _c) in lib.fields.items()})
     base = type("_In", (BaseModel,), {"model_config": ConfigDict(extra="forbid"), "__module__": __name__})
@@ -88,8 +89,10 @@ def build_library_router(lib: Library) -> APIRouter:
         globals_ = session.scalars(select(G).where(G.is_active).order_by(G.slug)).all()
         own = session.scalars(select(A).where(A.account_id == tenant.account_id).order_by(A.slug)).all()
         slugs = global_slugs(session, {r.cloned_from_id for r in own if r.cloned_from_id})
-        items = [out(g, "global") for g in globals_]
-        items += [out(r, "custom", slugs.get(r.cloned_from_id)) for r in own]
+        # Each name once: the account's copy stands in for the global object it was cloned from.
+        mine = {r.slug: out(r, "custom", slugs.get(r.cloned_from_id)) for r in own}
+        items = [mine.pop(g.slug) if g.slug in mine else out(g, "global") for g in globals_]
+        items += list(mine.values())
         return {"items": items, "next": None}
 
     router.add_api_route("", list_all, methods=["GET"], response_model=OutList, responses=TENANT,
@@ -107,7 +110,7 @@ def build_library_router(lib: Library) -> APIRouter:
 
     router.add_api_route("/{name}", get_one, methods=["GET"], response_model=Out, responses=TENANT,
                          summary=f"The effective {lib.label}: the account's copy, else the global one",
-                         name=f"get_{lib.path}")
+                         name=f"get_{lib.label}")
 
     def create(body: Create, tenant: Tenant = Depends(tenant_dep)):  # type: ignore[valid-type]
         session = tenant.session
@@ -118,6 +121,7 @@ def build_library_router(lib: Library) -> APIRouter:
             raise ApiError(409, "conflict", f"the account already has a {lib.label} named {name!r}")
         if global_row(session, name) is not None:
             raise ApiError(409, "conflict", f"{name!r} is a global {lib.label}; clone it instead")
+        check_library_object(lib.path, data["display_name"], {f: data.get(f) for f in field_names})
         row = A(id=uuid.uuid4(), account_id=tenant.account_id, slug=name, name=data.pop("display_name"), **data)
         session.add(row)
         session.commit()
@@ -125,7 +129,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return render_copy(session, row)
 
     router.add_api_route("", create, methods=["POST"], status_code=201, response_model=Out, responses=TENANT,
-                         summary=f"Create the account's own {lib.label}", name=f"create_{lib.path}")
+                         summary=f"Create the account's own {lib.label}", name=f"create_{lib.label}")
 
     def copy_fields(row: Any, g: Any) -> None:
         row.name = g.name
@@ -150,7 +154,7 @@ def build_library_router(lib: Library) -> APIRouter:
 
     router.add_api_route("/{name}/clone", clone, methods=["POST"], status_code=201, response_model=Out,
                          responses=TENANT, summary=f"Clone a global {lib.label} into the account",
-                         name=f"clone_{lib.path}")
+                         name=f"clone_{lib.label}")
 
     def own_or_404(session: Session, tenant: Tenant, name: str) -> Any:
         row = account_copy(session, tenant, name)
@@ -163,6 +167,8 @@ def build_library_router(lib: Library) -> APIRouter:
         row = own_or_404(session, tenant, name)
         require_feature(session, tenant.account_id, lib.feature, f"own {lib.label} copies")
         data = body.model_dump(exclude_unset=True)
+        after = {f: data[f] if f in data else getattr(row, f) for f in field_names}
+        check_library_object(lib.path, data.get("display_name") or row.name, after)
         if "display_name" in data:
             row.name = data.pop("display_name")
         for key, value in data.items():
@@ -172,7 +178,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return render_copy(session, row)
 
     router.add_api_route("/{name}", patch, methods=["PATCH"], response_model=Out, responses=TENANT,
-                         summary=f"Edit the account's {lib.label}", name=f"update_{lib.path}")
+                         summary=f"Edit the account's {lib.label}", name=f"update_{lib.label}")
 
     def remove(name: str = NamePath, tenant: Tenant = Depends(tenant_dep)):
         session = tenant.session
@@ -182,7 +188,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return Response(status_code=204)
 
     router.add_api_route("/{name}", remove, methods=["DELETE"], status_code=204, response_class=Response,
-                         responses=TENANT, summary=f"Delete the account's {lib.label}", name=f"delete_{lib.path}")
+                         responses=TENANT, summary=f"Delete the account's {lib.label}", name=f"delete_{lib.label}")
 
     def reset(name: str = NamePath, tenant: Tenant = Depends(tenant_dep)):
         session = tenant.session
@@ -198,7 +204,7 @@ def build_library_router(lib: Library) -> APIRouter:
         return render_copy(session, row)
 
     router.add_api_route("/{name}/reset", reset, methods=["POST"], response_model=Out, responses=TENANT,
-                         summary=f"Reset a cloned {lib.label} to its global original", name=f"reset_{lib.path}")
+                         summary=f"Reset a cloned {lib.label} to its global original", name=f"reset_{lib.label}")
     return router
 
 

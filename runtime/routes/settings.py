@@ -27,6 +27,7 @@ from control_plane.db.models import (
     ModuleEnableSettings,
 )
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
+from runtime import overrides
 from runtime.auth import (
     Tenant,
     bearer,
@@ -62,6 +63,7 @@ from runtime.resolve import (
     resolve_prompt,
     store_globals,
 )
+from runtime.timefmt import Timestamp
 
 log = logging.getLogger("runtime.errors")
 
@@ -88,7 +90,7 @@ class PromptOut(BaseModel):
         description="The global prompt changed after the account customized this type."
     )
     based_on_global_version: int | None = Field(description="Global version the customization was made from.")
-    customized_at: datetime | None
+    customized_at: Timestamp | None
     prompt: str | None = Field(
         description="Name of the global prompt variant chosen (for a customization: the one it was made from)."
     )
@@ -253,6 +255,7 @@ def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, co
             select(ContentTypeConfig.id).where(ContentTypeConfig.slug == content_type)).first() is None:
         raise not_found(f"content type {content_type!r}")
     require_feature(session, account_id, "custom_prompts", "customized prompts")
+    overrides.check_prompt_text(text, list(g.variables or []) if g is not None else None)
     # The variant the customization is made from: its version is what "global changed" compares.
     values = {"text": text, "global_prompt_id": g.id if g else None,
               "based_on_global_version": g.version if g else None, "is_active": True}
@@ -316,7 +319,7 @@ class IntegrationOut(BaseModel):
     image_style: str
     providers: dict[str, Any]
     api_keys: dict[str, str] = Field(description="Provider -> masked key; keys are never shown in clear.")
-    updated_at: datetime | None = None
+    updated_at: Timestamp | None = None
 
 
 class IntegrationIn(BaseModel):
@@ -376,6 +379,8 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
     box = _box(request)
     data = body.model_dump(exclude_unset=True)
     keys_in = data.pop("api_keys", None)
+    overrides.check_integration_changes(data, keys_in, bool(plan.allow_custom_endpoints))
+    providers_in = data.pop("providers", None)
     row = account_override(session, tenant.account_id)
     if row is None:
         base = global_integration(session)
@@ -384,7 +389,8 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
         missing = [f for f in INTEGRATION_FIELDS if values.get(f) is None and f != "providers"]
         if missing:
             raise ApiError(422, "validation_error", f"no global defaults to start from; set {', '.join(missing)}")
-        values.setdefault("providers", {})
+        values["providers"] = overrides.merge_providers(values.get("providers") or {}, providers_in)
+        overrides.check_integration_result(values)
         row = AIIntegrationSettings(account_id=tenant.account_id, name="override", api_keys_encrypted={},
                                     is_active=True, **values)
         session.add(row)
@@ -392,6 +398,12 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
         for key, value in data.items():
             if value is not None:
                 setattr(row, key, value)
+        row.providers = overrides.merge_providers(row.providers or {}, providers_in)
+        try:
+            overrides.check_integration_result({f: getattr(row, f) for f in INTEGRATION_FIELDS})
+        except ApiError:
+            session.rollback()
+            raise
         row.is_active = True
     if "temperature" in data and data["temperature"] is not None:
         row.temperature = Decimal(str(round(data["temperature"], 2)))
@@ -426,8 +438,18 @@ def delete_integrations(tenant: Tenant = Depends(tenant_dep)):
 # --- modules -------------------------------------------------------------------------------------
 
 ModuleFlags = create_model("ModuleFlags", **{m: (bool, ...) for m in MODULES})
+ModuleSwitches = create_model(
+    "ModuleSwitches", __config__=ConfigDict(extra="forbid"), **{m: (bool, Field(None)) for m in MODULES}
+)
+# The GET shape ({"modules": {...}} plus the read-only `source`, `plan_modules` and `effective`,
+# which are derived and ignored), or the switches flat; omitted modules keep their state.
 ModulesIn = create_model(
-    "ModulesIn", __config__=ConfigDict(extra="forbid"), **{m: (bool, Field(None)) for m in MODULES}
+    "ModulesIn", __config__=ConfigDict(extra="forbid"),
+    modules=(ModuleSwitches | None, Field(None)),
+    source=(Literal["account", "default"] | None, Field(None, description="Read-only; ignored.")),
+    plan_modules=(list[str] | None, Field(None, description="Read-only; ignored.")),
+    effective=(dict[str, bool] | None, Field(None, description="Read-only; ignored.")),
+    **{m: (bool, Field(None)) for m in MODULES},
 )
 
 
@@ -456,7 +478,11 @@ def get_modules(tenant: Tenant = Depends(tenant_dep)):
 def put_modules(body: ModulesIn, tenant: Tenant = Depends(tenant_dep)):  # type: ignore[valid-type]
     session = tenant.session
     flags, _source = account_modules(session, tenant.account_id)
-    flags.update({k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None})
+    data = body.model_dump(exclude_unset=True)
+    nested = data.pop("modules", None) or {}
+    for read_only in ("source", "plan_modules", "effective"):
+        data.pop(read_only, None)
+    flags.update({k: v for k, v in {**nested, **data}.items() if v is not None})
     row = session.get(ModuleEnableSettings, tenant.account_id, with_for_update=True)
     if row is None:
         row = ModuleEnableSettings(account_id=tenant.account_id)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, Text, UniqueConstraint, func
+from sqlalchemy import CheckConstraint, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models.base import Base, int_pk
@@ -55,3 +56,18 @@ class CleanupRun(Base):
     status: Mapped[str] = mapped_column(String(30), default="running")
     rows_deleted: Mapped[dict[str, Any]] = mapped_column(default=dict)
     message: Mapped[str] = mapped_column(Text, default="")
+
+
+class Operator(Base):
+    """A staff member's key for `/v1/admin` (`cplane operators create`): only its SHA-256 is kept."""
+
+    __tablename__ = "cplane_operators"
+    __table_args__ = (CheckConstraint("role IN ('admin', 'finance', 'support')", name="role"),)
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    key_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]

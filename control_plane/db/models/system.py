@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, func
+from sqlalchemy import JSON, Column, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models.base import Base, Timestamps, int_pk
@@ -40,6 +40,10 @@ class Plan(Timestamps, Base):
     sort_order: Mapped[int] = mapped_column(default=0)
     is_active: Mapped[bool] = mapped_column(default=True)
     is_internal: Mapped[bool] = mapped_column(default=False)
+    # Runtime API requests per minute per API key; NULL: system setting api_rate_limit_per_minute.
+    api_rate_limit_per_minute: Mapped[int | None]
+    # Integration overrides may point providers at any https host, not only the documented ones.
+    allow_custom_endpoints: Mapped[bool] = mapped_column(default=False, server_default=false())
 
 
 class CreditPackage(Timestamps, Base):

@@ -26,6 +26,7 @@ from sqlalchemy import (
     UniqueConstraint,
     Uuid,
     func,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -68,6 +69,7 @@ __all__ = [
     "Session",
     "AITaskLog",
     "AuditLog",
+    "NotificationOutbox",
     "AdminLogEntry",
     "TaskResult",
     "GroupResult",
@@ -216,6 +218,12 @@ class Payment(Timestamps, Base):
     status: Mapped[str] = mapped_column(String(20), default="pending")
     external_id: Mapped[str | None] = mapped_column(String(255))
     paid_at: Mapped[datetime | None]
+    # Manual payments (bank transfer): what was bought, the payer's bank reference, the decision.
+    credit_package_id: Mapped[int | None] = system_fk("credit_packages.id")
+    reference: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    approved_by: Mapped[str | None] = mapped_column(String(200))
+    approved_at: Mapped[datetime | None]
+    failure_reason: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class AccountPaymentMethod(Timestamps, Base):
@@ -272,6 +280,9 @@ class CreditTransaction(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     credit_package_id: Mapped[int | None] = system_fk("credit_packages.id")
+    # Typed pools the transaction moved: {"content": -6}. `amount` and `balance_after` are the
+    # general balance only, so each pool is the sum of its entries and the balance the sum of amounts.
+    pools: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     created_at: Mapped[datetime] = created_at(index=True)
 
 
@@ -684,6 +695,24 @@ class AuditLog(Base):
     object_id: Mapped[str] = mapped_column(String(100), default="")
     changes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     ip_address: Mapped[str | None] = mapped_column(String(45))
+    # Staff actions (`/v1/admin`, `cplane accounts|payments`): the operator who acted.
+    operator_id: Mapped[uuid.UUID | None] = system_fk("cplane_operators.id")  # operators are revoked, never deleted
+    created_at: Mapped[datetime] = created_at(index=True)
+
+
+class NotificationOutbox(Base):
+    """Notifications rendered from a NotificationTemplate, waiting for the sender."""
+
+    __tablename__ = "notification_outbox"
+    id: Mapped[uuid.UUID] = uuid_pk()
+    account_id: Mapped[uuid.UUID] = owner_fk()
+    template_id: Mapped[int | None] = system_fk("notification_configs.id")
+    event: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(50))
+    recipient: Mapped[str] = mapped_column(String(254), default="")
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(20), default="queued")
     created_at: Mapped[datetime] = created_at(index=True)
 
 
@@ -773,6 +802,6 @@ USER_TABLES: tuple[str, ...] = tuple(
         Task, Content, ContentImage, ContentTaxonomy, ContentTaxonomyRelation, ContentClusterMap,
         ContentAttribute, SiteIntegration, SyncEvent, PublishingRecord, DeploymentRecord, APIKey,
         WebhookConfig, AutomationConfig, AutomationRun, PasswordResetToken, Session, AITaskLog, AuditLog,
-        AdminLogEntry, TaskResult, GroupResult, ModuleEnableSettings, AIPrompt, AuthorProfile, Strategy,
+        NotificationOutbox, AdminLogEntry, TaskResult, GroupResult, ModuleEnableSettings, AIPrompt, AuthorProfile, Strategy,
     )
 ) + ("content_idea_keywords",)
