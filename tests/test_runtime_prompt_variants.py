@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import REPO
-from helpers import apply_repo_config, new_tenant, ok
+from helpers import REPO, apply_repo_config, new_tenant, ok
 from sqlalchemy import text
 
 TYPE = "content_generation"
