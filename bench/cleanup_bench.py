@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import userdata  # noqa: E402
-from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema  # noqa: E402
+from control_plane.cleanup import build_plan, execute, load_manifest  # noqa: E402
 from control_plane.db.engine import make_engine, upgrade  # noqa: E402
 from control_plane.db.models.user import USER_TABLES  # noqa: E402
 
@@ -70,7 +70,7 @@ def prepare(engine, rows: int, now: datetime) -> float:
 def floor(engine, manifest, profile: str, now: datetime) -> tuple[float, dict[str, int]]:
     """Hand-written DELETEs, same order and predicates, one statement per table, no batching."""
     plan = build_plan(engine, manifest, profile, now=now, count=False)
-    schema = reflect_schema(engine)
+    schema = plan.schema  # the conditions are built over its tables
     deleted: dict[str, int] = {}
     started = time.perf_counter()
     for step in plan.steps:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Integer, and_, delete, exists, func, literal_column, not_, select, text, update
+from sqlalchemy import Integer, delete, exists, func, literal_column, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from control_plane.cleanup.manifest import Manifest, registry_boundary
-from control_plane.cleanup.planner import CleanupPlan, MixedTable, Step, SystemTableRefused, build_plan
+from control_plane.cleanup.planner import CleanupPlan, Step, SystemTableRefused, build_plan
 from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
 from control_plane.db.dialect import for_dialect
 from control_plane.db.models.controller import CleanupRun, ManagedObject
@@ -193,15 +193,8 @@ class _Batcher:
         self.guard = _Guard(schema, plan.now)
 
     def where(self, step: Step) -> ColumnElement[bool] | None:
-        """The step's rows, `AND NOT (<system rows>)` for a mixed table: the manifest's condition and,
-        when it differs, the registry's too."""
-        where = self.plan.where(step)
-        if isinstance(step.target, MixedTable):
-            system = self.guard.registry_rows(step.table)
-            declared = self.guard.declared.get(step.table)
-            if system is not None and conditions.canonical(declared[1]) != conditions.canonical(step.target.condition):
-                where = and_(where, not_(system)) if where is not None else not_(system)
-        return where
+        """The step's rows; for a mixed table `... AND NOT (<system rows>)` (the plan adds it)."""
+        return self.plan.where(step)
 
     def _run_batch(self, step: Step, stmt) -> int:
         """One batch, one transaction: the guard over exactly the rows of the DELETE's WHERE, then

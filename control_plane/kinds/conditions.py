@@ -202,7 +202,7 @@ def check(cond, columns: dict[str, Any], at: Path = ()) -> list[tuple[Path, str]
         error = _value_error(kind, v)
         if error:
             where = (*at, "value", i) if isinstance(cond.value, list) else (*at, "value")
-            return [(where, f"value {v!r} does not fit column {cond.column} ({col_type}): {error}")]
+            return [(where, f"value {v!r} does not fit column {cond.column} ({kind}): {error}")]
     if cond.op in ("lt", "le", "gt", "ge") and kind in ("bool", "uuid"):
         return [((*at, "op"), f"operator {cond.op} does not apply to column {cond.column} ({col_type})")]
     return []
