@@ -327,3 +327,49 @@ def test_profile_filter_limits_what_goes(pg_system_engine, tmp_path):
     plan = build_plan(pg_system_engine, manifest, "old-logs")
     (step,) = [s for s in plan.steps if s.table == "ai_task_logs"]
     assert "profile filter" in step.reasons
+
+
+def test_documented_filter_and_where_compile_and_count_exactly(migrated_engine, tmp_path):
+    """docs/config.md's example (a retention `where`, a profile filter with and/olderThan), on both
+    backends: `cleanup check` passes and the plan counts exactly the rows the conditions describe."""
+    from datetime import UTC, datetime, timedelta
+
+    def edit(text_: str) -> str:
+        text_ = text_.replace(
+            "    - {name: sync-events, table: sync_events, column: created_at, maxAgeDays: 30}\n",
+            "    - {name: sync-events, table: sync_events, column: created_at, maxAgeDays: 30,\n"
+            "       where: {column: event_type, op: in, value: [push, pull]}}\n",
+        )
+        return text_ + (
+            "    - name: old-pushes\n      rules: [sync-events]\n      filters:\n        - table: sync_events\n"
+            "          where:\n            and:\n              - {column: event_type, op: eq, value: push}\n"
+            "              - {column: created_at, op: olderThan, value: 60d}\n"
+        )
+
+    from control_plane.reconcile.controller import apply_config
+
+    apply_config(migrated_engine, CONFIG, environment=None, actor="test")
+    userdata.ensure_system_data(migrated_engine)
+    now = datetime.now(UTC)
+    userdata.generate(migrated_engine, accounts=2, now=now)
+    with migrated_engine.begin() as conn:
+        conn.execute(text("UPDATE sync_events SET event_type = 'pull' WHERE id IN (SELECT id FROM sync_events LIMIT 5)"))
+    root = manifest_with(tmp_path, edit)
+    result = cli("cleanup", "check", url=url_of(migrated_engine), config=root)
+    assert result.exit_code == 0, result.output
+    manifest = load_manifest(root)
+    plan = build_plan(migrated_engine, manifest, "old-pushes", now=now)
+    (step,) = plan.steps
+    assert step.table == "sync_events" and "profile filter" in step.reasons
+    with migrated_engine.connect() as conn:
+        rows = conn.execute(text("SELECT event_type, created_at FROM sync_events")).all()
+
+    def aware(v):
+        v = datetime.fromisoformat(v) if isinstance(v, str) else v
+        return v if v.tzinfo else v.replace(tzinfo=UTC)
+
+    expected = sum(1 for e, c in rows if e == "push" and aware(c) < now - timedelta(days=60))
+    assert 0 < step.rows == expected < len(rows)
+    retention = build_plan(migrated_engine, manifest, "retention", now=now)
+    (sync,) = [s for s in retention.steps if s.table == "sync_events"]
+    assert sync.rows == sum(1 for e, c in rows if e in ("push", "pull") and aware(c) < now - timedelta(days=30))

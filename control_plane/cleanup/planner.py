@@ -4,9 +4,14 @@ The schema comes from the live database (what will actually run the deletes), no
 
 Semantics:
 - a class in the profile (`user`, `mixed`): a user table loses every row, a mixed table every row
-  whose systemRows condition is not true;
+  for which NOT (systemRows) is true (a row whose condition is unknown stays);
 - a retention rule: rows whose column is strictly older than now - maxAgeDays (or, with
-  `expired: true`, strictly before now); on a mixed table never a system row;
+  `expired: true`, strictly before now), and that match its `where`; on a mixed table never a
+  system row;
+- a profile filter: of its table only rows matching the condition (cascades still follow);
+- every condition is a SQLAlchemy expression built from the manifest's structured conditions, with
+  bound parameters: no manifest text becomes SQL. A step's target is a `UserTable` or a
+  `MixedTable`; there is no target type for a system table.
 - cascades: a row of a child table that references (ON DELETE CASCADE) a row about to be deleted is
   deleted explicitly first, so that the counts are exact and every batch stays bounded.
 
