@@ -26,15 +26,13 @@ from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import text
+from sqlalchemy import delete, text
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import userdata  # noqa: E402
-from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema  # noqa: E402
-from control_plane.cleanup.planner import bind_params  # noqa: E402
-from control_plane.cleanup.schema import quote_ident  # noqa: E402
+from control_plane.cleanup import build_plan, execute, load_manifest  # noqa: E402
 from control_plane.db.engine import make_engine, upgrade  # noqa: E402
 from control_plane.db.models.user import USER_TABLES  # noqa: E402
 
@@ -72,13 +70,14 @@ def prepare(engine, rows: int, now: datetime) -> float:
 def floor(engine, manifest, profile: str, now: datetime) -> tuple[float, dict[str, int]]:
     """Hand-written DELETEs, same order and predicates, one statement per table, no batching."""
     plan = build_plan(engine, manifest, profile, now=now, count=False)
-    schema = reflect_schema(engine)
+    schema = plan.schema  # the conditions are built over its tables
     deleted: dict[str, int] = {}
     started = time.perf_counter()
     for step in plan.steps:
-        stmt, values = bind_params(f"DELETE FROM {quote_ident(schema, step.table)} WHERE {step.predicate}", plan.params)
+        stmt = delete(schema.clause(step.table))
+        where = plan.where(step)
         with engine.begin() as conn:
-            deleted[step.table] = conn.execute(stmt, values).rowcount
+            deleted[step.table] = conn.execute(stmt.where(where) if where is not None else stmt).rowcount
     return time.perf_counter() - started, deleted
 
 

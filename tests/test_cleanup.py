@@ -16,7 +16,8 @@ import yaml
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
 from helpers import load_script
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, literal_column, select, text
+from sqlalchemy import table as sa_table
 
 from control_plane.cleanup import build_plan, execute, load_manifest, reflect_schema
 from control_plane.cleanup.executor import system_scopes
@@ -57,14 +58,16 @@ def system_engine(migrated_engine):
     return migrated_engine
 
 
-def dump(engine, table: str, where: str | None = None) -> list[tuple]:
-    """Every row of `table` (or its rows matching `where`), ordered by primary key."""
+def dump(engine, table: str, where=None) -> list[tuple]:
+    """Every row of `table` (or its rows matching `where`, a SQLAlchemy condition), ordered by primary key."""
     insp = inspect(engine)
     cols = [c["name"] for c in insp.get_columns(table)]
     pk = insp.get_pk_constraint(table)["constrained_columns"] or cols
-    sql = f"SELECT {', '.join(cols)} FROM {table}" + (f" WHERE {where}" if where else "") + f" ORDER BY {', '.join(pk)}"
+    stmt = select(*(literal_column(c) for c in cols))
+    # FROM the table the condition names (its own construct), else the table itself
+    stmt = stmt.where(where) if where is not None else stmt.select_from(sa_table(table))
     with engine.connect() as conn:
-        return [tuple(r) for r in conn.execute(text(sql))]
+        return [tuple(r) for r in conn.execute(stmt.order_by(*(literal_column(c) for c in pk)))]
 
 
 def system_dump(engine) -> dict[str, list[tuple]]:

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import Integer, delete, exists, func, literal_column, select, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
 
-from control_plane.cleanup.manifest import Manifest
-from control_plane.cleanup.planner import CleanupPlan, Step, bind_params, build_plan
+from control_plane.cleanup.manifest import Manifest, registry_boundary
+from control_plane.cleanup.planner import CleanupPlan, Step, SystemTableRefused, build_plan
 from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
 from control_plane.db.dialect import for_dialect
-from control_plane.db.models.controller import CleanupRun
+from control_plane.db.models.controller import CleanupRun, ManagedObject
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import CplaneError
+from control_plane.kinds import conditions
 
 DEFAULT_BATCH_SIZE = 5000
 
@@ -99,30 +101,81 @@ def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_
 # --- system data snapshot ------------------------------------------------------------------------
 
 
-def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, str | None]]:
-    """(table, condition) of every system table (condition None) and the system rows of mixed tables."""
-    scopes: list[tuple[str, str | None]] = []
+def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, ColumnElement[bool] | None]]:
+    """(table, condition) of every system table (condition None) and the system rows of mixed
+    tables: the registry's condition where the registry declares the table, else the manifest's.
+    Raises VerificationFailed, naming the table, when a mixed table has no structured condition."""
+    declared = registry_boundary()
+    scopes: list[tuple[str, ColumnElement[bool] | None]] = []
     for table, entry in sorted(manifest.tables.items()):
         if table not in schema.tables:
             continue
-        if entry.data_class == "system":
+        if entry.data_class == "system" or declared.get(table, ("",))[0] == "system":
             scopes.append((table, None))
-        elif entry.data_class == "mixed":
-            scopes.append((table, entry.system_rows))
+        elif entry.data_class == "mixed" or table in declared:
+            cond = declared[table][1] if table in declared else entry.system_rows
+            if not conditions.is_condition(cond):
+                raise VerificationFailed(f"{table}: systemRows is not a structured condition; nothing was deleted "
+                                         f"(run `cplane cleanup check`)")
+            scopes.append((table, conditions.compile_condition(cond, schema.clause(table).c)))
     return scopes
 
 
-def snapshot(conn: Connection, schema: Schema, scopes: list[tuple[str, str | None]]) -> dict[str, tuple[int, str]]:
+def snapshot(conn: Connection, schema: Schema, scopes: list[tuple[str, ColumnElement[bool] | None]]) -> dict[str, tuple[int, str]]:
     """Row count and content checksum of each scope."""
     backend = for_dialect(schema.dialect)
     result: dict[str, tuple[int, str]] = {}
     for table, condition in scopes:
         info = schema.tables[table]
-        where = f" WHERE ({condition})" if condition else ""
-        result[table] = backend.checksum(conn, quote_ident(schema, table),
+        result[table] = backend.checksum(conn, schema.clause(table), quote_ident(schema, table),
                                          [quote_ident(schema, c) for c in info.columns],
-                                         [quote_ident(schema, c) for c in info.pk], where)
+                                         [quote_ident(schema, c) for c in info.pk], condition)
     return result
+
+
+# --- the guard: no batch deletes a system row ----------------------------------------------------
+
+
+class _Guard:
+    """Inside each batch's transaction, before it commits: the rows the batch deletes include no row
+    cplane manages (cplane_managed_objects) and none that the registry's system-row condition
+    selects. A failure rolls the batch back and raises VerificationFailed naming the table."""
+
+    def __init__(self, schema: Schema, now: datetime):
+        self.schema = schema
+        self.now = now
+        self.declared = registry_boundary()
+        self.managed = ManagedObject.__table__
+
+    def registry_rows(self, table: str) -> ColumnElement[bool] | None:
+        declared = self.declared.get(table)
+        if declared is None or declared[0] != "mixed":
+            return None
+        return conditions.compile_condition(declared[1], self.schema.clause(table).c, self.now)
+
+    def violations(self, conn: Connection, table: str, where: ColumnElement[bool] | None) -> str | None:
+        """Why deleting the rows of `table` matching `where` would delete system data, else None."""
+        if self.declared.get(table, ("",))[0] == "system":
+            return "the registry declares the whole table system data"
+        tc = self.schema.clause(table)
+        m = self.managed.c
+        pk = self.schema.tables[table].pk
+        if len(pk) == 1 and isinstance(tc.c[pk[0]].type, Integer):
+            picked = select(tc.c[pk[0]])
+            if where is not None:
+                picked = picked.where(where)
+            managed = exists().where(m.table_name == table, m.row_id.in_(picked))
+        else:  # cplane's row ids are integers: such a table holds no managed row at all
+            managed = exists().where(m.table_name == table)
+        if conn.execute(select(managed)).scalar():
+            return "it includes rows cplane manages (cplane_managed_objects)"
+        system = self.registry_rows(table)
+        if system is not None:
+            stmt = select(func.count()).select_from(tc).where(*(c for c in (where, system) if c is not None))
+            n = conn.execute(stmt).scalar_one()
+            if n:
+                return f"it includes {n} row(s) that the registry's system-row condition selects"
+        return None
 
 
 # --- batches -------------------------------------------------------------------------------------
@@ -137,13 +190,22 @@ class _Batcher:
         self.progress = progress
         self.times: list[float] = []
         self.longest = (0.0, "")
+        self.guard = _Guard(schema, plan.now)
 
-    def _run_batch(self, step: Step, sql: str, extra: dict[str, Any] | None = None) -> int:
-        stmt, values = bind_params(sql, self.plan.params)
-        values.update(extra or {})
+    def where(self, step: Step) -> ColumnElement[bool] | None:
+        """The step's rows; for a mixed table `... AND NOT (<system rows>)` (the plan adds it)."""
+        return self.plan.where(step)
+
+    def _run_batch(self, step: Step, stmt) -> int:
+        """One batch, one transaction: the guard over exactly the rows of the DELETE's WHERE, then
+        the DELETE; the transaction commits only when the guard found no system row."""
         started = time.perf_counter()
         with self.engine.begin() as conn:
-            n = conn.execute(stmt, values).rowcount
+            why = self.guard.violations(conn, step.table, stmt.whereclause)
+            if why:
+                raise VerificationFailed(f"{step.table}: refusing to commit a batch that deletes system rows: "
+                                         f"{why}; the batch was rolled back")
+            n = conn.execute(stmt).rowcount
         elapsed = time.perf_counter() - started
         self.times.append(elapsed)
         if elapsed > self.longest[0]:
@@ -151,25 +213,36 @@ class _Batcher:
         return max(n, 0)
 
     def _any_left(self, step: Step) -> bool:
-        qt = quote_ident(self.schema, step.table)
-        stmt, values = bind_params(f"SELECT 1 FROM {qt} WHERE {step.predicate} LIMIT 1", self.plan.params)
+        tc = self.schema.clause(step.table)
+        where = self.where(step)
+        stmt = select(literal_column("1")).select_from(tc)
+        if where is not None:
+            stmt = stmt.where(where)
         with self.engine.connect() as conn:
-            return conn.execute(stmt, values).first() is not None
+            return conn.execute(stmt.limit(1)).first() is not None
+
+    def preflight(self, steps: list[Step]) -> None:
+        """Before the first batch commits: no step would delete a system row."""
+        with self.engine.connect() as conn:
+            for step in steps:
+                why = self.guard.violations(conn, step.table, self.where(step))
+                if why:
+                    raise VerificationFailed(f"{step.table}: refusing to delete: {why}; nothing was deleted")
 
     def delete(self, step: Step) -> int:
-        delete = getattr(self, f"_delete_by_{for_dialect(self.schema.dialect).batch_walk}")
+        delete_ = getattr(self, f"_delete_by_{for_dialect(self.schema.dialect).batch_walk}")
         info = self.schema.tables[step.table]
         if not any(fk.ref_table == step.table and fk.ondelete == "CASCADE" for fk in info.fks):
-            return delete(step)
+            return delete_(step)
         # A self-referencing cascade (content_taxonomies.parent_id) deletes descendants that the
         # statement's row count does not include (SQLite): count what went instead.
         before = self._count(step.table)
-        delete(step)
+        delete_(step)
         return before - self._count(step.table)
 
     def _count(self, table: str) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(text(f"SELECT count(*) FROM {quote_ident(self.schema, table)}")).scalar_one()
+            return conn.execute(select(func.count()).select_from(self.schema.clause(table))).scalar_one()
 
     def _report(self, step: Step, done: int) -> None:
         if self.progress:
@@ -177,6 +250,8 @@ class _Batcher:
 
     def _delete_by_ctid(self, step: Step) -> int:
         qt = quote_ident(self.schema, step.table)
+        tc = self.schema.clause(step.table)
+        where = self.where(step)
         with self.engine.connect() as conn:
             pages, live = conn.execute(
                 text(
@@ -186,16 +261,17 @@ class _Batcher:
                 {"t": qt},
             ).one()
             if live <= 0 and pages > 0:
-                live = conn.execute(text(f"SELECT count(*) FROM {qt}")).scalar_one()
+                live = conn.execute(select(func.count()).select_from(tc)).scalar_one()
         done = 0
+        ctid = literal_column("ctid")
         if step.rows > 0 and pages > 0 and live > 0:  # nothing planned: only the sweep below
             rows_per_page = max(1.0, live / pages)
             span = max(1, int(self.batch_size / rows_per_page))
-            where = "" if step.everything else f" AND ({step.predicate})"
-            sql = f"DELETE FROM {qt} WHERE ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid){where}"
             start = 0
             while start < pages:
-                n = self._run_batch(step, sql, {"lo": f"({start},0)", "hi": f"({start + span},0)"})
+                window = text("ctid >= CAST(:lo AS tid) AND ctid < CAST(:hi AS tid)").bindparams(
+                    lo=f"({start},0)", hi=f"({start + span},0)")
+                n = self._run_batch(step, delete(tc).where(*(c for c in (window, where) if c is not None)))
                 start += span
                 done += n
                 if n:
@@ -203,22 +279,26 @@ class _Batcher:
                 if n > 2 * self.batch_size:  # stale statistics: more rows per block than estimated
                     span = max(1, int(span * self.batch_size / n))
         # Rows written behind the walk (or moved by an update while it ran).
-        sweep = (
-            f"DELETE FROM {qt} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {qt} WHERE {step.predicate} "
-            f"LIMIT :batch_limit))"
-        )
         while self._any_left(step):
-            n = self._run_batch(step, sweep, {"batch_limit": self.batch_size})
+            picked = select(ctid).select_from(tc)
+            if where is not None:
+                picked = picked.where(where)
+            n = self._run_batch(step, delete(tc).where(ctid.in_(picked.limit(self.batch_size))))
             done += n
             self._report(step, done)
         return done
 
     def _delete_by_rowid(self, step: Step) -> int:
-        qt = quote_ident(self.schema, step.table)
-        sql = f"DELETE FROM {qt} WHERE rowid IN (SELECT rowid FROM {qt} WHERE {step.predicate} LIMIT :batch_limit)"
+        tc = self.schema.clause(step.table)
+        where = self.where(step)
+        rowid = literal_column("rowid")
+        picked = select(rowid).select_from(tc)
+        if where is not None:
+            picked = picked.where(where)
+        stmt = delete(tc).where(rowid.in_(picked.limit(self.batch_size)))
         done = 0
         while True:
-            n = self._run_batch(step, sql, {"batch_limit": self.batch_size})
+            n = self._run_batch(step, stmt)
             if n == 0:
                 break
             done += n
@@ -275,8 +355,12 @@ def _execute_locked(engine, manifest, profile, schema, batch_size, actor, enviro
         scopes = system_scopes(manifest, schema)
         with engine.connect() as conn:
             before = snapshot(conn, schema, scopes)
-        plan = build_plan(engine, manifest, profile, schema, now=now, count=True)
+        try:
+            plan = build_plan(engine, manifest, profile, schema, now=now, count=True)
+        except SystemTableRefused as exc:
+            raise VerificationFailed(f"{exc}; nothing was deleted") from exc
         batcher = _Batcher(engine, schema, plan, batch_size, progress)
+        batcher.preflight(plan.steps)  # a bad manifest stops here, before the first commit
         if on_batch is not None:
             original = batcher._run_batch
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import inspect
+from sqlalchemy import column, inspect, table
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.expression import TableClause
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,26 @@ class Schema:
 
     def referencing(self, table: str) -> list[ForeignKeyInfo]:
         return [fk for t in self.tables.values() for fk in t.fks if fk.ref_table == table]
+
+    def column_types(self, name: str) -> dict[str, Any]:
+        """Column -> type of a live table: the model's type where the models declare the column
+        (it binds values the way the rows were written, UUIDs on SQLite included), else the
+        reflected one."""
+        from control_plane.db.models import metadata
+
+        model = metadata.tables.get(name)
+        return {c: (model.c[c].type if model is not None and c in model.c else t)
+                for c, t in self.tables[name].columns.items()}
+
+    def clause(self, name: str) -> TableClause:
+        """The live table as a SQLAlchemy construct, for statements built from conditions."""
+        cached = self._clauses.get(name)
+        if cached is None:
+            cached = self._clauses[name] = table(name, *(column(c, t) for c, t in self.column_types(name).items()))
+        return cached
+
+    def __post_init__(self) -> None:
+        self._clauses: dict[str, TableClause] = {}
 
 
 def reflect_schema(engine: Engine) -> Schema:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Engine, insert, text
+from sqlalchemy import JSON, Connection, Engine, insert, literal_column, select, text
 
 # Below this many rows COPY's set-up costs more than executemany saves.
 COPY_THRESHOLD = 200
@@ -56,12 +56,16 @@ class SQLite(Backend):
     def set_read_only(self, conn: Connection) -> None:
         """SQLite has no read-only transactions; callers roll back what they ran."""
 
-    def checksum(self, conn: Connection, quoted_table: str, columns: list[str], pk: list[str], where: str) -> tuple[int, str]:
-        """(row count, content digest) of the rows of `quoted_table` matching `where` ("" for all);
-        `columns` and `pk` quoted."""
+    def checksum(self, conn: Connection, table, quoted_table: str, columns: list[str], pk: list[str],
+                 where=None) -> tuple[int, str]:
+        """(row count, content digest) of the rows of `table` (a TableClause; `quoted_table` its
+        quoted name) matching `where` (a SQLAlchemy condition, None for all); `columns` and `pk` quoted."""
         digest = hashlib.sha256()
         n = 0
-        rows = conn.execute(text(f"SELECT {', '.join(columns)} FROM {quoted_table}{where} ORDER BY {', '.join(pk or columns)}"))
+        stmt = select(*(literal_column(c) for c in columns)).select_from(table)
+        if where is not None:
+            stmt = stmt.where(where)
+        rows = conn.execute(stmt.order_by(*(literal_column(c) for c in pk or columns)))
         for row in rows:
             digest.update(repr(tuple(row)).encode())
             digest.update(b"\n")
@@ -122,13 +126,17 @@ class PostgreSQL(Backend):
     def set_read_only(self, conn: Connection) -> None:
         conn.execute(text("SET TRANSACTION READ ONLY"))
 
-    def checksum(self, conn: Connection, quoted_table: str, columns: list[str], pk: list[str], where: str) -> tuple[int, str]:
+    def checksum(self, conn: Connection, table, quoted_table: str, columns: list[str], pk: list[str],
+                 where=None) -> tuple[int, str]:
         # In the server: the rows never cross the wire.
         by = ", ".join(pk) or f"{quoted_table}::text"
-        row = conn.execute(
-            text(f"SELECT count(*), md5(coalesce(string_agg({quoted_table}::text, E'\\n' ORDER BY {by}), '')) "
-                 f"FROM {quoted_table}{where}")
-        ).one()
+        stmt = select(
+            literal_column("count(*)"),
+            literal_column(f"md5(coalesce(string_agg({quoted_table}::text, E'\\n' ORDER BY {by}), ''))"),
+        ).select_from(table)
+        if where is not None:
+            stmt = stmt.where(where)
+        row = conn.execute(stmt).one()
         return int(row[0]), row[1]
 
 

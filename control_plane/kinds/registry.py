@@ -20,19 +20,20 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from pydantic import BaseModel
-from sqlalchemy import Table, text
+from sqlalchemy import Table
 
 from control_plane.db import models
-from control_plane.kinds import catalog, specs
+from control_plane.kinds import catalog, conditions, specs
 
 # Spec fields whose column has another name, for every kind.
 COMMON_COLUMN_NAMES = {"display_name": "name", "active": "is_active", "internal": "is_internal", "public": "is_public"}
 
-# In a table shared with tenants, the rows that are system data: the global ones. The one
-# statement of the rule; the cleanup manifest states it again in its own document for now.
-GLOBAL_ROWS = "account_id IS NULL"
+# In a table shared with tenants, the rows that are system data: the global ones. A structured
+# condition (control_plane.kinds.conditions): `cplane cleanup check` requires the manifest's
+# systemRows of such a table to be the same condition.
+GLOBAL_ROWS = conditions.parse({"column": "account_id", "op": "isNull"})
 # The tenants' rows of such a table.
-TENANT_ROWS = f"({GLOBAL_ROWS}) IS NOT TRUE"
+TENANT_ROWS = conditions.parse({"not": {"column": "account_id", "op": "isNull"}})
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,10 @@ class UserRef:
     # Extra SQL condition for the impact count, e.g. only active subscriptions.
     where: str | None = None
     # Which rows of `table` are user data at all (for a mixed table: not its system rows).
-    scope: str | None = None
+    scope: conditions.Negation | None = None
+
+    def scope_clause(self, table: Table):
+        return conditions.compile_condition(self.scope, table.c) if self.scope is not None else None
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,8 @@ class RowKind:
     key_columns: tuple[str, ...]
     # FK column -> row kind whose natural key the desired state names it by.
     refs: dict[str, str] = field(default_factory=dict)
-    # For mixed tables: the SQL condition selecting the system rows (the only rows cplane sees).
-    system_rows: str | None = None
+    # For mixed tables: the condition selecting the system rows (the only rows cplane sees).
+    system_rows: conditions.Comparison | conditions.AllOf | conditions.AnyOf | conditions.Negation | None = None
     retire_column: str | None = "is_active"
     user_refs: tuple[UserRef, ...] = ()
     history: VersionHistory | None = None
@@ -105,7 +109,9 @@ class RowKind:
 
     def only_system_rows(self, stmt):
         """`stmt` (a SELECT of this kind's table) restricted to the rows cplane manages."""
-        return stmt.where(text(self.system_rows)) if self.system_rows else stmt
+        if self.system_rows is None:
+            return stmt
+        return stmt.where(conditions.compile_condition(self.system_rows, self.table.c))
 
 
 @dataclass(frozen=True, eq=False)

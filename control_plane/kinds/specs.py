@@ -10,11 +10,20 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from control_plane.kinds.catalog import CREDIT_TYPES
+from control_plane.kinds.conditions import Condition
 
 API_VERSION = "cplane/v1"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
@@ -300,16 +309,33 @@ class IntegrationDefaultsSpec(Strict):
 class TableClassification(Strict):
     table: str
     data_class: Literal["system", "user", "mixed"] = Field(alias="class")
-    system_rows: str | None = None
+    # The system rows of a mixed table, as a structured condition (control_plane.kinds.conditions).
+    system_rows: Condition | None = None
     reason: str = Field(min_length=1)
+    # The old form, SQL text (`systemRows: account_id IS NULL`), is taken out before validation so
+    # that `cplane cleanup check` refuses it with its position; it never reaches SQL.
+    _sql_text: str | None = PrivateAttr(default=None)
 
-    @model_validator(mode="after")
-    def _mixed_needs_condition(self):
-        if self.data_class == "mixed" and not self.system_rows:
+    @model_validator(mode="wrap")
+    @classmethod
+    def _text_condition(cls, data: Any, handler):
+        sql_text = None
+        if isinstance(data, dict) and isinstance(data.get("systemRows"), str):
+            sql_text = data["systemRows"]
+            data = {k: v for k, v in data.items() if k != "systemRows"}
+        obj = handler(data)
+        obj._sql_text = sql_text
+        has_rows = obj.system_rows is not None or sql_text is not None
+        if obj.data_class == "mixed" and not has_rows:
             raise PydanticCustomError("mixed", "a mixed table needs systemRows, the condition that marks its system rows")
-        if self.data_class != "mixed" and self.system_rows:
+        if obj.data_class != "mixed" and has_rows:
             raise PydanticCustomError("mixed", "systemRows applies only to mixed tables")
-        return self
+        return obj
+
+    @property
+    def sql_text(self) -> str | None:
+        """systemRows written as SQL text (refused by `cleanup check`), else None."""
+        return self._sql_text if self.system_rows is None else None
 
 
 class RetentionRule(Strict):
@@ -318,6 +344,8 @@ class RetentionRule(Strict):
     column: str
     max_age_days: NonNegativeInt | None = None
     expired: bool = False
+    # Only rows that also match this condition (optional).
+    where: Condition | None = None
 
     @model_validator(mode="after")
     def _age_or_expired(self):
@@ -326,11 +354,18 @@ class RetentionRule(Strict):
         return self
 
 
+class ProfileFilter(Strict):
+    table: str
+    where: Condition
+
+
 class CleanupProfile(Strict):
     name: Name
     description: str = ""
     rules: list[str] = Field(default_factory=list)
     classes: list[Literal["user", "mixed"]] = Field(default_factory=list)
+    # Per table, only rows matching the condition are deleted (and what cascades from them).
+    filters: list[ProfileFilter] = Field(default_factory=list)
     allow_in_production: bool = False
 
 

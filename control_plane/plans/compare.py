@@ -230,8 +230,8 @@ def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[st
             table = metadata.tables[ref.table]
             column = table.c[ref.column]
             base = select(column, func.count()).where(column.is_not(None)).group_by(column)
-            if ref.scope:
-                base = base.where(text(ref.scope))
+            if ref.scope is not None:
+                base = base.where(ref.scope_clause(table))
             for row_id, count in conn.execute(base):
                 counts = per_row.setdefault(row_id, {})
                 counts[BLOCKING] = counts.get(BLOCKING, 0) + count
