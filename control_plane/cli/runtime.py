@@ -24,11 +24,27 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     import uvicorn
 
     from control_plane.db.engine import check_connection, ensure_schema
+    from control_plane.environment import is_production
+    from control_plane.errors import CplaneError
+    from control_plane.secrets import SecretBox
+    from control_plane.state.keys import secrets_problem
 
     engine = ctx.engine()
     try:
         check_connection(engine)
         ensure_schema(engine)
+        # Production refuses to start without a key that reads the stored secrets; elsewhere
+        # /readyz says why it is not ready.
+        try:
+            box = SecretBox(ctx.environment, engine.url)
+            with engine.connect() as conn:
+                problem = secrets_problem(conn, box)
+        except CplaneError as exc:
+            problem = str(exc)
+        if problem and is_production(ctx.environment):
+            raise CplaneError(f"refusing to serve: {problem}")
+        if problem:
+            click.echo(f"warning: stored secrets cannot be read: {problem}", err=True)
     finally:
         engine.dispose()
     # Workers build the app from the environment: pass the resolved options down.
