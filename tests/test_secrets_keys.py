@@ -344,3 +344,21 @@ def test_export_keeps_the_references_of_the_repo_config(config_tree, migrated_en
         monkeypatch.delenv(name)
     plan = make_plan(migrated_engine, out).plan
     assert plan.changes == [] and plan.warnings
+
+
+def test_a_renamed_reference_is_planned_and_exported(config_tree, migrated_engine, with_secrets, tmp_path,
+                                                     monkeypatch):
+    apply_config(migrated_engine, config_tree.root, actor="test")
+    token = stored(migrated_engine)
+    path = config_tree.root / "payment_methods" / "stripe.yaml"
+    path.write_text(path.read_text().replace("fromEnv: STRIPE_SECRET_KEY", "fromEnv: STRIPE_LIVE_KEY"))
+    monkeypatch.setenv("STRIPE_LIVE_KEY", SECRETS["STRIPE_SECRET_KEY"])  # the same value, another name
+    plan = make_plan(migrated_engine, config_tree.root).plan
+    assert [(c.name, [(f.field, f.before, f.after) for f in c.fields]) for c in plan.changes] == [
+        ("stripe", [("reference secret_key_encrypted", "STRIPE_SECRET_KEY", "STRIPE_LIVE_KEY")])]
+    apply_config(migrated_engine, config_tree.root, actor="test")
+    assert stored(migrated_engine) == token
+    assert make_plan(migrated_engine, config_tree.root).plan.changes == []
+    out = tmp_path / "exported"
+    assert cli("export", "--database-url", url_of(migrated_engine), "--out", str(out)).exit_code == 0
+    assert "fromEnv: STRIPE_LIVE_KEY" in (out / "payment_methods" / "stripe.yaml").read_text()

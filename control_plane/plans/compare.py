@@ -180,8 +180,10 @@ def compare(
             if refs_changed:
                 before_refs = record.secret_refs
                 after_refs = secret_refs_recorded(row.secret_refs, row.values)
+                shown = {f.field for f in fields}
                 for column in sorted(set(before_refs) | set(after_refs)):
-                    if before_refs.get(column) != after_refs.get(column):
+                    # A secret whose value changes shows that; a renamed reference alone shows the names.
+                    if before_refs.get(column) != after_refs.get(column) and column not in shown:
                         fields.append(FieldChange(f"reference {column}", before_refs.get(column), after_refs.get(column)))
             cause = "drift" if live_fp != record.fingerprint else "config"
             writes.append(Change(kind, key, Action.UPDATE, cause=cause, fields=fields, values=_plan_values(rk, row),
