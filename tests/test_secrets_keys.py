@@ -316,10 +316,16 @@ def test_readyz_is_503_when_a_stored_secret_cannot_be_read(config_tree, migrated
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "key id" in ready.json()["error"]["message"]
     # Production without a key: 503 with the reason, never a 500.
+    from runtime.accounts import create_account
+
+    api_key = create_account(migrated_engine, name="NoKey", plan="pro", owner_email="nokey@example.com")["api_key"]
     monkeypatch.delenv("CPLANE_SECRET_KEY")
     with TestClient(create_app(migrated_engine, environment="production")) as client:
         ready = client.get("/readyz")
         assert ready.status_code == 503 and "CPLANE_SECRET_KEY is not set" in ready.json()["error"]["message"]
+        settings = client.get("/v1/settings/integrations", headers={"Authorization": f"Bearer {api_key}"})
+        assert settings.status_code == 503, settings.text
+        assert settings.json()["error"]["code"] == "secrets_unavailable"
 
 
 def config_variables(root: Path) -> set[str]:
