@@ -8,14 +8,16 @@ are skipped loudly, unless CPLANE_REQUIRE_POSTGRES is set (CI), when they fail.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
-from pathlib import Path
 
 import psycopg
 import pytest
+from helpers import REPO, ConfigTree, LiveServer, TenantInfo, apply_repo_config, new_tenant
 from psycopg import sql
 
-REPO = Path(__file__).resolve().parent.parent
+# The runtime API encrypts secrets at rest: one stable key for the whole test run.
+os.environ.setdefault("CPLANE_SECRET_KEY", "runtime-tests-secret-key")
 ADMIN_URL = os.environ.get("CPLANE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 
@@ -54,6 +56,30 @@ def drop_pg_database(name: str) -> None:
 @pytest.fixture
 def pg_url():
     """URL of a fresh, empty PostgreSQL database, dropped after the test."""
+    name = create_pg_database()
+    try:
+        yield _server_url(name)
+    finally:
+        drop_pg_database(name)
+
+
+@pytest.fixture
+def pg_url_factory():
+    """Make more fresh PostgreSQL databases in one test: call it for each URL; all dropped after."""
+    names: list[str] = []
+
+    def make() -> str:
+        names.append(create_pg_database())
+        return _server_url(names[-1])
+
+    yield make
+    for name in names:
+        drop_pg_database(name)
+
+
+@pytest.fixture(scope="module")
+def module_pg_url():
+    """A fresh PostgreSQL database shared by the test module, dropped after it."""
     name = create_pg_database()
     try:
         yield _server_url(name)
@@ -117,4 +143,74 @@ def pg_engine(pg_url, engine_for):
     return eng
 
 
-from controller_fixtures import config_tree  # noqa: E402,F401  (a copy of config/ the test may edit)
+# --- a copy of config/ the test may edit ----------------------------------------------------------
+
+
+@pytest.fixture
+def config_tree(tmp_path, monkeypatch) -> ConfigTree:
+    root = tmp_path / "config"
+    shutil.copytree(REPO / "config", root)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CPLANE_SECRET_KEY", "test-secret-key")
+    monkeypatch.delenv("CPLANE_ENV", raising=False)
+    tree = ConfigTree(root)
+    tree.test_plan()
+    tree.test_industry()
+    return tree
+
+
+# --- the runtime API: one PostgreSQL database per test module, the repo's config applied -----------
+
+
+@pytest.fixture(scope="module")
+def rt_url(module_pg_url):
+    """A PostgreSQL database for the module: migrated, with the repo's config applied."""
+    from control_plane.db.engine import make_engine, upgrade
+
+    engine = make_engine(module_pg_url)
+    try:
+        upgrade(engine)
+        apply_repo_config(engine)
+    finally:
+        engine.dispose()
+    return module_pg_url
+
+
+@pytest.fixture(scope="module")
+def rt_engine(rt_url):
+    from control_plane.db.engine import make_engine
+
+    engine = make_engine(rt_url, pool_size=20, max_overflow=40)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def rt_app(rt_engine):
+    from runtime.app import create_app
+
+    return create_app(rt_engine)
+
+
+@pytest.fixture(scope="module")
+def client(rt_app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(rt_app, raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def tenant_a(rt_engine) -> TenantInfo:
+    return new_tenant(rt_engine, "pro", "Tenant A")
+
+
+@pytest.fixture(scope="module")
+def tenant_b(rt_engine) -> TenantInfo:
+    return new_tenant(rt_engine, "pro", "Tenant B")
+
+
+@pytest.fixture(scope="module")
+def live_server(rt_app):
+    with LiveServer(rt_app) as server:
+        yield server

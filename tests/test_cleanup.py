@@ -94,7 +94,8 @@ def runs(engine) -> list[dict]:
 # --- check --------------------------------------------------------------------------------------
 
 
-def test_check_passes_on_repo_manifest(db_url):
+def test_check_passes_on_repo_manifest(migrated_engine):
+    db_url = url_of(migrated_engine)
     result = cli("cleanup", "check", url=db_url)
     assert result.exit_code == 0, result.output
     assert "cleanup check ok" in result.output
@@ -156,6 +157,22 @@ def test_check_fails_on_missing_table_column_rule_and_bad_condition(tmp_path, mi
     assert "sessions: retention rule bad-column: column no_such_column does not exist" in text_
     assert "plans: retention rule on-system would delete from a system table" in text_
     assert "unknown retention rule 'no-such-rule'" in text_
+
+
+def test_check_and_plan_report_a_missing_schema_and_never_migrate(db_url, engine_for):
+    for args in (("cleanup", "check"), ("cleanup", "plan", "--profile", "retention")):
+        result = cli(*args, url=db_url)
+        assert result.exit_code == 1, result.output
+        assert result.output.strip().splitlines() == [
+            "error: the database schema is behind head (1 migrations pending); "
+            "run `cplane db upgrade` first (cleanup check and plan never migrate)"
+        ]
+    from sqlalchemy import inspect
+
+    if db_url.startswith("sqlite"):
+        assert not Path(db_url.removeprefix("sqlite:///")).exists()
+    else:
+        assert inspect(engine_for(db_url)).get_table_names() == []
 
 
 def test_check_reports_validation_errors(tmp_path, sqlite_url):

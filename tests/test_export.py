@@ -56,24 +56,18 @@ def applied(config_tree, migrated_engine):
 
 
 @pytest.fixture
-def other_engine(migrated_engine, engine_for, tmp_path):
+def other_engine(migrated_engine, engine_for, pg_url_factory, tmp_path):
     """A second fresh database of the same kind as migrated_engine."""
-    from conftest import _server_url, create_pg_database, drop_pg_database
-
     from control_plane.db.engine import upgrade
 
-    name = None
     if migrated_engine.dialect.name == "sqlite":
         url = f"sqlite:///{tmp_path / 'other.db'}"
     else:
-        name = create_pg_database()
-        url = _server_url(name)
+        url = pg_url_factory()
     engine = engine_for(url)
     upgrade(engine)
     yield engine
     engine.dispose()
-    if name:
-        drop_pg_database(name)
 
 
 def test_round_trip_export_validates_and_plans_no_changes(applied, tmp_path):

@@ -13,7 +13,6 @@ tests/test_runtime_data.py already proves 404 on the data routes and cross-tenan
 tests/test_runtime_schemathesis.py the schema conformance with one tenant: these extend them.
 Examples per schemathesis operation: CPLANE_API_FUZZ_EXAMPLES (default 4).
 """
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -23,8 +22,8 @@ import uuid
 from urllib.parse import quote
 
 import pytest
+from helpers import new_tenant, ok
 from hypothesis import HealthCheck, given, settings
-from runtime_fixtures import client, new_tenant, ok, rt_app, rt_engine, rt_url, tenant_a, tenant_b  # noqa: F401
 from sqlalchemy import text
 
 from control_plane.db.models import metadata

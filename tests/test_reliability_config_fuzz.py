@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -52,21 +53,16 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=CI, *
 
 
 @pytest.fixture(scope="module")
-def fuzz_db():
+def fuzz_db(module_pg_url):
     """A migrated, empty PostgreSQL database shared by the module: no case may ever write to it."""
-    from conftest import _server_url, create_pg_database, drop_pg_database
-
     from control_plane.db.engine import make_engine, upgrade
 
-    name = create_pg_database()
-    url = _server_url(name)
-    engine = make_engine(url)
+    engine = make_engine(module_pg_url)
     upgrade(engine)
     try:
-        yield url, engine
+        yield module_pg_url, engine
     finally:
         engine.dispose()
-        drop_pg_database(name)
 
 
 def row_counts(engine) -> dict[str, int]:
@@ -111,14 +107,12 @@ class Edited:
 
 
 def invoke(*args: str):
-    """Run a command in-process; its cost is measured in CPU seconds of this process (so that other
-    tests loading the machine do not count), with wall-clock time checked against a looser bound."""
+    """Run a command in-process; its cost is measured in CPU seconds of this process, which other
+    tests loading the machine do not move (wall-clock time does: it is not asserted)."""
     gc.collect()  # the garbage of earlier (1 MiB) cases is not this command's cost
-    started, cpu = time.perf_counter(), time.process_time()
+    cpu = time.process_time()
     result = CliRunner().invoke(main, list(args), env=ENV)
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    assert elapsed < 6 * TIME_BOUND, f"{args[0]} took {elapsed:.1f} s of wall-clock time"
-    return result, cpu
+    return result, time.process_time() - cpu
 
 
 def check_common(result, elapsed: float, what: str) -> None:
@@ -360,11 +354,23 @@ def test_hostile_document_is_refused_quickly_with_a_position(tree, fuzz_db, name
         assert any(expected in e for e in errors), errors[:5]
 
 
-def test_billion_laughs_is_refused_in_well_under_a_second(tree):
+def test_billion_laughs_is_refused_without_expanding(tree):
+    """The bound separates refusing from expanding: expanded, the document is 9**10 (3.5 billion)
+    strings, tens of GiB; refused, the process does not grow by even 64 MiB. (How fast the whole
+    tree is validated is a benchmark's business, not this test's.)"""
+
+    def peak_kib() -> int:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
     with Edited(tree, "plans/zz-hostile.yaml", BILLION_LAUGHS.encode()):
-        result, elapsed = invoke("validate", "--config", str(tree))
+        before = peak_kib()
+        result, cpu = invoke("validate", "--config", str(tree))
+        grown_mib = (peak_kib() - before) / 1024
     assert result.exit_code == 1 and "billion laughs" in result.stderr
-    assert elapsed < 2.0  # CPU seconds: the whole tree validated, three times (base + two environments)
+    assert any(line.startswith(str(tree / "plans/zz-hostile.yaml") + ":") and "billion laughs" in line
+               for line in result.stderr.splitlines()), result.stderr[-2000:]
+    assert grown_mib < 64, f"validate grew the process by {grown_mib:.0f} MiB: the aliases were expanded"
+    check_common(result, cpu, "validate")
 
 
 @pytest.mark.parametrize("name", ["billion-laughs"])
@@ -378,12 +384,14 @@ def test_hostile_document_through_the_real_cli_process(tree, fuzz_db, name):
     env.pop("CPLANE_ENV", None)
     with Edited(tree, "plans/zz-hostile.yaml", content):
         for args in (["validate"], ["plan", "--database-url", url], ["apply", "--auto-approve", "--database-url", url]):
-            started = time.perf_counter()
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
             proc = subprocess.run([*head, *args, "--config", str(tree)], capture_output=True, text=True, env=env,
                                   timeout=60)
-            elapsed = time.perf_counter() - started
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
             assert proc.returncode == 1, (args, proc.stdout[-500:], proc.stderr[-500:])
             assert "Traceback" not in proc.stdout + proc.stderr
             assert expected in proc.stderr
-            assert elapsed < TIME_BOUND + 3, (args, elapsed)  # + interpreter start-up
+            # CPU seconds of the child (a busy machine stretches its wall-clock time, not these)
+            assert cpu < TIME_BOUND + 3, (args, cpu)  # + interpreter start-up
     assert row_counts(engine) == {"alembic_version": 1}

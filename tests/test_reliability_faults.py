@@ -6,7 +6,7 @@ on), checks in `pg_stat_activity` that the backend is exactly there, SIGKILLs th
 then lets the backend go. The backend never receives a COMMIT, so PostgreSQL must roll back whatever
 that transaction wrote; the tests prove it by comparing full dumps of every table.
 
-    apply:   startup (0.3 s, config still parsing) · first write (transaction open, apply lock held)
+    apply:   startup (config parsed, blocked reading the schema revision) · first write (transaction open, apply lock held)
              · mid-COPY (half the seed keywords streamed) · pre-commit (every row and the bookkeeping
              written, blocked on the audit INSERT)
     cleanup: killed inside a batch of the first, a middle and the last table of the deletion order
@@ -137,13 +137,20 @@ def test_apply_killed_at_every_point_leaves_the_database_as_it_was(applied_base,
         assert sum(map(len, before.values())) > 500
         seen: dict[str, str] = {}
 
-        # 1. startup: the process is still importing and parsing; no transaction exists yet.
-        proc = spawn(apply_args, "fault-startup")
-        time.sleep(0.3)
-        sigkill(proc)
+        # 1. startup: the config is parsed and the process reads the schema revision; nothing is
+        # written and no transaction id exists yet. The read blocks on a lock the test holds, so
+        # the kill lands exactly there.
+        with psycopg.connect(url) as holder:
+            holder.execute("LOCK TABLE alembic_version IN ACCESS EXCLUSIVE MODE")
+            proc = spawn(apply_args, "fault-startup")
+            [b] = wait_for(lambda: [b for b in backends(admin, "fault-startup") if b["wait_event_type"] == "Lock"],
+                           "the apply to read the schema revision", proc)
+            assert "alembic_version" in b["query"] and b["backend_xid"] is None, b
+            sigkill(proc)
+            holder.rollback()
         wait_gone(admin, "fault-startup")
         assert dump_all(admin) == before
-        seen["startup"] = "killed 0.3 s after start"
+        seen["startup"] = b["query"][:60]
 
         # 2. first write: the apply transaction holds the apply lock and is blocked on its first INSERT.
         with psycopg.connect(url) as holder:

@@ -1,5 +1,4 @@
 """Runtime API: health, readiness, auth, error envelope, access logs, catalog, OpenAPI."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from runtime_fixtures import client, new_tenant, rt_app, rt_engine, rt_url, tenant_a  # noqa: F401
+from helpers import apply_repo_config, new_tenant
 from sqlalchemy import text
 
 from control_plane.db.engine import make_engine, upgrade
@@ -196,9 +195,12 @@ def test_catalog_hides_inactive_rows_and_etag_follows_applies(client, rt_engine)
     try:
         names = {c["name"] for c in client.get("/v1/catalog/channels").json()["items"]}
         assert slug not in names
-        with rt_engine.begin() as conn:
-            conn.execute(text("INSERT INTO cplane_apply_runs (actor, environment, config_revision, config_digest, summary, plan) VALUES ('test', '', '', 'abc', '{}', '{}')"))
-        assert client.get("/v1/catalog/channels", headers={"If-None-Match": etag}).status_code == 200
+        # A real apply: it restores the channel (the edit above is drift), and the ETag follows it.
+        apply_repo_config(rt_engine)
+        fresh = client.get("/v1/catalog/channels", headers={"If-None-Match": etag})
+        assert fresh.status_code == 200 and fresh.headers["etag"] != etag
+        assert slug in {c["name"] for c in fresh.json()["items"]}
+        assert client.get("/v1/catalog/channels", headers={"If-None-Match": fresh.headers["etag"]}).status_code == 304
     finally:
         with rt_engine.begin() as conn:
             conn.execute(text("UPDATE publishing_channels SET is_active = true WHERE slug = :s"), {"s": slug})

@@ -1,13 +1,12 @@
 """`cplane accounts create` and `cplane serve` (DESIGN §3)."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 import json
 
 from click.testing import CliRunner
-from conftest import REPO
 from fastapi.testclient import TestClient
+from helpers import REPO
 from sqlalchemy import text
 
 from control_plane.cli.main import main as cplane_main

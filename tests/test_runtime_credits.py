@@ -1,5 +1,4 @@
 """Runtime API: credit balance, ledger, consumption (402, 422, idempotency, concurrency)."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -8,16 +7,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from runtime_fixtures import (  # noqa: F401
-    client,
-    live_server,
-    new_tenant,
-    rt_app,
-    rt_engine,
-    rt_url,
-    tenant_a,
-    tenant_b,
-)
+from helpers import new_tenant
 from sqlalchemy import text
 
 
@@ -139,12 +129,20 @@ def test_idempotent_retry_returns_first_result(client, rt_engine):
 
 
 def test_tenants_do_not_share_balances(client, tenant_a, tenant_b):
+    def transactions(tenant) -> list[dict]:
+        return client.get("/v1/credits/transactions", headers=tenant.headers).json()["items"]
+
     before_b = client.get("/v1/credits", headers=tenant_b.headers).json()["balance"]
-    assert consume(client, tenant_a, "clustering").status_code == 200
+    before_b_tx = transactions(tenant_b)
+    r = consume(client, tenant_a, "clustering")
+    assert r.status_code == 200
+    charged = r.json()["transaction_id"]
     assert client.get("/v1/credits", headers=tenant_b.headers).json()["balance"] == before_b
-    a_tx = {i["id"] for i in client.get("/v1/credits/transactions", headers=tenant_a.headers).json()["items"]}
-    b_tx = {i["id"] for i in client.get("/v1/credits/transactions", headers=tenant_b.headers).json()["items"]}
-    assert not a_tx & b_tx
+    # A's charge is in A's ledger and nowhere in B's, whose ledger did not move at all.
+    assert charged in {i["id"] for i in transactions(tenant_a)}
+    after_b_tx = transactions(tenant_b)
+    assert charged not in {i["id"] for i in after_b_tx}
+    assert after_b_tx == before_b_tx
 
 
 def test_transactions_page(client, rt_engine):

@@ -1,5 +1,4 @@
 """Runtime API: tenant data CRUD, paging and filters, tenant isolation, plan limits."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
@@ -8,17 +7,7 @@ import uuid
 
 import httpx
 import pytest
-from runtime_fixtures import (  # noqa: F401
-    client,
-    live_server,
-    new_tenant,
-    ok,
-    rt_app,
-    rt_engine,
-    rt_url,
-    tenant_a,
-    tenant_b,
-)
+from helpers import new_tenant, ok
 from sqlalchemy import text
 
 

@@ -1,14 +1,13 @@
 """Property-based run of the whole OpenAPI document with a valid tenant key: no 5xx, and every
 response (status code, content type, headers, body) conforms to the schema."""
 
-# ruff: noqa: F811
 from __future__ import annotations
 
 import time
 
 import schemathesis
+from helpers import new_tenant
 from hypothesis import HealthCheck, given, settings
-from runtime_fixtures import new_tenant, rt_app, rt_engine, rt_url  # noqa: F401
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,

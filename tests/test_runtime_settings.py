@@ -1,23 +1,11 @@
 """Runtime API: settings resolved as global default + account override."""
-# ruff: noqa: F811
 
 from __future__ import annotations
 
 import json
 import shutil
 
-from conftest import REPO
-from runtime_fixtures import (  # noqa: F401
-    apply_repo_config,
-    client,
-    new_tenant,
-    ok,
-    rt_app,
-    rt_engine,
-    rt_url,
-    tenant_a,
-    tenant_b,
-)
+from helpers import REPO, apply_repo_config, new_tenant, ok
 from sqlalchemy import text
 
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES

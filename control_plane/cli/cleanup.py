@@ -26,15 +26,22 @@ def _load(ctx: Context, fmt: str):
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 
-def _checked(ctx: Context, fmt: str):
-    """Manifest, engine, schema and the check's problems, on a database migrated to head."""
+def _checked(ctx: Context, fmt: str, *, migrate: bool = False):
+    """Manifest, engine, schema and the check's problems. Only `cleanup apply` (migrate=True)
+    migrates the database to head; check and plan read it as it is and refuse a schema behind head."""
     from control_plane.cleanup.manifest import check_manifest
     from control_plane.cleanup.schema import reflect_schema
-    from control_plane.db.engine import ensure_schema
+    from control_plane.db.engine import ensure_schema, pending_migrations
 
     manifest = _load(ctx, fmt)
-    engine = ctx.engine()
-    ensure_schema(engine)
+    engine = ctx.engine(read_only=not migrate)
+    if migrate:
+        ensure_schema(engine)
+    else:
+        pending = pending_migrations(engine)
+        if pending:
+            raise CplaneError(f"the database schema is behind head ({pending} migrations pending); "
+                              "run `cplane db upgrade` first (cleanup check and plan never migrate)")
     schema = reflect_schema(engine)
     return manifest, engine, schema, check_manifest(engine, manifest, schema)
 
@@ -113,7 +120,7 @@ def apply_command(ctx: Context, profile: str, batch_size: int, yes: bool, allow_
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not yes and not interactive:
         raise CplaneError("refusing to delete without confirmation: not a terminal; pass --yes")
-    manifest, engine, schema, problems = _checked(ctx, fmt)
+    manifest, engine, schema, problems = _checked(ctx, fmt, migrate=True)
     _refuse_on_problems(problems)
     if not yes:
         plan = build_plan(engine, manifest, profile, schema)

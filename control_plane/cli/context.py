@@ -20,10 +20,13 @@ class Context:
         self.environment = env or os.environ.get("CPLANE_ENV") or None
         self.debug = debug
 
-    def engine(self):
+    def engine(self, read_only: bool = False):
+        """read_only: for the commands that only read (validate, plan, status, history, export,
+        cleanup check/plan); such an engine cannot write, and reading a SQLite file that does not
+        exist creates none."""
         from control_plane.db.engine import make_engine
 
-        return make_engine(self.database_url)
+        return make_engine(self.database_url, read_only=read_only)
 
 
 def shared_options(func):

@@ -31,7 +31,7 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise CplaneError(f"{target} is not empty; export into a new or empty directory")
-    export = read_export(ctx.engine(), ctx.environment)
+    export = read_export(ctx.engine(read_only=True), ctx.environment)
     if export.problems and not skip_invalid:
         shown = "; ".join(p.format() for p in export.problems[:MAX_SHOWN])
         more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""

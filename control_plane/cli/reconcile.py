@@ -20,23 +20,32 @@ def _plan_options(func):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
 @click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@click.option("--compact", is_flag=True,
+              help="Text and markdown: count each kind's creates instead of listing them with their attributes.")
+@click.option("--artifact", metavar="MARKDOWN",
+              help="Markdown: where the full plan is (e.g. a link to the CI artifact), named when the plan is "
+                   "too long for a GitHub comment.")
 @_plan_options
 @common_options
-def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, adopt: bool, require_secrets: bool):
+def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
+                 adopt: bool, require_secrets: bool):
     """Compute the changes that would make the database match the config."""
     from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.controller import make_plan
-    from control_plane.render.plan import RENDERERS
+    from control_plane.render.plan import render_json, render_markdown, render_text
 
-    result = make_plan(ctx.engine(), ctx.config_dir, environment=ctx.environment, adopt=adopt,
+    result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
                        require_secrets=require_secrets)
     plan = result.plan
     if fmt == "text":
-        click.echo(RENDERERS["text"](plan, colour=sys.stdout.isatty()))
+        click.echo(render_text(plan, colour=sys.stdout.isatty(), compact=compact))
     else:
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(RENDERERS[fmt](plan))
+        if fmt == "markdown":
+            click.echo(render_markdown(plan, artifact=artifact, compact=compact))
+        else:
+            click.echo(render_json(plan))
     if out:
         write_plan(plan, out)
         click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
@@ -116,24 +125,23 @@ def status_command(ctx: Context, fmt: str):
     """Database reachable, schema revision, last apply, drift and pending changes, row counts."""
     from control_plane.reconcile.controller import status
 
-    info = status(ctx.engine(), ctx.config_dir, ctx.environment)
+    info = status(ctx.engine(read_only=True), ctx.config_dir, ctx.environment)
     if fmt == "json":
         emit_json(info)
     else:
         click.echo(f"database:        {info['database']} (reachable)")
-        click.echo(f"schema revision: {info['schema_revision']} (head {info['schema_head']})")
-        if "problem" in info:
-            click.echo(f"problem:         {info['problem']}")
-        else:
-            last = info["last_apply"]
-            click.echo("last apply:      " + ("never" if not last else
-                       f"#{last['id']} at {last['at']} by {last['actor']} (config {last['config_revision'] or 'unknown'})"))
-            p = info["pending"]
-            click.echo(f"pending:         {p['create']} create, {p['update']} update, {p['delete']} delete, {p['retire']} retire")
-            click.echo(f"drift:           {info['drift']} row(s) edited outside cplane")
-            click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
-            click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
-            click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
+        click.echo(f"schema revision: {info['schema_revision'] or '(none)'} (head {info['schema_head']})")
+        if info["pending_migrations"]:
+            click.echo(f"schema:          {info['pending_migrations']} migrations pending (apply runs them first)")
+        last = info["last_apply"]
+        click.echo("last apply:      " + ("never" if not last else
+                   f"#{last['id']} at {last['at']} by {last['actor']} (config {last['config_revision'] or 'unknown'})"))
+        p = info["pending"]
+        click.echo(f"pending:         {p['create']} create, {p['update']} update, {p['delete']} delete, {p['retire']} retire")
+        click.echo(f"drift:           {info['drift']} row(s) edited outside cplane")
+        click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
+        click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
+        click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
     sys.exit(0 if info.get("in_sync") else 2)
 
 
@@ -143,15 +151,17 @@ def status_command(ctx: Context, fmt: str):
 @common_options
 def history_command(ctx: Context, limit: int, fmt: str):
     """Past applies: when, who, config revision, summary."""
-    from sqlalchemy import select
+    from sqlalchemy import inspect, select
 
-    from control_plane.db.engine import ensure_schema
+    from control_plane.db.engine import check_connection
     from control_plane.db.models import ApplyRun
 
-    engine = ctx.engine()
-    ensure_schema(engine)
+    engine = ctx.engine(read_only=True)
+    check_connection(engine)
     with engine.connect() as conn:
-        runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
+        runs = []  # a database cplane never migrated has no applies
+        if inspect(conn).has_table(ApplyRun.__tablename__):
+            runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
     entries = [
         {"id": r["id"], "started_at": str(r["started_at"]), "actor": r["actor"], "environment": r["environment"],
          "config_revision": r["config_revision"], "summary": r["summary"]}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 
@@ -20,19 +19,21 @@ from control_plane.cli.context import Context, common_options
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 @common_options
 def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
-    """Run the runtime API with uvicorn (migrates a fresh database first)."""
-    import uvicorn
-
-    from control_plane.db.engine import check_connection, ensure_schema
+    """Run the runtime API with uvicorn; refuses a database whose schema is behind head
+    (run `cplane db upgrade` first: serve never migrates)."""
+    from control_plane.db.engine import current_revision, head_revision, pending_migrations
     from control_plane.environment import is_production
     from control_plane.errors import CplaneError
     from control_plane.secrets import SecretBox
     from control_plane.state.keys import secrets_problem
 
-    engine = ctx.engine()
+    engine = ctx.engine(read_only=True)
     try:
-        check_connection(engine)
-        ensure_schema(engine)
+        pending = pending_migrations(engine)
+        if pending:
+            raise CplaneError(f"the database schema is behind head ({current_revision(engine) or 'no schema'}, "
+                              f"head {head_revision()}: {pending} migrations pending); "
+                              "run `cplane db upgrade` first (serve never migrates)")
         # Production refuses to start without a key that reads the stored secrets; elsewhere
         # /readyz says why it is not ready.
         try:
@@ -47,6 +48,10 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
             click.echo(f"warning: stored secrets cannot be read: {problem}", err=True)
     finally:
         engine.dispose()
+    import logging
+
+    import uvicorn
+
     # Workers build the app from the environment: pass the resolved options down.
     if ctx.database_url:
         os.environ["DATABASE_URL"] = ctx.database_url

@@ -56,16 +56,45 @@ def _sqlite_pragmas(dbapi_connection, _record):
     cursor.close()
 
 
-def make_engine(url: str | URL | None = None, **kwargs) -> Engine:
+def _sqlite_read_only_pragmas(dbapi_connection, _record):
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _sqlite_read_only_creator(database: str):
+    """Connections that cannot write: the file opened with mode=ro, or, when the file does not
+    exist, an empty in-memory database (reading a database that is not there creates no file)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    path = Path(database)
+    if not path.exists():
+        return lambda: sqlite3.connect(":memory:", check_same_thread=False)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro"
+    return lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+
+
+def make_engine(url: str | URL | None = None, *, read_only: bool = False, **kwargs) -> Engine:
+    """An engine on the URL. read_only: every connection refuses writes (SQLite opened with
+    mode=ro, PostgreSQL with default_transaction_read_only), for the commands that only read."""
     resolved = url if isinstance(url, URL) else resolve_url(url)
     try:
         if resolved.get_backend_name() == "sqlite":
-            engine = create_engine(resolved, **kwargs)
-            event.listen(engine, "connect", _sqlite_pragmas)
+            database = resolved.database
+            if read_only and database and database != ":memory:" and not resolved.query.get("uri"):
+                kwargs.setdefault("creator", _sqlite_read_only_creator(database))
+                engine = create_engine(resolved, **kwargs)
+                event.listen(engine, "connect", _sqlite_read_only_pragmas)
+            else:
+                engine = create_engine(resolved, **kwargs)
+                event.listen(engine, "connect", _sqlite_pragmas)
         else:
             kwargs.setdefault("pool_pre_ping", True)
             connect_args = kwargs.pop("connect_args", {})
             connect_args.setdefault("connect_timeout", 5)
+            if read_only:
+                connect_args["options"] = (connect_args.get("options", "") + " -c default_transaction_read_only=on").strip()
             engine = create_engine(resolved, connect_args=connect_args, **kwargs)
     except (NoSuchModuleError, ArgumentError) as exc:
         raise DatabaseUnavailable(f"cannot use database {redact(resolved)}: {exc}") from None
@@ -111,6 +140,24 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def pending_migrations(engine: Engine) -> int:
+    """How many migrations `upgrade` would run: Alembic's current revision (read without creating
+    alembic_version) against the script directory. Writes nothing."""
+    from alembic.script import ScriptDirectory
+    from alembic.util import CommandError
+
+    check_connection(engine)
+    current = current_revision(engine)
+    script = ScriptDirectory.from_config(alembic_config(engine))
+    try:
+        return sum(1 for _ in script.iterate_revisions("heads", current or "base"))
+    except CommandError:
+        raise DatabaseUnavailable(
+            f"{redact(engine.url)} is at schema revision {current!r}, which this cplane does not know "
+            f"(head {head_revision()}): is it newer than this cplane?"
+        ) from None
 
 
 MIGRATION_LOCK_ID = 0x63706C616E6D  # "cplanm": one migration at a time per PostgreSQL database

@@ -295,11 +295,17 @@ def _yaml_ready(value: Any) -> Any:
 
 
 def read_export(engine: Engine, environment: str | None = None) -> Export:
-    from control_plane.db.engine import ensure_schema
+    """What the database holds, read as it is (never migrated): a database cplane never migrated
+    exports nothing."""
+    from alembic.runtime.migration import MigrationContext
 
-    ensure_schema(engine)
+    from control_plane.db.engine import check_connection
+
+    check_connection(engine)
     box = SecretBox(environment, engine.url)
     with engine.connect() as conn:
+        if MigrationContext.configure(conn).get_current_revision() is None:
+            return build_export(LiveState({}, {}, {}))
         live = read_live(conn, box)
     return build_export(live)
 

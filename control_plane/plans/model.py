@@ -68,6 +68,12 @@ class Plan:
     unmanaged: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Migrations the database was behind head when planned (apply runs them before the changes).
+    pending_migrations: int = 0
+
+    @property
+    def schema_note(self) -> str:
+        return f"Schema: {self.pending_migrations} migrations pending (apply runs them first)" if self.pending_migrations else ""
 
     @property
     def summary(self) -> dict[str, int]:

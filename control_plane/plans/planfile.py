@@ -21,7 +21,7 @@ from control_plane.plans.model import FORMAT_VERSION, Action, Change, FieldChang
 from control_plane.state.rows import managed_columns
 
 _PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "adopt", "unmanaged",
-                "warnings", "errors")
+                "warnings", "errors", "pending_migrations")
 
 
 def change_to_dict(change: Change, include_values: bool = True) -> dict[str, Any]:
@@ -52,6 +52,8 @@ def to_dict(plan: Plan, include_values: bool = True) -> dict[str, Any]:
         "config_revision": plan.config_revision,
         "config_digest": plan.config_digest,
         "adopt": plan.adopt,
+        "pending_migrations": plan.pending_migrations,
+        **({"schema": plan.schema_note} if plan.pending_migrations else {}),
         "summary": plan.summary,
         "changes": [change_to_dict(c, include_values) for c in plan.changes],
         "unmanaged": plan.unmanaged,

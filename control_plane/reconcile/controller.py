@@ -12,7 +12,13 @@ from sqlalchemy import Connection, Engine, func, select
 
 from control_plane.apply.execute import ApplyResult, execute
 from control_plane.config.validate import ConfigSet
-from control_plane.db.engine import check_connection, current_revision, ensure_schema, head_revision
+from control_plane.db.engine import (
+    check_connection,
+    current_revision,
+    ensure_schema,
+    head_revision,
+    pending_migrations,
+)
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plans.compare import compare, reference_counts
@@ -76,11 +82,16 @@ class Prepared:
     revision: str
     digest: str
 
-    def plan_against(self, conn: Connection, live: LiveState | None = None) -> Plan:
-        live = read_live(conn, self.box) if live is None else live
+    def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0) -> Plan:
+        """The plan against what `conn` holds now (tables that do not exist yet read as empty)."""
+        def counts(kind: str) -> dict[int, dict[str, int]]:
+            return reference_counts(conn, {kind})[kind]
+
+        if live is None:
+            live = read_live(conn, self.box)
         check_key(conn, self.box, live.unreadable)
-        plan = compare(self.desired, live, self.box, adopt=self.adopt,
-                       reference_counts=lambda kind: reference_counts(conn, {kind})[kind])
+        plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
+        plan.pending_migrations = pending
         plan.environment = self.environment
         plan.config_revision = self.revision
         plan.config_digest = self.digest
@@ -113,11 +124,14 @@ def make_plan(
     require_secrets: bool = False,
     environ=None,
 ) -> PlanResult:
+    """The plan against the database as it is: nothing is migrated or written. A schema that is
+    missing or behind is planned against as it stands (missing tables read as empty) and the plan
+    counts the pending migrations, which apply runs first."""
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        environ=environ, database_url=engine.url)
-    ensure_schema(engine)
+    pending = pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn)
+        plan = prepared.plan_against(conn, pending=pending)
     return PlanResult(plan, prepared.config)
 
 
@@ -143,31 +157,38 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
+    """Reachability, schema, last apply, row counts and the pending plan; reads only."""
+    from sqlalchemy import inspect
+
     from control_plane.db.models import ApplyRun
     from control_plane.kinds.registry import ROW_KINDS
 
     check_connection(engine)
     revision = current_revision(engine)
+    pending = pending_migrations(engine)
     info: dict = {
         "database": engine.url.render_as_string(hide_password=True),
         "reachable": True,
         "schema_revision": revision,
         "schema_head": head_revision(),
+        "pending_migrations": pending,
     }
-    if revision != head_revision():
-        info["in_sync"] = False
-        info["problem"] = "schema is not at head; run `cplane db upgrade`"
-        return info
     with engine.connect() as conn:
-        last = conn.execute(
-            select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(1)
-        ).mappings().first()
+        tables = set(inspect(conn).get_table_names())
+        last = None
+        if ApplyRun.__tablename__ in tables:
+            last = conn.execute(
+                select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(1)
+            ).mappings().first()
         info["last_apply"] = None if last is None else {
             "id": last["id"], "at": str(last["started_at"]), "actor": last["actor"],
             "config_revision": last["config_revision"], "environment": last["environment"],
         }
         info["rows"] = {}
         for kind, rk in ROW_KINDS.items():
+            if rk.table.name not in tables:
+                info["rows"][kind] = 0
+                continue
             stmt = rk.only_system_rows(select(func.count()).select_from(rk.table))
             info["rows"][kind] = conn.execute(stmt).scalar_one()
     plan = make_plan(engine, config_dir, environment=environment).plan
@@ -175,5 +196,5 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
     info["pending"] = plan.summary
     info["drift"] = drift
     info["unmanaged"] = len(plan.unmanaged)
-    info["in_sync"] = not plan.changes
+    info["in_sync"] = not plan.changes and not pending
     return info
