@@ -163,19 +163,17 @@ def test_check_fails_on_missing_table_column_rule_and_bad_condition(tmp_path, mi
 
 
 def test_check_and_plan_report_a_missing_schema_and_never_migrate(db_url, engine_for):
-    from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    from control_plane.db.engine import MIGRATIONS_DIR
+    from control_plane.db.engine import alembic_config, make_engine
 
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    migrations = len(list(ScriptDirectory.from_config(cfg).walk_revisions()))  # all pending on an empty database
+    # Every revision is pending on an empty database.
+    revisions = sum(1 for _ in ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).walk_revisions())
     for args in (("cleanup", "check"), ("cleanup", "plan", "--profile", "retention")):
         result = cli(*args, url=db_url)
         assert result.exit_code == 1, result.output
         assert result.output.strip().splitlines() == [
-            f"error: the database schema is behind head ({migrations} migrations pending); "
+            f"error: the database schema is behind head ({revisions} migrations pending); "
             "run `cplane db upgrade` first (cleanup check and plan never migrate)"
         ]
     from sqlalchemy import inspect

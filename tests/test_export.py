@@ -25,7 +25,8 @@ APPLY_SECRETS = {
     "OPENAI_API_KEY": "sk-proj-SENTINEL_openai_0005",
     "RUNWARE_API_KEY": "runware_SENTINEL_0006",
 }
-# The same values under the names the export derives for them.
+# The same values under the names the export derives for rows cplane never wrote (adopted rows);
+# rows cplane applied are exported with the variables the config named (APPLY_SECRETS).
 EXPORT_SECRETS = {
     "PAYMENT_METHOD_STRIPE_SECRET_KEY": APPLY_SECRETS["STRIPE_SECRET_KEY"],
     "PAYMENT_METHOD_STRIPE_WEBHOOK_SECRET": APPLY_SECRETS["STRIPE_WEBHOOK_SECRET"],
@@ -81,12 +82,12 @@ def test_round_trip_export_validates_and_plans_no_changes(applied, tmp_path):
 
     config = load_config(out)
     assert config.ok, [i.format() for i in config.issues]
-    result = make_plan(applied, out, adopt=False, environ=EXPORT_SECRETS)
+    result = make_plan(applied, out, adopt=False, environ=APPLY_SECRETS)
     assert result.plan.changes == [], [(c.kind, c.name, c.action, c.fields) for c in result.plan.changes]
     assert result.plan.warnings == []  # every secret the export names is set
     assert result.plan.unmanaged == [{"kind": "CreditPackage", "name": "hand-made",
                                       "reason": "exists but was not created by cplane (use --adopt)"}]
-    assert sorted(export.secret_variables) == sorted(EXPORT_SECRETS)
+    assert sorted(export.secret_variables) == sorted(APPLY_SECRETS)  # the references the config used
 
     free = (out / "plans" / "free.yaml").read_text()
     assert "active: false" in free
@@ -118,7 +119,7 @@ def test_export_layout_modelines_and_shapes(applied, tmp_path):
     assert "billing.manage" in owner.spec.permissions
     assert owner.prevent_destroy  # the annotation travels with the managed record
     stripe = (out / "payment_methods" / "stripe.yaml").read_text()
-    assert "secretKey:\n    fromEnv: PAYMENT_METHOD_STRIPE_SECRET_KEY" in stripe
+    assert "secretKey:\n    fromEnv: STRIPE_SECRET_KEY" in stripe
     integration = (out / "integrations" / "default.yaml").read_text()
     assert "openai:\n      fromEnv: OPENAI_API_KEY" in integration
     plan = (out / "plans" / "test-plan.yaml").read_text()
@@ -135,7 +136,7 @@ def test_secret_values_never_appear_in_exported_files_or_output(applied, tmp_pat
     for value in APPLY_SECRETS.values():
         assert value not in everything
     assert "SENTINEL" not in everything
-    assert "PAYMENT_METHOD_STRIPE_SECRET_KEY" in result.output  # the variables to set are listed
+    assert "STRIPE_SECRET_KEY" in result.output  # the variables to set are listed
 
 
 def test_unset_secret_is_not_exported(config_tree, migrated_engine, tmp_path):
@@ -146,7 +147,7 @@ def test_unset_secret_is_not_exported(config_tree, migrated_engine, tmp_path):
     paypal = (out / "payment_methods" / "paypal.yaml").read_text()
     assert "secretKey" in paypal and "webhookSecret" not in paypal
     assert "runware:\n      fromEnv" not in (out / "integrations" / "default.yaml").read_text()
-    environ = {k: v for k, v in EXPORT_SECRETS.items() if k in export.secret_variables}
+    environ = {k: v for k, v in APPLY_SECRETS.items() if k in export.secret_variables}
     assert make_plan(migrated_engine, out, environ=environ).plan.changes == []
 
 
@@ -159,13 +160,13 @@ def test_bootstrap_existing_database_with_export_and_adopt(applied, other_engine
     with other_engine.begin() as conn:
         conn.execute(text("DELETE FROM cplane_managed_objects"))
 
-    plan = make_plan(other_engine, out, environ=EXPORT_SECRETS).plan
+    plan = make_plan(other_engine, out, environ=APPLY_SECRETS).plan
     assert plan.changes == []
     unmanaged = {(u["kind"], u["name"]) for u in plan.unmanaged}
     assert ("Plan", "test-plan") in unmanaged and ("IndustrySector", "test-industry/first") in unmanaged
     assert ("PaymentMethod", "stripe") in unmanaged
 
-    adopting = make_plan(other_engine, out, adopt=True, environ=EXPORT_SECRETS).plan
+    adopting = make_plan(other_engine, out, adopt=True, environ=APPLY_SECRETS).plan
     assert adopting.errors == []
     assert adopting.changes and {c.action for c in adopting.changes} == {"adopt"}
     assert {(c.kind, c.name) for c in adopting.changes} == unmanaged
@@ -173,9 +174,21 @@ def test_bootstrap_existing_database_with_export_and_adopt(applied, other_engine
 
     from control_plane.reconcile.controller import apply_plan
 
-    apply_plan(other_engine, adopting, environment=None, actor="test", environ=EXPORT_SECRETS)
-    after = make_plan(other_engine, out, environ=EXPORT_SECRETS).plan
+    apply_plan(other_engine, adopting, environment=None, actor="test", environ=APPLY_SECRETS)
+    after = make_plan(other_engine, out, environ=APPLY_SECRETS).plan
     assert after.changes == [] and after.unmanaged == []
+
+
+def test_rows_cplane_never_wrote_export_generated_names(applied, tmp_path):
+    """Unmanaged (adopted-to-be) rows: cplane never saw their references, so it derives them."""
+    with applied.begin() as conn:
+        conn.execute(text("DELETE FROM cplane_managed_objects"))
+    out = tmp_path / "export"
+    export = export_to(applied, out)
+    assert sorted(export.secret_variables) == sorted(EXPORT_SECRETS)
+    assert "fromEnv: PAYMENT_METHOD_STRIPE_SECRET_KEY" in (out / "payment_methods" / "stripe.yaml").read_text()
+    plan = make_plan(applied, out, adopt=True, environ=EXPORT_SECRETS).plan
+    assert all(c.action == "adopt" and c.fields == [] for c in plan.changes)
 
 
 def test_cli_refuses_non_empty_directory_and_speaks_json(applied, tmp_path):
@@ -233,10 +246,18 @@ def test_provider_keys_shared_by_two_objects_get_qualified_names(applied, tmp_pa
 
     with applied.connect() as conn:
         live = read_live(conn, SecretBox(None))
+    managed = live.managed
+    live.managed = {}  # rows cplane never wrote: the names are derived, for both
     default = live.rows["IntegrationDefaults"]["default"]
     twin = type(default)(default.kind, "second", {**default.values, "name": "second"}, id=None)
     live.rows["IntegrationDefaults"]["second"] = twin
     export = build_export(live)
     names = {o.name: o.secret_variables for o in export.objects if o.kind == "IntegrationDefaults"}
     assert names["default"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_DEFAULT_API_KEYS_OPENAI"
+    assert names["second"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_SECOND_API_KEYS_OPENAI"
+
+    # The managed one keeps the reference cplane applied it from; only the derived name is qualified.
+    live.managed = managed
+    names = {o.name: o.secret_variables for o in build_export(live).objects if o.kind == "IntegrationDefaults"}
+    assert names["default"]["api_keys.openai"] == "OPENAI_API_KEY"
     assert names["second"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_SECOND_API_KEYS_OPENAI"

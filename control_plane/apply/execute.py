@@ -16,10 +16,13 @@ from control_plane.db.dialect import for_dialect
 from control_plane.db.models import ApplyRun, ManagedObject
 from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
+from control_plane.plans.compare import secret_refs_recorded
 from control_plane.plans.model import WRITES, Action, Change, Plan
 from control_plane.secrets import SecretBox
+from control_plane.state.desired import resolve_secret_refs
+from control_plane.state.keys import check_key, record_key
 from control_plane.state.live import LiveState, encrypt, read_live
-from control_plane.state.rows import columns_differ, managed_columns, natural_key, row_fingerprint
+from control_plane.state.rows import Row, columns_differ, managed_columns, natural_key, row_fingerprint
 
 APPLY_LOCK_ID = 0x63706C616E65  # "cplane"
 LOCK_MESSAGE = "another cplane apply is in progress on this database (apply lock held); try again when it finishes"
@@ -50,16 +53,9 @@ def apply_lock(conn: Connection):
         yield
 
 
-def _resolve_secrets(change: Change, environ) -> dict[str, Any]:
-    resolved = {}
-    for column, ref in change.secret_refs.items():
-        if ref is None:
-            resolved[column] = None
-        elif isinstance(ref, dict):
-            resolved[column] = {k: environ[v] for k, v in ref.items() if v in environ}
-        else:
-            resolved[column] = environ.get(ref)
-    return resolved
+def _resolve_secrets(change: Change, environ, current: Row | None) -> dict[str, Any]:
+    """The secrets a change writes: from the environment, an unset variable keeping the stored value."""
+    return resolve_secret_refs(change.secret_refs, environ, current.values if current is not None else None)
 
 
 def execute(
@@ -85,6 +81,7 @@ def execute(
             return ApplyResult(False, plan.summary, plan=plan)
     with engine.begin() as conn, apply_lock(conn):
         live = read_live(conn, box)
+        check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
         if not isinstance(plan, Plan):
             plan = plan(conn, live)
             if plan.errors:
@@ -93,6 +90,7 @@ def execute(
                 return ApplyResult(False, plan.summary, plan=plan)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
         written = _write(conn, plan, live, desired_values, box)
+        record_key(conn, box, actor)
         run_id = conn.execute(
             insert(ApplyRun.__table__).returning(ApplyRun.__table__.c.id),
             {
@@ -132,7 +130,7 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
             if change.secret_refs:
                 full = dict(full)
                 # Secrets are the only input not carried by the plan itself: they must still match.
-                full.update(_resolve_secrets(change, environ))
+                full.update(_resolve_secrets(change, environ, current if change.action != Action.CREATE else None))
                 if row_fingerprint(rk, full, box) != change.desired_fingerprint:
                     moved.append(f"{label} (a secret it reads from the environment differs from when the plan was made)")
             values[(change.kind, change.name)] = full
@@ -172,7 +170,7 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             current = live.rows.get(kind, {})
             rows, versions = [], []
             for c in updates:
-                row = _db_row(rk, desired[(kind, c.name)], ids, box)
+                row = _db_row(rk, desired[(kind, c.name)], ids, box, current[c.name])
                 row["_id"] = current[c.name].id
                 if rk.history is not None:
                     before = current[c.name]
@@ -190,7 +188,9 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
         for c in creates + updates:
             record = live.managed.get(kind, {}).get(c.name)
             entry = {"kind": kind, "name": c.name, "table_name": rk.table_name, "row_id": ids[kind][c.name],
-                     "fingerprint": c.desired_fingerprint, "prevent_destroy": c.prevent_destroy}
+                     "fingerprint": c.desired_fingerprint, "prevent_destroy": c.prevent_destroy,
+                     "secret_refs": secret_refs_recorded(c.secret_refs, desired[(kind, c.name)])
+                     if rk.secret_columns else None}
             if record is None:
                 bookkeeping_new.append(entry)
             else:
@@ -210,7 +210,8 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
                 record = live.managed[kind][c.name]
                 bookkeeping_update.append({"kind": kind, "name": c.name, "table_name": rk.table_name,
                                            "row_id": record.row_id, "fingerprint": c.desired_fingerprint,
-                                           "prevent_destroy": record.prevent_destroy, "_mid": record.id})
+                                           "prevent_destroy": record.prevent_destroy,
+                                           "secret_refs": getattr(record, "secret_refs", None), "_mid": record.id})
         if deletes:
             delete_ids = [current[c.name].id for c in deletes]
             for start in range(0, len(delete_ids), DELETE_CHUNK):
@@ -225,16 +226,20 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
         conn.execute(
             update(mo).where(mo.c.id == bindparam("_mid")).values(
                 row_id=bindparam("row_id"), fingerprint=bindparam("fingerprint"),
-                prevent_destroy=bindparam("prevent_destroy"), applied_at=text("CURRENT_TIMESTAMP"),
+                prevent_destroy=bindparam("prevent_destroy"), secret_refs=bindparam("secret_refs", type_=mo.c.secret_refs.type),
+                applied_at=text("CURRENT_TIMESTAMP"),
             ),
-            [{k: v for k, v in e.items() if k in ("_mid", "row_id", "fingerprint", "prevent_destroy")} for e in bookkeeping_update],
+            [{k: v for k, v in e.items() if k in ("_mid", "row_id", "fingerprint", "prevent_destroy", "secret_refs")}
+             for e in bookkeeping_update],
         )
     for start in range(0, len(bookkeeping_delete), DELETE_CHUNK):
         conn.execute(delete(mo).where(mo.c.id.in_(bookkeeping_delete[start : start + DELETE_CHUNK])))
     return written
 
 
-def _db_row(rk: RowKind, values: dict[str, Any], ids: dict[str, dict[str, int]], box: SecretBox) -> dict[str, Any]:
+def _db_row(rk: RowKind, values: dict[str, Any], ids: dict[str, dict[str, int]], box: SecretBox,
+            current: Row | None = None) -> dict[str, Any]:
+    """The row to write; a secret whose value is unchanged keeps its stored ciphertext byte for byte."""
     row = {}
     for column in managed_columns(rk):
         value = values.get(column)
@@ -244,9 +249,30 @@ def _db_row(rk: RowKind, values: dict[str, Any], ids: dict[str, dict[str, int]],
                 raise CplaneError(f"{rk.name}: {column} names {rk.refs[column]} {value!r}, which does not exist")
             value = target[value]
         elif column in rk.secret_columns:
-            value = encrypt(value, box)
+            value = _keep_ciphertext(value, current, column) if current is not None else _ENCRYPT
+            if value is _ENCRYPT:
+                value = encrypt(values.get(column), box)
+            elif isinstance(value, dict):
+                value = {k: (box.encrypt(values[column][k]) if v is _ENCRYPT else v) for k, v in value.items()}
         row[column] = value
     return row
+
+
+_ENCRYPT = object()
+
+
+def _keep_ciphertext(value: Any, current: Row, column: str) -> Any:
+    """The stored token where the value is the live one, else _ENCRYPT (per entry of a map)."""
+    stored = (current.stored or {}).get(column)
+    live = current.values.get(column)
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        if not isinstance(stored, dict) or not isinstance(live, dict):
+            return _ENCRYPT
+        return {k: stored[k] if live.get(k) == v and stored.get(k) else _ENCRYPT
+                for k, v in value.items() if v is not None}
+    return stored if stored is not None and live == value else _ENCRYPT
 
 
 def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> dict[str, int]:

@@ -22,7 +22,10 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
     """Run the runtime API with uvicorn; refuses a database whose schema is behind head
     (run `cplane db upgrade` first: serve never migrates)."""
     from control_plane.db.engine import current_revision, head_revision, pending_migrations
+    from control_plane.environment import is_production
     from control_plane.errors import CplaneError
+    from control_plane.secrets import SecretBox
+    from control_plane.state.keys import secrets_problem
 
     engine = ctx.engine(read_only=True)
     try:
@@ -31,6 +34,18 @@ def serve(ctx: Context, host: str, port: int, workers: int, log_level: str):
             raise CplaneError(f"the database schema is behind head ({current_revision(engine) or 'no schema'}, "
                               f"head {head_revision()}: {pending} migrations pending); "
                               "run `cplane db upgrade` first (serve never migrates)")
+        # Production refuses to start without a key that reads the stored secrets; elsewhere
+        # /readyz says why it is not ready.
+        try:
+            box = SecretBox(ctx.environment, engine.url)
+            with engine.connect() as conn:
+                problem = secrets_problem(conn, box)
+        except CplaneError as exc:
+            problem = str(exc)
+        if problem and is_production(ctx.environment):
+            raise CplaneError(f"refusing to serve: {problem}")
+        if problem:
+            click.echo(f"warning: stored secrets cannot be read: {problem}", err=True)
     finally:
         engine.dispose()
     import logging

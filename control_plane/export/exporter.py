@@ -4,7 +4,9 @@ The inverse of `state.build_desired`, driven by the same registry declarations (
 column → spec field through `ConfigKind.columns` / `COMMON_COLUMN_NAMES` / `key_column`, references
 already mapped to natural keys by `read_live`, child rows regrouped under their parent by the
 ancestor column, scalar child lists rebuilt from their key column. Secret values are never written:
-a set secret becomes `{fromEnv: VAR}` with a variable name derived from kind, name and field.
+a set secret becomes `{fromEnv: VAR}`, VAR being the variable cplane applied it from (kept in
+cplane_managed_objects.secret_refs), or for rows cplane never wrote a name derived from kind, name
+and field.
 
 Every spec is validated through its pydantic model before anything is written, so a plan of the
 export against the same database says `No changes` (given the secret variables it names are set
@@ -138,6 +140,8 @@ class _Exporter:
     def __init__(self, live: LiveState):
         self.live = live
         self.secret_claims: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
+        # (kind, name, field.sub) of the provider-keyed references derived here (not recorded).
+        self.generated: set[tuple[str, str, str]] = set()
 
     def children_by_parent(self, child: Child) -> dict[str, list[Row]]:
         parent_column = next(c for c, depth in child.ancestor_columns.items() if depth == 0)
@@ -167,25 +171,33 @@ class _Exporter:
             items.append(item)
         return items
 
-    def secrets(self, ck: ConfigKind, row: Row, obj: ExportedObject) -> dict[str, Any]:
+    def secrets(self, ck: ConfigKind, row: Row, obj: ExportedObject, recorded: dict[str, Any] | None
+                ) -> dict[str, Any]:
+        """References for the stored secrets: the variable cplane applied each one from (recorded
+        in its bookkeeping), else (rows it never wrote) a name derived from kind, name and field."""
         data: dict[str, Any] = {}
+        recorded = recorded or {}
         for spec_field, column in ck.secrets.items():
             value = row.values.get(column)
             if value is None:
                 continue
+            known = recorded.get(column)
             if isinstance(value, dict):
                 refs = {}
                 for sub, sub_value in sorted(value.items()):
                     if sub_value is None:
                         continue
-                    variable = secret_variable(ck.kind, row.key, spec_field, sub)
+                    variable = known.get(sub) if isinstance(known, dict) else None
+                    if not isinstance(variable, str):
+                        variable = secret_variable(ck.kind, row.key, spec_field, sub)
+                        self.generated.add((ck.kind, row.key, f"{spec_field}.{sub}"))
                     self.secret_claims[variable].add((ck.kind, row.key, f"{spec_field}.{sub}"))
                     obj.secret_variables[f"{spec_field}.{sub}"] = variable
                     refs[sub] = {"from_env": variable}
                 if refs:
                     data[spec_field] = refs
             else:
-                variable = secret_variable(ck.kind, row.key, spec_field)
+                variable = known if isinstance(known, str) else secret_variable(ck.kind, row.key, spec_field)
                 obj.secret_variables[spec_field] = variable
                 data[spec_field] = {"from_env": variable}
         return data
@@ -221,7 +233,7 @@ def build_export(live: LiveState) -> Export:
                 data[child.field] = exporter.child_items(child, ck.spec, row.key, child_index)
             record = managed.get(row.key)
             obj = ExportedObject(ck.kind, row.key, f"{ck.folder}/{row.key}.yaml", {}, managed=record is not None)
-            data.update(exporter.secrets(ck, row, obj))
+            data.update(exporter.secrets(ck, row, obj, getattr(record, "secret_refs", None)))
             pending.append((ck, row, obj, data))
 
     # A provider-keyed secret variable shared by two objects gets each object's qualified name.
@@ -232,7 +244,7 @@ def build_export(live: LiveState) -> Export:
             if not isinstance(refs, dict) or "from_env" in refs:
                 continue
             for sub, ref in refs.items():
-                if ref["from_env"] in shared:
+                if ref["from_env"] in shared and (ck.kind, row.key, f"{spec_field}.{sub}") in exporter.generated:
                     ref["from_env"] = qualified_secret_variable(ck.kind, row.key, spec_field, sub)
                     obj.secret_variables[f"{spec_field}.{sub}"] = ref["from_env"]
         metadata: dict[str, Any] = {"name": row.key}
@@ -290,7 +302,7 @@ def read_export(engine: Engine, environment: str | None = None) -> Export:
     from control_plane.db.engine import check_connection
 
     check_connection(engine)
-    box = SecretBox(environment)
+    box = SecretBox(environment, engine.url)
     with engine.connect() as conn:
         if MigrationContext.configure(conn).get_current_revision() is None:
             return build_export(LiveState({}, {}, {}))

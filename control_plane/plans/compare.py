@@ -12,8 +12,8 @@ from sqlalchemy import Connection, func, select, text
 
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.plans.model import Action, Change, FieldChange, Plan
-from control_plane.secrets import SENSITIVE, SecretBox
-from control_plane.state.desired import DesiredState
+from control_plane.secrets import REMOVED, SENSITIVE, SecretBox
+from control_plane.state.desired import DesiredState, SecretProblem, keep_stored
 from control_plane.state.live import LiveState, existing_tables
 from control_plane.state.rows import Row, canonical, canonical_column, fingerprint, managed_columns
 
@@ -52,10 +52,51 @@ def _field_changes(rk: RowKind, desired: Row, live: Row, box: SecretBox) -> list
         b = canonical_column(rk, column, live.values.get(column), box)
         if a != b:
             before, after = _display(rk, column, live.values.get(column)), _display(rk, column, desired.values.get(column))
-            if column in rk.secret_columns and before == after:
-                before, after = f"{SENSITIVE} (changed)", SENSITIVE
+            if column in rk.secret_columns:
+                if before == after:
+                    before, after = f"{SENSITIVE} (changed)", SENSITIVE
+                elif before is not None and after is None:
+                    after = REMOVED  # only removing the field from the config plans a secret away
+                elif isinstance(before, dict) and isinstance(after, dict):
+                    after = {**after, **{k: REMOVED for k in before if k not in after}}
             changes.append(FieldChange(column, before, after))
     return changes
+
+
+def secret_refs_recorded(refs: dict[str, Any] | None, values: dict[str, Any]) -> dict[str, Any]:
+    """The references cplane keeps for a row (cplane_managed_objects.secret_refs): those of the
+    secrets the row holds (`values`), never of one left unset."""
+    kept: dict[str, Any] = {}
+    for column, ref in sorted((refs or {}).items()):
+        value = values.get(column)
+        if ref is None or value is None:
+            continue
+        if isinstance(ref, dict):
+            subs = {s: v for s, v in sorted(ref.items()) if isinstance(value, dict) and value.get(s) is not None}
+            if subs:
+                kept[column] = subs
+        else:
+            kept[column] = ref
+    return kept
+
+
+def _refs_changed(record, row: Row) -> bool:
+    recorded = getattr(record, "secret_refs", None)
+    if recorded is None or not row.secret_refs:  # an older cplane wrote the row: nothing to compare
+        return False
+    return recorded != secret_refs_recorded(row.secret_refs, row.values)
+
+
+def _missing_warnings(kept: list[SecretProblem], unset: list[SecretProblem]) -> list[str]:
+    def names(problems):
+        return ", ".join(f"{p.variable} ({p.kind}/{p.name} {p.field})" for p in problems)
+
+    warnings = []
+    if kept:
+        warnings.append(f"secret environment variables are not set, the stored values are kept: {names(kept)}")
+    if unset:
+        warnings.append(f"secret environment variables are not set, those secrets stay unset: {names(unset)}")
+    return warnings
 
 
 def _plan_values(rk: RowKind, row: Row) -> dict[str, Any]:
@@ -86,6 +127,11 @@ def compare(
     writes: list[Change] = []
     removals: list[Change] = []
     order = apply_order()
+    missing: dict[tuple[str, str], list[SecretProblem]] = {}
+    for problem in desired.missing_secrets:
+        missing.setdefault((problem.kind, problem.name), []).append(problem)
+    kept_all: list[SecretProblem] = []
+    unset_all: list[SecretProblem] = []
     for kind in order:
         rk = ROW_KINDS[kind]
         want = desired.rows.get(kind, {})
@@ -95,6 +141,13 @@ def compare(
             row = want[key]
             current = have.get(key)
             record = managed.get(key)
+            problems = missing.get((kind, key))
+            if problems:
+                # An unset variable keeps the stored value: the desired row is the live one there.
+                kept_values, kept, unset = keep_stored(row.values, problems, current.values if current else {})
+                row = Row(row.kind, row.key, kept_values, row.secret_refs, row.prevent_destroy)
+                kept_all.extend(kept)
+                unset_all.extend(unset)
             desired_canon = canonical(rk, row.values, box)
             if current is None:
                 desired_fp = fingerprint(desired_canon)
@@ -105,7 +158,9 @@ def compare(
                                      desired_fingerprint=desired_fp, prevent_destroy=row.prevent_destroy))
                 continue
             live_canon = canonical(rk, current.values, box)
-            if desired_canon == live_canon and record is not None and record.prevent_destroy == row.prevent_destroy:
+            refs_changed = record is not None and _refs_changed(record, row)
+            if desired_canon == live_canon and record is not None and record.prevent_destroy == row.prevent_destroy \
+                    and not refs_changed:
                 continue
             live_fp, desired_fp = fingerprint(live_canon), fingerprint(desired_canon)
             if record is None:
@@ -122,6 +177,14 @@ def compare(
             fields = _field_changes(rk, row, current, box)
             if record.prevent_destroy != row.prevent_destroy:
                 fields.append(FieldChange("annotation cplane/prevent-destroy", record.prevent_destroy, row.prevent_destroy))
+            if refs_changed:
+                before_refs = record.secret_refs
+                after_refs = secret_refs_recorded(row.secret_refs, row.values)
+                shown = {f.field for f in fields}
+                for column in sorted(set(before_refs) | set(after_refs)):
+                    # A secret whose value changes shows that; a renamed reference alone shows the names.
+                    if before_refs.get(column) != after_refs.get(column) and column not in shown:
+                        fields.append(FieldChange(f"reference {column}", before_refs.get(column), after_refs.get(column)))
             cause = "drift" if live_fp != record.fingerprint else "config"
             writes.append(Change(kind, key, Action.UPDATE, cause=cause, fields=fields, values=_plan_values(rk, row),
                                  secret_refs=row.secret_refs or {}, live_fingerprint=live_fp, desired_fingerprint=desired_fp,
@@ -147,6 +210,7 @@ def compare(
                 removals.append(Change(kind, key, Action.DELETE, live_fingerprint=live_fp, impact=impact,
                                        prevent_destroy=record.prevent_destroy,
                                        reason="removed from config"))
+    plan.warnings.extend(_missing_warnings(kept_all, unset_all))
     _keep_parents_of_kept_children(removals, live, box)
     removals.sort(key=lambda c: -order.index(c.kind))
     plan.changes = writes + removals

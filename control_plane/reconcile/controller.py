@@ -26,6 +26,7 @@ from control_plane.plans.model import Plan
 from control_plane.reconcile.validation import load_checked
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState, Rows, build_desired
+from control_plane.state.keys import check_key
 from control_plane.state.live import LiveState, read_live
 
 
@@ -88,6 +89,7 @@ class Prepared:
 
         if live is None:
             live = read_live(conn, self.box)
+        check_key(conn, self.box, live.unreadable)
         plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
         plan.pending_migrations = pending
         plan.environment = self.environment
@@ -98,17 +100,17 @@ class Prepared:
 
 
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
-            require_secrets: bool = False, environ=None) -> Prepared:
+            require_secrets: bool = False, environ=None, database_url=None) -> Prepared:
+    """The desired state. A secret variable that is not set is an error in production or with
+    `require_secrets`; elsewhere compare keeps the stored value (or leaves it unset) and warns."""
     environ = os.environ if environ is None else environ
     config, rows = load_valid_config(Path(config_dir), environment)
-    box = SecretBox(environment)
     desired = build_desired(config, environ, rows)
-    warnings = []
-    if desired.missing_secrets:
+    warnings: list[str] = []
+    if desired.missing_secrets and (require_secrets or is_production(environment)):
         names = ", ".join(f"{p.variable} ({p.kind}/{p.name} {p.field})" for p in desired.missing_secrets)
-        if require_secrets or is_production(environment):
-            raise CplaneError(f"secret environment variables are not set: {names}; nothing was planned")
-        warnings.append(f"secret environment variables are not set, those secrets stay unset: {names}")
+        raise CplaneError(f"secret environment variables are not set: {names}; nothing was planned")
+    box = SecretBox(environment, database_url)
     return Prepared(config, desired, box, environment, adopt, warnings,
                     config_revision(Path(config_dir)), config_digest(config))
 
@@ -126,7 +128,7 @@ def make_plan(
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
     counts the pending migrations, which apply runs first."""
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       environ=environ)
+                       environ=environ, database_url=engine.url)
     pending = pending_migrations(engine)
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending)
@@ -136,7 +138,7 @@ def make_plan(
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
                saved: bool = False, environ=None) -> ApplyResult:
     ensure_schema(engine)
-    return execute(engine, plan, SecretBox(environment), actor=actor or default_actor(),
+    return execute(engine, plan, SecretBox(environment, engine.url), actor=actor or default_actor(),
                    environment=environment, saved=saved, environ=environ)
 
 
@@ -148,7 +150,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     that overlaps another is refused with the lock message, one that follows it finds nothing to do.
     """
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       environ=environ)
+                       environ=environ, database_url=engine.url)
     ensure_schema(engine)
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, environ=environ)

@@ -25,10 +25,14 @@ from control_plane.state.rows import PLAIN, Row, natural_key
 
 @dataclass
 class SecretProblem:
+    """A secret whose variable is not set: kept at its stored value, or unset when never stored."""
+
     kind: str
     name: str
     field: str
     variable: str
+    column: str = ""
+    sub: str | None = None  # the provider of a map of secrets
 
 
 @dataclass
@@ -130,12 +134,59 @@ def _resolve(ref: Any, environ, row: Row, column: str, missing: list[SecretProbl
             if var in environ:
                 resolved[sub] = environ[var]
             else:
-                missing.append(SecretProblem(row.kind, row.key, f"{_secret_field(row.kind, column)}.{sub}", var))
+                missing.append(SecretProblem(row.kind, row.key, f"{_secret_field(row.kind, column)}.{sub}", var,
+                                             column, sub))
         return resolved
     if ref in environ:
         return environ[ref]
-    missing.append(SecretProblem(row.kind, row.key, _secret_field(row.kind, column), ref))
+    missing.append(SecretProblem(row.kind, row.key, _secret_field(row.kind, column), ref, column))
     return None
+
+
+def resolve_secret_refs(refs: dict[str, Any], environ, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """Secret column values from their references; a variable that is not set keeps the `stored`
+    value (the live row's, decrypted; None for a row not stored yet). What apply writes."""
+    resolved: dict[str, Any] = {}
+    for column, ref in refs.items():
+        current = (stored or {}).get(column)
+        if ref is None:
+            resolved[column] = None
+        elif isinstance(ref, dict):
+            kept = current if isinstance(current, dict) else {}
+            value = {}
+            for sub, var in ref.items():
+                if var in environ:
+                    value[sub] = environ[var]
+                elif kept.get(sub) is not None:
+                    value[sub] = kept[sub]
+            resolved[column] = value
+        else:
+            resolved[column] = environ[ref] if ref in environ else current
+    return resolved
+
+
+def keep_stored(values: dict[str, Any], problems: list[SecretProblem], stored: dict[str, Any]
+                ) -> tuple[dict[str, Any], list[SecretProblem], list[SecretProblem]]:
+    """`values` with each secret whose variable is unset taken from `stored` (the live row).
+
+    Returns (values, kept, unset): the problems whose stored value is kept, and those with none."""
+    values = dict(values)
+    kept: list[SecretProblem] = []
+    unset: list[SecretProblem] = []
+    for p in problems:
+        current = stored.get(p.column)
+        if p.sub is None:
+            if current is not None:
+                values[p.column] = current
+                kept.append(p)
+            else:
+                unset.append(p)
+        elif isinstance(current, dict) and current.get(p.sub) is not None:
+            values[p.column] = {**(values.get(p.column) or {}), p.sub: current[p.sub]}
+            kept.append(p)
+        else:
+            unset.append(p)
+    return values, kept, unset
 
 
 _SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, inspect, select
+from sqlalchemy import Connection, inspect, null, select
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.secrets import SecretBox
@@ -20,6 +20,20 @@ class ManagedRecord(Protocol):
     row_id: int
     fingerprint: str
     prevent_destroy: bool
+    secret_refs: dict[str, Any] | None
+
+
+class Unreadable:
+    """A stored secret this key cannot decrypt. Plans refuse before comparing such a row (a wrong
+    key is never drift); export still knows a secret is stored and writes its reference."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<unreadable secret>"
+
+
+UNREADABLE = Unreadable()
 
 
 @dataclass
@@ -27,6 +41,8 @@ class LiveState:
     rows: dict[str, dict[str, Row]]
     managed: dict[str, dict[str, ManagedRecord]]
     ids: dict[str, dict[str, int]]
+    # "Kind/name" of every row holding a stored secret the key cannot decrypt.
+    unreadable: list[str] = field(default_factory=list)
 
 
 def existing_tables(conn: Connection) -> set[str]:
@@ -43,6 +59,7 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
     rows: dict[str, dict[str, Row]] = {}
     ids: dict[str, dict[str, int]] = {}
     key_by_id: dict[str, dict[int, str]] = {}
+    unreadable: list[str] = []
     for kind in apply_order():
         rk = ROW_KINDS[kind]
         if rk.table_name not in present:
@@ -66,13 +83,18 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
             for i, names in ref_positions:
                 if vals[i] is not None:
                     vals[i] = names.get(vals[i], f"#{vals[i]}")
-            for i in secret_positions:
-                vals[i] = _decrypt(vals[i], box)
+            stored = None
+            if secret_positions:
+                stored = {columns[i]: vals[i] for i in secret_positions}
+                for i in secret_positions:
+                    vals[i] = _decrypt(vals[i], box)
             key = str(vals[key_positions[0]]) if len(key_positions) == 1 else "/".join(
                 [str(vals[i]) for i in key_positions]
             )
+            if secret_positions and any(_has_unreadable(vals[i]) for i in secret_positions):
+                unreadable.append(f"{kind}/{key}")
             kind_rows[key] = Row(kind, key, dict(zip(columns, vals, strict=True)), None, False, record[0],
-                                 record[-1] if versioned else None)
+                                 record[-1] if versioned else None, stored)
             kind_ids[key] = record[0]
         rows[kind] = kind_rows
         ids[kind] = kind_ids
@@ -81,17 +103,33 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
     managed: dict[str, dict[str, ManagedRecord]] = defaultdict(dict)
     mo = ManagedObject.__table__
     if mo.name in present:
-        for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy)).all():
+        refs = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
+            else null().label("secret_refs")
+        for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
+                                     refs)).all():
             managed[r.kind][r.name] = r
-    return LiveState(rows, dict(managed), ids)
+    return LiveState(rows, dict(managed), ids, unreadable)
+
+
+def _decrypt_one(token: Any, box: SecretBox) -> Any:
+    if not isinstance(token, str):
+        return UNREADABLE
+    value = box.decrypt(token)
+    return UNREADABLE if value is None else value
 
 
 def _decrypt(stored: Any, box: SecretBox) -> Any:
     if stored is None:
         return None
     if isinstance(stored, dict):
-        return {k: box.decrypt(v) if v else None for k, v in stored.items()}
-    return box.decrypt(stored)
+        return {k: _decrypt_one(v, box) if v else None for k, v in stored.items()}
+    return _decrypt_one(stored, box)
+
+
+def _has_unreadable(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(v is UNREADABLE for v in value.values())
+    return value is UNREADABLE
 
 
 def encrypt(value: Any, box: SecretBox) -> Any:

@@ -40,6 +40,8 @@ class Row:
     # Live rows only.
     id: int | None = None
     version: int | None = None
+    # Live rows only: the stored ciphertext of each secret column (values hold them decrypted).
+    stored: dict[str, Any] | None = None
 
 
 def natural_key(rk: RowKind, values: dict[str, Any]) -> str:

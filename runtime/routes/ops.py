@@ -1,4 +1,4 @@
-"""/healthz (process up) and /readyz (database, schema, config)."""
+"""/healthz (process up) and /readyz (database, schema, config, stored secrets readable)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ async def healthz():
     return {"status": "ok"}
 
 
-def _readiness(engine) -> tuple[bool, dict[str, str]]:
+def _readiness(engine, environment: str | None = None) -> tuple[bool, dict[str, str]]:
     checks: dict[str, str] = {}
     try:
         with engine.connect() as conn:
@@ -55,13 +55,34 @@ def _readiness(engine) -> tuple[bool, dict[str, str]]:
         checks["config"] = "no config applied yet: run `cplane apply`"
         return False, checks
     checks["config"] = "ok"
+    problem = _secrets_problem(engine, environment)
+    if problem:
+        checks["secrets"] = problem
+        return False, checks
+    checks["secrets"] = "ok"
     return True, checks
 
 
+def _secrets_problem(engine, environment: str | None) -> str | None:
+    """Why the stored secrets cannot be read with this process's key (None when they can)."""
+    from control_plane.errors import CplaneError
+    from control_plane.secrets import SecretBox
+    from control_plane.state.keys import secrets_problem
+
+    try:
+        box = SecretBox(environment, engine.url)
+        with engine.connect() as conn:
+            return secrets_problem(conn, box)
+    except CplaneError as exc:
+        return str(exc)
+    except SQLAlchemyError as exc:
+        return f"cannot be checked: {str(getattr(exc, 'orig', exc)).strip().splitlines()[0][:200]}"
+
+
 @router.get("/readyz", response_model=Ready, responses={**PUBLIC, **responses(503)},
-            summary="Ready to serve: database reachable, schema at head, config applied")
+            summary="Ready to serve: database reachable, schema at head, config applied, secrets readable")
 def readyz(request: Request):
-    ok, checks = _readiness(request.app.state.engine)
+    ok, checks = _readiness(request.app.state.engine, request.app.state.environment)
     if ok:
         return {"status": "ready", "checks": checks}
     reason = "; ".join(f"{k}: {v}" for k, v in checks.items() if v != "ok")

@@ -342,12 +342,30 @@ class IntegrationIn(BaseModel):
 
 
 def _box(request: Request):
+    """The process's key; 503 `secrets_unavailable` (one line, no value) when there is none usable."""
     box = getattr(request.app.state, "secret_box", None)
     if box is None:
+        from control_plane.errors import CplaneError
         from control_plane.secrets import SecretBox
 
-        box = SecretBox(request.app.state.environment)
+        try:
+            box = SecretBox(request.app.state.environment, request.app.state.engine.url)
+        except CplaneError as exc:
+            raise ApiError(503, "secrets_unavailable", str(exc)) from None
         request.app.state.secret_box = box
+    return box
+
+
+def _writable_box(request: Request, session: Session):
+    """The key to encrypt with, only when it is the database's (never secrets another key cannot read)."""
+    from control_plane.state.keys import recorded_key_id
+
+    box = _box(request)
+    recorded = recorded_key_id(session.connection())
+    if recorded is not None and recorded != box.key_id:
+        raise ApiError(503, "secrets_unavailable",
+                       f"the stored secrets are encrypted with another key (key id {recorded}; this server's "
+                       f"CPLANE_SECRET_KEY is key id {box.key_id}); restart it with the current key")
     return box
 
 
@@ -376,7 +394,7 @@ def put_integrations(body: IntegrationIn, request: Request, tenant: Tenant = Dep
     if not (plan and plan.allow_own_ai_keys):
         raise ApiError(403, "plan_feature_unavailable",
                        f"plan {plan.slug if plan else '(none)'!r} does not allow own AI keys")
-    box = _box(request)
+    box = _writable_box(request, session) if body.api_keys else _box(request)
     data = body.model_dump(exclude_unset=True)
     keys_in = data.pop("api_keys", None)
     overrides.check_integration_changes(data, keys_in, bool(plan.allow_custom_endpoints))

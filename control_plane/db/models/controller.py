@@ -29,6 +29,9 @@ class ManagedObject(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     # Remembered from the object's annotations so that removing it from config cannot bypass the guard.
     prevent_destroy: Mapped[bool] = mapped_column(default=False)
+    # The references ({column: VAR} or {column: {sub: VAR}}) of the secrets cplane last wrote, so
+    # that `cplane export` writes back the variable names the config used (names, never values).
+    secret_refs: Mapped[dict[str, Any] | None]
     applied_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 
@@ -71,3 +74,21 @@ class Operator(Base):
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+
+
+class SecretKey(Base):
+    """The key ids the stored secrets were encrypted with, and the audit of every key change.
+
+    The current key is the row with `retired_at` NULL; a rotation retires it and adds the new one
+    (actor, time and the number of secrets re-encrypted per column). Key ids are HMACs, never keys.
+    """
+
+    __tablename__ = "cplane_secret_keys"
+    id: Mapped[int] = int_pk()
+    key_id: Mapped[str] = mapped_column(String(64))
+    event: Mapped[str] = mapped_column(String(30))  # recorded | rotated
+    actor: Mapped[str] = mapped_column(String(200), default="")
+    previous_key_id: Mapped[str | None] = mapped_column(String(64))
+    reencrypted: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    retired_at: Mapped[datetime | None]
