@@ -119,10 +119,11 @@ class _Reporter:
     def raw(self, file: Path, line: int, col: int, kind: str, name: str, message: str) -> None:
         self.issues.append(_issue(file, line, col, kind, name, message))
 
-    def on(self, obj: ConfigObject, path: tuple, message: str, at_value: bool = True) -> None:
+    def on(self, obj: ConfigObject, path: tuple, message: str, at_value: bool = True, skip_failed: bool = True) -> None:
         """A problem of `obj` at spec `path`, reported where the value was written (the overlay
-        patch that set it, if one did); dropped when it is about a field that already failed."""
-        if obj.failed and len(path) > 1 and path[0] == "spec" and path[1] in obj.failed:
+        patch that set it, if one did); dropped when it is about a field that already failed and
+        the check read the spec model (where that field has its default, not what was written)."""
+        if skip_failed and obj.failed and len(path) > 1 and path[0] == "spec" and path[1] in obj.failed:
             return
         doc, where = obj.where(path)
         self.issues.append(issue_at(doc, where, obj.kind, obj.name, message, at_value=at_value))
@@ -540,7 +541,7 @@ def _check_references(config: ConfigSet, report: _Reporter) -> None:
                 message = reference_problem(config, target, kind=ref.target_kind, catalog=ref.catalog,
                                             catalog_name=ref.catalog_name)
                 if message:
-                    report.on(obj, path, f"{field_path(path)}: {message}")
+                    report.on(obj, path, f"{field_path(path)}: {message}", skip_failed=False)
 
 
 def reference_problem(config: ConfigSet, target: str, kind: str | None = None, catalog: tuple[str, ...] | None = None,
