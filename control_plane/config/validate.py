@@ -258,22 +258,10 @@ def _unknown_kind(kind: Any, with_overlay: bool = False) -> str:
     return f"unknown kind {kind!r}{hint}" if hint else f"unknown kind {kind!r}; known kinds: {', '.join(CONFIG_KINDS)}"
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
 def _patch_spec(target: Any, patch: dict, at: tuple, doc: Document, doc_at: tuple,
                 origins: dict[tuple, tuple[Document, tuple]]) -> dict:
-    """merge_patch, recording in `origins` which spec paths the patch (in `doc` at `doc_at`) set."""
+    """RFC 7386 JSON merge patch of `patch` onto `target`, recording in `origins` which spec paths
+    the patch (in `doc` at `doc_at`) set."""
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         here, there = (*at, key), (*doc_at, key)
