@@ -68,7 +68,7 @@ def _broken_tree(root: Path) -> dict[str, tuple[str, int, int]]:
         "plans/wrong-type.yaml": (
             "apiVersion: cplane/v1\nkind: Plan\nmetadata:\n  name: wrong-type\nspec:\n  displayName: W\n"
             "  priceMonthly: 5\n  priceYearly: 50\n  maxSites: many\n",
-            ("valid integer", 9, 3),
+            ("spec.maxSites: expected an integer, got 'many'", 9, 13),
         ),
         "plans/duplicate.yaml": (
             "apiVersion: cplane/v1\nkind: Plan\nmetadata:\n  name: dup\nspec:\n  displayName: Dup\n"
@@ -80,7 +80,7 @@ def _broken_tree(root: Path) -> dict[str, tuple[str, int, int]]:
         "strategies/dangling.yaml": (
             "apiVersion: cplane/v1\nkind: Strategy\nmetadata:\n  name: dangling\nspec:\n  displayName: D\n"
             "  contentType: no-such-type\n",
-            ("ContentType 'no-such-type' does not exist", 7, 3),
+            ("spec.contentType: ContentType 'no-such-type' does not exist", 7, 16),
         ),
         "prompts/undeclared.yaml": (
             "apiVersion: cplane/v1\nkind: Prompt\nmetadata:\n  name: undeclared_var\nspec:\n  displayName: U\n"
@@ -90,7 +90,7 @@ def _broken_tree(root: Path) -> dict[str, tuple[str, int, int]]:
         "payment_methods/literal.yaml": (
             "apiVersion: cplane/v1\nkind: PaymentMethod\nmetadata:\n  name: literal\nspec:\n  displayName: L\n"
             "  provider: stripe\n  secretKey: sk_live_DO_NOT_ECHO\n",
-            ("never a literal value", 8, 3),
+            ("spec.secretKey: secret fields take a reference {fromEnv: VARIABLE}, never a literal value", 8, 14),
         ),
         "plans/syntax.yaml": (
             "apiVersion: cplane/v1\nkind: Plan\nmetadata:\n  name: [unclosed\nspec: {}\n",
@@ -114,7 +114,7 @@ def _broken_tree(root: Path) -> dict[str, tuple[str, int, int]]:
         "apiVersion: cplane/v1\nkind: Overlay\nmetadata:\n  name: qa\nspec:\n  patches:\n"
         "    - kind: Plan\n      name: no-such-plan\n      patch: {priceMonthly: 1}\n"
     )
-    expected["environments/qa.yaml"] = ("patch target Plan/no-such-plan does not exist", 8, 7)
+    expected["environments/qa.yaml"] = ("patch target Plan/no-such-plan does not exist", 8, 13)
     return expected
 
 
@@ -134,7 +134,7 @@ def test_every_seeded_mistake_is_reported_in_one_run(tmp_path, monkeypatch):
     text_result = run("validate", "--config", str(root))
     assert text_result.exit_code == 1
     lines = [ln for ln in text_result.output.splitlines() if ln.startswith("config/")]
-    assert "config/plans/typo.yaml:7:3: Plan/typo: unknown field 'priceMontly'" in lines
+    assert "config/plans/typo.yaml:7:3: Plan/typo: unknown field 'priceMontly' (did you mean 'priceMonthly'?)" in lines
     assert lines == sorted(lines, key=lambda ln: (ln.split(":")[0], int(ln.split(":")[1]), int(ln.split(":")[2])))
 
 
@@ -167,7 +167,7 @@ def test_unknown_kind_and_api_version(tmp_path, monkeypatch):
     (root / "plans" / "alien.yaml").write_text("apiVersion: cplane/v1\nkind: Spaceship\nmetadata: {name: x}\nspec: {}\n")
     result = run("validate", "--config", str(root))
     assert "config/plans/v2.yaml:1:1: Plan/v2: unsupported apiVersion 'cplane/v2'; this cplane reads cplane/v1" in result.output
-    assert "config/plans/alien.yaml:2:1: Spaceship/x: unknown kind 'Spaceship'" in result.output
+    assert "config/plans/alien.yaml:2:7: Spaceship/x: unknown kind 'Spaceship'" in result.output
 
 
 def test_json_schemas_are_fresh():

@@ -666,10 +666,11 @@ def clear_locate_cache() -> None:
     _positions.clear()
 
 
-def locate(doc: Document, path: tuple[str | int, ...]) -> tuple[int, int]:
+def locate(doc: Document, path: tuple[str | int, ...], at_value: bool = False) -> tuple[int, int]:
     """1-based (line, col) of the node at ``path`` inside ``doc``.
 
-    A mapping entry points at its key; a list item at the item. When the path does not exist
+    A mapping entry points at its key (at its value with ``at_value``, for messages about the value);
+    a list item at the item. When the path does not exist
     (a missing field), the deepest node that does exist is returned. The document is parsed once
     (ruamel round-trip, YAML 1.2) and cached; if it cannot be, the document start is returned.
     """
@@ -680,9 +681,10 @@ def locate(doc: Document, path: tuple[str | int, ...]) -> tuple[int, int]:
         return fallback
     node, offset = found
     pos = _own_position(node) or fallback
-    for step in path:
+    last = len(path) - 1
+    for depth, step in enumerate(path):
         if isinstance(node, CommentedMap):
-            step_found = _map_step(node, step)
+            step_found = _map_step(node, step, at_value and depth == last)
             if step_found is None:
                 break
             pos, node = step_found
@@ -710,7 +712,7 @@ def _own_position(node: Any) -> tuple[int, int] | None:
     return lc.line + 1, lc.col + 1
 
 
-def _map_step(node: CommentedMap, step: Any) -> tuple[tuple[int, int], Any] | None:
+def _map_step(node: CommentedMap, step: Any, at_value: bool = False) -> tuple[tuple[int, int], Any] | None:
     try:
         if step not in node:
             return None
@@ -724,7 +726,7 @@ def _map_step(node: CommentedMap, step: Any) -> tuple[tuple[int, int], Any] | No
                 holder = source
                 break
     try:
-        line, col = holder.lc.key(step)
+        line, col = holder.lc.value(step) if at_value else holder.lc.key(step)
         pos = (line + 1, col + 1)
     except (KeyError, TypeError, AttributeError):
         pos = _own_position(holder) or (1, 1)

@@ -9,7 +9,7 @@ belong to state/ and are added by reconcile.validation, which is what commands c
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from control_plane.config.loader import Document, load_file, load_tree, locate
+from control_plane.config.messages import expected_got, field_path, pydantic_message, show, suggest
 from control_plane.kinds.registry import CONFIG_KINDS
 from control_plane.kinds.specs import API_VERSION, Envelope, template_variables
 
@@ -57,10 +58,26 @@ class ConfigObject:
     annotations: dict[str, str]
     doc: Document
     raw_spec: dict[str, Any]
+    # Spec paths set by an overlay patch -> (the overlay document, the path there): what a value
+    # that came from a patch is reported at.
+    origins: dict[tuple, tuple[Document, tuple]] = field(default_factory=dict)
+    # Top-level spec fields (as written) whose values failed their schema: the object was built
+    # without them so that its other checks still run; checks skip issues about these fields.
+    failed: frozenset[str] = frozenset()
 
     @property
     def prevent_destroy(self) -> bool:
         return self.annotations.get(PREVENT_DESTROY, "").lower() == "true"
+
+    def where(self, path: tuple) -> tuple[Document, tuple]:
+        """The document and path that supplied the value at `path` (which starts with "spec")."""
+        if self.origins and path[:1] == ("spec",):
+            rest = path[1:]
+            for cut in range(len(rest), 0, -1):
+                hit = self.origins.get(rest[:cut])
+                if hit is not None:
+                    return hit[0], (*hit[1], *rest[cut:])
+        return self.doc, path
 
 
 @dataclass
@@ -73,6 +90,9 @@ class ConfigSet:
     _loaded: object | None = field(default=None, repr=False)
     # When derived from another ConfigSet: the objects this one validated itself (others were reused).
     own_objects: set[tuple[str, str]] | None = field(default=None, repr=False)
+    # Objects whose spec could not be built even without their failed fields (a required field is
+    # wrong): spec is None; checks that read the raw spec (references) still cover them.
+    rejected: list[ConfigObject] = field(default_factory=list, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -81,13 +101,20 @@ class ConfigSet:
     def of_kind(self, kind: str) -> dict[str, ConfigObject]:
         return self.objects.get(kind, {})
 
+    def names(self, kind: str) -> list[str]:
+        """Every name declared for `kind`, objects with errors included (a reference to an object
+        that has errors of its own is not also an unknown reference)."""
+        names = list(self.of_kind(kind))
+        names.extend(o.name for o in self.rejected if o.kind == kind and o.name not in names)
+        return names
+
 
 class _Reporter:
     def __init__(self):
         self.issues: list[Issue] = []
 
-    def at(self, doc: Document, path: tuple, kind: str, name: str, message: str) -> None:
-        self.issues.append(issue_at(doc, path, kind, name, message))
+    def at(self, doc: Document, path: tuple, kind: str, name: str, message: str, at_value: bool = False) -> None:
+        self.issues.append(issue_at(doc, path, kind, name, message, at_value=at_value))
 
     def raw(self, file: Path, line: int, col: int, kind: str, name: str, message: str) -> None:
         self.issues.append(_issue(file, line, col, kind, name, message))
@@ -97,11 +124,20 @@ class _Reporter:
         """A file as messages name it (relative to the working directory where it can be)."""
         return _rel(path)
 
+    def on(self, obj: ConfigObject, path: tuple, message: str, at_value: bool = True, skip_failed: bool = True) -> None:
+        """A problem of `obj` at spec `path`, reported where the value was written (the overlay
+        patch that set it, if one did); dropped when it is about a field that already failed and
+        the check read the spec model (where that field has its default, not what was written)."""
+        if skip_failed and obj.failed and len(path) > 1 and path[0] == "spec" and path[1] in obj.failed:
+            return
+        doc, where = obj.where(path)
+        self.issues.append(issue_at(doc, where, obj.kind, obj.name, message, at_value=at_value))
 
-def issue_at(doc: Document, path: tuple, kind: str, name: str, message: str) -> Issue:
+
+def issue_at(doc: Document, path: tuple, kind: str, name: str, message: str, at_value: bool = False) -> Issue:
     """The Issue of a problem found at `path` inside `doc` (for checks run outside this module too)."""
     try:
-        line, col = locate(doc, path)
+        line, col = locate(doc, path, at_value=at_value)
     except Exception:  # a locator failure must never hide the error itself
         line, col = doc.line, 1
     return _issue(doc.file, line, col, kind, name, message)
@@ -130,6 +166,38 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+_HEADER_KIND = re.compile(r"kind:[ \t]*([A-Za-z][A-Za-z0-9]*)[ \t]*(?:#.*)?")
+_HEADER_NAME = re.compile(r"[ \t]+name:[ \t]*([a-z0-9][a-z0-9_-]*)[ \t]*(?:#.*)?")
+_DOC_MARK = re.compile(r"(?:---|\.\.\.)(?:[ \t].*)?")
+
+
+def header_label(file: Path, line: int) -> tuple[str, str]:
+    """Kind and name of the document holding `line` of a file that failed to parse, read line by
+    line from its header when it is readable ("document", "-" otherwise)."""
+    try:
+        lines = Path(file).read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    except OSError:
+        return "document", "-"
+    first = 0
+    for i, text in enumerate(lines[:line]):
+        if _DOC_MARK.fullmatch(text) and i + 1 < line:
+            first = i + 1
+    kind, name, in_metadata = "document", "-", False
+    for text in lines[first:]:
+        if _DOC_MARK.fullmatch(text):
+            break
+        if text[:1] not in (" ", "\t", "#", ""):
+            in_metadata = text.startswith("metadata:")
+            found = _HEADER_KIND.fullmatch(text)
+            if found:
+                kind = found.group(1)
+        elif in_metadata:
+            found = _HEADER_NAME.fullmatch(text)
+            if found:
+                name = found.group(1)
+    return kind, name
+
+
 def _doc_label(doc: Document) -> tuple[str, str]:
     data = doc.data if isinstance(doc.data, dict) else {}
     kind = data.get("kind") if isinstance(data.get("kind"), str) else "document"
@@ -139,12 +207,32 @@ def _doc_label(doc: Document) -> tuple[str, str]:
 
 
 def _pydantic_message(err: dict) -> str:
-    msg = err["msg"]
+    """Envelope errors (apiVersion, kind, metadata): paths are from the document's top."""
+    loc = tuple(err["loc"])
     if err["type"] == "extra_forbidden":
-        return f"unknown field {err['loc'][-1]!r}"
+        where = f"{field_path(loc[:-1])}: " if len(loc) > 1 else ""
+        return f"{where}unknown field {loc[-1]!r}{suggest(loc[-1], _ENVELOPE_FIELDS.get(loc[:-1], ()))}"
     if err["type"] == "missing":
-        return f"missing required field {err['loc'][-1]!r}"
-    return msg
+        where = f"{field_path(loc[:-1])}: " if len(loc) > 1 else ""
+        return f"{where}missing required field {loc[-1]!r}"
+    msg = err["msg"]
+    if msg.startswith("Input should be "):
+        return expected_got(field_path(loc), msg.removeprefix("Input should be "), err.get("input"))
+    return f"{field_path(loc)}: {msg[:1].lower()}{msg[1:]}, got {show(err.get('input'))}"
+
+
+_ENVELOPE_FIELDS = {(): ("apiVersion", "kind", "metadata", "spec"), ("metadata",): ("name", "labels", "annotations")}
+
+
+def _spec_issue_message(kind: str, err: dict) -> str:
+    ck = CONFIG_KINDS[kind]
+    secret_fields = {_alias(ck.spec, f) for f in ck.secrets}
+    loc = tuple(err["loc"])
+    return pydantic_message(err, ck.spec, secret=bool(loc) and loc[0] in secret_fields)
+
+
+def _at_value(err: dict) -> bool:
+    return err["type"] not in ("extra_forbidden", "missing")
 
 
 def _check_envelope(doc: Document, report: _Reporter) -> Envelope | None:
@@ -164,21 +252,39 @@ def _check_envelope(doc: Document, report: _Reporter) -> Envelope | None:
             report.at(doc, loc, kind, name, message)
         return None
     if env.kind != OVERLAY_KIND and env.kind not in CONFIG_KINDS:
-        report.at(doc, ("kind",), kind, name, f"unknown kind {env.kind!r}; known kinds: {', '.join(CONFIG_KINDS)}")
+        report.at(doc, ("kind",), kind, name, _unknown_kind(env.kind, with_overlay=True), at_value=True)
         return None
     return env
 
 
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+def _unknown_kind(kind: Any, with_overlay: bool = False) -> str:
+    known = [*CONFIG_KINDS, OVERLAY_KIND] if with_overlay else list(CONFIG_KINDS)
+    hint = suggest(kind, known)
+    return f"unknown kind {kind!r}{hint}" if hint else f"unknown kind {kind!r}; known kinds: {', '.join(CONFIG_KINDS)}"
+
+
+def _patch_spec(target: Any, patch: dict, at: tuple, doc: Document, doc_at: tuple,
+                origins: dict[tuple, tuple[Document, tuple]]) -> dict:
+    """RFC 7386 JSON merge patch of `patch` onto `target`, recording in `origins` which spec paths
+    the patch (in `doc` at `doc_at`) set."""
     result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
+        here, there = (*at, key), (*doc_at, key)
+        if isinstance(value, dict):
+            old = result.get(key)
+            if not isinstance(old, dict):  # a new mapping: all of it is the patch's
+                for stale in [p for p in origins if p[:len(here)] == here]:
+                    del origins[stale]
+                origins[here] = (doc, there)
+            result[key] = _patch_spec(old, value, here, doc, there, origins)
+            continue
+        for stale in [p for p in origins if p[:len(here)] == here]:
+            del origins[stale]
+        origins[here] = (doc, there)  # a value, or null: a field it removed is missing there
         if value is None:
             result.pop(key, None)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = copy.deepcopy(value)
     return result
 
 
@@ -213,7 +319,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     result._loaded = loaded
     result.files = sorted({d.file for d in loaded.documents} | {e.file for e in loaded.errors})
     for err in loaded.errors:
-        report.raw(err.file, err.line, err.col, "document", "-", err.message)
+        report.raw(err.file, err.line, err.col, *header_label(err.file, err.line), err.message)
 
     base: list[_Raw] = []
     for doc in loaded.documents:
@@ -261,12 +367,22 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             for i, patch in enumerate(patches):
                 where = ("spec", "patches", i)
                 if not isinstance(patch, dict) or set(patch) - {"kind", "name", "patch"} or not {"kind", "name", "patch"} <= set(patch):
-                    report.at(doc, where, OVERLAY_KIND, env.metadata.name, "a patch has exactly kind, name and patch")
+                    extra = sorted(set(patch) - {"kind", "name", "patch"}, key=str) if isinstance(patch, dict) else []
+                    hint = suggest(extra[0], ("kind", "name", "patch")) if extra else ""
+                    report.at(doc, where, OVERLAY_KIND, env.metadata.name,
+                              f"{field_path(where)}: a patch has exactly kind, name and patch"
+                              + (f"; unknown field {extra[0]!r}{hint}" if extra else ""))
                     continue
                 target = (patch["kind"], patch["name"])
+                if patch["kind"] not in CONFIG_KINDS:
+                    report.at(doc, (*where, "kind"), OVERLAY_KIND, env.metadata.name,
+                              f"{field_path((*where, 'kind'))}: {_unknown_kind(patch['kind'])}", at_value=True)
+                    continue
                 if target not in existing and target not in extra_names:
+                    names = [n for k, n in existing | extra_names if k == patch["kind"]]
                     report.at(doc, (*where, "name"), OVERLAY_KIND, env.metadata.name,
-                              f"patch target {patch['kind']}/{patch['name']} does not exist")
+                              f"patch target {patch['kind']}/{patch['name']} does not exist{suggest(patch['name'], names)}",
+                              at_value=True)
                     continue
                 if not isinstance(patch["patch"], dict):
                     report.at(doc, (*where, "patch"), OVERLAY_KIND, env.metadata.name, "patch must be a mapping")
@@ -278,31 +394,31 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
                    f"no overlay for environment {environment!r} ({OVERLAY_DIR}/{environment}.yaml)")
 
     everything = base + overlay_objects
-    patched: dict[tuple[str, str], dict] = {}
-    for patch, _doc, _where in selected_patches:
-        key = (patch["kind"], patch["name"])
-        patched[key] = patch["patch"] if key not in patched else merge_patch(patched[key], patch["patch"])
+    patched: dict[tuple[str, str], list[tuple[dict, Document, tuple]]] = {}
+    for patch, doc, where in selected_patches:
+        patched.setdefault((patch["kind"], patch["name"]), []).append((patch["patch"], doc, (*where, "patch")))
 
     overlay_docs = {id(raw) for raw in overlay_objects}
     if reuse is not None:
         result.own_objects = set(patched) | {(r.env.kind, r.env.metadata.name) for r in overlay_objects}
     for raw in everything:
         kind, name = raw.env.kind, raw.env.metadata.name
-        ck = CONFIG_KINDS[kind]
         if reuse is not None and (kind, name) not in patched and id(raw) not in overlay_docs:
             previous = reuse.of_kind(kind).get(name)
             if previous is not None and previous.doc is raw.doc:
                 result.objects.setdefault(kind, {})[name] = previous
                 continue
         spec_data = raw.env.spec
-        if (kind, name) in patched:
-            spec_data = merge_patch(spec_data, patched[(kind, name)])
-        try:
-            spec = ck.spec.model_validate(spec_data)
-        except ValidationError as exc:
-            for err in exc.errors():
-                report.at(raw.doc, ("spec", *err["loc"]), kind, name, _pydantic_message(err))
+        origins: dict[tuple, tuple[Document, tuple]] = {}
+        for patch_data, patch_doc, patch_at in patched.get((kind, name), ()):
+            spec_data = _patch_spec(spec_data, patch_data, (), patch_doc, patch_at, origins)
+        obj = ConfigObject(kind, name, None, raw.env.metadata.labels, raw.env.metadata.annotations, raw.doc,
+                           spec_data, origins)  # type: ignore[arg-type]
+        spec = _build_spec(obj, report)
+        if spec is None:
+            result.rejected.append(obj)
             continue
+        obj.spec = spec
         same_kind = result.objects.setdefault(kind, {})
         if name in same_kind:
             first = same_kind[name].doc
@@ -310,14 +426,36 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             report.at(raw.doc, ("metadata", "name"), kind, name,
                       f"duplicate {kind} name {name!r} (first defined at {_rel(first.file)}:{fl})")
             continue
-        same_kind[name] = ConfigObject(
-            kind, name, spec, raw.env.metadata.labels, raw.env.metadata.annotations, raw.doc, spec_data
-        )
+        same_kind[name] = obj
 
     for check in CROSS_CHECKS:
         check(result, report)
     result.issues = sorted_issues(report.issues)
     return result
+
+
+def _build_spec(obj: ConfigObject, report: _Reporter) -> BaseModel | None:
+    """The object's spec model, every schema error reported where its value was written.
+
+    When some fields fail, the spec is built again without them: if they all have defaults, the
+    object still takes part in the other checks (references, cross-field checks), which skip the
+    failed fields, so one run reports every stage's errors. None when even that fails."""
+    ck = CONFIG_KINDS[obj.kind]
+    try:
+        return ck.spec.model_validate(obj.raw_spec)
+    except ValidationError as exc:
+        errors = exc.errors()
+    for err in errors:
+        report.on(obj, ("spec", *err["loc"]), _spec_issue_message(obj.kind, err), at_value=_at_value(err))
+    failed = frozenset(err["loc"][0] for err in errors if err["loc"])
+    if len(failed) < len({e["loc"][:1] for e in errors}) or not isinstance(obj.raw_spec, dict):
+        return None  # an error of the whole spec (a cross-field validator): nothing to leave out
+    try:
+        spec = ck.spec.model_validate({k: v for k, v in obj.raw_spec.items() if k not in failed})
+    except ValidationError:
+        return None
+    obj.failed = failed
+    return spec
 
 
 # --- cross-object checks: generic over the registry ----------------------------------------------
@@ -371,8 +509,8 @@ def _walk_children(obj: ConfigObject, children, spec: BaseModel, path: tuple, pr
             item_path = (*path, alias, i)
             if key in seen:
                 where = (*item_path, _alias(type(item), child.key_field)) if child.key_field else item_path
-                report.at(obj.doc, where, obj.kind, obj.name,
-                          f"duplicate {child.row_kind} {key!r} in {prefix} (first at item {seen[key] + 1})")
+                report.on(obj, where, f"{field_path(where)}: duplicate {child.row_kind} {key!r} in {prefix} "
+                                      f"(first at item {seen[key] + 1})")
                 continue
             seen[key] = i
             if child.children and isinstance(item, BaseModel):
@@ -380,23 +518,42 @@ def _walk_children(obj: ConfigObject, children, spec: BaseModel, path: tuple, pr
 
 
 def _check_references(config: ConfigSet, report: _Reporter) -> None:
-    for kind, objects in config.objects.items():
-        ck = CONFIG_KINDS[kind]
+    """Reference fields, read from the spec as written: objects whose spec failed are covered too."""
+    for obj in _all_objects(config):
+        ck = CONFIG_KINDS[obj.kind]
+        raw = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
         for ref in ck.spec_refs:
-            for name, obj in objects.items():
-                value = getattr(obj.spec, ref.field)
-                values: Iterable = value if ref.each else [value]
-                alias = _alias(type(obj.spec), ref.field)
-                for i, target in enumerate(values):
-                    if target is None:
-                        continue
-                    path = ("spec", alias, i) if ref.each else ("spec", alias)
-                    if ref.catalog is not None:
-                        if target not in ref.catalog:
-                            report.at(obj.doc, path, kind, name,
-                                      f"unknown {ref.catalog_name} {target!r}; known: {', '.join(ref.catalog)}")
-                    elif target not in config.of_kind(ref.target_kind):
-                        report.at(obj.doc, path, kind, name, f"{ref.target_kind} {target!r} does not exist")
+            alias = _alias(ck.spec, ref.field)
+            value = raw.get(alias)
+            if ref.each and not isinstance(value, list):
+                continue
+            for i, target in enumerate(value if ref.each else [value]):
+                if not isinstance(target, str):
+                    continue  # no value, or one of the wrong type (the schema check said so)
+                path = ("spec", alias, i) if ref.each else ("spec", alias)
+                message = reference_problem(config, target, kind=ref.target_kind, catalog=ref.catalog,
+                                            catalog_name=ref.catalog_name)
+                if message:
+                    report.on(obj, path, f"{field_path(path)}: {message}", skip_failed=False)
+
+
+def reference_problem(config: ConfigSet, target: str, kind: str | None = None, catalog: tuple[str, ...] | None = None,
+                      catalog_name: str = "") -> str | None:
+    """Why `target` is not a known name of `kind` (or of `catalog`), with a suggestion; None if it is."""
+    if catalog is not None:
+        if target in catalog:
+            return None
+        hint = suggest(target, catalog)
+        return f"unknown {catalog_name} {target!r}" + (hint or f"; known: {', '.join(catalog)}")
+    names = config.names(kind)
+    if target in names:
+        return None
+    return f"{kind} {target!r} does not exist{suggest(target, names)}"
+
+
+def _all_objects(config: ConfigSet) -> list[ConfigObject]:
+    return [o for objects in config.objects.values() for o in objects.values()] + [
+        o for o in config.rejected if _own(config, o.kind, o.name)]
 
 
 def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
@@ -404,18 +561,45 @@ def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
         if not ck.template_fields:
             continue
         kind, field_name = ck.kind, ck.template_fields[0]
-        for name, obj in config.of_kind(kind).items():
+        involved = {_alias(ck.spec, f) for f in (*ck.template_fields, "variables")}
+        for _name, obj in config.of_kind(kind).items():
+            if obj.failed & involved:
+                continue  # one of them failed its schema: comparing them would only echo that
             used: set[str] = set()
             for template_field in ck.template_fields:
                 used |= template_variables(getattr(obj.spec, template_field))
             declared = set(obj.spec.variables)
             undeclared, unused = sorted(used - declared), sorted(declared - used)
             if undeclared:
-                report.at(obj.doc, ("spec", field_name), kind, name,
-                          f"undeclared variables in {field_name}: {', '.join('{' + v + '}' for v in undeclared)}")
+                report.on(obj, ("spec", _alias(ck.spec, field_name)),
+                          f"undeclared variables in {field_name}: {', '.join('{' + v + '}' for v in undeclared)}", at_value=False)
             if unused:
-                report.at(obj.doc, ("spec", "variables"), kind, name,
-                          f"declared variables not used in {field_name}: {', '.join(unused)}")
+                report.on(obj, ("spec", "variables"),
+                          f"declared variables not used in {field_name}: {', '.join(unused)}", at_value=False)
+
+
+def _check_typed_values(config: ConfigSet, report: _Reporter) -> None:
+    """Fields whose type another field declares as a JSON Schema fragment (a SystemSetting's value
+    and its schema): the fragment must be a valid schema, and the value must match it; an
+    `x-cplane-ref: KIND` names an object of that kind (or a catalog), resolved like every reference."""
+    kinds = [ck for ck in CONFIG_KINDS.values() if ck.typed_values]
+    if not kinds:
+        return
+    from control_plane.kinds.typed import value_problems  # jsonschema: imported only when used
+
+    for ck in kinds:
+        for _name, obj in config.of_kind(ck.kind).items():
+            if not _own(config, obj.kind, obj.name):
+                continue
+            for typed in ck.typed_values:
+                value_alias, schema_alias = _alias(ck.spec, typed.field), _alias(ck.spec, typed.schema_field)
+                if schema_alias in obj.failed or value_alias in obj.failed:
+                    continue
+                schema = getattr(obj.spec, typed.schema_field)
+                value = getattr(obj.spec, typed.field)
+                for side, at, message in value_problems(schema, value, config.names):
+                    path = ("spec", schema_alias if side == "schema" else value_alias, *at)
+                    report.on(obj, path, f"{field_path(path)}: {message}")
 
 
 def _check_prompts(config: ConfigSet, report: _Reporter) -> None:
@@ -424,7 +608,8 @@ def _check_prompts(config: ConfigSet, report: _Reporter) -> None:
     check_prompts(config, report)
 
 
-CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_prompts]
+CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_typed_values,
+                _check_prompts]
 
 
 def overlay_environments(root: Path | str) -> list[str]:

@@ -151,6 +151,26 @@ class SpecRef:
 
 
 @dataclass(frozen=True)
+class TypedValue:
+    """A field of any type whose type is declared, per object, by another field holding a JSON
+    Schema fragment (`x-cplane-ref: KIND` or a catalog name in it is a reference)."""
+
+    field: str
+    schema_field: str
+
+
+# Vocabularies of the product's code that config may refer to by name (SpecRef.catalog and
+# `x-cplane-ref` in typed values).
+CATALOGS: dict[str, tuple[str, ...]] = {
+    "module": catalog.MODULES,
+    "feature": catalog.FEATURES,
+    "permission": tuple(catalog.PERMISSIONS),
+    "operation": tuple(catalog.METERED_OPERATIONS),
+    "creditType": catalog.CREDIT_TYPES,
+}
+
+
+@dataclass(frozen=True)
 class ConfigKind:
     kind: str
     folder: str
@@ -167,6 +187,7 @@ class ConfigKind:
     # The whole catalog of this kind must be covered (e.g. every metered operation has a cost).
     required_names: tuple[str, ...] = ()
     allowed_names: tuple[str, ...] | None = None
+    typed_values: tuple[TypedValue, ...] = ()
 
     @property
     def row_kind(self) -> str | None:
@@ -320,8 +341,8 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             specs.PlanSpec,
             "A subscription plan: prices, credit allowances, limits, modules and features.",
             spec_refs=(
-                SpecRef("modules", catalog=catalog.MODULES, catalog_name="module", each=True),
-                SpecRef("features", catalog=catalog.FEATURES, catalog_name="feature", each=True),
+                SpecRef("modules", catalog=CATALOGS["module"], catalog_name="module", each=True),
+                SpecRef("features", catalog=CATALOGS["feature"], catalog_name="feature", each=True),
             ),
         ),
         ConfigKind(
@@ -435,14 +456,15 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
                 ),
             ),
             spec_refs=(
-                SpecRef("permissions", catalog=tuple(catalog.PERMISSIONS), catalog_name="permission", each=True),
+                SpecRef("permissions", catalog=CATALOGS["permission"], catalog_name="permission", each=True),
             ),
         ),
         ConfigKind(
             "SystemSetting",
             "system_settings",
             specs.SystemSettingSpec,
-            "A platform-wide setting; the name is its key.",
+            "A platform-wide setting; the name is its key and `schema` declares the type of its value.",
+            typed_values=(TypedValue("value", "value_schema"),),
         ),
         ConfigKind(
             "IntegrationDefaults",

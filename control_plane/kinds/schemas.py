@@ -6,15 +6,31 @@ import json
 from pathlib import Path
 from typing import Any
 
+from pydantic.json_schema import GenerateJsonSchema
+from pydantic_core import core_schema
+
 from control_plane.kinds.registry import CONFIG_KINDS
 from control_plane.kinds.specs import API_VERSION, NAME_PATTERN
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 
+class StrictJsonSchema(GenerateJsonSchema):
+    """The JSON Schema says what the strict spec models accept: a decimal is a JSON number (pydantic
+    also offers a string, which validate refuses)."""
+
+    def decimal_schema(self, schema: core_schema.DecimalSchema) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": "number"}
+        for key, name in (("ge", "minimum"), ("le", "maximum"), ("gt", "exclusiveMinimum"), ("lt", "exclusiveMaximum")):
+            if schema.get(key) is not None:
+                value = schema[key]
+                out[name] = int(value) if value == int(value) else float(value)
+        return out
+
+
 def kind_schema(kind: str) -> dict[str, Any]:
     ck = CONFIG_KINDS[kind]
-    spec = ck.spec.model_json_schema(by_alias=True, ref_template="#/$defs/{model}")
+    spec = ck.spec.model_json_schema(by_alias=True, ref_template="#/$defs/{model}", schema_generator=StrictJsonSchema)
     defs = spec.pop("$defs", {})
     return {
         "$schema": DRAFT,

@@ -41,7 +41,12 @@ ISO_4217 = frozenset(
 
 
 class Strict(BaseModel):
+    """Strict types (DESIGN §2, YAML 1.2): no coercion between strings, numbers and booleans, and an
+    integer field refuses 1.5. Decimals are the one conversion: a YAML number (never a string)
+    becomes a Decimal through `_to_decimal`."""
+
     model_config = ConfigDict(
+        strict=True,
         extra="forbid",
         alias_generator=to_camel,
         validate_by_alias=True,
@@ -59,8 +64,20 @@ def _check_currency(value: Any) -> Any:
     return value
 
 
+def _to_decimal(value: Any) -> Any:
+    """A YAML number becomes a Decimal (through its shortest repr, so 79.99 stays 79.99); anything
+    else, a quoted "1" or a boolean included, is left for the strict Decimal check to refuse."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return value
+
+
 Currency = Annotated[str, BeforeValidator(_check_currency)]
-NonNegativeMoney = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+NonNegativeMoney = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2), BeforeValidator(_to_decimal)]
 NonNegativeInt = Annotated[int, Field(ge=0, strict=True)]
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=100)]
 
@@ -284,6 +301,9 @@ class RoleSpec(Common):
 
 class SystemSettingSpec(Strict):
     value: Any
+    # The type of `value` as a JSON Schema fragment ({type: integer, minimum: 0}, {enum: [...]},
+    # {x-cplane-ref: Plan}); validate checks the value against it and the runtime reads it typed.
+    value_schema: dict[str, Any] = Field(alias="schema")
     description: str = ""
     public: bool = False
 
@@ -292,7 +312,7 @@ class IntegrationDefaultsSpec(Strict):
     active: bool = True
     text_provider: Literal["openai", "anthropic", "google", "mistral", "azure_openai"]
     text_model: str = Field(min_length=1)
-    temperature: Annotated[Decimal, Field(ge=0, le=2, decimal_places=2)] = Decimal("0.7")
+    temperature: Annotated[Decimal, Field(ge=0, le=2, decimal_places=2), BeforeValidator(_to_decimal)] = Decimal("0.7")
     max_tokens: Annotated[int, Field(ge=1, le=1_000_000, strict=True)] = 4000
     image_provider: Literal["openai", "runware", "stability", "none"]
     image_model: str = ""

@@ -11,7 +11,19 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, Numeric, String, Text, UniqueConstraint, false, func
+from sqlalchemy import (
+    JSON,
+    Column,
+    ForeignKey,
+    Index,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models.base import Base, Timestamps, int_pk
@@ -260,6 +272,8 @@ class SystemSetting(Timestamps, Base):
     id: Mapped[int] = int_pk()
     key: Mapped[str] = mapped_column(String(150), unique=True)
     value: Mapped[Any] = mapped_column(JSON)
+    # The declared type of `value` (a JSON Schema fragment); {}: any value.
+    value_schema: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default=text("'{}'"))
     description: Mapped[str] = mapped_column(Text, default="")
     is_public: Mapped[bool] = mapped_column(default=False)
 
