@@ -32,7 +32,8 @@ from limits.storage import storage_from_string
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from control_plane.db.models import Account, APIKey, Plan, SystemSetting
+from control_plane.db.models import Account, APIKey, Plan
+from control_plane.settings import typed_settings
 from runtime.auth import KEY_PREFIX, ApiError, parse_authorization
 from runtime.errors import error_response
 
@@ -53,12 +54,6 @@ def is_tenant_path(path: str) -> bool:
     return not any(path == p or path.startswith(p + "/") for p in EXEMPT_PREFIXES)
 
 
-def _truthy(value) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("true", "1", "yes", "on")
-    return bool(value)
-
-
 def _int(value, default: int | None) -> int | None:
     try:
         return int(value)
@@ -75,13 +70,12 @@ class RuntimeSettings:
 
 
 def read_settings(engine: Engine) -> RuntimeSettings:
+    # Typed values only: a setting edited outside cplane into the wrong type reads as unset (default).
     with engine.connect() as conn:
-        values = dict(conn.execute(
-            select(SystemSetting.key, SystemSetting.value).where(SystemSetting.key.in_(SETTING_KEYS))
-        ).all())
+        values = typed_settings(conn, SETTING_KEYS)
     message = values.get("maintenance_message")
     return RuntimeSettings(
-        maintenance=_truthy(values.get("maintenance_mode", False)),
+        maintenance=values.get("maintenance_mode") is True,
         message=str(message) if message else RuntimeSettings.message,
         retry_after=max(1, _int(values.get("maintenance_retry_after_seconds"), DEFAULT_RETRY_AFTER) or 1),
         default_limit=_int(values.get("api_rate_limit_per_minute"), None),

@@ -6,8 +6,7 @@ import shutil
 
 import httpx
 import pytest
-from conftest import REPO
-from helpers import apply_repo_config, new_tenant
+from helpers import REPO, apply_repo_config, new_tenant
 from serve_fixtures import Server, poll, redis_url_or_skip
 from sqlalchemy import text
 
@@ -48,9 +47,9 @@ def test_maintenance_by_apply_reaches_every_worker(servers, rt_engine, tmp_path)
     shutil.copytree(REPO / "config", config_tree)
     settings = config_tree / "system_settings" / "general.yaml"
     original = settings.read_text()
-    assert "name: maintenance_mode\nspec:\n  value: false" in original
-    settings.write_text(original.replace("name: maintenance_mode\nspec:\n  value: false",
-                                         "name: maintenance_mode\nspec:\n  value: true"))
+    off = "name: maintenance_mode\nspec:\n  schema: {type: boolean}\n  value: false"
+    assert off in original
+    settings.write_text(original.replace(off, off.replace("value: false", "value: true")))
     apply_repo_config(rt_engine, config_tree)
     try:
         def all_in_maintenance():
