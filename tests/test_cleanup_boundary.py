@@ -26,6 +26,19 @@ POSITION = re.compile(r"manifest\.yaml:(\d+):(\d+): ")
 userdata = load_script("bench/userdata.py")
 
 
+@pytest.fixture
+def pg_url(pg_url):
+    """A fresh PostgreSQL database at head: cleanup check and plan never migrate (they are read-only)."""
+    from control_plane.db.engine import make_engine, upgrade
+
+    engine = make_engine(pg_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    return pg_url
+
+
 @pytest.fixture(autouse=True)
 def _secret_key(monkeypatch):
     monkeypatch.setenv("CPLANE_SECRET_KEY", Fernet.generate_key().decode())
