@@ -32,7 +32,7 @@ ALL = "TRUE"  # the predicate of a table that loses every row
 
 
 class PlanError(CplaneError):
-    pass
+    code = "cleanup_plan_error"
 
 
 @dataclass
