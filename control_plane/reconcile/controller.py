@@ -140,10 +140,8 @@ def make_plan(
 
 def _migrate(engine: Engine, progress: ApplyProgress) -> None:
     """Apply runs the migrations first (DESIGN §3), and says so."""
-    progress.phase("migrating")
     before, after = upgrade(engine)
-    if before != after:
-        progress.phase("migrating", f"{before or '(empty)'} -> {after}")
+    progress.phase("migrating", f"{before or '(empty)'} -> {after}" if before != after else f"schema at head ({after})")
 
 
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
