@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 
 import click
 
 from control_plane.cli.context import Context, common_options, emit_json, lock_timeout_option
 from control_plane.errors import CplaneError
+
+
+def replace(plan, **changes):
+    """A copy of the plan (dataclasses.replace, imported when used: start-up stays light)."""
+    from dataclasses import replace as dataclass_replace
+
+    return dataclass_replace(plan, **changes)
 
 
 def _plan_errors(plan, fmt: str, rendered_json: str | None = None) -> CplaneError:
