@@ -294,3 +294,31 @@ def test_quick_start_leaves_git_status_empty(tmp_path):
     assert (copy / "cplane.db").exists() and (copy / ".cplane").exists()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=copy, capture_output=True, text=True, check=True)
     assert status.stdout == "", status.stdout
+
+
+def test_apply_reporter_draws_a_bar_for_large_writes_and_lists_kinds(capsys):
+    from control_plane.cli.progress import BAR_THRESHOLD, ApplyReporter
+
+    reporter = ApplyReporter(bar=True)
+    reporter.phase("locking")
+    reporter.start_writes(BAR_THRESHOLD + 1000)
+    assert reporter.bar is not None
+    reporter.wrote("SeedKeyword", "create", BAR_THRESHOLD)
+    reporter.wrote("SeedKeyword", "update", 1000)
+    reporter.phase("committing")
+    assert reporter.bar is None
+    err = capsys.readouterr().err
+    assert "apply: writing SeedKeyword: 3,000 row(s) (2,000 create, 1,000 update)" in err
+    assert err.rstrip().endswith("apply: committing")
+    small = ApplyReporter(bar=True)
+    small.start_writes(10)
+    assert small.bar is None
+
+
+def test_validate_json_failure_carries_the_error(tmp_path):
+    (tmp_path / "config" / "plans").mkdir(parents=True)
+    (tmp_path / "config" / "plans" / "bad.yaml").write_text("apiVersion: cplane/v1\nkind: Plan\nmetadata: {name: Bad}\n")
+    result = run("validate", "--config", str(tmp_path / "config"), "--format", "json", cwd=tmp_path)
+    assert result.returncode == 1
+    data = json.loads(result.stdout)
+    assert data["valid"] is False and data["error"]["code"] == "config_invalid"

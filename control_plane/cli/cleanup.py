@@ -65,7 +65,10 @@ def check_command(ctx: Context, fmt: str):
     counts = {c: len([t for t in manifest.of_class(c) if t in schema.tables]) for c in ("system", "user", "mixed")}
     if fmt == "json":
         emit_json({"ok": not problems, "manifest": manifest.source, "tables": len(schema.tables),
-                   "classes": counts, "problems": [p.as_dict() for p in problems]})
+                   "classes": counts, "problems": [p.as_dict() for p in problems],
+                   **({"error": {"code": "cleanup_check_failed",
+                                 "message": f"cleanup check failed: {len(problems)} problem(s) in {manifest.source}"}}
+                      if problems else {})})
     else:
         for p in problems:
             click.echo(f"error: {p.format()}", err=True)

@@ -120,7 +120,10 @@ def validate(ctx: Context, fmt: str):
 
     config = validate_all(ctx.config_dir, ctx.environment)
     if fmt == "json":
-        emit_json({"valid": config.ok, "errors": [i.as_dict() for i in config.issues]})
+        data = {"valid": config.ok, "errors": [i.as_dict() for i in config.issues]}
+        if not config.ok:
+            data["error"] = {"code": "config_invalid", "message": f"{len(config.issues)} error(s) in {ctx.config_dir}"}
+        emit_json(data)
     else:
         for issue in config.issues:
             click.echo(issue.format(), err=not config.ok)
