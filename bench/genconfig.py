@@ -1,13 +1,15 @@
 """Synthetic config trees of N rows, shaped like a large taxonomy (mostly seed keywords).
 
 The repo's config is copied (so the tree is valid and complete) and its industries are replaced by
-generated ones: industries × 50 sectors × keywords, with N seed-keyword rows in all.
+generated ones: industries × 50 sectors × keywords, with N seed-keyword rows in all. The repo's
+industries stay as names without sectors, since prompt variants refer to them.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -47,13 +49,25 @@ def industry_yaml(i: int, sectors: int, keywords: int, rng: random.Random, varia
     return "\n".join(lines) + "\n"
 
 
+def _stub(path: Path) -> tuple[str, str]:
+    """The industry of a repo file, without its sectors."""
+    source = path.read_text()
+    name = re.search(r"^  name: (.+)$", source, re.M).group(1).strip()
+    display = re.search(r"^  displayName: (.+)$", source, re.M).group(1).strip()
+    return name, "\n".join(["apiVersion: cplane/v1", "kind: Industry", "metadata:", f"  name: {name}", "spec:",
+                             f"  displayName: {display}", "  sectors: []"]) + "\n"
+
+
 def generate(out: Path, rows: int, variant: int = 0, seed: int = 7) -> Path:
     """Write a config tree with `rows` seed keywords; variant>0 changes 1% of them."""
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(REPO / "config", out)
+    kept = [_stub(path) for path in sorted((out / "industries").glob("*.yaml"))]
     shutil.rmtree(out / "industries")
     (out / "industries").mkdir()
+    for name, text in kept:
+        (out / "industries" / f"{name}.yaml").write_text(text)
     per_industry = SECTORS_PER_INDUSTRY * KEYWORDS_PER_SECTOR
     industries = max(1, rows // per_industry)
     keywords = max(1, rows // (industries * SECTORS_PER_INDUSTRY))

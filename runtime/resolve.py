@@ -1,6 +1,7 @@
 """Settings resolution: global defaults from config, account overrides on top.
 
-- prompts: the account's ai_prompts row for a type if any, else the global prompt of that type;
+- prompts: the most specific of the account's ai_prompts rows and the global prompt variants for
+  the request's selectors (type, content type, industry; see "prompts" below);
 - AI integration settings: the account's override row where its plan allows own keys, else the
   global row named "default";
 - modules: the account's module_enable_settings row, else system setting `default_modules`, else
@@ -77,6 +78,21 @@ def require_feature(session: Session, account_id: uuid.UUID, feature: str, what:
 
 
 # --- prompts -------------------------------------------------------------------------------------
+#
+# A global prompt targets a type and optionally a content type and an industry; an account's
+# customization targets a type and optionally a content type. For a request's selectors
+# (content_type, industry), the most specific match wins:
+#
+#   1. the account's customization for (type, content type)
+#   2. the account's customization for the type
+#   3. the global prompt for (type, content type, industry)
+#   4. the global prompt for (type, content type)
+#   5. the global prompt for (type, industry)       an industry-only variant ranks below content type
+#   6. the global prompt for the type
+#
+# `matched` names the selectors the chosen prompt was specific to (always "prompt_type").
+
+SELECTORS = ("prompt_type", "content_type", "industry")
 
 
 @dataclass
@@ -91,6 +107,10 @@ class EffectivePrompt:
     global_changed_since_customized: bool
     based_on_global_version: int | None
     customized_at: Any
+    prompt: str | None = None
+    content_type: str | None = None
+    industry: str | None = None
+    matched: list[str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -105,6 +125,50 @@ class _Global:
     variables: list[Any]
     text: str
     version: int
+    slug: str = ""
+    content_type: str | None = None
+    industry: str | None = None
+
+
+Selector = tuple[str, str | None, str | None]
+
+
+def _steps(content_type: str | None, industry: str | None) -> list[tuple[str | None, str | None]]:
+    """The global (content type, industry) selectors to try, most specific first (steps 3 to 6)."""
+    steps: list[tuple[str | None, str | None]] = []
+    if content_type and industry:
+        steps.append((content_type, industry))
+    if content_type:
+        steps.append((content_type, None))
+    if industry:
+        steps.append((None, industry))
+    steps.append((None, None))
+    return steps
+
+
+class GlobalPrompts(dict[Selector, _Global]):
+    """Active global prompts by (type, content type, industry), with lookups by id and type."""
+
+    def __init__(self, items=()):
+        super().__init__(items)
+        self.by_id = {g.id: g for g in self.values()}
+        self.types = sorted({t for t, _c, _i in self})
+        self.content_types = frozenset(c for _t, c, _i in self if c)
+        self.industries = frozenset(i for _t, _c, i in self if i)
+
+    def normalize(self, content_type: str | None, industry: str | None) -> tuple[str | None, str | None]:
+        """Selectors no global prompt uses select the same globals as no selector."""
+        return (content_type if content_type in self.content_types else None,
+                industry if industry in self.industries else None)
+
+    def resolve(self, prompt_type: str, content_type: str | None = None, industry: str | None = None
+                ) -> tuple[_Global | None, list[str]]:
+        """The most specific global prompt of `prompt_type` for the selectors, and what matched."""
+        for ct, ind in _steps(content_type, industry):
+            g = self.get((prompt_type, ct, ind))
+            if g is not None:
+                return g, ["prompt_type", *(["content_type"] if ct else []), *(["industry"] if ind else [])]
+        return None, []
 
 
 # Active global prompts per database, keyed by the applied config revision (cplane_apply_runs):
@@ -119,8 +183,8 @@ GLOBAL_CACHE_TTL = 30.0
 class GlobalSet:
     revision: int | None
     loaded_at: float
-    prompts: dict[str, _Global]
-    memo: dict[str, Any]
+    prompts: GlobalPrompts
+    memo: dict[Any, Any]
 
 
 _global_cache: dict[str, GlobalSet] = {}
@@ -130,14 +194,19 @@ _cache_lock = threading.Lock()
 def global_prompts_statement():
     return (
         select(GlobalAIPrompt.id, GlobalAIPrompt.prompt_type, GlobalAIPrompt.name, GlobalAIPrompt.description,
-               GlobalAIPrompt.variables, GlobalAIPrompt.text, GlobalAIPrompt.version)
+               GlobalAIPrompt.variables, GlobalAIPrompt.text, GlobalAIPrompt.version, GlobalAIPrompt.slug,
+               GlobalAIPrompt.content_type, GlobalAIPrompt.industry)
         .where(GlobalAIPrompt.is_active)
     )
 
 
-def globals_from_rows(rows) -> dict[str, _Global]:
-    """Rows of global_prompts_statement() (id, prompt_type, name, description, variables, text, version)."""
-    return {r[1]: _Global(r[0], r[1], r[2], r[3] or "", list(r[4] or []), r[5], r[6]) for r in rows}
+def globals_from_rows(rows) -> GlobalPrompts:
+    """Rows of global_prompts_statement() (id, prompt_type, name, description, variables, text,
+    version, slug, content_type, industry)."""
+    return GlobalPrompts(
+        ((r[1], r[8], r[9]), _Global(r[0], r[1], r[2], r[3] or "", list(r[4] or []), r[5], r[6], r[7], r[8], r[9]))
+        for r in rows
+    )
 
 
 def cached_globals(key: str, config_revision: int | None) -> GlobalSet | None:
@@ -149,7 +218,7 @@ def cached_globals(key: str, config_revision: int | None) -> GlobalSet | None:
     return None
 
 
-def store_globals(key: str, config_revision: int | None, prompts: dict[str, _Global],
+def store_globals(key: str, config_revision: int | None, prompts: GlobalPrompts,
                   loaded_at: float) -> GlobalSet:
     entry = GlobalSet(config_revision, loaded_at, prompts, {})
     with _cache_lock:
@@ -166,22 +235,36 @@ def global_set(session: Session, config_revision: int | None) -> GlobalSet:
     return store_globals(key, config_revision, globals_from_rows(session.execute(global_prompts_statement())), now)
 
 
-def global_prompts(session: Session, config_revision: int | None) -> dict[str, _Global]:
+def global_prompts(session: Session, config_revision: int | None) -> GlobalPrompts:
     return global_set(session, config_revision).prompts
 
 
 def _custom_rows(session: Session, account_id: uuid.UUID, prompt_type: str | None = None):
-    stmt = select(AIPrompt.prompt_type, AIPrompt.text, AIPrompt.based_on_global_version, AIPrompt.updated_at).where(
+    """The account's customizations by (prompt_type, content_type)."""
+    stmt = select(AIPrompt.prompt_type, AIPrompt.content_type, AIPrompt.text, AIPrompt.global_prompt_id,
+                  AIPrompt.based_on_global_version, AIPrompt.updated_at).where(
         AIPrompt.account_id == account_id, AIPrompt.is_active
     )
     if prompt_type is not None:
         stmt = stmt.where(AIPrompt.prompt_type == prompt_type)
-    return {r.prompt_type: r for r in session.execute(stmt).all()}
+    return {(r.prompt_type, r.content_type): r for r in session.execute(stmt).all()}
 
 
-def effective(prompt_type: str, g: _Global | None, custom) -> EffectivePrompt:
-    """The account's customization `custom` (prompt_type, text, based_on_global_version,
-    updated_at; None if none) of `prompt_type` over the global prompt `g` (None if none)."""
+def pick_custom(custom: dict, prompt_type: str, content_type: str | None):
+    """The account's customization that wins for the selectors (steps 1 and 2), and what matched."""
+    if content_type:
+        row = custom.get((prompt_type, content_type))
+        if row is not None:
+            return row, ["prompt_type", "content_type"]
+    row = custom.get((prompt_type, None))
+    if row is not None:
+        return row, ["prompt_type"]
+    return None, []
+
+
+def effective(prompt_type: str, g: _Global | None, custom, matched: list[str] | None = None) -> EffectivePrompt:
+    """The account's customization `custom` (a row of _custom_rows; None if none) of `prompt_type`
+    over the global prompt `g` (for a customization: the variant it was made from; None if none)."""
     return EffectivePrompt(
         type=prompt_type,
         name=g.name if g else prompt_type,
@@ -196,29 +279,54 @@ def effective(prompt_type: str, g: _Global | None, custom) -> EffectivePrompt:
         ),
         based_on_global_version=custom.based_on_global_version if custom is not None else None,
         customized_at=custom.updated_at if custom is not None else None,
+        prompt=g.slug if g else None,
+        content_type=custom.content_type if custom is not None else (g.content_type if g else None),
+        industry=None if custom is not None else (g.industry if g else None),
+        matched=matched if matched is not None else ["prompt_type"],
     )
 
 
-def effective_prompts(session: Session, account_id: uuid.UUID, config_revision: int | None = None
-                      ) -> list[EffectivePrompt]:
+def resolve_prompt(globals_: GlobalPrompts, custom: dict, prompt_type: str, content_type: str | None = None,
+                   industry: str | None = None) -> EffectivePrompt | None:
+    row, matched = pick_custom(custom, prompt_type, content_type)
+    if row is not None:
+        # Compared with the variant it was made from, while that variant is active; else with
+        # what the selectors resolve to now.
+        base = globals_.by_id.get(row.global_prompt_id) or globals_.resolve(prompt_type, content_type, industry)[0]
+        return effective(prompt_type, base, row, matched)
+    g, matched = globals_.resolve(prompt_type, content_type, industry)
+    if g is None:
+        return None
+    return effective(prompt_type, g, None, matched)
+
+
+def effective_prompts(session: Session, account_id: uuid.UUID, config_revision: int | None = None,
+                      content_type: str | None = None, industry: str | None = None) -> list[EffectivePrompt]:
     globals_ = global_prompts(session, config_revision)
     custom = _custom_rows(session, account_id)
-    return [effective(t, globals_.get(t), custom.get(t)) for t in sorted(set(globals_) | set(custom))]
+    types = sorted(set(globals_.types) | {t for t, _c in custom})
+    return [resolve_prompt(globals_, custom, t, content_type, industry) for t in types]
 
 
 def effective_prompt(session: Session, account_id: uuid.UUID, prompt_type: str,
-                     config_revision: int | None = None) -> EffectivePrompt | None:
-    g = global_prompts(session, config_revision).get(prompt_type)
-    custom = _custom_rows(session, account_id, prompt_type).get(prompt_type)
-    if g is None and custom is None:
-        return None
-    return effective(prompt_type, g, custom)
+                     config_revision: int | None = None, content_type: str | None = None,
+                     industry: str | None = None) -> EffectivePrompt | None:
+    globals_ = global_prompts(session, config_revision)
+    custom = _custom_rows(session, account_id, prompt_type)
+    return resolve_prompt(globals_, custom, prompt_type, content_type, industry)
 
 
-def global_prompt(session: Session, prompt_type: str) -> GlobalAIPrompt | None:
-    return session.scalars(
+def global_prompt(session: Session, prompt_type: str, content_type: str | None = None,
+                  industry: str | None = None) -> GlobalAIPrompt | None:
+    """The active global prompt the selectors resolve to (read fresh, not from the cache)."""
+    rows = session.scalars(
         select(GlobalAIPrompt).where(GlobalAIPrompt.prompt_type == prompt_type, GlobalAIPrompt.is_active)
-    ).first()
+    ).all()
+    by_selector = {(r.content_type, r.industry): r for r in rows}
+    for step in _steps(content_type, industry):
+        if step in by_selector:
+            return by_selector[step]
+    return None
 
 
 # --- AI integration settings ---------------------------------------------------------------------

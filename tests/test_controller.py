@@ -312,7 +312,7 @@ def test_impact_counts_user_rows_behind_a_change(config_tree, migrated_engine):
     with migrated_engine.begin() as conn:
         account_id = conn.execute(select(Account.id)).scalar_one()
         plan_id = conn.execute(text("SELECT id FROM plans WHERE slug = 'test-plan'")).scalar_one()
-        prompt_id = conn.execute(text("SELECT id FROM global_ai_prompts WHERE prompt_type = 'rewrite'")).scalar_one()
+        prompt_id = conn.execute(text("SELECT id FROM global_ai_prompts WHERE slug = 'rewrite'")).scalar_one()
         conn.execute(insert(Subscription.__table__), [
             {"id": uuid.uuid4(), "account_id": account_id, "plan_id": plan_id, "status": "active", "billing_cycle": "monthly"},
             {"id": uuid.uuid4(), "account_id": account_id, "plan_id": plan_id, "status": "cancelled", "billing_cycle": "monthly"},

@@ -22,7 +22,7 @@ def test_upgrade_creates_every_table_and_is_idempotent(db_url, engine_for):
     engine = engine_for(db_url)
     before, head = db.upgrade(engine)
     assert before is None
-    assert head == "0001_initial"
+    assert head == "0002_prompt_variants"
     assert db.current_revision(engine) == head
     tables = _live_tables(engine)
     assert set(metadata.tables) - tables == set(), "tables missing after upgrade"
@@ -185,3 +185,49 @@ def test_system_table_has_unique_natural_key(table):
     assert any(k and k != {"id"} for k in keys), f"{table.name} has no unique natural key"
     # A system table is not tenant-keyed (mixed tables carry a nullable account_id, never in the key).
     assert "account_id" not in table.primary_key.columns
+
+
+def test_0002_prompt_variants_keeps_existing_prompts_history_and_customizations(db_url, engine_for):
+    """Upgrading a database at 0001 that holds prompts, their versions and a customization: every
+    row survives, the name is the old prompt type, and the new uniqueness treats NULLs as equal."""
+    import uuid
+
+    engine = engine_for(db_url)
+    cfg = db.alembic_config(engine)
+    command.upgrade(cfg, "0001_initial")
+    account = uuid.uuid4()
+    with engine.begin() as conn:
+        from sqlalchemy import Boolean, Integer, String, insert
+        from sqlalchemy import column as sa_column
+        from sqlalchemy import table as sa_table
+
+        from control_plane.db.models import Account
+
+        conn.execute(insert(Account.__table__).values(id=account, name="A"))
+        conn.execute(text("INSERT INTO global_ai_prompts (prompt_type, name, description, text, variables, version, "
+                          "is_active) VALUES ('rewrite', 'Rewrite', '', 'v2 text', '[]', 2, true)"))
+        prompt = conn.execute(text("SELECT id FROM global_ai_prompts")).scalar_one()
+        for version in (1, 2):
+            conn.execute(text("INSERT INTO global_ai_prompt_versions (prompt_id, version, text, variables) "
+                              "VALUES (:p, :v, :t, '[]')"), {"p": prompt, "v": version, "t": f"v{version} text"})
+        ai_prompts_0001 = sa_table("ai_prompts", *(sa_column(c, t) for c, t in (
+            ("id", Uuid()), ("account_id", Uuid()), ("prompt_type", String()), ("text", String()),
+            ("global_prompt_id", Integer()), ("based_on_global_version", Integer()), ("is_active", Boolean()))))
+        conn.execute(insert(ai_prompts_0001).values(id=uuid.uuid4(), account_id=account, prompt_type="rewrite",
+                                                    text="mine", global_prompt_id=prompt, based_on_global_version=1,
+                                                    is_active=True))
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT id, slug, prompt_type, content_type, industry FROM global_ai_prompts")).one() \
+            == (prompt, "rewrite", "rewrite", None, None)
+        assert conn.execute(text("SELECT version FROM global_ai_prompt_versions WHERE prompt_id = :p ORDER BY version"),
+                            {"p": prompt}).scalars().all() == [1, 2]
+        assert conn.execute(text("SELECT global_prompt_id, content_type FROM ai_prompts")).one() == (prompt, None)
+    insert = text("INSERT INTO global_ai_prompts (slug, prompt_type, content_type, industry, name, description, text, "
+                  "variables, version, is_active) VALUES (:s, 'rewrite', :c, :i, 'R', '', 't', '[]', 1, true)")
+    with engine.begin() as conn:
+        conn.execute(insert, {"s": "rewrite-blog", "c": "blog-post", "i": None})
+        conn.execute(insert, {"s": "rewrite-blog-health", "c": "blog-post", "i": "healthcare"})
+    for slug, ct, ind in (("again", None, None), ("again", "blog-post", None), ("rewrite", "how-to", None)):
+        with pytest.raises(Exception), engine.begin() as conn:  # noqa: B017 - IntegrityError, per driver
+            conn.execute(insert, {"s": slug, "c": ct, "i": ind})

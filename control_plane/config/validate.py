@@ -413,7 +413,13 @@ def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
                           f"declared variables not used in {field_name}: {', '.join(unused)}")
 
 
-CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables]
+def _check_prompts(config: ConfigSet, report: _Reporter) -> None:
+    from control_plane.config.prompt_checks import check_prompts
+
+    check_prompts(config, report)
+
+
+CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_prompts]
 
 
 def overlay_environments(root: Path | str) -> list[str]:

@@ -23,6 +23,24 @@ METERED_OPERATIONS: dict[str, str] = {
 # Prompt types the product uses; every metered AI operation has one.
 PROMPT_TYPES: tuple[str, ...] = tuple(METERED_OPERATIONS)
 
+# The inputs the product always supplies to a prompt of each type: every prompt of the type (its
+# base prompt and each content-type or industry variant) must use at least these placeholders.
+# A variant may use more (e.g. product_data on product pages) where the product supplies them.
+PROMPT_REQUIRED_VARIABLES: dict[str, tuple[str, ...]] = {
+    "keyword_research": ("industry", "sector", "seed_keywords", "language", "country", "count"),
+    "clustering": ("keywords", "language", "max_clusters"),
+    "idea_generation": ("primary_keyword", "keywords", "count", "language"),
+    "outline_generation": ("title", "content_type", "primary_keyword", "word_count", "language"),
+    "content_generation": ("title", "outline", "primary_keyword", "word_count", "language"),
+    "rewrite": ("content", "instructions", "language"),
+    "optimization": ("title", "content", "primary_keyword", "language"),
+    "meta_description": ("title", "summary", "primary_keyword", "language"),
+    "title_generation": ("topic", "primary_keyword", "count", "language"),
+    "image_prompt": ("title", "section_text", "style"),
+    "image_generation": ("image_prompt", "style", "aspect_ratio"),
+    "internal_linking": ("content", "candidate_pages", "max_links", "language"),
+}
+
 MODULES: tuple[str, ...] = (
     "planner",
     "writer",

@@ -251,7 +251,7 @@ ROW_KINDS: dict[str, RowKind] = {
         RowKind(
             "Prompt",
             m.GlobalAIPrompt,
-            ("prompt_type",),
+            ("slug",),
             history=VersionHistory(m.GlobalAIPromptVersion, "prompt_id", ("text", "variables")),
             user_refs=(UserRef("ai_prompts", "global_prompt_id", "accounts that customized this prompt"),),
         ),
@@ -371,9 +371,9 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "Prompt",
             "prompts",
             specs.PromptSpec,
-            "A global AI prompt; the name is its prompt type. Accounts may customize it.",
+            "A global AI prompt for an operation, optionally a content type and an industry. Accounts may customize it.",
             template_fields=("text",),
-            required_names=catalog.PROMPT_TYPES,
+            spec_refs=(SpecRef("content_type", "ContentType"), SpecRef("industry", "Industry")),
         ),
         ConfigKind(
             "AuthorProfile",

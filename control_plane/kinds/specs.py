@@ -187,6 +187,11 @@ def template_variables(text: str) -> set[str]:
 
 
 class PromptSpec(Common):
+    # The operation; defaults to metadata.name (the base prompt of a type is named after it).
+    prompt_type: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=100)] | None = None
+    # Selectors of a variant: a ContentType and/or an Industry name; None = any.
+    content_type: Name | None = None
+    industry: Name | None = None
     text: str = Field(min_length=1)
     variables: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(default_factory=list)
 

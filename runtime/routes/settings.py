@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 import psycopg
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from psycopg.rows import namedtuple_row
@@ -19,7 +19,13 @@ from sqlalchemy import and_, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import AIIntegrationSettings, AIPrompt, APIKey, ModuleEnableSettings
+from control_plane.db.models import (
+    AIIntegrationSettings,
+    AIPrompt,
+    APIKey,
+    ContentTypeConfig,
+    ModuleEnableSettings,
+)
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
 from runtime.auth import (
     Tenant,
@@ -43,7 +49,6 @@ from runtime.resolve import (
     account_modules,
     account_override,
     cached_globals,
-    effective,
     effective_integration,
     effective_prompt,
     global_integration,
@@ -52,7 +57,9 @@ from runtime.resolve import (
     global_set,
     globals_from_rows,
     masked_keys,
+    pick_custom,
     require_feature,
+    resolve_prompt,
     store_globals,
 )
 
@@ -62,6 +69,9 @@ prompts_router = APIRouter(prefix="/v1/prompts", tags=["prompts"])
 settings_router = APIRouter(prefix="/v1/settings", tags=["settings"])
 
 TypePath = Path(..., min_length=1, max_length=100, description="Prompt type, e.g. `clustering`.")
+ContentTypeQuery = Query(None, min_length=1, max_length=100,
+                         description="Selector: a content type (`blog-post`, `product-page`...).")
+IndustryQuery = Query(None, min_length=1, max_length=100, description="Selector: an industry (`healthcare`...).")
 
 # --- prompts -------------------------------------------------------------------------------------
 
@@ -79,6 +89,14 @@ class PromptOut(BaseModel):
     )
     based_on_global_version: int | None = Field(description="Global version the customization was made from.")
     customized_at: datetime | None
+    prompt: str | None = Field(
+        description="Name of the global prompt variant chosen (for a customization: the one it was made from)."
+    )
+    content_type: str | None = Field(description="Content type the chosen prompt is for (null: any).")
+    industry: str | None = Field(description="Industry the chosen global prompt is for (null: any).")
+    matched: list[Literal["prompt_type", "content_type", "industry"]] = Field(
+        description="The selectors the chosen prompt is specific to: why it won."
+    )
 
 
 PromptList = list_model("PromptList", PromptOut)
@@ -99,7 +117,8 @@ class PromptIn(BaseModel):
 def _list_statement():
     return (
         key_candidates_statement()
-        .add_columns(AIPrompt.prompt_type.label("prompt_type"), AIPrompt.text.label("text"),
+        .add_columns(AIPrompt.prompt_type.label("prompt_type"), AIPrompt.content_type.label("content_type"),
+                     AIPrompt.text.label("text"), AIPrompt.global_prompt_id.label("global_prompt_id"),
                      AIPrompt.based_on_global_version.label("based_on_global_version"),
                      AIPrompt.updated_at.label("updated_at"))
         .outerjoin(AIPrompt, and_(AIPrompt.account_id == APIKey.account_id, AIPrompt.is_active))
@@ -125,22 +144,32 @@ def _prompt_json(prompt: EffectivePrompt) -> bytes:
     return PromptOut.__pydantic_serializer__.to_json(PromptOut.model_validate(prompt.as_dict()))
 
 
-def _render_list(gset: GlobalSet, rows, key_id) -> bytes:
+def _render_list(gset: GlobalSet, rows, key_id, content_type: str | None = None, industry: str | None = None) -> bytes:
     """The body of GET /v1/prompts: the account's customizations (rows of its key) over the globals."""
-    custom = {r.prompt_type: r for r in rows if r.key_id == key_id and r.prompt_type is not None}
+    custom = {(r.prompt_type, r.content_type): r for r in rows if r.key_id == key_id and r.prompt_type is not None}
+    prompts = gset.prompts
+    # Global-only items once per config revision and selectors that select something; selectors no
+    # global prompt uses resolve like none, so the memo stays as small as the catalog.
+    selected = prompts.normalize(content_type, industry)
     memo = gset.memo
-    items: dict[str, bytes] | None = memo.get("prompt_items")
-    if items is None:  # global-only items, once per config revision
-        items = memo["prompt_items"] = {t: _prompt_json(effective(t, g, None)) for t, g in gset.prompts.items()}
+    items: dict[str, bytes] | None = memo.get(("prompt_items", selected))
+    if items is None:
+        items = memo["prompt_items", selected] = {
+            t: _prompt_json(resolve_prompt(prompts, {}, t, *selected)) for t in prompts.types
+        }
     if not custom:
-        body = memo.get("prompt_list")
+        body = memo.get(("prompt_list", selected))
         if body is None:
-            body = memo["prompt_list"] = _list_body(items[t] for t in sorted(items))
+            body = memo["prompt_list", selected] = _list_body(items[t] for t in prompts.types)
         return body
-    return _list_body(
-        _prompt_json(effective(t, gset.prompts.get(t), custom[t])) if t in custom else items[t]
-        for t in sorted(set(items) | set(custom))
-    )
+    out = []
+    for t in sorted(set(items) | {t for t, _c in custom}):
+        if pick_custom(custom, t, content_type)[0] is None:
+            if t in items:
+                out.append(items[t])
+        else:
+            out.append(_prompt_json(resolve_prompt(prompts, custom, t, content_type, industry)))
+    return _list_body(out)
 
 
 def _list_body(items) -> bytes:
@@ -188,8 +217,10 @@ def _list_sync(engine, prefix: str, digest: str):
     return match, gset, rows
 
 
-@prompts_router.get("", response_model=PromptList, responses=TENANT, summary="Effective prompt of every type")
-async def list_prompts(request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
+@prompts_router.get("", response_model=PromptList, responses=TENANT,
+                    summary="Effective prompt of every type for the selectors (content type, industry)")
+async def list_prompts(request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+                       content_type: str | None = ContentTypeQuery, industry: str | None = IndustryQuery):
     prefix, digest = parse_authorization(request.headers.get("authorization"))
     state = request.app.state
     if state.pg_async is not None:
@@ -197,31 +228,43 @@ async def list_prompts(request: Request, _credentials: HTTPAuthorizationCredenti
     else:
         match, gset, rows = await run_in_threadpool(_list_sync, state.engine, prefix, digest)
     request.state.account_id = str(match.account_id)
-    return Response(_render_list(gset, rows, match.key_id), media_type="application/json")
+    return Response(_render_list(gset, rows, match.key_id, content_type, industry), media_type="application/json")
 
 
 @prompts_router.get("/{type}", response_model=PromptOut, responses=TENANT, summary="Effective prompt of one type")
-def get_prompt(type: str = TypePath, tenant: Tenant = Depends(tenant_dep)):  # noqa: A002
-    prompt = effective_prompt(tenant.session, tenant.account_id, type, tenant.config_revision)
+def get_prompt(type: str = TypePath, content_type: str | None = ContentTypeQuery,  # noqa: A002
+               industry: str | None = IndustryQuery, tenant: Tenant = Depends(tenant_dep)):
+    prompt = effective_prompt(tenant.session, tenant.account_id, type, tenant.config_revision, content_type, industry)
     if prompt is None:
         raise not_found(f"prompt type {type!r}")
     return prompt.as_dict()
 
 
-def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, text: str) -> None:
-    g = global_prompt(session, prompt_type)
+def _same_content_type(content_type: str | None):
+    return AIPrompt.content_type.is_(None) if content_type is None else AIPrompt.content_type == content_type
+
+
+def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, content_type: str | None,
+                   industry: str | None, text: str) -> None:
+    g = global_prompt(session, prompt_type, content_type, industry)
     if g is None and prompt_type not in PROMPT_TYPES:
         raise not_found(f"prompt type {prompt_type!r}")
+    if content_type is not None and session.scalars(
+            select(ContentTypeConfig.id).where(ContentTypeConfig.slug == content_type)).first() is None:
+        raise not_found(f"content type {content_type!r}")
     require_feature(session, account_id, "custom_prompts", "customized prompts")
+    # The variant the customization is made from: its version is what "global changed" compares.
     values = {"text": text, "global_prompt_id": g.id if g else None,
               "based_on_global_version": g.version if g else None, "is_active": True}
     for _attempt in range(2):
         row = session.scalars(
-            select(AIPrompt).where(AIPrompt.account_id == account_id, AIPrompt.prompt_type == prompt_type)
+            select(AIPrompt).where(AIPrompt.account_id == account_id, AIPrompt.prompt_type == prompt_type,
+                                   _same_content_type(content_type))
             .with_for_update()
         ).first()
         if row is None:
-            session.add(AIPrompt(id=uuid.uuid4(), account_id=account_id, prompt_type=prompt_type, **values))
+            session.add(AIPrompt(id=uuid.uuid4(), account_id=account_id, prompt_type=prompt_type,
+                                 content_type=content_type, **values))
         else:
             for key, value in values.items():
                 setattr(row, key, value)
@@ -234,19 +277,23 @@ def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, te
 
 
 @prompts_router.put("/{type}", response_model=PromptOut, responses=TENANT,
-                    summary="Customize the account's prompt of a type")
-def put_prompt(body: PromptIn, type: str = TypePath, tenant: Tenant = Depends(tenant_dep)):  # noqa: A002
-    _upsert_prompt(tenant.session, tenant.account_id, type, body.text)
-    return effective_prompt(tenant.session, tenant.account_id, type, tenant.config_revision).as_dict()
+                    summary="Customize the account's prompt of a type (or of a type for one content type)")
+def put_prompt(body: PromptIn, type: str = TypePath, content_type: str | None = ContentTypeQuery,  # noqa: A002
+               industry: str | None = IndustryQuery, tenant: Tenant = Depends(tenant_dep)):
+    _upsert_prompt(tenant.session, tenant.account_id, type, content_type, industry, body.text)
+    return effective_prompt(tenant.session, tenant.account_id, type, tenant.config_revision,
+                            content_type, industry).as_dict()
 
 
 @prompts_router.post("/{type}/reset", response_model=PromptOut, responses=TENANT,
-                     summary="Drop the account's customization: the global prompt applies again")
-def reset_prompt(type: str = TypePath, tenant: Tenant = Depends(tenant_dep)):  # noqa: A002
+                     summary="Drop the account's customization (of the type, or of the type for one content type)")
+def reset_prompt(type: str = TypePath, content_type: str | None = ContentTypeQuery,  # noqa: A002
+                 industry: str | None = IndustryQuery, tenant: Tenant = Depends(tenant_dep)):
     session = tenant.session
-    session.execute(delete(AIPrompt).where(AIPrompt.account_id == tenant.account_id, AIPrompt.prompt_type == type))
+    session.execute(delete(AIPrompt).where(AIPrompt.account_id == tenant.account_id, AIPrompt.prompt_type == type,
+                                           _same_content_type(content_type)))
     session.commit()
-    prompt = effective_prompt(session, tenant.account_id, type, tenant.config_revision)
+    prompt = effective_prompt(session, tenant.account_id, type, tenant.config_revision, content_type, industry)
     if prompt is None:
         raise not_found(f"prompt type {type!r}")
     return prompt.as_dict()

@@ -148,9 +148,15 @@ class PublishingChannel(Timestamps, Base):
 
 
 class GlobalAIPrompt(Timestamps, Base):
+    """A global prompt variant: an operation (prompt_type), optionally for one content type and/or
+    one industry (ContentType / Industry slugs). One prompt per selector combination, NULL = any."""
+
     __tablename__ = "global_ai_prompts"
     id: Mapped[int] = int_pk()
-    prompt_type: Mapped[str] = mapped_column(String(100), unique=True)
+    slug: Mapped[str] = mapped_column(String(100), unique=True)
+    prompt_type: Mapped[str] = mapped_column(String(100), index=True)
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    industry: Mapped[str | None] = mapped_column(String(100))
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str] = mapped_column(Text, default="")
     text: Mapped[str] = mapped_column(Text)
@@ -158,6 +164,16 @@ class GlobalAIPrompt(Timestamps, Base):
     # Incremented by apply whenever text changes; earlier texts live in global_ai_prompt_versions.
     version: Mapped[int] = mapped_column(default=1)
     is_active: Mapped[bool] = mapped_column(default=True)
+
+
+# NULL selectors compare equal: at most one prompt per (type, content type or none, industry or none).
+Index(
+    "uq_global_ai_prompts_selectors",
+    GlobalAIPrompt.prompt_type,
+    func.coalesce(GlobalAIPrompt.content_type, ""),
+    func.coalesce(GlobalAIPrompt.industry, ""),
+    unique=True,
+)
 
 
 class GlobalAIPromptVersion(Base):

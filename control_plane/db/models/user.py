@@ -18,6 +18,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ForeignKey,
+    Index,
     Numeric,
     String,
     Table,
@@ -738,18 +739,30 @@ class ModuleEnableSettings(Timestamps, Base):
 
 
 class AIPrompt(Timestamps, Base):
-    """An account's customized prompt; without one the global prompt of the same type applies."""
+    """An account's customized prompt of a type, optionally for one content type; without one the
+    global prompt variant that matches applies. global_prompt_id: the variant it was made from."""
 
     __tablename__ = "ai_prompts"
-    __table_args__ = (UniqueConstraint("account_id", "prompt_type"),)
     id: Mapped[uuid.UUID] = uuid_pk()
     account_id: Mapped[uuid.UUID] = owner_fk()
     prompt_type: Mapped[str] = mapped_column(String(100))
+    # The content type the customization is for (NULL: every content type of the prompt type).
+    content_type: Mapped[str | None] = mapped_column(String(100))
     text: Mapped[str] = mapped_column(Text)
     global_prompt_id: Mapped[int | None] = system_fk("global_ai_prompts.id")
     # The global prompt's version when this customization was made (to flag later global changes).
     based_on_global_version: Mapped[int | None]
     is_active: Mapped[bool] = mapped_column(default=True)
+
+
+# One customization per (account, type, content type or none).
+Index(
+    "uq_ai_prompts_account_type_content_type",
+    AIPrompt.account_id,
+    AIPrompt.prompt_type,
+    func.coalesce(AIPrompt.content_type, ""),
+    unique=True,
+)
 
 
 USER_TABLES: tuple[str, ...] = tuple(
