@@ -14,7 +14,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, te
 from control_plane.apply.audit import audit_form
 from control_plane.db.dialect import for_dialect
 from control_plane.db.models import ApplyRun, ManagedObject
-from control_plane.errors import CplaneError
+from control_plane.errors import CplaneError, LockHeld
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.plans.compare import secret_refs_recorded
 from control_plane.plans.model import WRITES, Action, Change, Plan
@@ -27,14 +27,15 @@ from control_plane.state.rows import Row, columns_differ, managed_columns, natur
 APPLY_LOCK_ID = 0x63706C616E65  # "cplane"
 LOCK_MESSAGE = "another cplane apply is in progress on this database (apply lock held); try again when it finishes"
 DELETE_CHUNK = 5000
+WRITE_CHUNK = 5000  # rows per insert/update statement: bounded statements, and progress between them
 
 
-class ApplyLocked(CplaneError):
+class ApplyLocked(LockHeld):
     pass
 
 
 class PlanStale(CplaneError):
-    pass
+    code = "plan_stale"
 
 
 @dataclass
@@ -46,10 +47,32 @@ class ApplyResult:
     plan: Plan | None = None
 
 
+class ApplyProgress:
+    """What an apply tells its caller as it goes (the CLI prints it on stderr). Does nothing itself."""
+
+    def phase(self, name: str, detail: str = "") -> None:
+        """locking, migrating, planning, writing, committing."""
+
+    def waiting(self, timeout: float) -> None:
+        """The apply lock is held by another run: waiting up to `timeout` seconds (--lock-timeout)."""
+
+    def start_writes(self, total: int) -> None:
+        """About to write rows for `total` changes."""
+
+    def wrote(self, kind: str, action: str, rows: int) -> None:
+        """One statement (or batch) of `rows` rows of `kind` was written (action: create, update, ...)."""
+
+
+QUIET = ApplyProgress()
+
+
 @contextmanager
-def apply_lock(conn: Connection):
-    """Database-wide and fail-fast, for the apply transaction (db.dialect: how each backend does it)."""
-    with for_dialect(conn).xact_lock(conn, APPLY_LOCK_ID, "apply", ApplyLocked(LOCK_MESSAGE)):
+def apply_lock(conn: Connection, timeout: float = 0, on_wait=None):
+    """Database-wide, for the apply transaction (db.dialect: how each backend does it): fails at once
+    when another apply holds it, or after waiting up to `timeout` seconds."""
+    message = LOCK_MESSAGE if timeout <= 0 else f"{LOCK_MESSAGE} (waited {timeout:g}s, --lock-timeout)"
+    with for_dialect(conn).xact_lock(conn, APPLY_LOCK_ID, "apply", ApplyLocked(message), timeout=timeout,
+                                     on_wait=on_wait):
         yield
 
 
@@ -67,6 +90,8 @@ def execute(
     environment: str | None,
     saved: bool = False,
     environ=None,
+    lock_timeout: float = 0,
+    progress: ApplyProgress | None = None,
 ) -> ApplyResult:
     """Apply `plan` in one transaction under the apply lock.
 
@@ -74,22 +99,27 @@ def execute(
     apply refused if one moved) or a function that computes it from the live state read under the lock.
     """
     environ = os.environ if environ is None else environ
+    progress = progress or QUIET
     if isinstance(plan, Plan):
         if plan.errors:
             raise CplaneError("; ".join(plan.errors))
         if not plan.changes:
             return ApplyResult(False, plan.summary, plan=plan)
-    with engine.begin() as conn, apply_lock(conn):
+    progress.phase("locking")
+    # The lock is let go only after the commit (SQLite's lock file; PostgreSQL's goes with the transaction).
+    with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
         live = read_live(conn, box)
         check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
         if not isinstance(plan, Plan):
+            progress.phase("planning")
             plan = plan(conn, live)
             if plan.errors:
                 raise CplaneError("; ".join(plan.errors))
             if not plan.changes:
                 return ApplyResult(False, plan.summary, plan=plan)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
-        written = _write(conn, plan, live, desired_values, box)
+        progress.start_writes(len(plan.changes))
+        written = _write(conn, plan, live, desired_values, box, progress)
         record_key(conn, box, actor)
         run_id = conn.execute(
             insert(ApplyRun.__table__).returning(ApplyRun.__table__.c.id),
@@ -99,13 +129,15 @@ def execute(
                 "config_revision": plan.config_revision,
                 "config_digest": plan.config_digest,
                 "summary": plan.summary,
-                "plan": audit_form(plan),
+                "plan": {**audit_form(plan), "saved": saved},  # history: the kind of run
                 "finished_at": None,
             },
         ).scalar_one()
         conn.execute(
             update(ApplyRun.__table__).where(ApplyRun.__table__.c.id == run_id).values(finished_at=text("CURRENT_TIMESTAMP"))
         )
+        progress.phase("committing")
+        conn.commit()
     return ApplyResult(True, plan.summary, written, run_id, plan=plan)
 
 
@@ -141,7 +173,8 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
     return values
 
 
-def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: SecretBox) -> int:
+def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: SecretBox,
+           progress: ApplyProgress = QUIET) -> int:
     by_kind: dict[str, list[Change]] = defaultdict(list)
     for change in plan.changes:
         by_kind[change.kind].append(change)
@@ -161,7 +194,9 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             if rk.version_column:
                 for row in rows:
                     row[rk.version_column] = 1
-            for_dialect(conn).bulk_insert(conn, rk.table, rows)
+            for start in range(0, len(rows), WRITE_CHUNK):
+                for_dialect(conn).bulk_insert(conn, rk.table, rows[start : start + WRITE_CHUNK])
+                progress.wrote(kind, "create", len(rows[start : start + WRITE_CHUNK]))
             written += len(rows)
             ids[kind] = _read_ids(conn, rk, ids)
             if rk.history is not None:
@@ -181,7 +216,9 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
                 rows.append(row)
             columns = [c for c in rows[0] if c != "_id"]
             stmt = update(rk.table).where(rk.table.c.id == bindparam("_id")).values({c: bindparam(c) for c in columns})
-            conn.execute(stmt, rows)
+            for start in range(0, len(rows), WRITE_CHUNK):
+                conn.execute(stmt, rows[start : start + WRITE_CHUNK])
+                progress.wrote(kind, "update", len(rows[start : start + WRITE_CHUNK]))
             written += len(rows)
             if versions:
                 _record_versions(conn, rk, versions)
@@ -205,6 +242,7 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
         if retires:
             retire_ids = [current[c.name].id for c in retires]
             conn.execute(update(rk.table).where(rk.table.c.id.in_(retire_ids)).values({rk.retire_column: False}))
+            progress.wrote(kind, "retire", len(retire_ids))
             written += len(retire_ids)
             for c in retires:
                 record = live.managed[kind][c.name]
@@ -216,6 +254,7 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             delete_ids = [current[c.name].id for c in deletes]
             for start in range(0, len(delete_ids), DELETE_CHUNK):
                 conn.execute(delete(rk.table).where(rk.table.c.id.in_(delete_ids[start : start + DELETE_CHUNK])))
+                progress.wrote(kind, "delete", len(delete_ids[start : start + DELETE_CHUNK]))
             written += len(delete_ids)
             bookkeeping_delete.extend(live.managed[kind][c.name].id for c in deletes)
 

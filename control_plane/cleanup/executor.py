@@ -37,11 +37,11 @@ Progress = Callable[[str, int, int], None]  # table, rows done, rows planned
 
 
 class CleanupRefused(CplaneError):
-    pass
+    code = "cleanup_refused"
 
 
 class VerificationFailed(CplaneError):
-    pass
+    code = "verification_failed"
 
 
 @dataclass
@@ -322,13 +322,17 @@ def execute(
     schema: Schema | None = None,
     on_batch: Callable[[int], None] | None = None,
     now: datetime | None = None,
+    lock_timeout: float = 0,
+    on_lock_wait: Callable[[float], None] | None = None,
 ) -> CleanupResult:
     """Delete what `profile` selects; verify system data; record the run in cplane_cleanup_runs."""
     if batch_size < 1:
         raise CleanupRefused("--batch-size must be at least 1")
     guard(manifest, profile, environment, allow_production)
     schema = schema or reflect_schema(engine)
-    with for_dialect(engine).session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(CLEANUP_LOCK_MESSAGE)):
+    message = CLEANUP_LOCK_MESSAGE if lock_timeout <= 0 else f"{CLEANUP_LOCK_MESSAGE} (waited {lock_timeout:g}s, --lock-timeout)"
+    with for_dialect(engine).session_lock(engine, CLEANUP_LOCK_ID, "cleanup", CleanupRefused(message, code="lock_held"),
+                                          timeout=lock_timeout, on_wait=on_lock_wait):
         return _execute_locked(engine, manifest, profile, schema, batch_size, actor, environment, progress,
                                on_batch, now)
 

@@ -21,6 +21,8 @@ CLEANUP_FOLDER = "cleanup"
 class ManifestError(CplaneError):
     """The manifest could not be loaded; `issues` are validation issues (`FILE:LINE:COL: ...`)."""
 
+    code = "manifest_invalid"
+
     def __init__(self, message: str, issues: list | None = None):
         super().__init__(message)
         self.issues = issues or []

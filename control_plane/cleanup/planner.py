@@ -37,7 +37,7 @@ from control_plane.kinds import conditions
 
 
 class PlanError(CplaneError):
-    pass
+    code = "cleanup_plan_error"
 
 
 class SystemTableRefused(CplaneError):

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from control_plane.cli.context import Context, common_options, emit_json
+from control_plane.cli.context import Context, common_options, emit_json, lock_timeout_option
 from control_plane.errors import CplaneError
 
 
@@ -20,7 +20,8 @@ def _load(ctx: Context, fmt: str):
         if not exc.issues:
             raise
         if fmt == "json":
-            emit_json({"ok": False, "errors": [i.as_dict() for i in exc.issues]})
+            emit_json({"ok": False, "errors": [i.as_dict() for i in exc.issues],
+                       "error": {"code": exc.code, "message": str(exc)}})
         for issue in exc.issues:
             click.echo(issue.format(), err=True)
         click.echo(f"error: {exc}", err=True)
@@ -64,7 +65,10 @@ def check_command(ctx: Context, fmt: str):
     counts = {c: len([t for t in manifest.of_class(c) if t in schema.tables]) for c in ("system", "user", "mixed")}
     if fmt == "json":
         emit_json({"ok": not problems, "manifest": manifest.source, "tables": len(schema.tables),
-                   "classes": counts, "problems": [p.as_dict() for p in problems]})
+                   "classes": counts, "problems": [p.as_dict() for p in problems],
+                   **({"error": {"code": "cleanup_check_failed",
+                                 "message": f"cleanup check failed: {len(problems)} problem(s) in {manifest.source}"}}
+                      if problems else {})})
     else:
         for p in problems:
             click.echo(f"error: {p.format()}", err=True)
@@ -107,9 +111,10 @@ def plan_command(ctx: Context, profile: str, fmt: str, detailed_exitcode: bool):
 @click.option("--allow-production", is_flag=True, help="Allow running in the production environment.")
 @click.option("--actor", help="Who runs it, for the audit record (default: $CPLANE_ACTOR or the OS user).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@lock_timeout_option
 @common_options
 def apply_command(ctx: Context, profile: str, batch_size: int, yes: bool, allow_production: bool,
-                  actor: str | None, fmt: str):
+                  actor: str | None, fmt: str, lock_timeout: float):
     """Delete the rows of a cleanup profile in FK-safe bounded batches; verify system data after."""
 
     from control_plane.cleanup.executor import execute, guard
@@ -139,6 +144,9 @@ def apply_command(ctx: Context, profile: str, batch_size: int, yes: bool, allow_
         allow_production=allow_production,
         progress=progress,
         schema=schema,
+        lock_timeout=lock_timeout,
+        on_lock_wait=lambda t: click.echo(f"cleanup: waiting up to {t:g}s for the cleanup lock (another cleanup "
+                                          "is running)", err=True),
     )
     if progress:
         click.echo("", err=True)

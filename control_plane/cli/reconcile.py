@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import click
 
-from control_plane.cli.context import Context, common_options, emit_json
+from control_plane.cli.context import Context, common_options, emit_json, lock_timeout_option
 from control_plane.errors import CplaneError
+
+
+def replace(plan, **changes):
+    """A copy of the plan (dataclasses.replace, imported when used: start-up stays light)."""
+    from dataclasses import replace as dataclass_replace
+
+    return dataclass_replace(plan, **changes)
+
+
+def _plan_errors(plan, fmt: str, rendered_json: str | None = None) -> CplaneError:
+    """The plan's errors as the one error the CLI prints (the text rendering leaves them out, so each
+    is printed once); with --format json the plan goes with it, in the same JSON document."""
+    error = CplaneError("; ".join(plan.errors), code="plan_error")
+    if fmt == "json" and rendered_json is not None:
+        error.details = {"plan": json.loads(rendered_json)}
+    return error
 
 
 def _plan_options(func):
@@ -38,10 +55,12 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
                        require_secrets=require_secrets)
     plan = result.plan
     if fmt == "text":
-        click.echo(render_text(plan, colour=sys.stdout.isatty(), compact=compact))
+        click.echo(render_text(replace(plan, errors=[]), colour=ctx.colour(), compact=compact))
     else:
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
+        if fmt == "json" and plan.errors:
+            raise _plan_errors(plan, fmt, render_json(plan))
         if fmt == "markdown":
             click.echo(render_markdown(plan, artifact=artifact, compact=compact))
         else:
@@ -50,7 +69,7 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
         write_plan(plan, out)
         click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
     if plan.errors:
-        raise CplaneError("; ".join(plan.errors))
+        raise _plan_errors(plan, fmt)
     sys.exit(2 if detailed_exitcode and plan.has_changes else 0)
 
 
@@ -59,24 +78,28 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--actor", help="Who applies, for the audit record (default: OS user).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@lock_timeout_option
 @_plan_options
 @common_options
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
-                  adopt: bool, require_secrets: bool):
+                  lock_timeout: float, adopt: bool, require_secrets: bool):
     """Apply a saved plan, or compute and apply a fresh one."""
+    from control_plane.cli.progress import ApplyReporter
     from control_plane.plans.model import Plan
     from control_plane.plans.planfile import read_plan
     from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
     from control_plane.render.plan import NO_CHANGES, render_text, summary_line
 
+    reporter = ApplyReporter(colour=ctx.colour(sys.stderr))
+
     def show(plan: Plan) -> None:
         if fmt == "text":
-            click.echo(render_text(plan, colour=sys.stdout.isatty()))
+            click.echo(render_text(replace(plan, errors=[]), colour=ctx.colour()))
         else:
             for warning in plan.warnings:
                 click.echo(f"warning: {warning}", err=True)
         if plan.errors:
-            raise CplaneError("; ".join(plan.errors))
+            raise _plan_errors(plan, fmt)
 
     def done(plan: Plan, result) -> None:
         if fmt == "json":
@@ -88,8 +111,11 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
     engine = ctx.engine()
     if planfile is None and auto_approve:
         # Nobody reviews this plan, so it is computed under the apply lock: no stale-plan refusals.
-        result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
-                              require_secrets=require_secrets)
+        try:
+            result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
+                                  require_secrets=require_secrets, lock_timeout=lock_timeout, progress=reporter)
+        finally:
+            reporter.close()
         show(result.plan)
         done(result.plan, result)
         return
@@ -115,7 +141,12 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             raise CplaneError("refusing to apply without confirmation: not a terminal; pass --auto-approve")
         if not click.confirm("Apply these changes?", default=False):
             raise CplaneError("apply cancelled")
-    done(plan, apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile)))
+    try:
+        result = apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile),
+                            lock_timeout=lock_timeout, progress=reporter)
+    finally:
+        reporter.close()
+    done(plan, result)
 
 
 @click.command("status")
@@ -123,9 +154,18 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
 @common_options
 def status_command(ctx: Context, fmt: str):
     """Database reachable, schema revision, last apply, drift and pending changes, row counts."""
+    from control_plane.db.engine import check_connection, redact
     from control_plane.reconcile.controller import status
 
-    info = status(ctx.engine(read_only=True), ctx.config_dir, ctx.environment)
+    engine = None
+    try:
+        engine = ctx.engine(read_only=True)
+        check_connection(engine)
+    except CplaneError as exc:  # unreachable (or an unusable URL): still an answer, with --format json
+        exc.details = {"database": redact(engine.url) if engine is not None else redact(ctx.database_url or ""),
+                       "reachable": False}
+        raise
+    info = status(engine, ctx.config_dir, ctx.environment)
     if fmt == "json":
         emit_json(info)
     else:
@@ -145,29 +185,79 @@ def status_command(ctx: Context, fmt: str):
     sys.exit(0 if info.get("in_sync") else 2)
 
 
-@click.command("history")
-@click.option("--limit", default=20, show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-@common_options
-def history_command(ctx: Context, limit: int, fmt: str):
-    """Past applies: when, who, config revision, summary."""
+def _rfc3339(value) -> str:
+    """A stored timestamp as RFC 3339 in UTC with `Z` (SQLite keeps naive UTC, PostgreSQL timestamptz)."""
+    from datetime import UTC, datetime
+
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def run_kind(run) -> str:
+    """apply, saved plan or adopt. Hook: a run records its kind in cplane_apply_runs (column `kind`
+    or `run_kind`, issue 12 item 3/6) once that column exists; older runs are derived from what
+    their stored plan says (`saved`, `adopt`, adopt changes)."""
+    for column in ("run_kind", "kind"):
+        if column in run and run[column]:
+            return str(run[column])
+    plan = run.get("plan") or {}
+    if isinstance(plan, str):
+        plan = json.loads(plan or "{}")
+    if plan.get("run_kind"):
+        return str(plan["run_kind"])
+    if plan.get("saved"):
+        return "saved plan"
+    if plan.get("adopt") or any(c.get("action") == "adopt" for c in plan.get("changes", [])):
+        return "adopt"
+    return "apply"
+
+
+def _entry(run) -> dict:
+    summary = run["summary"]
+    if isinstance(summary, str):
+        summary = json.loads(summary or "{}")
+    return {"id": run["id"], "started_at": _rfc3339(run["started_at"]),
+            "finished_at": _rfc3339(run["finished_at"]) or None, "actor": run["actor"],
+            "environment": run["environment"], "config_revision": run["config_revision"],
+            "config_digest": run["config_digest"], "kind": run_kind(run), "summary": summary}
+
+
+def _runs(ctx: Context, *, limit: int | None = None, run_id: int | None = None) -> list:
     from sqlalchemy import inspect, select
 
     from control_plane.db.engine import check_connection
     from control_plane.db.models import ApplyRun
-    from runtime.timefmt import rfc3339  # RFC 3339 UTC with Z, as the API writes timestamps
 
     engine = ctx.engine(read_only=True)
     check_connection(engine)
+    table = ApplyRun.__table__
     with engine.connect() as conn:
-        runs = []  # a database cplane never migrated has no applies
-        if inspect(conn).has_table(ApplyRun.__tablename__):
-            runs = conn.execute(select(ApplyRun.__table__).order_by(ApplyRun.id.desc()).limit(limit)).mappings().all()
-    entries = [
-        {"id": r["id"], "started_at": rfc3339(r["started_at"]), "actor": r["actor"], "environment": r["environment"],
-         "config_revision": r["config_revision"], "summary": r["summary"]}
-        for r in runs
-    ]
+        if not inspect(conn).has_table(ApplyRun.__tablename__):
+            return []  # a database cplane never migrated has no applies
+        stmt = select(table).order_by(table.c.id.desc())
+        stmt = stmt.where(table.c.id == run_id) if run_id is not None else stmt.limit(limit)
+        return [dict(r) for r in conn.execute(stmt).mappings().all()]
+
+
+@click.group("history", invoke_without_command=True)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@common_options
+def history_command(ctx: Context, limit: int, fmt: str):
+    """Past applies: id, time (UTC), actor, environment, config revision and digest, kind, summary.
+
+    `cplane history show ID` prints the plan that run applied."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    entries = [_entry(r) for r in _runs(ctx, limit=limit)]
     if fmt == "json":
         emit_json(entries)
         return
@@ -176,8 +266,57 @@ def history_command(ctx: Context, limit: int, fmt: str):
     for e in entries:
         s = e["summary"]
         click.echo(f"#{e['id']}  {e['started_at']}  {e['actor']}  env={e['environment'] or '-'}  "
-                   f"config={e['config_revision'] or 'unknown'}  +{s.get('create', 0)} ~{s.get('update', 0)} "
+                   f"config={e['config_revision'] or 'unknown'}  digest={(e['config_digest'] or '-')[:12]}  "
+                   f"kind={e['kind']}  +{s.get('create', 0)} ~{s.get('update', 0)} "
                    f"-{s.get('delete', 0)} !{s.get('retire', 0)}")
+
+
+def stored_plan(stored: dict):
+    """The Plan of a run's stored (audit) form: every change without its values; plain creates,
+    kept there by name only, come back as creates without fields."""
+    from control_plane.kinds.registry import apply_order
+    from control_plane.plans.model import Action, Change
+    from control_plane.plans.planfile import from_dict
+
+    data = dict(stored)
+    created = data.pop("created", {}) or {}
+    plan = from_dict(data)
+    order = {kind: i for i, kind in enumerate(apply_order())}
+    extra = [Change(kind=kind, name=name, action=Action.CREATE) for kind, names in created.items() for name in names]
+    plan.changes = sorted(plan.changes + extra, key=lambda c: order.get(c.kind, len(order)))
+    return plan
+
+
+@history_command.command("show")
+@click.argument("run_id", metavar="ID", type=int)
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+@common_options
+def history_show_command(ctx: Context, run_id: int, fmt: str):
+    """The plan that run ID applied (text, markdown or json)."""
+    from control_plane.render.plan import RENDERERS
+
+    runs = _runs(ctx, run_id=run_id)
+    if not runs:
+        raise CplaneError(f"no apply run #{run_id} in this database (see `cplane history`)", code="not_found")
+    run = runs[0]
+    entry = _entry(run)
+    stored = run["plan"] if not isinstance(run["plan"], str) else json.loads(run["plan"] or "{}")
+    if fmt == "json":
+        emit_json({**entry, "plan": stored})
+        return
+    if not stored or "changes" not in stored:
+        raise CplaneError(f"apply run #{run_id} has no stored plan", code="not_found")
+    try:
+        plan = stored_plan(stored)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CplaneError(f"apply run #{run_id}: its stored plan cannot be read: {exc}", code="plan_unreadable") from None
+    header = (f"Apply run #{entry['id']} at {entry['started_at']} by {entry['actor']} "
+              f"(env {entry['environment'] or '-'}, config {entry['config_revision'] or 'unknown'}, "
+              f"digest {(entry['config_digest'] or '-')[:12]}, kind {entry['kind']})")
+    if fmt == "markdown":
+        click.echo(f"{header}\n\n{RENDERERS['markdown'](plan)}")
+    else:
+        click.echo(f"{header}\n\n{RENDERERS['text'](replace(plan, errors=[]), colour=ctx.colour())}")
 
 
 @click.group("reconcile")

@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, insert, literal_column, select, text
+
+# Waiting for a held lock (--lock-timeout) polls its try-lock, backing off to this many seconds.
+LOCK_POLL_MAX = 0.25
+
+OnWait = Callable[[float], None]  # called once with the timeout when a lock is found held
 
 # Below this many rows COPY's set-up costs more than executemany saves.
 COPY_THRESHOLD = 200
@@ -37,15 +43,18 @@ class SQLite(Backend):
     batch_walk = "rowid"
 
     @contextmanager
-    def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception) -> Iterator[None]:
-        """Fail-fast, database-wide, for the length of the transaction: a lock file beside the database."""
-        with file_lock(conn.engine, name, error):
+    def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception, *,
+                  timeout: float = 0, on_wait: OnWait | None = None) -> Iterator[None]:
+        """Database-wide, for the length of the transaction: a lock file beside the database.
+        Fails at once when held, or after waiting up to `timeout` seconds."""
+        with file_lock(conn.engine, name, error, timeout=timeout, on_wait=on_wait):
             yield
 
     @contextmanager
-    def session_lock(self, engine: Engine, lock_id: int, name: str, error: Exception) -> Iterator[None]:
-        """Fail-fast, database-wide, held across several transactions."""
-        with file_lock(engine, name, error):
+    def session_lock(self, engine: Engine, lock_id: int, name: str, error: Exception, *,
+                     timeout: float = 0, on_wait: OnWait | None = None) -> Iterator[None]:
+        """Database-wide, held across several transactions (fail-fast unless `timeout`)."""
+        with file_lock(engine, name, error, timeout=timeout, on_wait=on_wait):
             yield
 
     @contextmanager
@@ -79,18 +88,26 @@ class PostgreSQL(Backend):
     batch_walk = "ctid"
 
     @contextmanager
-    def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception) -> Iterator[None]:
-        """An advisory transaction lock: released with the transaction, or by the server if the process dies."""
-        if not conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id}).scalar():
-            raise error
+    def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception, *,
+                  timeout: float = 0, on_wait: OnWait | None = None) -> Iterator[None]:
+        """An advisory transaction lock: released with the transaction, or by the server if the
+        process dies. Fails at once when held, or after polling it for up to `timeout` seconds."""
+        def attempt() -> bool:
+            return bool(conn.execute(text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": lock_id}).scalar())
+
+        poll_lock(attempt, error, timeout, on_wait)
         yield
 
     @contextmanager
-    def session_lock(self, engine: Engine, lock_id: int, name: str, error: Exception) -> Iterator[None]:
-        """A session advisory lock on a connection of its own, released by the server if the process dies."""
+    def session_lock(self, engine: Engine, lock_id: int, name: str, error: Exception, *,
+                     timeout: float = 0, on_wait: OnWait | None = None) -> Iterator[None]:
+        """A session advisory lock on a connection of its own, released by the server if the process
+        dies. Fails at once when held, or after polling it for up to `timeout` seconds."""
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            if not conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar():
-                raise error
+            def attempt() -> bool:
+                return bool(conn.execute(text("SELECT pg_try_advisory_lock(:id)"), {"id": lock_id}).scalar())
+
+            poll_lock(attempt, error, timeout, on_wait)
             try:
                 yield
             finally:
@@ -149,9 +166,35 @@ def for_dialect(bind: Any) -> Backend:
     return _BY_NAME[name]
 
 
+def poll_lock(attempt: Callable[[], bool], error: Exception, timeout: float = 0,
+              on_wait: OnWait | None = None) -> None:
+    """Take a lock by trying it until it is taken or `timeout` seconds have passed (0: one try).
+
+    `on_wait(timeout)` is called once, when the first try finds the lock held and there is time to
+    wait: the CLI says so on stderr, which is also how a test sees that an apply is waiting."""
+    if attempt():
+        return
+    if timeout <= 0:
+        raise error
+    if on_wait is not None:
+        on_wait(timeout)
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise error
+        time.sleep(min(delay, remaining))
+        delay = min(delay * 2, LOCK_POLL_MAX)
+        if attempt():
+            return
+
+
 @contextmanager
-def file_lock(engine: Engine, name: str, error: Exception) -> Iterator[None]:
-    """SQLite's stand-in for an advisory lock: a non-blocking flock on a file beside the database."""
+def file_lock(engine: Engine, name: str, error: Exception, *, timeout: float = 0,
+              on_wait: OnWait | None = None) -> Iterator[None]:
+    """SQLite's stand-in for an advisory lock: a non-blocking flock on a file beside the database,
+    retried until `timeout` seconds have passed."""
     import fcntl
 
     database = engine.url.database
@@ -160,10 +203,14 @@ def file_lock(engine: Engine, name: str, error: Exception) -> Iterator[None]:
         return
     handle = open(Path(database).with_name(f"{Path(database).name}.{name}-lock"), "a+")
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise error from None
+        def attempt() -> bool:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        poll_lock(attempt, error, timeout, on_wait)
         yield
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select
 
-from control_plane.apply.execute import ApplyResult, execute
+from control_plane.apply.execute import QUIET, ApplyProgress, ApplyResult, execute
 from control_plane.config.validate import ConfigSet
 from control_plane.db.engine import (
     check_connection,
     current_revision,
-    ensure_schema,
     head_revision,
     pending_migrations,
+    upgrade,
 )
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import ConfigInvalid, CplaneError
@@ -36,8 +36,10 @@ class PlanResult:
     config: ConfigSet
 
 
-def config_revision(config_dir: Path) -> str:
-    """The git commit of the config tree, `-dirty` when it has uncommitted edits; empty outside git."""
+def config_revision(config_dir: Path, digest: str = "") -> str:
+    """The git commit of the config tree; empty outside git. When the tree has uncommitted edits,
+    `<sha>-dirty+<digest12>` (the config digest's first 12 characters), so that two runs from two
+    different dirty trees are told apart."""
     try:
         head = subprocess.run(["git", "-C", str(config_dir), "rev-parse", "--short=12", "HEAD"],
                               capture_output=True, text=True, timeout=5)
@@ -45,7 +47,9 @@ def config_revision(config_dir: Path) -> str:
             return ""
         dirty = subprocess.run(["git", "-C", str(config_dir), "status", "--porcelain", "--", "."],
                                capture_output=True, text=True, timeout=5)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        if not dirty.stdout.strip():
+            return head.stdout.strip()
+        return head.stdout.strip() + "-dirty" + (f"+{digest[:12]}" if digest else "")
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -111,8 +115,9 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
         names = ", ".join(f"{p.variable} ({p.kind}/{p.name} {p.field})" for p in desired.missing_secrets)
         raise CplaneError(f"secret environment variables are not set: {names}; nothing was planned")
     box = SecretBox(environment, database_url)
+    digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
-                    config_revision(Path(config_dir)), config_digest(config))
+                    config_revision(Path(config_dir), digest), digest)
 
 
 def make_plan(
@@ -135,25 +140,36 @@ def make_plan(
     return PlanResult(plan, prepared.config)
 
 
+def _migrate(engine: Engine, progress: ApplyProgress) -> None:
+    """Apply runs the migrations first (DESIGN §3), and says so."""
+    before, after = upgrade(engine)
+    progress.phase("migrating", f"{before or '(empty)'} -> {after}" if before != after else f"schema at head ({after})")
+
+
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
-               saved: bool = False, environ=None) -> ApplyResult:
-    ensure_schema(engine)
+               saved: bool = False, environ=None, lock_timeout: float = 0,
+               progress: ApplyProgress | None = None) -> ApplyResult:
+    progress = progress or QUIET
+    _migrate(engine, progress)
     return execute(engine, plan, SecretBox(environment, engine.url), actor=actor or default_actor(),
-                   environment=environment, saved=saved, environ=environ)
+                   environment=environment, saved=saved, environ=environ, lock_timeout=lock_timeout,
+                   progress=progress)
 
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
-                 adopt: bool = False, require_secrets: bool = False, environ=None) -> ApplyResult:
+                 adopt: bool = False, require_secrets: bool = False, environ=None, lock_timeout: float = 0,
+                 progress: ApplyProgress | None = None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
     that overlaps another is refused with the lock message, one that follows it finds nothing to do.
     """
+    progress = progress or QUIET
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        environ=environ, database_url=engine.url)
-    ensure_schema(engine)
+    _migrate(engine, progress)
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
-                   environment=environment, environ=environ)
+                   environment=environment, environ=environ, lock_timeout=lock_timeout, progress=progress)
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
