@@ -1,7 +1,7 @@
 """Errors that the CLI reports as one line on stderr (never a traceback).
 
 Each carries a machine `code`: with `--format json` a failure is also printed on stdout as
-`{"error": {"code": ..., "message": ...}}` (DESIGN §3).
+`{"error": {"code": ..., "message": ...}}` (docs/reference.md §3).
 """
 
 

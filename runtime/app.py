@@ -1,4 +1,4 @@
-"""The tenant API application (DESIGN §5)."""
+"""The tenant API application (docs/reference.md §5)."""
 
 from __future__ import annotations
 

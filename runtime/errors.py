@@ -1,4 +1,4 @@
-"""The error envelope: every 4xx and 5xx answers {"error": {"code", "message"}} (DESIGN §5)."""
+"""The error envelope: every 4xx and 5xx answers {"error": {"code", "message"}} (docs/reference.md §5)."""
 
 from __future__ import annotations
 

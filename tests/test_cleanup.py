@@ -1,4 +1,4 @@
-"""Cleanup by classification manifest (issue 6, DESIGN §6): check, plan, apply, guards, restart."""
+"""Cleanup by classification manifest (issue 6, docs/reference.md §6): check, plan, apply, guards, restart."""
 
 from __future__ import annotations
 

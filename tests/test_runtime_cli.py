@@ -1,4 +1,4 @@
-"""`cplane accounts create` and `cplane serve` (DESIGN §3)."""
+"""`cplane accounts create` and `cplane serve` (docs/reference.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Cleanup by classification manifest (DESIGN §6).
+"""Cleanup by classification manifest (docs/reference.md §6).
 
 - `manifest`: load the CleanupManifest document and check it against the live schema.
 - `schema`: the live schema (tables, keys, foreign keys) and identifier quoting.

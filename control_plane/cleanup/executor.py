@@ -80,7 +80,7 @@ CLEANUP_LOCK_MESSAGE = "another cplane cleanup is running on this database; try 
 
 
 def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_production: bool) -> None:
-    """The production guards (DESIGN §3, §6); raises CleanupRefused."""
+    """The production guards (docs/reference.md §3, §6); raises CleanupRefused."""
     profile = manifest.profiles.get(profile_name)
     if profile is None:
         known = ", ".join(manifest.profiles) or "(none)"

@@ -1,4 +1,4 @@
-"""`cplane export --out DIR` (DESIGN §3): bootstrap config from an existing database."""
+"""`cplane export --out DIR` (docs/reference.md §3): bootstrap config from an existing database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The `cplane` command line (DESIGN §3).
+"""The `cplane` command line (docs/reference.md §3).
 
 Every error is one line on stderr and exit code 1 (usage errors included: click's own exit code 2 is
 reserved for "there are changes" and "out of sync"); `--debug` shows the traceback.

@@ -1,4 +1,4 @@
-"""`cplane plan`, `apply`, `status`, `history` and the `reconcile` group (DESIGN §3, §4)."""
+"""`cplane plan`, `apply`, `status`, `history` and the `reconcile` group (docs/reference.md §3, §4)."""
 
 from __future__ import annotations
 

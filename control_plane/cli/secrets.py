@@ -1,4 +1,4 @@
-"""`cplane secrets rotate-key` (DESIGN §3): move every stored secret to a new key."""
+"""`cplane secrets rotate-key` (docs/reference.md §3): move every stored secret to a new key."""
 
 from __future__ import annotations
 

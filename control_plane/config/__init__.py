@@ -1,1 +1,1 @@
-"""Loading and locating config documents (DESIGN §2)."""
+"""Loading and locating config documents (docs/reference.md §2)."""

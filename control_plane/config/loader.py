@@ -1,4 +1,4 @@
-"""Load config documents (DESIGN §2): fast path with yaml-rs, exact positions with ruamel.
+"""Load config documents (docs/reference.md §2): fast path with yaml-rs, exact positions with ruamel.
 
 Fast path
     Every file is decoded as UTF-8 (a BOM is dropped), checked for characters YAML forbids, and

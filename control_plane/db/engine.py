@@ -1,4 +1,4 @@
-"""Database URLs, engines and migrations (DESIGN §1)."""
+"""Database URLs, engines and migrations (docs/reference.md §1)."""
 
 from __future__ import annotations
 
@@ -182,5 +182,5 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
 
 
 def ensure_schema(engine: Engine) -> None:
-    """Commands that need the schema migrate a fresh database first (DESIGN §3)."""
+    """Commands that need the schema migrate a fresh database first (docs/reference.md §3)."""
     upgrade(engine)

@@ -1,4 +1,4 @@
-"""The document format (DESIGN §2) and the spec of every config kind, as pydantic v2 models.
+"""The document format (docs/reference.md §2) and the spec of every config kind, as pydantic v2 models.
 
 Field names are snake_case in Python and camelCase in YAML (Kubernetes style). Unknown fields are
 errors everywhere (`extra="forbid"`): a typo must never be silently ignored.
@@ -41,7 +41,7 @@ ISO_4217 = frozenset(
 
 
 class Strict(BaseModel):
-    """Strict types (DESIGN §2, YAML 1.2): no coercion between strings, numbers and booleans, and an
+    """Strict types (docs/reference.md §2, YAML 1.2): no coercion between strings, numbers and booleans, and an
     integer field refuses 1.5. Decimals are the one conversion: a YAML number (never a string)
     becomes a Decimal through `_to_decimal`."""
 

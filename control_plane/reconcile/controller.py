@@ -141,7 +141,7 @@ def make_plan(
 
 
 def _migrate(engine: Engine, progress: ApplyProgress) -> None:
-    """Apply runs the migrations first (DESIGN §3), and says so."""
+    """Apply runs the migrations first (docs/reference.md §3), and says so."""
     before, after = upgrade(engine)
     progress.phase("migrating", f"{before or '(empty)'} -> {after}" if before != after else f"schema at head ({after})")
 
