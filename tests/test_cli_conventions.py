@@ -291,7 +291,7 @@ def test_quick_start_leaves_git_status_empty(tmp_path):
     # and the everyday commands that write beside the database
     for args in (("plan",), ("status",), ("history",), ("cleanup", "apply", "--profile", "retention", "--yes")):
         assert run(*args, cwd=copy, env=env).returncode == 0, args
-    assert (copy / "cplane.db").exists() and (copy / ".cplane").exists()
+    assert (copy / "cplane.db").exists() and (copy / "cplane.db.key").exists()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=copy, capture_output=True, text=True, check=True)
     assert status.stdout == "", status.stdout
 
