@@ -13,10 +13,14 @@ from decimal import Decimal
 import pytest
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
-from control_plane.plans.model import BLOCKING, FieldChange, Plan, compare
+from control_plane.plans import planfile
+from control_plane.plans.compare import BLOCKING, compare
+from control_plane.plans.model import FieldChange, Plan
 from control_plane.render.plan import NO_CHANGES, render_markdown, render_text, summary_line
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import DesiredState, LiveState, Row, canonical, fingerprint
+from control_plane.state.desired import DesiredState
+from control_plane.state.live import LiveState
+from control_plane.state.rows import Row, canonical, fingerprint
 
 
 @dataclass
@@ -260,9 +264,9 @@ def test_pending_migrations_are_said_in_text_markdown_and_json(box):
     note = "Schema: 2 migrations pending (apply runs them first)"
     assert note in render_text(plan).splitlines()
     assert note in render_markdown(plan).splitlines()
-    data = plan.to_dict()
+    data = planfile.to_dict(plan)
     assert data["pending_migrations"] == 2 and data["schema"] == note
-    assert Plan.from_dict(data).pending_migrations == 2
+    assert planfile.from_dict(data).pending_migrations == 2
     plan.pending_migrations = 0
     assert "migrations pending" not in render_text(plan) + render_markdown(plan)
-    assert "schema" not in plan.to_dict()
+    assert "schema" not in planfile.to_dict(plan)

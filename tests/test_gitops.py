@@ -93,7 +93,12 @@ def test_pull_request_workflow():
     steps = run_lines(plan)
     assert 'git worktree add --detach "${RUNNER_TEMP}/base" "${BASE_SHA}"' in steps
     assert "cplane apply --config" in steps and "--auto-approve" in steps
-    assert "cplane plan --config config --format markdown --detailed-exitcode > plan.md" in steps
+    assert ('cplane plan --config config --format markdown --detailed-exitcode --out plan.json '
+            '--artifact "${PLAN_ARTIFACT}" > plan.md') in steps
+    assert "python -m control_plane.render plan.json > plan.txt" in steps
+    upload = next(s for s in plan["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    assert upload["with"]["name"] == "cplane-plan" and "plan.txt" in upload["with"]["path"]
+    assert "`cplane-plan` artifact" in next(s for s in plan["steps"] if s.get("id") == "plan")["env"]["PLAN_ARTIFACT"]
     assert "plan_comment.py post" in steps
     assert "pull_request.base.sha" in plan["env"]["BASE_SHA"]
 

@@ -22,24 +22,32 @@ def _plan_options(func):
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
 @click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@click.option("--compact", is_flag=True,
+              help="Text and markdown: count each kind's creates instead of listing them with their attributes.")
+@click.option("--artifact", metavar="MARKDOWN",
+              help="Markdown: where the full plan is (e.g. a link to the CI artifact), named when the plan is "
+                   "too long for a GitHub comment.")
 @_plan_options
 @common_options
-def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, adopt: bool, require_secrets: bool,
-                 allow_environment_change: bool):
+def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
+                 adopt: bool, require_secrets: bool, allow_environment_change: bool):
     """Compute the changes that would make the database match the config."""
     from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.controller import make_plan
-    from control_plane.render.plan import RENDERERS
+    from control_plane.render.plan import render_json, render_markdown, render_text
 
     result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
                        require_secrets=require_secrets, allow_environment_change=allow_environment_change)
     plan = result.plan
     if fmt == "text":
-        click.echo(RENDERERS["text"](plan, colour=sys.stdout.isatty()))
+        click.echo(render_text(plan, colour=sys.stdout.isatty(), compact=compact))
     else:
         for warning in plan.warnings:
             click.echo(f"warning: {warning}", err=True)
-        click.echo(RENDERERS[fmt](plan))
+        if fmt == "markdown":
+            click.echo(render_markdown(plan, artifact=artifact, compact=compact))
+        else:
+            click.echo(render_json(plan))
     if out:
         write_plan(plan, out)
         click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
