@@ -150,7 +150,7 @@ def check_binding(engine: Engine, plan: Plan, environment: str | None) -> None:
     """A saved plan applies only where it was made: the same environment and the same database
     (its dialect and lineage id). Raises PlanRejected naming what differs; reads only."""
     if (plan.environment or None) != (environment or None):
-        raise PlanRejected(f"refusing to apply the plan: it was made for environment {_env(plan.environment)}, "
+        raise PlanRejected(f"refusing to apply the plan: it was made for {_env(plan.environment)}, "
                            f"and this apply is for {_env(environment)}")
     check_connection(engine)
     with engine.connect() as conn:
@@ -166,7 +166,7 @@ def check_binding(engine: Engine, plan: Plan, environment: str | None) -> None:
 
 
 def _env(environment: str | None) -> str:
-    return repr(environment) if environment else "no environment"
+    return f"environment {environment!r}" if environment else "no environment"
 
 
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
