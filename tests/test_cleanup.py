@@ -160,11 +160,16 @@ def test_check_fails_on_missing_table_column_rule_and_bad_condition(tmp_path, mi
 
 
 def test_check_and_plan_report_a_missing_schema_and_never_migrate(db_url, engine_for):
+    from alembic.script import ScriptDirectory
+
+    from control_plane.db.engine import alembic_config, make_engine
+
+    migrations = sum(1 for _ in ScriptDirectory.from_config(alembic_config(make_engine("sqlite://"))).walk_revisions())
     for args in (("cleanup", "check"), ("cleanup", "plan", "--profile", "retention")):
         result = cli(*args, url=db_url)
         assert result.exit_code == 1, result.output
         assert result.output.strip().splitlines() == [
-            "error: the database schema is behind head (1 migrations pending); "
+            f"error: the database schema is behind head ({migrations} migrations pending); "
             "run `cplane db upgrade` first (cleanup check and plan never migrate)"
         ]
     from sqlalchemy import inspect
