@@ -165,19 +165,24 @@ def test_rows_cplane_does_not_manage_are_reported_never_changed_unless_adopted(b
     world.live("CreditPackage", package("named-in-config"), managed=False)
     world.live("CreditPackage", package("hand-made"), managed=False)
     plan = world.plan()
-    assert plan.changes == []
+    # A collision is a change (adopt, with its fields), approved or not: apply refuses it without --adopt.
+    [change] = plan.changes
+    assert (change.name, change.action, change.cause) == ("named-in-config", "adopt", "adopt")
+    assert change.fields == [FieldChange("credits", 100, 5)]
+    assert plan.has_changes and plan.adopt is False
     assert plan.unmanaged == [
-        {"kind": "CreditPackage", "name": "named-in-config", "reason": "exists but was not created by cplane (use --adopt)"},
         {"kind": "CreditPackage", "name": "hand-made", "reason": "not in config and not managed by cplane"},
     ]
     assert "  ? CreditPackage/hand-made: not in config and not managed by cplane" in render_text(plan).splitlines()
+    assert "  < CreditPackage/named-in-config" in render_text(plan).splitlines()
 
     adopted = world.plan(adopt=True)
     [change] = adopted.changes
     assert (change.name, change.action, change.cause) == ("named-in-config", "adopt", "adopt")
     assert change.fields == [FieldChange("credits", 100, 5)]
+    assert adopted.adopt is True
     assert adopted.summary["update"] == 1
-    assert adopted.unmanaged == [plan.unmanaged[1]]  # the row config does not name stays untouched
+    assert adopted.unmanaged == plan.unmanaged  # the row config does not name stays untouched
 
 
 def test_removed_row_is_deleted_or_retired_when_user_data_references_it(box):

@@ -111,16 +111,21 @@ def test_hand_inserted_row_is_unmanaged_and_untouched_until_adopted(config_tree,
     assert plan.changes == []
     assert {"kind": "CreditPackage", "name": "hand-made", "reason": "not in config and not managed by cplane"} in plan.unmanaged
     assert "Unmanaged rows" in render_text(plan)
-    # The same natural key added to config: still not touched without --adopt.
     config_tree.write("credit_packages/hand-made.yaml", """\
         apiVersion: cplane/v1
         kind: CreditPackage
         metadata: {name: hand-made}
         spec: {displayName: Hand Made, credits: 50, price: 5}
     """)
+    # The same natural key added to config: a pending adopt change, which apply refuses without --adopt.
     plan = make_plan(migrated_engine, config_tree.root).plan
-    assert plan.changes == []
-    assert any(u["name"] == "hand-made" and "--adopt" in u["reason"] for u in plan.unmanaged)
+    [change] = plan.changes
+    assert (change.action, change.name) == ("adopt", "hand-made")
+    assert ("credits", 5, 50) in [(f.field, f.before, f.after) for f in change.fields]
+    assert not any(u["name"] == "hand-made" for u in plan.unmanaged)
+    with pytest.raises(CplaneError, match="CreditPackage/hand-made.*--adopt"):
+        apply_plan(migrated_engine, plan, environment=None, actor="test")
+    assert scalar(migrated_engine, "SELECT credits FROM credit_packages WHERE slug='hand-made'") == 5
     adopted = make_plan(migrated_engine, config_tree.root, adopt=True).plan
     [change] = adopted.changes
     assert (change.action, change.name) == ("adopt", "hand-made")
@@ -286,7 +291,7 @@ def test_prompt_version_increments_and_history_is_kept(config_tree, migrated_eng
 def test_plan_json_is_versioned_and_round_trips(config_tree, migrated_engine):
     plan = make_plan(migrated_engine, config_tree.root).plan
     data = json.loads(planfile.dumps(plan))
-    assert data["format_version"] == 1
+    assert data["format_version"] == 2
     assert data["summary"]["create"] == len(plan.changes)
     again = planfile.from_dict(data)
     assert json.loads(planfile.dumps(again)) == json.loads(planfile.dumps(plan))

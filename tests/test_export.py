@@ -83,11 +83,12 @@ def test_round_trip_export_validates_and_plans_no_changes(applied, tmp_path):
     config = load_config(out)
     assert config.ok, [i.format() for i in config.issues]
     result = make_plan(applied, out, adopt=False, environ=APPLY_SECRETS)
-    assert result.plan.changes == [], [(c.kind, c.name, c.action, c.fields) for c in result.plan.changes]
+    # The only change: the unmanaged row, now named in config, is adopted as it is (no field changes).
+    changes = [(c.kind, c.name, c.action, c.fields) for c in result.plan.changes]
+    assert changes == [("CreditPackage", "hand-made", "adopt", [])], changes
     assert result.plan.warnings == []  # every secret the export names is set
-    assert result.plan.unmanaged == [{"kind": "CreditPackage", "name": "hand-made",
-                                      "reason": "exists but was not created by cplane (use --adopt)"}]
-    assert sorted(export.secret_variables) == sorted(APPLY_SECRETS)  # the references the config used
+    assert result.plan.unmanaged == []
+    assert sorted(export.secret_variables) == sorted(APPLY_SECRETS)
 
     free = (out / "plans" / "free.yaml").read_text()
     assert "active: false" in free
@@ -161,8 +162,8 @@ def test_bootstrap_existing_database_with_export_and_adopt(applied, other_engine
         conn.execute(text("DELETE FROM cplane_managed_objects"))
 
     plan = make_plan(other_engine, out, environ=APPLY_SECRETS).plan
-    assert plan.changes == []
-    unmanaged = {(u["kind"], u["name"]) for u in plan.unmanaged}
+    assert plan.unmanaged == [] and {c.action for c in plan.changes} == {"adopt"} and plan.adopt is False
+    unmanaged = {(c.kind, c.name) for c in plan.changes}
     assert ("Plan", "test-plan") in unmanaged and ("IndustrySector", "test-industry/first") in unmanaged
     assert ("PaymentMethod", "stripe") in unmanaged
 

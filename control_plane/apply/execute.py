@@ -9,10 +9,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, text, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 
 from control_plane.apply.audit import audit_form
 from control_plane.db.dialect import for_dialect
+from control_plane.db.identity import check_environment, read_identity, record_environment
+from control_plane.db.identity import environment_change as _change
 from control_plane.db.models import ApplyRun, ManagedObject
 from control_plane.errors import CplaneError, LockHeld
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
@@ -36,6 +38,30 @@ class ApplyLocked(LockHeld):
 
 class PlanStale(CplaneError):
     code = "plan_stale"
+
+
+class AdoptionNotApproved(CplaneError):
+    pass
+
+
+def refuse_unapproved_adoptions(plan: Plan, adopt: bool) -> None:
+    """A plan that takes rows cplane did not create under management needs --adopt (on the plan or
+    on the apply)."""
+    adoptions = plan.adoptions
+    if not adoptions or adopt or plan.adopt:
+        return
+    names = [f"{c.kind}/{c.name}" for c in adoptions]
+    shown = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "")
+    raise AdoptionNotApproved(
+        f"refusing to apply: {len(names)} row(s) named in the config exist but were not created by cplane: {shown}; "
+        "pass --adopt to take them under management with the values of the config"
+    )
+
+
+def run_kind(plan: Plan, saved: bool) -> str:
+    """What cplane_apply_runs.kind says of a run: apply, saved-plan, adopt or saved-plan+adopt."""
+    parts = (["saved-plan"] if saved else []) + (["adopt"] if plan.adoptions else [])
+    return "+".join(parts) or "apply"
 
 
 @dataclass
@@ -89,6 +115,8 @@ def execute(
     actor: str,
     environment: str | None,
     saved: bool = False,
+    adopt: bool = False,
+    allow_environment_change: bool = False,
     environ=None,
     lock_timeout: float = 0,
     progress: ApplyProgress | None = None,
@@ -97,6 +125,8 @@ def execute(
 
     `plan` is either a Plan computed earlier (every row it was computed from is re-checked, and the
     apply refused if one moved) or a function that computes it from the live state read under the lock.
+    Under the lock the database's recorded environment is checked against `environment` (and
+    recorded by the apply); adopt changes need `adopt` or a plan made with it.
     """
     environ = os.environ if environ is None else environ
     progress = progress or QUIET
@@ -105,9 +135,11 @@ def execute(
             raise CplaneError("; ".join(plan.errors))
         if not plan.changes:
             return ApplyResult(False, plan.summary, plan=plan)
+        refuse_unapproved_adoptions(plan, adopt)
     progress.phase("locking")
     # The lock is let go only after the commit (SQLite's lock file; PostgreSQL's goes with the transaction).
     with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
+        identity = read_identity(conn)
         live = read_live(conn, box)
         check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
         if not isinstance(plan, Plan):
@@ -115,8 +147,13 @@ def execute(
             plan = plan(conn, live)
             if plan.errors:
                 raise CplaneError("; ".join(plan.errors))
-            if not plan.changes:
-                return ApplyResult(False, plan.summary, plan=plan)
+        # A change the reviewed plan already names (made with --allow-environment-change) is approved.
+        approved = allow_environment_change or (bool(plan.environment_change)
+                                                and plan.environment_change == _change(identity, environment))
+        change = check_environment(identity, environment, approved)
+        if not plan.changes:
+            return ApplyResult(False, plan.summary, plan=plan)
+        refuse_unapproved_adoptions(plan, adopt)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
         progress.start_writes(len(plan.changes))
         written = _write(conn, plan, live, desired_values, box, progress)
@@ -129,10 +166,13 @@ def execute(
                 "config_revision": plan.config_revision,
                 "config_digest": plan.config_digest,
                 "summary": plan.summary,
-                "plan": {**audit_form(plan), "saved": saved},  # history: the kind of run
+                "plan": {**audit_form(plan), "saved": saved},
+                "kind": run_kind(plan, saved),
+                "environment_change": change or "",
                 "finished_at": None,
             },
         ).scalar_one()
+        record_environment(conn, environment)
         conn.execute(
             update(ApplyRun.__table__).where(ApplyRun.__table__.c.id == run_id).values(finished_at=text("CURRENT_TIMESTAMP"))
         )
@@ -204,13 +244,17 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
         if updates:
             current = live.rows.get(kind, {})
             rows, versions = [], []
+            stored = _latest_versions(conn, rk, [current[c.name].id for c in updates]) if rk.history else {}
             for c in updates:
                 row = _db_row(rk, desired[(kind, c.name)], ids, box, current[c.name])
                 row["_id"] = current[c.name].id
                 if rk.history is not None:
                     before = current[c.name]
-                    changed = columns_differ(rk, before.values, desired[(kind, c.name)], rk.history.columns, box)
-                    row[rk.version_column] = (before.version or 1) + (1 if changed else 0)
+                    # A new version only for new text: compared with the latest stored version, so
+                    # that healing drift back to it keeps the version (and accounts' customizations current).
+                    latest_version, latest_values = stored.get(before.id, (before.version or 1, before.values))
+                    changed = columns_differ(rk, latest_values, desired[(kind, c.name)], rk.history.columns, box)
+                    row[rk.version_column] = max(latest_version, before.version or 1) + 1 if changed else latest_version
                     if changed:
                         versions.append((before.id, row[rk.version_column], desired[(kind, c.name)]))
                 rows.append(row)
@@ -325,6 +369,23 @@ def _read_ids(conn: Connection, rk: RowKind, ids: dict[str, dict[str, int]]) -> 
                 values[column] = keys_by_id[target].get(values[column])
         result[natural_key(rk, values)] = record[0]
     return result
+
+
+def _latest_versions(conn: Connection, rk: RowKind, row_ids: list[int]) -> dict[int, tuple[int, dict[str, Any]]]:
+    """Per row id: its latest stored version number and the versioned columns' values in it."""
+    history = rk.history
+    table = history.model.__table__
+    row_col, version_col = table.c[history.row_column], table.c[history.version_column]
+    latest: dict[int, tuple[int, dict[str, Any]]] = {}
+    for start in range(0, len(row_ids), DELETE_CHUNK):
+        chunk = row_ids[start : start + DELETE_CHUNK]
+        newest = (select(row_col.label("row_id"), func.max(version_col).label("version"))
+                  .where(row_col.in_(chunk)).group_by(row_col).subquery())
+        stmt = select(row_col, version_col, *(table.c[c] for c in history.columns)).join(
+            newest, (row_col == newest.c.row_id) & (version_col == newest.c.version))
+        for record in conn.execute(stmt):
+            latest[record[0]] = (record[1], dict(zip(history.columns, record[2:], strict=True)))
+    return latest
 
 
 def _record_versions(conn: Connection, rk: RowKind, entries: list[tuple[int, int, dict]]) -> None:

@@ -30,6 +30,8 @@ def _plan_errors(plan, fmt: str, rendered_json: str | None = None) -> CplaneErro
 def _plan_options(func):
     func = click.option("--adopt", is_flag=True, help="Take existing rows with the same natural key under management.")(func)
     func = click.option("--require-secrets", is_flag=True, help="Fail when a referenced secret variable is unset.")(func)
+    func = click.option("--allow-environment-change", is_flag=True,
+                        help="Plan or apply for another environment than the one the database is recorded as (audited).")(func)
     return func
 
 
@@ -45,14 +47,14 @@ def _plan_options(func):
 @_plan_options
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
-                 adopt: bool, require_secrets: bool):
+                 adopt: bool, require_secrets: bool, allow_environment_change: bool):
     """Compute the changes that would make the database match the config."""
     from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.controller import make_plan
     from control_plane.render.plan import render_json, render_markdown, render_text
 
     result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                       require_secrets=require_secrets)
+                       require_secrets=require_secrets, allow_environment_change=allow_environment_change)
     plan = result.plan
     if fmt == "text":
         click.echo(render_text(replace(plan, errors=[]), colour=ctx.colour(), compact=compact))
@@ -82,12 +84,13 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 @_plan_options
 @common_options
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
-                  lock_timeout: float, adopt: bool, require_secrets: bool):
-    """Apply a saved plan, or compute and apply a fresh one."""
+                  lock_timeout: float, adopt: bool, require_secrets: bool, allow_environment_change: bool):
+    """Apply a saved plan (the reviewed plan is the approval: no confirmation), or compute and apply a fresh one."""
+    from control_plane.apply.execute import refuse_unapproved_adoptions
     from control_plane.cli.progress import ApplyReporter
     from control_plane.plans.model import Plan
     from control_plane.plans.planfile import read_plan
-    from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
+    from control_plane.reconcile.controller import apply_config, apply_plan, check_binding, make_plan
     from control_plane.render.plan import NO_CHANGES, render_text, summary_line
 
     reporter = ApplyReporter(colour=ctx.colour(sys.stderr))
@@ -113,7 +116,8 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         # Nobody reviews this plan, so it is computed under the apply lock: no stale-plan refusals.
         try:
             result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
-                                  require_secrets=require_secrets, lock_timeout=lock_timeout, progress=reporter)
+                                  require_secrets=require_secrets, allow_environment_change=allow_environment_change,
+                                  lock_timeout=lock_timeout, progress=reporter)
         finally:
             reporter.close()
         show(result.plan)
@@ -126,24 +130,25 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             raise CplaneError(f"plan file {planfile} does not exist") from None
         except (ValueError, KeyError, TypeError) as exc:
             raise CplaneError(f"{planfile} is not a cplane plan: {exc}") from None
-        if (plan.environment or None) != (ctx.environment or None):
-            raise CplaneError(f"{planfile} was made for environment {plan.environment!r}, not {ctx.environment!r}")
+        check_binding(engine, plan, ctx.environment)
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                         require_secrets=require_secrets).plan
+                         require_secrets=require_secrets, allow_environment_change=allow_environment_change).plan
     show(plan)
     if not plan.changes:
         if fmt == "json":
             emit_json({"applied": False, "summary": plan.summary, "message": NO_CHANGES})
         return
-    if not auto_approve:
+    refuse_unapproved_adoptions(plan, adopt)  # before asking: an answer could not approve them
+    if not auto_approve and not planfile:  # a saved plan is its own approval
         if not sys.stdin.isatty():
             raise CplaneError("refusing to apply without confirmation: not a terminal; pass --auto-approve")
         if not click.confirm("Apply these changes?", default=False):
             raise CplaneError("apply cancelled")
     try:
-        result = apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile),
-                            lock_timeout=lock_timeout, progress=reporter)
+        result = apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile), adopt=adopt,
+                            allow_environment_change=allow_environment_change, lock_timeout=lock_timeout,
+                            progress=reporter)
     finally:
         reporter.close()
     done(plan, result)
@@ -171,6 +176,7 @@ def status_command(ctx: Context, fmt: str):
     else:
         click.echo(f"database:        {info['database']} (reachable)")
         click.echo(f"schema revision: {info['schema_revision'] or '(none)'} (head {info['schema_head']})")
+        click.echo(f"environment:     {info['database_environment'] or '(none recorded)'}")
         if info["pending_migrations"]:
             click.echo(f"schema:          {info['pending_migrations']} migrations pending (apply runs them first)")
         last = info["last_apply"]
@@ -179,6 +185,7 @@ def status_command(ctx: Context, fmt: str):
         p = info["pending"]
         click.echo(f"pending:         {p['create']} create, {p['update']} update, {p['delete']} delete, {p['retire']} retire")
         click.echo(f"drift:           {info['drift']} row(s) edited outside cplane")
+        click.echo(f"adopt:           {info['adopt']} row(s) named in config but not created by cplane (apply --adopt)")
         click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
         click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
         click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")

@@ -54,8 +54,9 @@ class UserRef:
 
 @dataclass(frozen=True)
 class VersionHistory:
-    """A row kind whose rows carry a version number that apply bumps when `columns` change, and
-    whose every version is kept in `model`, pointing at its row through `row_column`."""
+    """A row kind whose rows carry a version number that apply bumps when `columns` differ from
+    the latest version stored in `model` (so healing drift back to it keeps the version), and whose
+    every version is kept in `model`, pointing at its row through `row_column`."""
 
     model: type
     row_column: str

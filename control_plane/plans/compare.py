@@ -164,15 +164,14 @@ def compare(
                 continue
             live_fp, desired_fp = fingerprint(live_canon), fingerprint(desired_canon)
             if record is None:
-                if adopt:
-                    writes.append(Change(kind, key, Action.ADOPT, cause="adopt",
-                                         fields=_field_changes(rk, row, current, box),
-                                         values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
-                                         live_fingerprint=live_fp, desired_fingerprint=desired_fp,
-                                         prevent_destroy=row.prevent_destroy,
-                                         impact=_impact(counts_for(kind), current.id)))
-                else:
-                    plan.unmanaged.append({"kind": kind, "name": key, "reason": "exists but was not created by cplane (use --adopt)"})
+                # A collision is a change: the row is taken under management with the values of the
+                # config (apply refuses it unless the plan or the apply is made with --adopt).
+                writes.append(Change(kind, key, Action.ADOPT, cause="adopt",
+                                     fields=_field_changes(rk, row, current, box),
+                                     values=_plan_values(rk, row), secret_refs=row.secret_refs or {},
+                                     live_fingerprint=live_fp, desired_fingerprint=desired_fp,
+                                     prevent_destroy=row.prevent_destroy,
+                                     impact=_impact(counts_for(kind), current.id)))
                 continue
             fields = _field_changes(rk, row, current, box)
             if record.prevent_destroy != row.prevent_destroy:

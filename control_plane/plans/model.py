@@ -3,7 +3,8 @@
 compare (plans.compare) makes a Plan; render shows it, planfile saves and reads it, apply executes
 it. A Plan holds everything apply needs: the values to write (secrets only by reference), the
 fingerprint of every live row it was computed from (so that a saved plan applied later can detect
-that the database moved) and of every row state it leaves behind.
+that the database moved) and of every row state it leaves behind; and what it is bound to: the
+database it was computed against (its lineage id), the environment and the config.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-FORMAT_VERSION = 1
+# 2: plans carry a digest of their content and the database, environment and cplane they belong to.
+FORMAT_VERSION = 2
 
 
 class Action(StrEnum):
@@ -21,7 +23,8 @@ class Action(StrEnum):
     UPDATE = "update"
     DELETE = "delete"
     RETIRE = "retire"
-    # An update of a row that exists but was not created by cplane, taking it under management.
+    # A config object whose natural key matches a row cplane did not create: taking it under
+    # management (with the field differences it makes). Apply refuses it without --adopt.
     ADOPT = "adopt"
 
 
@@ -63,6 +66,14 @@ class Plan:
     environment: str | None = None
     config_revision: str = ""
     config_digest: str = ""
+    cplane_version: str = ""
+    # The database planned against: {"dialect", "lineage", "environment"} (lineage None: not
+    # migrated by cplane yet; environment: the one its first apply recorded).
+    database: dict[str, Any] = field(default_factory=dict)
+    # "recorded -> environment" when the plan was made with --allow-environment-change for another
+    # environment than the database's.
+    environment_change: str = ""
+    # Made with --adopt: its adopt changes are approved.
     adopt: bool = False
     changes: list[Change] = field(default_factory=list)
     unmanaged: list[dict[str, str]] = field(default_factory=list)
@@ -83,3 +94,7 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.changes)
+
+    @property
+    def adoptions(self) -> list[Change]:
+        return [c for c in self.changes if c.action == Action.ADOPT]

@@ -3,10 +3,15 @@
 It owns the types: what JSON cannot carry (decimals, timestamps) is written as a string and given
 its type back on reading, from the column it belongs to, so that a plan read from a file is the
 same data as the plan that was written.
+
+A written plan carries `digest`, the SHA-256 of everything else in it (changes, values,
+fingerprints, secret references, the database, environment and config it is bound to, cplane's
+version): reading a plan whose content does not match its digest (edited or corrupted) fails.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -16,12 +21,18 @@ from typing import Any
 
 from sqlalchemy import Numeric
 
+from control_plane import __version__
+from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.plans.model import FORMAT_VERSION, Action, Change, FieldChange, Plan
 from control_plane.state.rows import managed_columns
 
-_PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "adopt", "unmanaged",
-                "warnings", "errors", "pending_migrations")
+_PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "cplane_version", "database",
+                "environment_change", "adopt", "unmanaged", "warnings", "errors", "pending_migrations")
+
+
+class PlanRejected(CplaneError):
+    """A saved plan that cannot be applied as it is: another format, or content that is not its own."""
 
 
 def change_to_dict(change: Change, include_values: bool = True) -> dict[str, Any]:
@@ -51,6 +62,9 @@ def to_dict(plan: Plan, include_values: bool = True) -> dict[str, Any]:
         "environment": plan.environment,
         "config_revision": plan.config_revision,
         "config_digest": plan.config_digest,
+        "cplane_version": plan.cplane_version,
+        "database": plan.database,
+        "environment_change": plan.environment_change,
         "adopt": plan.adopt,
         "pending_migrations": plan.pending_migrations,
         **({"schema": plan.schema_note} if plan.pending_migrations else {}),
@@ -70,8 +84,18 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def content_digest(data: dict[str, Any]) -> str:
+    """The digest of a saved plan's JSON content, `digest` itself excluded (key order and
+    whitespace do not count)."""
+    content = {k: v for k, v in data.items() if k != "digest"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=json_default)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def dumps(plan: Plan) -> str:
-    return json.dumps(to_dict(plan), indent=2, ensure_ascii=False, default=json_default)
+    data = json.loads(json.dumps(to_dict(plan), default=json_default))  # the JSON form the digest is over
+    data["digest"] = content_digest(data)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def from_dict(data: dict[str, Any]) -> Plan:
@@ -90,7 +114,19 @@ def from_dict(data: dict[str, Any]) -> Plan:
 
 
 def loads(text: str) -> Plan:
-    return from_dict(json.loads(text))
+    """A saved plan, checked: PlanRejected when it is of another format version or its content does
+    not match its digest; ValueError, KeyError or TypeError when it is not a plan at all."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise PlanRejected(f"refusing to apply the plan: it is in plan format_version {version!r} and this cplane "
+                           f"({__version__}) reads only {FORMAT_VERSION}; make a new plan")
+    if data.get("digest") != content_digest(data):
+        raise PlanRejected("refusing to apply the plan: its content does not match its digest (edited or corrupted); "
+                           "make a new plan")
+    return from_dict(data)
 
 
 def write_plan(plan: Plan, path: Path | str) -> None:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select
 
-from control_plane.apply.execute import QUIET, ApplyProgress, ApplyResult, execute
+from control_plane import __version__
+from control_plane.apply.execute import (
+    QUIET,
+    ApplyProgress,
+    ApplyResult,
+    execute,
+    refuse_unapproved_adoptions,
+)
 from control_plane.config.validate import ConfigSet
 from control_plane.db.engine import (
     check_connection,
@@ -19,10 +26,12 @@ from control_plane.db.engine import (
     pending_migrations,
     upgrade,
 )
+from control_plane.db.identity import check_environment, read_identity
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plans.compare import compare, reference_counts
 from control_plane.plans.model import Plan
+from control_plane.plans.planfile import PlanRejected
 from control_plane.reconcile.validation import load_checked
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState, Rows, build_desired
@@ -85,12 +94,16 @@ class Prepared:
     warnings: list[str]
     revision: str
     digest: str
+    allow_environment_change: bool = False
 
     def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0) -> Plan:
-        """The plan against what `conn` holds now (tables that do not exist yet read as empty)."""
+        """The plan against what `conn` holds now (tables that do not exist yet read as empty).
+        Refused when the database is bound to another environment (unless allowed)."""
         def counts(kind: str) -> dict[int, dict[str, int]]:
             return reference_counts(conn, {kind})[kind]
 
+        identity = read_identity(conn)
+        change = check_environment(identity, self.environment, self.allow_environment_change)
         if live is None:
             live = read_live(conn, self.box)
         check_key(conn, self.box, live.unreadable)
@@ -99,12 +112,18 @@ class Prepared:
         plan.environment = self.environment
         plan.config_revision = self.revision
         plan.config_digest = self.digest
-        plan.warnings = self.warnings + plan.warnings
+        plan.cplane_version = __version__
+        plan.database = identity.as_dict()
+        plan.environment_change = change or ""
+        extra = [f"the database is recorded as environment {identity.environment!r}; applying this plan records "
+                 f"{self.environment!r} instead (--allow-environment-change)"] if change and self.environment else []
+        plan.warnings = self.warnings + extra + plan.warnings
         return plan
 
 
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
-            require_secrets: bool = False, environ=None, database_url=None) -> Prepared:
+            require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
+            database_url=None) -> Prepared:
     """The desired state. A secret variable that is not set is an error in production or with
     `require_secrets`; elsewhere compare keeps the stored value (or leaves it unset) and warns."""
     environ = os.environ if environ is None else environ
@@ -117,7 +136,7 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
     box = SecretBox(environment, database_url)
     digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
-                    config_revision(Path(config_dir), digest), digest)
+                    config_revision(Path(config_dir), digest), digest, allow_environment_change)
 
 
 def make_plan(
@@ -127,13 +146,15 @@ def make_plan(
     environment: str | None = None,
     adopt: bool = False,
     require_secrets: bool = False,
+    allow_environment_change: bool = False,
     environ=None,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
     counts the pending migrations, which apply runs first."""
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       environ=environ, database_url=engine.url)
+                       allow_environment_change=allow_environment_change, environ=environ,
+                       database_url=engine.url)
     pending = pending_migrations(engine)
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending)
@@ -146,19 +167,49 @@ def _migrate(engine: Engine, progress: ApplyProgress) -> None:
     progress.phase("migrating", f"{before or '(empty)'} -> {after}" if before != after else f"schema at head ({after})")
 
 
+def check_binding(engine: Engine, plan: Plan, environment: str | None) -> None:
+    """A saved plan applies only where it was made: the same environment and the same database
+    (its dialect and lineage id). Raises PlanRejected naming what differs; reads only."""
+    if (plan.environment or None) != (environment or None):
+        raise PlanRejected(f"refusing to apply the plan: it was made for {_env(plan.environment)}, "
+                           f"and this apply is for {_env(environment)}")
+    check_connection(engine)
+    with engine.connect() as conn:
+        here = read_identity(conn)
+    planned = plan.database or {}
+    if planned.get("dialect") != here.dialect:
+        raise PlanRejected(f"refusing to apply the plan: it was made against another database (a "
+                           f"{planned.get('dialect') or 'unknown'} database; this one is {here.dialect})")
+    if planned.get("lineage") != here.lineage:
+        raise PlanRejected(f"refusing to apply the plan: it was made against another database (lineage "
+                           f"{planned.get('lineage') or 'none: not yet migrated'}; this database is "
+                           f"{here.lineage or 'none: not yet migrated'})")
+
+
+def _env(environment: str | None) -> str:
+    return f"environment {environment!r}" if environment else "no environment"
+
+
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
-               saved: bool = False, environ=None, lock_timeout: float = 0,
-               progress: ApplyProgress | None = None) -> ApplyResult:
+               saved: bool = False, adopt: bool = False, allow_environment_change: bool = False,
+               environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None) -> ApplyResult:
+    """Apply a plan computed earlier. saved: a plan read from a file, applied only to the database
+    and environment it was made for (checked before anything is migrated or written)."""
+    if saved:
+        check_binding(engine, plan, environment)
+    if plan.changes:
+        refuse_unapproved_adoptions(plan, adopt)
     progress = progress or QUIET
     _migrate(engine, progress)
     return execute(engine, plan, SecretBox(environment, engine.url), actor=actor or default_actor(),
-                   environment=environment, saved=saved, environ=environ, lock_timeout=lock_timeout,
-                   progress=progress)
+                   environment=environment, saved=saved, adopt=adopt,
+                   allow_environment_change=allow_environment_change, environ=environ,
+                   lock_timeout=lock_timeout, progress=progress)
 
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
-                 adopt: bool = False, require_secrets: bool = False, environ=None, lock_timeout: float = 0,
-                 progress: ApplyProgress | None = None) -> ApplyResult:
+                 adopt: bool = False, require_secrets: bool = False, allow_environment_change: bool = False,
+                 environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
@@ -166,10 +217,12 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     """
     progress = progress or QUIET
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       environ=environ, database_url=engine.url)
+                       allow_environment_change=allow_environment_change, environ=environ,
+                       database_url=engine.url)
     _migrate(engine, progress)
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
-                   environment=environment, environ=environ, lock_timeout=lock_timeout, progress=progress)
+                   environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
+                   environ=environ, lock_timeout=lock_timeout, progress=progress)
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
@@ -207,10 +260,14 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
                 continue
             stmt = rk.only_system_rows(select(func.count()).select_from(rk.table))
             info["rows"][kind] = conn.execute(stmt).scalar_one()
-    plan = make_plan(engine, config_dir, environment=environment).plan
+    # Status reports a database bound to another environment instead of refusing.
+    plan = make_plan(engine, config_dir, environment=environment, allow_environment_change=True).plan
     drift = sum(1 for c in plan.changes if c.cause == "drift")
+    info["lineage"] = plan.database.get("lineage")
+    info["database_environment"] = plan.database.get("environment")
     info["pending"] = plan.summary
     info["drift"] = drift
+    info["adopt"] = len(plan.adoptions)
     info["unmanaged"] = len(plan.unmanaged)
     info["in_sync"] = not plan.changes and not pending
     return info

@@ -18,11 +18,11 @@ from control_plane.plans import planfile
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
 from control_plane.render.diff import Entry, TextDiff, column_value, diff, flatten, fmt, visible
 
-MARKERS = {"create": "+", "update": "~", "adopt": "~", "delete": "-", "retire": "!"}
+MARKERS = {"create": "+", "update": "~", "adopt": "<", "delete": "-", "retire": "!"}
 VERBS = {
     "create": "will be created",
     "update": "will be updated in place",
-    "adopt": "will be adopted (taken under management)",
+    "adopt": "will be adopted (exists, not created by cplane; taken under management, needs --adopt)",
     "delete": "will be deleted",
     "retire": "will be retired (deactivated, kept)",
 }
@@ -36,7 +36,7 @@ MARKDOWN_LIMIT = 60_000
 FOLD_LINES = 15
 
 _ANSI = {"red": "31", "green": "32", "yellow": "33", "magenta": "35", "cyan": "36"}
-COLOURS = {"+": "green", "~": "yellow", "-": "red", "!": "magenta"}
+COLOURS = {"+": "green", "~": "yellow", "<": "cyan", "-": "red", "!": "magenta"}
 
 
 def summary_line(plan: Plan) -> str:
@@ -176,7 +176,7 @@ def render_text(plan: Plan, colour: bool = False, compact: bool = False) -> str:
             if not (compact and change.action == "create"):
                 lines += _change_text(change, paint)
     if plan.unmanaged:
-        lines.append(f"Unmanaged rows (never touched by apply; --adopt takes rows named in config under management): {len(plan.unmanaged)}")
+        lines.append(f"Unmanaged rows (not in config, never touched by apply): {len(plan.unmanaged)}")
         for item in plan.unmanaged:
             lines.append(f"  ? {item['kind']}/{item['name']}: {item['reason']}")
         lines.append("")

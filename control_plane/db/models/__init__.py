@@ -1,10 +1,17 @@
 """The whole database: system data, user data and cplane's own bookkeeping."""
 
 from control_plane.db.models.base import Base
-from control_plane.db.models.controller import ApplyRun, CleanupRun, ManagedObject, Operator, SecretKey
+from control_plane.db.models.controller import (
+    ApplyRun,
+    CleanupRun,
+    DatabaseIdentity,
+    ManagedObject,
+    Operator,
+    SecretKey,
+)
 from control_plane.db.models.system import *  # noqa: F403
 from control_plane.db.models.user import *  # noqa: F403
 
 metadata = Base.metadata
 
-__all__ = ["Base", "metadata", "ApplyRun", "CleanupRun", "ManagedObject", "Operator", "SecretKey"]
+__all__ = ["Base", "metadata", "ApplyRun", "CleanupRun", "DatabaseIdentity", "ManagedObject", "Operator", "SecretKey"]

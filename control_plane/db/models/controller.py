@@ -46,6 +46,21 @@ class ApplyRun(Base):
     config_digest: Mapped[str] = mapped_column(String(64), default="")
     summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
     plan: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # apply | saved-plan | adopt | saved-plan+adopt
+    kind: Mapped[str] = mapped_column(String(30), default="apply", server_default="apply")
+    # "staging -> production" when the apply changed the database's recorded environment.
+    environment_change: Mapped[str] = mapped_column(String(250), default="", server_default="")
+
+
+class DatabaseIdentity(Base):
+    """One row, written once by the migration that creates it: the database's lineage id, which
+    saved plans are bound to, and the environment its first apply recorded (None until then)."""
+
+    __tablename__ = "cplane_database"
+    id: Mapped[int] = int_pk()
+    lineage: Mapped[str] = mapped_column(String(36), unique=True)
+    environment: Mapped[str | None] = mapped_column(String(100))
+    environment_recorded_at: Mapped[datetime | None]
 
 
 class CleanupRun(Base):
