@@ -52,6 +52,10 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=CI, *
 # --- fixtures ------------------------------------------------------------------------------------
 
 
+# The rows of a freshly migrated database: the schema revision and the database's identity (lineage id).
+MIGRATED_EMPTY = {"alembic_version": 1, "cplane_database": 1}
+
+
 @pytest.fixture(scope="module")
 def fuzz_db(module_pg_url):
     """A migrated, empty PostgreSQL database shared by the module: no case may ever write to it."""
@@ -184,7 +188,7 @@ def run_case(tree: Path, fuzz_db) -> tuple[int, int, list[str]]:
                 check_common(applied, t_apply, "apply")
                 assert applied.exit_code == 1
         assert refused, "validate refused the tree but every environment plans"
-    assert row_counts(engine) == {"alembic_version": 1}, "the database was written to"
+    assert row_counts(engine) == MIGRATED_EMPTY, "the database was written to"
     return validated.exit_code, planned.exit_code, errors
 
 
@@ -394,4 +398,4 @@ def test_hostile_document_through_the_real_cli_process(tree, fuzz_db, name):
             assert expected in proc.stderr
             # CPU seconds of the child (a busy machine stretches its wall-clock time, not these)
             assert cpu < TIME_BOUND + 3, (args, cpu)  # + interpreter start-up
-    assert row_counts(engine) == {"alembic_version": 1}
+    assert row_counts(engine) == MIGRATED_EMPTY
