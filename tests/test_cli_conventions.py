@@ -223,12 +223,12 @@ def test_history_lists_runs_and_shows_their_plans(config_tree, db_url):
 
     entries = json.loads(cli("history", "--format", "json", "--database-url", db_url).stdout)
     assert [e["id"] for e in entries] == [2, 1]
-    assert [e["kind"] for e in entries] == ["saved plan", "apply"]
+    assert [e["kind"] for e in entries] == ["saved-plan", "apply"]
     for e in entries:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", e["started_at"]), e["started_at"]
         assert len(e["config_digest"]) == 64
     text = cli("history", "--database-url", db_url).stdout
-    assert "kind=saved plan" in text and f"digest={entries[0]['config_digest'][:12]}" in text
+    assert "kind=saved-plan" in text and f"digest={entries[0]['config_digest'][:12]}" in text
 
     shown = cli("history", "show", "2", "--database-url", db_url)
     assert shown.exit_code == 0, shown.output

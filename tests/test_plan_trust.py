@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 from click.testing import CliRunner
+from cryptography.fernet import Fernet
 from sqlalchemy import text
 
 from control_plane.cli.main import main
@@ -247,6 +248,7 @@ def test_every_database_has_its_own_lineage_and_reading_it_writes_nothing(db_url
 def test_a_database_applied_in_production_refuses_another_environment(config_tree, migrated_engine, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CPLANE_SECRET_KEY", Fernet.generate_key().decode())  # production needs a proper key
     url = url_of(migrated_engine)
     c = ("--config", str(config_tree.root), "--database-url", url)
     first = cli("apply", *c, "--env", "production", "--auto-approve")

@@ -23,7 +23,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers import cplane_cmd, libpq_url, load_script
-from sqlalchemy import text
+from sqlalchemy import literal_column, select, text
+from sqlalchemy import table as sa_table
 
 from control_plane.cleanup import build_plan, load_manifest, reflect_schema
 from control_plane.cleanup.executor import system_scopes
@@ -240,8 +241,10 @@ def system_dump(engine) -> dict[str, list[str]]:
         for table, cond in system_scopes(manifest, reflect_schema(engine)):
             if table == "cplane_cleanup_runs":
                 continue
-            where = f" WHERE {cond}" if cond else ""
-            out[table] = [r[0] for r in conn.execute(text(f'SELECT t::text FROM "{table}" t{where} ORDER BY 1'))]
+            # Whole rows as text; the condition (a SQLAlchemy clause) names its own table for the FROM.
+            row = literal_column(f'"{table}"::text')
+            stmt = select(row).where(cond) if cond is not None else select(row).select_from(sa_table(table))
+            out[table] = [r[0] for r in conn.execute(stmt.order_by(row))]
     return out
 
 

@@ -389,8 +389,9 @@ def test_edits_to_the_repo_config_plan_as_exactly_those_diffs(config_tree, pg_ur
     prompt = config_tree.root / "prompts" / "content_generation.yaml"
     source = prompt.read_text()
     last = "      no Markdown, no commentary before or after the content.\n"
-    assert source.endswith(last)
-    prompt.write_text(source.replace(last, "      no Markdown, and nothing before or after the content.\n"))
+    # The base prompt is the file's first document; its text ends with this line.
+    assert source.index(last) < source.index("\n---\n")
+    prompt.write_text(source.replace(last, "      no Markdown, and nothing before or after the content.\n", 1))
 
     result = cli("plan", "--config", str(config_tree.root), "--database-url", pg_url, "--detailed-exitcode")
     assert result.exit_code == 2, result.output
@@ -431,6 +432,6 @@ def test_a_saved_plan_file_renders_as_the_plan_it_holds(tmp_path):
     assert text == render_text(plan) + "\n"
     markdown = subprocess.run([*run, "--format", "markdown"], capture_output=True, text=True, check=True).stdout
     assert markdown == render_markdown(plan)
-    planfile.write_text("{}")
+    saved.write_text("{}")
     refused = subprocess.run(run, capture_output=True, text=True)
     assert refused.returncode == 1 and refused.stderr.startswith("error: ")

@@ -32,7 +32,7 @@ def test_healthz_and_readyz(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200
-    assert r.json() == {"status": "ready", "checks": {"database": "ok", "schema": "ok", "config": "ok"}}
+    assert r.json() == {"status": "ready", "checks": {"database": "ok", "schema": "ok", "config": "ok", "secrets": "ok"}}
 
 
 def test_readyz_reports_each_reason(pg_url):

@@ -209,7 +209,7 @@ def _rfc3339(value) -> str:
 
 
 def run_kind(run) -> str:
-    """apply, saved plan or adopt. Hook: a run records its kind in cplane_apply_runs (column `kind`
+    """apply, saved-plan, adopt or saved-plan+adopt. Hook: a run records its kind in cplane_apply_runs (column `kind`
     or `run_kind`, issue 12 item 3/6) once that column exists; older runs are derived from what
     their stored plan says (`saved`, `adopt`, adopt changes)."""
     for column in ("run_kind", "kind"):
@@ -221,7 +221,7 @@ def run_kind(run) -> str:
     if plan.get("run_kind"):
         return str(plan["run_kind"])
     if plan.get("saved"):
-        return "saved plan"
+        return "saved-plan"
     if plan.get("adopt") or any(c.get("action") == "adopt" for c in plan.get("changes", [])):
         return "adopt"
     return "apply"

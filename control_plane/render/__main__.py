@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from control_plane.errors import CplaneError
 from control_plane.plans.planfile import read_plan
 from control_plane.render.plan import render_markdown, render_text
 
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         plan = read_plan(args.planfile)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, CplaneError) as exc:
         print(f"error: {args.planfile} is not a cplane plan: {exc}", file=sys.stderr)
         return 1
     if args.fmt == "markdown":
