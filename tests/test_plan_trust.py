@@ -278,6 +278,7 @@ def test_a_database_applied_in_production_refuses_another_environment(config_tre
 def test_a_database_applied_without_an_environment_takes_the_first_one_given(config_tree, migrated_engine, monkeypatch):
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CPLANE_SECRET_KEY", Fernet.generate_key().decode())  # production needs a proper key
     url = url_of(migrated_engine)
     c = ("--config", str(config_tree.root), "--database-url", url)
     assert cli("apply", *c, "--auto-approve").exit_code == 0
@@ -295,21 +296,21 @@ def test_a_database_applied_without_an_environment_takes_the_first_one_given(con
 
 def test_healing_a_prompt_edited_by_sql_keeps_its_version_and_customizations_current(rt_engine, client, tenant_a):
     prompt_type = "clustering"
-    version = scalar(rt_engine, "SELECT version FROM global_ai_prompts WHERE prompt_type = :t", t=prompt_type)
-    customized = client.put(f"/v1/prompts/{prompt_type}", headers=tenant_a.headers, json={"text": "Our own text"})
+    version = scalar(rt_engine, "SELECT version FROM global_ai_prompts WHERE slug = :t", t=prompt_type)
+    customized = client.put(f"/v1/prompts/{prompt_type}", headers=tenant_a.headers, json={"text": "Our own clusters for {site_name} ({sector}, {language}): at most {max_clusters} from {keywords}"})
     assert customized.status_code == 200, customized.text
     assert customized.json()["based_on_global_version"] == version
     assert customized.json()["global_changed_since_customized"] is False
 
     with rt_engine.begin() as conn:
-        conn.execute(text("UPDATE global_ai_prompts SET text = 'edited by hand' WHERE prompt_type = :t"), {"t": prompt_type})
+        conn.execute(text("UPDATE global_ai_prompts SET text = 'edited by hand' WHERE slug = :t"), {"t": prompt_type})
     from helpers import apply_repo_config
 
     apply_repo_config(rt_engine)  # heals the drift back to the stored text
-    assert scalar(rt_engine, "SELECT text FROM global_ai_prompts WHERE prompt_type = :t", t=prompt_type) != "edited by hand"
-    assert scalar(rt_engine, "SELECT version FROM global_ai_prompts WHERE prompt_type = :t", t=prompt_type) == version
+    assert scalar(rt_engine, "SELECT text FROM global_ai_prompts WHERE slug = :t", t=prompt_type) != "edited by hand"
+    assert scalar(rt_engine, "SELECT version FROM global_ai_prompts WHERE slug = :t", t=prompt_type) == version
     assert scalar(rt_engine, "SELECT max(v.version) FROM global_ai_prompt_versions v JOIN global_ai_prompts p "
-                             "ON p.id = v.prompt_id WHERE p.prompt_type = :t", t=prompt_type) == version
+                             "ON p.id = v.prompt_id WHERE p.slug = :t", t=prompt_type) == version
     after = client.get(f"/v1/prompts/{prompt_type}", headers=tenant_a.headers).json()
     assert after["global_version"] == version
     assert after["global_changed_since_customized"] is False
