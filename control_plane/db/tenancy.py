@@ -21,8 +21,9 @@ is the only line). What the database enforces, once a revision has called `insta
   key is live and its account active, sets `cplane.account_id` for the transaction; returns the
   account id (NULL otherwise). The runtime role needs no access to other accounts' keys for it.
 - Cross-tenant references are refused by triggers: a row may only reference rows of its own
-  account (`cplane_check_tenant_refs_<table>`, BEFORE INSERT OR UPDATE), and `account_id` never
-  changes (`cplane_account_immutable`). Triggers rather than composite foreign keys
+  account (`cplane_check_tenant_refs_<table>`, BEFORE INSERT OR UPDATE), and a row's `account_id`
+  never changes once set (`cplane_account_immutable`; a system row of a mixed table, account NULL,
+  can only be given an account by the owner role: tenants cannot write system rows at all). Triggers rather than composite foreign keys
   `(account_id, id)`: a composite key with ON DELETE SET NULL would null `account_id` too (or,
   with a column list, needs PostgreSQL 15 everywhere and a unique (account_id, id) per parent).
 
@@ -116,7 +117,7 @@ def role_ddl() -> list[str]:
         """CREATE OR REPLACE FUNCTION cplane_account_immutable() RETURNS trigger
         LANGUAGE plpgsql AS $$
         BEGIN
-            IF NEW.account_id IS DISTINCT FROM OLD.account_id THEN
+            IF OLD.account_id IS NOT NULL AND NEW.account_id IS DISTINCT FROM OLD.account_id THEN
                 RAISE EXCEPTION 'account_id of % cannot change (a row never moves to another account)',
                     TG_TABLE_NAME USING ERRCODE = 'integrity_constraint_violation';
             END IF;
