@@ -289,3 +289,87 @@ def test_prompt_edit_by_sql_shows_on_the_next_request(client, rt_engine, world):
         with rt_engine.begin() as conn:
             for row in ids:
                 conn.execute(text("UPDATE global_ai_prompts SET text = :x WHERE id = :i"), {"x": row.text, "i": row.id})
+
+
+# --- a production-like owner: not a superuser, so FORCE applies to it too -------------------------
+
+
+def test_a_non_superuser_owner_migrates_applies_and_serves(pg_url):
+    """Superusers bypass RLS whatever the policies say; a real deployment's owner does not. Such an
+    owner (CREATEROLE only) migrates, applies, creates accounts and sees every row (its policy),
+    while the runtime it serves sees one account's rows."""
+    import psycopg
+    from fastapi.testclient import TestClient
+    from helpers import apply_repo_config
+    from sqlalchemy.engine import make_url
+
+    from control_plane.db.engine import make_engine, upgrade
+    from runtime.app import create_app
+
+    url = make_url(pg_url)
+    role = f"cplane_owner_{uuid.uuid4().hex[:8]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE ROLE "{role}" LOGIN CREATEROLE NOSUPERUSER')
+        conn.execute(f'ALTER DATABASE "{url.database}" OWNER TO "{role}"')
+    engine = make_engine(url.set(username=role))
+    try:
+        upgrade(engine)
+        apply_repo_config(engine)
+        a, b = new_tenant(engine, "pro", "Owner test A"), new_tenant(engine, "pro", "Owner test B")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")).scalar() is False
+            assert conn.execute(text("SELECT count(*) FROM accounts")).scalar() == 2  # the owner sees all
+        with TestClient(create_app(engine)) as client:
+            for t in (a, b):
+                assert ok(client.get("/v1/account", headers=t.headers))["id"] == t.account_id
+                ok(client.post("/v1/sites", json={"name": f"site of {t.account_id}"}, headers=t.headers), 201)
+                assert ok(client.get("/v1/prompts", headers=t.headers))["items"]
+            listed = ok(client.get("/v1/sites", headers=a.headers))["items"]
+            assert [s["name"] for s in listed] == [f"site of {a.account_id}"]
+        conn = runtime_conn(engine)
+        try:
+            assert conn.execute(text("SELECT count(*) FROM sites")).scalar() == 0
+        finally:
+            conn.close()
+        conn = runtime_conn(engine, a.account_id)
+        try:
+            assert conn.execute(text("SELECT count(*) FROM sites")).scalar() == 1
+        finally:
+            conn.close()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM sites")).scalar() == 2
+    finally:
+        engine.dispose()
+        other = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+def test_sqlite_keeps_the_application_level_scoping(sqlite_url):
+    """No roles or policies on SQLite: the tenant session's loader criteria are the line there."""
+    from fastapi.testclient import TestClient
+    from helpers import apply_repo_config
+
+    from control_plane.db.engine import make_engine, upgrade
+    from runtime.app import create_app
+
+    engine = make_engine(sqlite_url)
+    try:
+        upgrade(engine)
+        apply_repo_config(engine)
+        a, b = new_tenant(engine, "pro"), new_tenant(engine, "pro")
+        app = create_app(engine)
+        with TestClient(app) as client:
+            mine = ok(client.post("/v1/sites", json={"name": "a"}, headers=a.headers), 201)
+            theirs = ok(client.post("/v1/sites", json={"name": "b"}, headers=b.headers), 201)
+            assert client.get(f"/v1/sites/{theirs['id']}", headers=a.headers).status_code == 404
+        session = app.state.sessionmaker()
+        try:
+            tenancy.enter(session, uuid.UUID(a.account_id))
+            assert {str(s.id) for s in session.scalars(select(Site))} == {mine["id"]}
+        finally:
+            session.close()
+    finally:
+        engine.dispose()
