@@ -22,8 +22,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import event, or_, text
+from sqlalchemy import Table, event, or_, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker, with_loader_criteria
+from sqlalchemy.sql.util import find_tables
 
 from control_plane.db.models import Account, Base
 from control_plane.db.tenancy import enter_statement
@@ -60,18 +61,26 @@ TENANT_MODELS = tenant_models()
 _ENTER = text(enter_statement())
 
 
-def _options(account: uuid.UUID) -> list[Any]:
-    return [with_loader_criteria(cls, factory(account), include_aliases=True)
-            for cls, factory in TENANT_MODELS.items()]
+def _options(account: uuid.UUID) -> dict[str, Any]:
+    """table name -> the loader criteria of its model for `account`."""
+    return {cls.__table__.name: with_loader_criteria(cls, factory(account), include_aliases=True)
+            for cls, factory in TENANT_MODELS.items()}
 
 
 def _scope(state: ORMExecuteState) -> None:
-    options = state.session.info.get(ACCOUNT_KEY)
-    if options is None or not (state.is_select or state.is_update or state.is_delete):
+    scoped = state.session.info.get(ACCOUNT_KEY)
+    if scoped is None or not (state.is_select or state.is_update or state.is_delete):
         return
     if state.is_column_load or state.is_relationship_load:
         return  # lazy loads and refreshes of rows the scoped queries already returned
-    state.statement = state.statement.options(*options[1])
+    # Only the criteria of the tenant tables the statement names (joins and subqueries included):
+    # attaching all of them to every statement costs more than the query on a small request.
+    options = scoped[1]
+    found = [options[t.name] for t in find_tables(state.statement, check_columns=True, include_aliases=True,
+                                                  include_joins=True)
+             if isinstance(t, Table) and t.name in options]
+    if found:
+        state.statement = state.statement.options(*dict.fromkeys(found))
 
 
 def _enter_transaction(session: Session, _transaction, connection) -> None:

@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 from helpers import new_tenant, ok
-from sqlalchemy import event, select, text
+from sqlalchemy import delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
-from control_plane.db.models import Site
+from control_plane.db.models import Account, Site
 from control_plane.db.models.user import USER_TABLES
 from control_plane.db.tenancy import RUNTIME_ROLE
 from runtime import tenancy
@@ -369,6 +369,23 @@ def test_sqlite_keeps_the_application_level_scoping(sqlite_url):
         try:
             tenancy.enter(session, uuid.UUID(a.account_id))
             assert {str(s.id) for s in session.scalars(select(Site))} == {mine["id"]}
+            assert session.scalar(select(func.count()).select_from(Site)) == 1
+            # Joins and subqueries are scoped too, and ORM updates and deletes.
+            assert session.scalars(select(Site.name).join(Account, Account.id == Site.account_id)).all() == ["a"]
+            assert session.scalar(select(func.count()).select_from(Account)
+                                  .where(Account.id.in_(select(Site.account_id)))) == 1
+            assert session.execute(update(Site).values(name="renamed")).rowcount == 1
+            session.commit()
+        finally:
+            session.close()
+        with engine.connect() as conn:
+            names = dict(conn.execute(text("SELECT id, name FROM sites")).all())
+            assert sorted(names.values()) == ["b", "renamed"]
+        session = app.state.sessionmaker()
+        try:
+            tenancy.enter(session, uuid.UUID(a.account_id))
+            assert session.execute(delete(Site).where(Site.name == "b")).rowcount == 0
+            session.commit()
         finally:
             session.close()
     finally:
