@@ -5,6 +5,7 @@ uniqueness per account; catalog ETags and the prompt cache following SQL edits."
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -390,3 +391,23 @@ def test_sqlite_keeps_the_application_level_scoping(sqlite_url):
             session.close()
     finally:
         engine.dispose()
+
+
+def test_prompt_list_enters_only_a_live_key(client, rt_engine, world):
+    """GET /v1/prompts enters the account in SQL (cplane_enter_tenant): a revoked key enters
+    nothing and answers 401; a prefix with quotes is a value, never SQL."""
+    from runtime.accounts import create_api_key
+
+    a = world["a"]["tenant"]
+    key = create_api_key(rt_engine, uuid.UUID(a.account_id), name="to revoke")
+    headers = {"Authorization": f"Bearer {key}"}
+    assert ok(client.get("/v1/prompts", headers=headers))["items"]
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    with rt_engine.begin() as conn:
+        conn.execute(text("UPDATE api_keys SET revoked_at = now() WHERE key_hash = :h"), {"h": digest})
+        assert conn.execute(text("SELECT cplane_enter_tenant(:h)"), {"h": digest}).scalar() is None
+        assert conn.execute(text("SELECT cplane_enter_tenant(:h)"),
+                            {"h": hashlib.sha256(a.key.encode()).hexdigest()}).scalar() == uuid.UUID(a.account_id)
+    assert client.get("/v1/prompts", headers=headers).status_code == 401
+    r = client.get("/v1/prompts", headers={"Authorization": "Bearer cpk_a'b;--_x"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
