@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from control_plane import __version__
-from runtime import errors
+from runtime import errors, tenancy
 from runtime.guards import GuardMiddleware
 from runtime.http import HeadMiddleware, install_docs, operation_id
 from runtime.middleware import AccessLogMiddleware, BodyLimitMiddleware
@@ -59,7 +59,8 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None,
         generate_unique_id_function=operation_id,
     )
     app.state.engine = engine if engine is not None else _default_engine()
-    app.state.sessionmaker = sessionmaker(app.state.engine, expire_on_commit=False)
+    # Tenant sessions: scoped to the authenticated account (runtime/tenancy.py).
+    app.state.sessionmaker = tenancy.configure(sessionmaker(app.state.engine, expire_on_commit=False))
     # Async connections for the hot reads that skip the threadpool (GET /v1/prompts).
     app.state.pg_async = AsyncPool.for_engine(app.state.engine)
     app.state.environment = environment if environment is not None else os.environ.get("CPLANE_ENV") or None

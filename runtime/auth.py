@@ -19,7 +19,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from control_plane.db.models import Account, APIKey, ApplyRun, Operator
+from control_plane.db.models import Account, APIKey, ChangeCounter, Operator
+from runtime import tenancy
 from runtime.errors import ApiError
 
 KEY_PREFIX = "cpk_"
@@ -52,12 +53,13 @@ def _unauthorized(message: str = "missing or invalid API key") -> ApiError:
 
 @dataclass
 class Tenant:
-    """The authenticated account and the session every query of the request runs in."""
+    """The authenticated account and the session every query of the request runs in (scoped to
+    the account: runtime/tenancy.py)."""
 
     session: Session
     account_id: uuid.UUID
     key_id: uuid.UUID
-    config_revision: int | None = None  # latest cplane_apply_runs id: the cache key of system data
+    prompts_version: int | None = None  # change counter of global_ai_prompts: the prompt cache's key
 
 
 def parse_authorization(authorization: str | None, kind: str = KEY_PREFIX) -> tuple[str, str]:
@@ -105,15 +107,19 @@ def touch_statement(key_id: uuid.UUID, now: datetime):
     return update(APIKey).where(APIKey.id == key_id).values(last_used_at=now)
 
 
+PROMPTS_TABLE = "global_ai_prompts"
+
+
 def key_candidates_statement():
     """The keys of bind parameter `prefix` with what check_key needs, their account's state and the
-    latest config revision (the cache key of system data); a route may add columns and joins."""
+    version of the global prompts (the prompt cache's key); a route may add columns and joins."""
     return (
         select(APIKey.id.label("key_id"), APIKey.account_id.label("account_id"),
                APIKey.key_hash.label("key_hash"), APIKey.expires_at.label("expires_at"),
                APIKey.revoked_at.label("revoked_at"), APIKey.last_used_at.label("last_used_at"),
                Account.is_active.label("is_active"), Account.status.label("status"),
-               select(func.max(ApplyRun.id)).scalar_subquery().label("config_revision"))
+               select(func.max(ChangeCounter.version)).where(ChangeCounter.table_name == PROMPTS_TABLE)
+               .scalar_subquery().label("prompts_version"))
         .join(Account, Account.id == APIKey.account_id)
         .where(APIKey.prefix == bindparam("prefix"))
     )
@@ -134,10 +140,12 @@ def verify(session: Session, prefix: str, digest: str, statement=None):
 
 
 def authenticate(session: Session, authorization: str | None) -> Tenant:
+    """The key's account; from here on the session serves that account only (tenancy.enter)."""
     prefix, digest = parse_authorization(authorization)
     match, _rows = verify(session, prefix, digest)
+    tenancy.enter(session, match.account_id)
     return Tenant(session=session, account_id=match.account_id, key_id=match.key_id,
-                  config_revision=match.config_revision)
+                  prompts_version=match.prompts_version)
 
 
 def _aware(value: datetime) -> datetime:

@@ -23,6 +23,7 @@ from control_plane.db.models import (
     Account,
     AIIntegrationSettings,
     AIPrompt,
+    ChangeCounter,
     GlobalAIPrompt,
     ModuleEnableSettings,
     Plan,
@@ -171,17 +172,16 @@ class GlobalPrompts(dict[Selector, _Global]):
         return None, []
 
 
-# Active global prompts per database, keyed by the applied config revision (cplane_apply_runs):
-# global prompts change through `cplane apply`, which records a new run. Entries also expire after
-# GLOBAL_CACHE_TTL seconds, so an edit made outside cplane shows up without a restart. Whatever is
-# derived from the global prompts (e.g. the rendered JSON of GET /v1/prompts) lives in the entry's
-# `memo`, so it is dropped with the entry.
-GLOBAL_CACHE_TTL = 30.0
+# Active global prompts per database, keyed on the change counter of global_ai_prompts
+# (control_plane/db/counters.py): every write to that table moves it, `cplane apply` or SQL, so
+# the next request after an edit loads the prompts again; no TTL. Without a counter (a database
+# not migrated that far) nothing is cached. Whatever is derived from the global prompts (e.g. the
+# rendered JSON of GET /v1/prompts) lives in the entry's `memo`, so it is dropped with the entry.
 
 
 @dataclass
 class GlobalSet:
-    revision: int | None
+    version: int | None
     loaded_at: float
     prompts: GlobalPrompts
     memo: dict[Any, Any]
@@ -189,6 +189,11 @@ class GlobalSet:
 
 _global_cache: dict[str, GlobalSet] = {}
 _cache_lock = threading.Lock()
+
+
+def prompts_version(session: Session) -> int | None:
+    """The change counter of the global prompts (None without counters)."""
+    return session.scalar(select(ChangeCounter.version).where(ChangeCounter.table_name == "global_ai_prompts"))
 
 
 def global_prompts_statement():
@@ -209,37 +214,38 @@ def globals_from_rows(rows) -> GlobalPrompts:
     )
 
 
-def cached_globals(key: str, config_revision: int | None) -> GlobalSet | None:
-    """The cached global prompts of database `key` at `config_revision`, if fresh."""
+def cached_globals(key: str, version: int | None) -> GlobalSet | None:
+    """The cached global prompts of database `key` at counter `version` (None: never cached)."""
     cached = _global_cache.get(key)
-    if cached is not None and cached.revision == config_revision \
-            and time.monotonic() - cached.loaded_at < GLOBAL_CACHE_TTL:
+    if cached is not None and version is not None and cached.version == version:
         return cached
     return None
 
 
-def store_globals(key: str, config_revision: int | None, prompts: GlobalPrompts,
-                  loaded_at: float) -> GlobalSet:
-    entry = GlobalSet(config_revision, loaded_at, prompts, {})
+def store_globals(key: str, version: int | None, prompts: GlobalPrompts, loaded_at: float) -> GlobalSet:
+    entry = GlobalSet(version, loaded_at, prompts, {})
     with _cache_lock:
         _global_cache[key] = entry
     return entry
 
 
-def global_set(session: Session, config_revision: int | None) -> GlobalSet:
+def global_set(session: Session, version: int | None = None) -> GlobalSet:
+    """The global prompts at counter `version` (read from the database when None)."""
     key = str(session.get_bind().url)
-    cached = cached_globals(key, config_revision)
+    if version is None:
+        version = prompts_version(session)
+    cached = cached_globals(key, version)
     if cached is not None:
         return cached
     now = time.monotonic()
-    return store_globals(key, config_revision, globals_from_rows(session.execute(global_prompts_statement())), now)
+    return store_globals(key, version, globals_from_rows(session.execute(global_prompts_statement())), now)
 
 
-def global_prompts(session: Session, config_revision: int | None) -> GlobalPrompts:
-    return global_set(session, config_revision).prompts
+def global_prompts(session: Session, version: int | None = None) -> GlobalPrompts:
+    return global_set(session, version).prompts
 
 
-def _custom_rows(session: Session, account_id: uuid.UUID, prompt_type: str | None = None):
+def custom_rows(session: Session, account_id: uuid.UUID, prompt_type: str | None = None):
     """The account's customizations by (prompt_type, content_type)."""
     stmt = select(AIPrompt.prompt_type, AIPrompt.content_type, AIPrompt.text, AIPrompt.global_prompt_id,
                   AIPrompt.based_on_global_version, AIPrompt.updated_at).where(
@@ -263,7 +269,7 @@ def pick_custom(custom: dict, prompt_type: str, content_type: str | None):
 
 
 def effective(prompt_type: str, g: _Global | None, custom, matched: list[str] | None = None) -> EffectivePrompt:
-    """The account's customization `custom` (a row of _custom_rows; None if none) of `prompt_type`
+    """The account's customization `custom` (a row of custom_rows; None if none) of `prompt_type`
     over the global prompt `g` (for a customization: the variant it was made from; None if none)."""
     return EffectivePrompt(
         type=prompt_type,
@@ -300,19 +306,19 @@ def resolve_prompt(globals_: GlobalPrompts, custom: dict, prompt_type: str, cont
     return effective(prompt_type, g, None, matched)
 
 
-def effective_prompts(session: Session, account_id: uuid.UUID, config_revision: int | None = None,
+def effective_prompts(session: Session, account_id: uuid.UUID, version: int | None = None,
                       content_type: str | None = None, industry: str | None = None) -> list[EffectivePrompt]:
-    globals_ = global_prompts(session, config_revision)
-    custom = _custom_rows(session, account_id)
+    globals_ = global_prompts(session, version)
+    custom = custom_rows(session, account_id)
     types = sorted(set(globals_.types) | {t for t, _c in custom})
     return [resolve_prompt(globals_, custom, t, content_type, industry) for t in types]
 
 
 def effective_prompt(session: Session, account_id: uuid.UUID, prompt_type: str,
-                     config_revision: int | None = None, content_type: str | None = None,
+                     version: int | None = None, content_type: str | None = None,
                      industry: str | None = None) -> EffectivePrompt | None:
-    globals_ = global_prompts(session, config_revision)
-    custom = _custom_rows(session, account_id, prompt_type)
+    globals_ = global_prompts(session, version)
+    custom = custom_rows(session, account_id, prompt_type)
     return resolve_prompt(globals_, custom, prompt_type, content_type, industry)
 
 

@@ -88,9 +88,10 @@ def test_global_change_after_customization_is_flagged(client, rt_engine, tmp_pat
         apply_repo_config(rt_engine)
 
 
-def test_prompt_list_follows_config_applies_and_direct_edits(client, rt_engine, tmp_path, monkeypatch):
-    """GET /v1/prompts serves global prompts (and their rendered JSON) from a cache per config
-    revision: an apply shows at once, an edit made outside cplane after GLOBAL_CACHE_TTL."""
+def test_prompt_list_follows_config_applies_and_direct_edits(client, rt_engine, tmp_path):
+    """GET /v1/prompts serves global prompts (and their rendered JSON) from a cache keyed on the
+    prompts' change counter: an apply and an edit made by SQL outside cplane both show on the next
+    request."""
     plain, custom = new_tenant(rt_engine, "pro"), new_tenant(rt_engine, "pro")
     ok(client.put("/v1/prompts/rewrite", json={"text": own_text(rt_engine, "rewrite", "custom rewrite")},
                   headers=custom.headers))
@@ -121,10 +122,9 @@ def test_prompt_list_follows_config_applies_and_direct_edits(client, rt_engine, 
     with rt_engine.begin() as conn:  # outside cplane: no new apply run
         conn.execute(text("UPDATE global_ai_prompts SET text = 'edited in place' WHERE prompt_type = 'rewrite'"))
     try:
-        import runtime.resolve
-
-        monkeypatch.setattr(runtime.resolve, "GLOBAL_CACHE_TTL", 0.0)
         assert listed(plain)["rewrite"]["text"] == "edited in place"
+        one = ok(client.get("/v1/prompts/rewrite", headers=plain.headers))
+        assert one["text"] == "edited in place"
     finally:
         apply_repo_config(rt_engine)
     assert listed(plain)["rewrite"]["text"] == before["text"]

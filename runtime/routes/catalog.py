@@ -1,4 +1,10 @@
-"""Public catalog of active system data, with an ETag from the applied config revision."""
+"""Public catalog of active system data, with ETags keyed on the content each catalog serves.
+
+Each catalog's ETag is a digest of the change counters (control_plane/db/counters.py) of the
+tables it reads: any write to them, `cplane apply` or SQL, moves a counter, so the next request
+after an edit answers 200 with the new content. A database without counters gets an ETag of the
+response body itself.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
-    ApplyRun,
+    ChangeCounter,
     CreditCostConfig,
     CreditPackage,
     Industry,
@@ -90,10 +96,29 @@ class ChannelItem(BaseModel):
     capabilities: list[Any]
 
 
-def _etag(session: Session, kind: str) -> str:
-    run = session.execute(select(ApplyRun.id, ApplyRun.config_digest).order_by(ApplyRun.id.desc()).limit(1)).first()
-    basis = f"{kind}:{run.id}:{run.config_digest}" if run else f"{kind}:none"
+# The tables each catalog reads.
+TABLES: dict[str, tuple[str, ...]] = {
+    "plans": ("plans",),
+    "credit-packages": ("credit_packages",),
+    "credit-costs": ("credit_cost_configs",),
+    "industries": ("industries", "industry_sectors"),
+    "channels": ("publishing_channels",),
+}
+
+
+def _digest(basis: str) -> str:
     return '"' + hashlib.sha256(basis.encode()).hexdigest()[:32] + '"'
+
+
+def _etag(session: Session, kind: str) -> str | None:
+    """The ETag of catalog `kind` from its tables' versions; None when a table has no counter."""
+    tables = TABLES[kind]
+    found = dict(session.execute(
+        select(ChangeCounter.table_name, ChangeCounter.version).where(ChangeCounter.table_name.in_(tables))
+    ).all())
+    if len(found) != len(tables):
+        return None
+    return _digest(f"{kind}:" + ",".join(f"{t}={found[t]}" for t in tables))
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -178,10 +203,17 @@ def _route(kind: str, loader: Callable[[Session], list[dict[str, Any]]], item: t
 
     def endpoint(request: Request, session: Session = Depends(session_dep)):
         etag = _etag(session, kind)
+        body = None
+        if etag is None:
+            body = JSONResponse({"items": loader(session), "next": None})
+            etag = _digest(f"{kind}:body:{hashlib.sha256(body.body).hexdigest()}")
         headers = {"ETag": etag, "Cache-Control": "no-cache"}
         if _matches(request.headers.get("if-none-match"), etag):
             return Response(status_code=304, headers=headers)
-        return JSONResponse({"items": loader(session), "next": None}, headers=headers)
+        if body is None:
+            return JSONResponse({"items": loader(session), "next": None}, headers=headers)
+        body.headers.update(headers)
+        return body
 
     router.add_api_route(
         f"/{kind}", endpoint, methods=["GET"], response_model=model, summary=summary, name=f"catalog_{kind}",

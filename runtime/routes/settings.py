@@ -15,20 +15,20 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials
 from psycopg.rows import namedtuple_row
 from pydantic import BaseModel, ConfigDict, Field, create_model
-from sqlalchemy import and_, delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from control_plane.db.models import (
     AIIntegrationSettings,
     AIPrompt,
-    APIKey,
     ContentTypeConfig,
     GlobalAIPrompt,
     ModuleEnableSettings,
 )
+from control_plane.db.tenancy import RUNTIME_ROLE
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
-from runtime import overrides
+from runtime import overrides, tenancy
 from runtime.auth import (
     Tenant,
     bearer,
@@ -51,6 +51,7 @@ from runtime.resolve import (
     account_modules,
     account_override,
     cached_globals,
+    custom_rows,
     effective_integration,
     effective_prompt,
     global_integration,
@@ -111,34 +112,41 @@ class PromptIn(BaseModel):
 
 
 # GET /v1/prompts is the hot read of the runtime: one async endpoint, no threadpool hop, one round
-# trip (the key candidates of the prefix, their account's state, the config revision and the
-# account's customizations in one statement, on an autocommit connection), the global prompts
-# from the cache of that config revision, and JSON rendered once per revision for what is global.
+# trip on an autocommit connection: a multi-statement query (one implicit transaction) that reads
+# the key candidates of the prefix with their account's state and the prompts' change counter (as
+# the connecting role: the key decides the account), enters role cplane_runtime and the presented
+# key's account (cplane_enter_tenant: only that key's row, and only when it is live), and reads
+# the account's customizations under row-level security. The global prompts come from the cache
+# of their change counter, and JSON is rendered once per counter version for what is global.
 # Same rules as tenant_dep + effective_prompts: check_key, needs_touch, effective().
 
+_CUSTOM_COLUMNS = ("prompt_type", "content_type", "text", "global_prompt_id", "based_on_global_version",
+                   "updated_at")
 
-def _list_statement():
+
+def _custom_statement():
+    """The entered account's customizations (RLS scopes them; the WHERE says so too)."""
     return (
-        key_candidates_statement()
-        .add_columns(AIPrompt.prompt_type.label("prompt_type"), AIPrompt.content_type.label("content_type"),
-                     AIPrompt.text.label("text"), AIPrompt.global_prompt_id.label("global_prompt_id"),
-                     AIPrompt.based_on_global_version.label("based_on_global_version"),
-                     AIPrompt.updated_at.label("updated_at"))
-        .outerjoin(AIPrompt, and_(AIPrompt.account_id == APIKey.account_id, AIPrompt.is_active))
+        select(*(getattr(AIPrompt, c).label(c) for c in _CUSTOM_COLUMNS))
+        .where(AIPrompt.is_active, AIPrompt.account_id == func.cplane_current_account())
     )
 
 
-_LIST_STATEMENT = _list_statement()
-_compiled: dict[Any, tuple[str, dict[str, Any], str]] = {}
+_compiled: dict[Any, tuple[str, dict[str, Any]]] = {}
 
 
-def _compiled_for(dialect) -> tuple[str, dict[str, Any], str]:
-    """(list SQL, its default parameters, global prompts SQL) for the raw driver."""
+def _compiled_for(dialect) -> tuple[str, dict[str, Any]]:
+    """The multi-statement query of GET /v1/prompts and its default parameters (psycopg pyformat;
+    the request adds `prefix` and `digest`)."""
     found = _compiled.get(dialect)
     if found is None:
-        listed = _LIST_STATEMENT.compile(dialect=dialect)
-        found = _compiled[dialect] = (str(listed), dict(listed.params),
-                                      str(global_prompts_statement().compile(dialect=dialect)))
+        keys = key_candidates_statement().compile(dialect=dialect)
+        custom = _custom_statement().compile(dialect=dialect)
+        enter = (f"SELECT set_config('role', '{RUNTIME_ROLE}', true), "
+                 "cplane_enter_tenant(%(digest)s) AS account_id")
+        params = {**keys.params, **custom.params}
+        params.pop("prefix", None)
+        found = _compiled[dialect] = (";\n".join((str(keys), enter, str(custom))), params)
     return found
 
 
@@ -147,11 +155,11 @@ def _prompt_json(prompt: EffectivePrompt) -> bytes:
     return PromptOut.__pydantic_serializer__.to_json(PromptOut.model_validate(prompt.as_dict()))
 
 
-def _render_list(gset: GlobalSet, rows, key_id, content_type: str | None = None, industry: str | None = None) -> bytes:
-    """The body of GET /v1/prompts: the account's customizations (rows of its key) over the globals."""
-    custom = {(r.prompt_type, r.content_type): r for r in rows if r.key_id == key_id and r.prompt_type is not None}
+def _render_list(gset: GlobalSet, custom: dict, content_type: str | None = None,
+                 industry: str | None = None) -> bytes:
+    """The body of GET /v1/prompts: the account's customizations over the globals."""
     prompts = gset.prompts
-    # Global-only items once per config revision and selectors that select something; selectors no
+    # Global-only items once per counter version and selectors that select something; selectors no
     # global prompt uses resolve like none, so the memo stays as small as the catalog.
     selected = prompts.normalize(content_type, industry)
     memo = gset.memo
@@ -185,17 +193,22 @@ def _db_unavailable(exc: Exception) -> ApiError:
 
 
 async def _list_async(pool: AsyncPool, engine, prefix: str, digest: str):
-    list_sql, params, globals_sql = _compiled_for(engine.dialect)
-    params = {**params, "prefix": prefix}
+    sql, params = _compiled_for(engine.dialect)
     try:
         async with pool.connection() as conn:
-            cur = conn.cursor(row_factory=namedtuple_row)
-            await cur.execute(list_sql, params)
+            cur = psycopg.AsyncClientCursor(conn, row_factory=namedtuple_row)
+            await cur.execute(sql, {**params, "prefix": prefix, "digest": digest})
             rows = await cur.fetchall()
+            cur.nextset()
+            entered = (await cur.fetchone()).account_id
+            cur.nextset()
+            customs = await cur.fetchall()
         now = datetime.now(UTC)
         match = check_key(rows, digest, now)
+        if entered != match.account_id:  # cannot happen: the same key, checked twice
+            customs = []
         key = str(engine.url)
-        gset = cached_globals(key, match.config_revision)
+        gset = cached_globals(key, match.prompts_version)
         if gset is None or needs_touch(match.last_used_at, now):
             async with pool.connection() as conn:
                 if needs_touch(match.last_used_at, now):
@@ -203,21 +216,27 @@ async def _list_async(pool: AsyncPool, engine, prefix: str, digest: str):
                     await conn.execute(str(touch), touch.params)
                 if gset is None:
                     loaded_at = time.monotonic()
-                    cur = await conn.execute(globals_sql)
-                    gset = store_globals(key, match.config_revision, globals_from_rows(await cur.fetchall()),
+                    cur = await conn.execute(_GLOBALS_SQL.setdefault(engine.dialect, str(
+                        global_prompts_statement().compile(dialect=engine.dialect))))
+                    gset = store_globals(key, match.prompts_version, globals_from_rows(await cur.fetchall()),
                                          loaded_at)
     except psycopg.OperationalError as exc:
         raise _db_unavailable(exc) from None
-    return match, gset, rows
+    return match, gset, {(r.prompt_type, r.content_type): r for r in customs}
 
 
-def _list_sync(engine, prefix: str, digest: str):
+_GLOBALS_SQL: dict[Any, str] = {}
+
+
+def _list_sync(maker, prefix: str, digest: str):
     """The same as _list_async through the synchronous paths every other route takes (auth.verify,
-    resolve.global_set), for databases other than PostgreSQL + psycopg."""
-    with Session(engine) as session:
-        match, rows = verify(session, prefix, digest, _LIST_STATEMENT)
-        gset = global_set(session, match.config_revision)
-    return match, gset, rows
+    a tenant session, resolve.global_set), for databases other than PostgreSQL + psycopg."""
+    with maker() as session:
+        match, _rows = verify(session, prefix, digest)
+        tenancy.enter(session, match.account_id)
+        gset = global_set(session, match.prompts_version)
+        custom = custom_rows(session, match.account_id)
+    return match, gset, custom
 
 
 @prompts_router.get("", response_model=PromptList, responses=TENANT,
@@ -227,17 +246,17 @@ async def list_prompts(request: Request, _credentials: HTTPAuthorizationCredenti
     prefix, digest = parse_authorization(request.headers.get("authorization"))
     state = request.app.state
     if state.pg_async is not None:
-        match, gset, rows = await _list_async(state.pg_async, state.engine, prefix, digest)
+        match, gset, custom = await _list_async(state.pg_async, state.engine, prefix, digest)
     else:
-        match, gset, rows = await run_in_threadpool(_list_sync, state.engine, prefix, digest)
+        match, gset, custom = await run_in_threadpool(_list_sync, state.sessionmaker, prefix, digest)
     request.state.account_id = str(match.account_id)
-    return Response(_render_list(gset, rows, match.key_id, content_type, industry), media_type="application/json")
+    return Response(_render_list(gset, custom, content_type, industry), media_type="application/json")
 
 
 @prompts_router.get("/{type}", response_model=PromptOut, responses=TENANT, summary="Effective prompt of one type")
 def get_prompt(type: str = TypePath, content_type: str | None = ContentTypeQuery,  # noqa: A002
                industry: str | None = IndustryQuery, tenant: Tenant = Depends(tenant_dep)):
-    prompt = effective_prompt(tenant.session, tenant.account_id, type, tenant.config_revision, content_type, industry)
+    prompt = effective_prompt(tenant.session, tenant.account_id, type, tenant.prompts_version, content_type, industry)
     if prompt is None:
         raise not_found(f"prompt type {type!r}")
     return prompt.as_dict()
@@ -287,7 +306,7 @@ def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, co
 def put_prompt(body: PromptIn, type: str = TypePath, content_type: str | None = ContentTypeQuery,  # noqa: A002
                industry: str | None = IndustryQuery, tenant: Tenant = Depends(tenant_dep)):
     _upsert_prompt(tenant.session, tenant.account_id, type, content_type, industry, body.text)
-    return effective_prompt(tenant.session, tenant.account_id, type, tenant.config_revision,
+    return effective_prompt(tenant.session, tenant.account_id, type, tenant.prompts_version,
                             content_type, industry).as_dict()
 
 
@@ -299,7 +318,7 @@ def reset_prompt(type: str = TypePath, content_type: str | None = ContentTypeQue
     session.execute(delete(AIPrompt).where(AIPrompt.account_id == tenant.account_id, AIPrompt.prompt_type == type,
                                            _same_content_type(content_type)))
     session.commit()
-    prompt = effective_prompt(session, tenant.account_id, type, tenant.config_revision, content_type, industry)
+    prompt = effective_prompt(session, tenant.account_id, type, tenant.prompts_version, content_type, industry)
     if prompt is None:
         raise not_found(f"prompt type {type!r}")
     return prompt.as_dict()

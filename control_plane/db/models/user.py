@@ -126,9 +126,11 @@ class Account(Timestamps, Base):
 
 class User(Timestamps, Base):
     __tablename__ = "users"
+    # Unique per account, not across accounts: adding a user never reveals another tenant's address.
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
     id: Mapped[uuid.UUID] = uuid_pk()
     account_id: Mapped[uuid.UUID] = owner_fk()
-    email: Mapped[str] = mapped_column(String(254), unique=True)
+    email: Mapped[str] = mapped_column(String(254))
     first_name: Mapped[str] = mapped_column(String(150), default="")
     last_name: Mapped[str] = mapped_column(String(150), default="")
     role_id: Mapped[int | None] = system_fk("roles.id")
