@@ -120,13 +120,17 @@ def execute(
     environ=None,
     lock_timeout: float = 0,
     progress: ApplyProgress | None = None,
+    recorder=None,
 ) -> ApplyResult:
     """Apply `plan` in one transaction under the apply lock.
 
     `plan` is either a Plan computed earlier (every row it was computed from is re-checked, and the
     apply refused if one moved) or a function that computes it from the live state read under the lock.
     Under the lock the database's recorded environment is checked against `environment` (and
-    recorded by the apply); adopt changes need `adopt` or a plan made with it.
+    recorded by the apply); adopt changes need `adopt` or a plan made with it. `recorder`
+    (reconcile.fastpath.Recorder, only with a plan computed under the lock) records what the apply
+    left behind for the no-change fast path: start() before the first read, lock() before the first
+    write, finish() after the last.
     """
     environ = os.environ if environ is None else environ
     progress = progress or QUIET
@@ -139,6 +143,8 @@ def execute(
     progress.phase("locking")
     # The lock is let go only after the commit (SQLite's lock file; PostgreSQL's goes with the transaction).
     with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
+        if recorder is not None:
+            recorder.start(conn)
         identity = read_identity(conn)
         live = read_live(conn, box)
         check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
@@ -152,9 +158,13 @@ def execute(
                                                 and plan.environment_change == _change(identity, environment))
         change = check_environment(identity, environment, approved)
         if not plan.changes:
+            if recorder is not None:
+                recorder.finish(conn, plan, live, None, wrote=False)
             return ApplyResult(False, plan.summary, plan=plan)
         refuse_unapproved_adoptions(plan, adopt)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
+        if recorder is not None:
+            recorder.lock(conn)
         progress.start_writes(len(plan.changes))
         written = _write(conn, plan, live, desired_values, box, progress)
         record_key(conn, box, actor)
@@ -173,6 +183,8 @@ def execute(
             },
         ).scalar_one()
         record_environment(conn, environment)
+        if recorder is not None:
+            recorder.finish(conn, plan, live, run_id, wrote=True)
         conn.execute(
             update(ApplyRun.__table__).where(ApplyRun.__table__.c.id == run_id).values(finished_at=text("CURRENT_TIMESTAMP"))
         )

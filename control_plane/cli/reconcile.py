@@ -35,6 +35,12 @@ def _plan_options(func):
     return func
 
 
+def _fast_path_option(func):
+    return click.option("--no-fast-path", "no_fast_path", is_flag=True,
+                        help="Always parse the config and read every row, even when the record of the last apply "
+                             "says nothing changed since.")(func)
+
+
 @click.command("plan")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
 @click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
@@ -45,17 +51,22 @@ def _plan_options(func):
               help="Markdown: where the full plan is (e.g. a link to the CI artifact), named when the plan is "
                    "too long for a GitHub comment.")
 @_plan_options
+@_fast_path_option
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
-                 adopt: bool, require_secrets: bool, allow_environment_change: bool):
+                 adopt: bool, require_secrets: bool, allow_environment_change: bool, no_fast_path: bool):
     """Compute the changes that would make the database match the config."""
     from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.controller import make_plan
     from control_plane.render.plan import render_json, render_markdown, render_text
 
     result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                       require_secrets=require_secrets, allow_environment_change=allow_environment_change)
+                       require_secrets=require_secrets, allow_environment_change=allow_environment_change,
+                       fast_path=not no_fast_path)
     plan = result.plan
+    if result.fast_path and ctx.debug:
+        click.echo("plan: nothing changed since the last apply (its recorded state: config digest, secrets, table "
+                   "versions); --no-fast-path makes the full plan", err=True)
     if fmt == "text":
         click.echo(render_text(replace(plan, errors=[]), colour=ctx.colour(), compact=compact))
     else:
@@ -82,9 +93,11 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @lock_timeout_option
 @_plan_options
+@_fast_path_option
 @common_options
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
-                  lock_timeout: float, adopt: bool, require_secrets: bool, allow_environment_change: bool):
+                  lock_timeout: float, adopt: bool, require_secrets: bool, allow_environment_change: bool,
+                  no_fast_path: bool):
     """Apply a saved plan (the reviewed plan is the approval: no confirmation), or compute and apply a fresh one."""
     from control_plane.apply.execute import refuse_unapproved_adoptions
     from control_plane.cli.progress import ApplyReporter
@@ -117,7 +130,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         try:
             result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
                                   require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                                  lock_timeout=lock_timeout, progress=reporter)
+                                  lock_timeout=lock_timeout, progress=reporter, fast_path=not no_fast_path)
         finally:
             reporter.close()
         show(result.plan)
@@ -133,7 +146,8 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         check_binding(engine, plan, ctx.environment)
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                         require_secrets=require_secrets, allow_environment_change=allow_environment_change).plan
+                         require_secrets=require_secrets, allow_environment_change=allow_environment_change,
+                         fast_path=not no_fast_path).plan
     show(plan)
     if not plan.changes:
         if fmt == "json":

@@ -15,6 +15,7 @@ from control_plane.apply.execute import (
     QUIET,
     ApplyProgress,
     ApplyResult,
+    apply_lock,
     execute,
     refuse_unapproved_adoptions,
 )
@@ -42,7 +43,8 @@ from control_plane.state.live import LiveState, read_live
 @dataclass
 class PlanResult:
     plan: Plan
-    config: ConfigSet
+    config: ConfigSet | None  # None: the plan came from the recorded state (no parse)
+    fast_path: bool = False
 
 
 def config_revision(config_dir: Path, digest: str = "") -> str:
@@ -148,10 +150,19 @@ def make_plan(
     require_secrets: bool = False,
     allow_environment_change: bool = False,
     environ=None,
+    fast_path: bool = True,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
-    counts the pending migrations, which apply runs first."""
+    counts the pending migrations, which apply runs first.
+
+    fast_path: first ask the record of the last apply whether anything changed at all
+    (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
+    if fast_path:
+        fast = no_change_plan(engine, config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                              allow_environment_change=allow_environment_change, environ=environ)
+        if fast is not None:
+            return PlanResult(fast, None, fast_path=True)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url)
@@ -159,6 +170,34 @@ def make_plan(
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending)
     return PlanResult(plan, prepared.config)
+
+
+def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
+                   require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
+                   conn: Connection | None = None, box: SecretBox | None = None) -> Plan | None:
+    """`No changes`, from the record of the last apply, when nothing changed since; None at any doubt."""
+    from datetime import UTC, datetime
+
+    from control_plane.reconcile import fastpath
+
+    if adopt:
+        return None
+    box = box or SecretBox(environment, engine.url)
+    if conn is None:
+        check_connection(engine)
+        with engine.connect() as own:
+            return no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
+                                  allow_environment_change=allow_environment_change, environ=environ, conn=own, box=box)
+    recorded = fastpath.try_no_change(conn, Path(config_dir), environment, box, environ)
+    if recorded is None or (recorded.unset and (require_secrets or is_production(environment))):
+        return None  # (an unset secret variable is an error there: the full plan says which)
+    identity = read_identity(conn)
+    if check_environment(identity, environment, allow_environment_change):
+        return None  # the plan would say the environment changes: the full plan says it
+    return Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), environment=environment,
+                config_revision=config_revision(Path(config_dir), recorded.config_digest),
+                config_digest=recorded.config_digest, cplane_version=__version__, database=identity.as_dict(),
+                warnings=recorded.warnings)
 
 
 def _migrate(engine: Engine, progress: ApplyProgress) -> None:
@@ -209,20 +248,40 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
                  adopt: bool = False, require_secrets: bool = False, allow_environment_change: bool = False,
-                 environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None) -> ApplyResult:
+                 environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
+                 fast_path: bool = True) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
     that overlaps another is refused with the lock message, one that follows it finds nothing to do.
     """
+    from control_plane.reconcile import fastpath
+
     progress = progress or QUIET
+    environ = os.environ if environ is None else environ
+    box = SecretBox(environment, engine.url)
+    # Before the config is read: an edit made meanwhile can only make the record miss, never lie.
+    inputs = fastpath.inputs(Path(config_dir), environment, box)
+    if fast_path and not adopt:
+        fast = no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
+                              allow_environment_change=allow_environment_change, environ=environ, box=box)
+        if fast is not None:
+            # Confirmed under the apply lock: an apply that overlaps another is refused, as always.
+            progress.phase("locking")
+            with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
+                fast = no_change_plan(engine, config_dir, environment=environment, conn=conn, box=box,
+                                      require_secrets=require_secrets,
+                                      allow_environment_change=allow_environment_change, environ=environ)
+            if fast is not None:
+                return ApplyResult(False, fast.summary, plan=fast)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url)
     _migrate(engine, progress)
+    recorder = fastpath.Recorder(inputs, environ, box, prepared.desired)
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
-                   environ=environ, lock_timeout=lock_timeout, progress=progress)
+                   environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder)
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
