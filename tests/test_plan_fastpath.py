@@ -209,7 +209,6 @@ def test_another_cplane_version_another_key_or_adopt_fall_back(applied, monkeypa
 def test_a_missing_counter_or_trigger_falls_back(applied):
     tree, engine = applied
     from control_plane.db import counters
-
     from control_plane.db.dialect import for_dialect
 
     with engine.begin() as conn:

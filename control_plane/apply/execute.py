@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 
 from control_plane.apply.audit import audit_form
+from control_plane.apply.lock import APPLY_LOCK_ID, LOCK_MESSAGE, ApplyLocked, apply_lock  # noqa: F401 (re-exported)
 from control_plane.db.dialect import for_dialect
 from control_plane.db.identity import check_environment, read_identity, record_environment
 from control_plane.db.identity import environment_change as _change
 from control_plane.db.models import ApplyRun, ManagedObject
-from control_plane.errors import CplaneError, LockHeld
+from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.plans.compare import secret_refs_recorded
 from control_plane.plans.model import WRITES, Action, Change, Plan
@@ -26,14 +26,8 @@ from control_plane.state.keys import check_key, record_key
 from control_plane.state.live import LiveState, encrypt, read_live
 from control_plane.state.rows import Row, columns_differ, managed_columns, natural_key, row_fingerprint
 
-APPLY_LOCK_ID = 0x63706C616E65  # "cplane"
-LOCK_MESSAGE = "another cplane apply is in progress on this database (apply lock held); try again when it finishes"
 DELETE_CHUNK = 5000
 WRITE_CHUNK = 5000  # rows per insert/update statement: bounded statements, and progress between them
-
-
-class ApplyLocked(LockHeld):
-    pass
 
 
 class PlanStale(CplaneError):
@@ -90,16 +84,6 @@ class ApplyProgress:
 
 
 QUIET = ApplyProgress()
-
-
-@contextmanager
-def apply_lock(conn: Connection, timeout: float = 0, on_wait=None):
-    """Database-wide, for the apply transaction (db.dialect: how each backend does it): fails at once
-    when another apply holds it, or after waiting up to `timeout` seconds."""
-    message = LOCK_MESSAGE if timeout <= 0 else f"{LOCK_MESSAGE} (waited {timeout:g}s, --lock-timeout)"
-    with for_dialect(conn).xact_lock(conn, APPLY_LOCK_ID, "apply", ApplyLocked(message), timeout=timeout,
-                                     on_wait=on_wait):
-        yield
 
 
 def _resolve_secrets(change: Change, environ, current: Row | None) -> dict[str, Any]:

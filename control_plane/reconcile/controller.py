@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from control_plane.apply.execute import (
     QUIET,
     ApplyProgress,
     ApplyResult,
-    apply_lock,
     execute,
     refuse_unapproved_adoptions,
 )
@@ -33,6 +31,7 @@ from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plans.compare import compare, reference_counts
 from control_plane.plans.model import Plan
 from control_plane.plans.planfile import PlanRejected
+from control_plane.reconcile.revision import config_revision  # noqa: F401 (part of this module's API)
 from control_plane.reconcile.validation import load_checked
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState, Rows, build_desired
@@ -45,24 +44,6 @@ class PlanResult:
     plan: Plan
     config: ConfigSet | None  # None: the plan came from the recorded state (no parse)
     fast_path: bool = False
-
-
-def config_revision(config_dir: Path, digest: str = "") -> str:
-    """The git commit of the config tree; empty outside git. When the tree has uncommitted edits,
-    `<sha>-dirty+<digest12>` (the config digest's first 12 characters), so that two runs from two
-    different dirty trees are told apart."""
-    try:
-        head = subprocess.run(["git", "-C", str(config_dir), "rev-parse", "--short=12", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "-C", str(config_dir), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=5)
-        if not dirty.stdout.strip():
-            return head.stdout.strip()
-        return head.stdout.strip() + "-dirty" + (f"+{digest[:12]}" if digest else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
 
 
 def config_digest(config: ConfigSet) -> str:
@@ -159,8 +140,10 @@ def make_plan(
     fast_path: first ask the record of the last apply whether anything changed at all
     (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
     if fast_path:
+        from control_plane.reconcile.fastpath import no_change_plan
+
         fast = no_change_plan(engine, config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                              allow_environment_change=allow_environment_change, environ=environ)
+                              environ=environ)
         if fast is not None:
             return PlanResult(fast, None, fast_path=True)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
@@ -170,34 +153,6 @@ def make_plan(
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending)
     return PlanResult(plan, prepared.config)
-
-
-def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
-                   require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
-                   conn: Connection | None = None, box: SecretBox | None = None) -> Plan | None:
-    """`No changes`, from the record of the last apply, when nothing changed since; None at any doubt."""
-    from datetime import UTC, datetime
-
-    from control_plane.reconcile import fastpath
-
-    if adopt:
-        return None
-    box = box or SecretBox(environment, engine.url)
-    if conn is None:
-        check_connection(engine)
-        with engine.connect() as own:
-            return no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
-                                  allow_environment_change=allow_environment_change, environ=environ, conn=own, box=box)
-    recorded = fastpath.try_no_change(conn, Path(config_dir), environment, box, environ)
-    if recorded is None or (recorded.unset and (require_secrets or is_production(environment))):
-        return None  # (an unset secret variable is an error there: the full plan says which)
-    identity = read_identity(conn)
-    if check_environment(identity, environment, allow_environment_change):
-        return None  # the plan would say the environment changes: the full plan says it
-    return Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), environment=environment,
-                config_revision=config_revision(Path(config_dir), recorded.config_digest),
-                config_digest=recorded.config_digest, cplane_version=__version__, database=identity.as_dict(),
-                warnings=recorded.warnings)
 
 
 def _migrate(engine: Engine, progress: ApplyProgress) -> None:
@@ -259,26 +214,20 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
 
     progress = progress or QUIET
     environ = os.environ if environ is None else environ
-    box = SecretBox(environment, engine.url)
+    box = fastpath.secret_box(environment, engine.url)  # None: prepare() reports why
     # Before the config is read: an edit made meanwhile can only make the record miss, never lie.
-    inputs = fastpath.inputs(Path(config_dir), environment, box)
-    if fast_path and not adopt:
-        fast = no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
-                              allow_environment_change=allow_environment_change, environ=environ, box=box)
+    inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
+    if fast_path and box is not None:
+        fast = fastpath.no_change_apply(engine, config_dir, environment=environment, adopt=adopt,
+                                        require_secrets=require_secrets, environ=environ, box=box,
+                                        lock_timeout=lock_timeout, progress=progress)
         if fast is not None:
-            # Confirmed under the apply lock: an apply that overlaps another is refused, as always.
-            progress.phase("locking")
-            with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
-                fast = no_change_plan(engine, config_dir, environment=environment, conn=conn, box=box,
-                                      require_secrets=require_secrets,
-                                      allow_environment_change=allow_environment_change, environ=environ)
-            if fast is not None:
-                return ApplyResult(False, fast.summary, plan=fast)
+            return ApplyResult(False, fast.summary, plan=fast)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url)
     _migrate(engine, progress)
-    recorder = fastpath.Recorder(inputs, environ, box, prepared.desired)
+    recorder = fastpath.Recorder(inputs, environ, box, prepared.desired) if inputs is not None else None
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
                    environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder)

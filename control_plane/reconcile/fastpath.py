@@ -24,16 +24,20 @@ which is not counted).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, bindparam, delete, inspect, text
 
 from control_plane import __version__
+
+if TYPE_CHECKING:
+    from control_plane.plans.model import Plan
 
 YAML_SUFFIXES = (".yaml", ".yml")
 RECORD_TABLE = "cplane_applied_state"
@@ -127,6 +131,10 @@ def plan_tables() -> list[str]:
     return sorted(tables | set(BOOKKEEPING_TABLES))
 
 
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
 def _schema_revision(conn: Connection) -> str | None:
     if not inspect(conn).has_table("alembic_version"):
         return None
@@ -135,12 +143,14 @@ def _schema_revision(conn: Connection) -> str | None:
 
 def _current_versions(conn: Connection, tables: list[str]) -> dict[str, int] | None:
     """The counters of `tables`, or None unless every one of them is counted (triggers in place)."""
-    from control_plane.db import counters
+    from control_plane.db.dialect import for_dialect
 
-    found = counters.versions(conn, tables)
-    if found is None or set(found) != set(tables):
+    if not tables or not inspect(conn).has_table("cplane_change_counters"):
         return None
-    if not set(tables) <= counters.counted_tables(conn):
+    stmt = text("SELECT table_name, version FROM cplane_change_counters WHERE table_name IN :names").bindparams(
+        bindparam("names", expanding=True))
+    found = {name: int(version) for name, version in conn.execute(stmt, {"names": list(tables)})}
+    if set(found) != set(tables) or not set(tables) <= for_dialect(conn).counted_tables(conn):
         return None
     return found
 
@@ -154,13 +164,17 @@ class Recorded:
 
 
 def read_record(conn: Connection) -> dict[str, Any] | None:
-    from control_plane.db.models import AppliedState
-
     if not inspect(conn).has_table(RECORD_TABLE):
         return None
-    table = AppliedState.__table__
-    row = conn.execute(select(table).order_by(table.c.id.desc()).limit(1)).mappings().first()
-    return dict(row) if row is not None else None
+    row = conn.execute(text(
+        "SELECT apply_run_id, inputs_digest, config_digest, secrets_digest, variables, versions, warnings "
+        f"FROM {RECORD_TABLE} ORDER BY id DESC LIMIT 1")).mappings().first()
+    if row is None:
+        return None
+    record = dict(row)
+    for column in ("variables", "versions", "warnings"):
+        record[column] = _json(record[column])
+    return record
 
 
 def try_no_change(conn: Connection, config_dir: Path, environment: str | None, box, environ=None,
@@ -183,6 +197,82 @@ def try_no_change(conn: Connection, config_dir: Path, environment: str | None, b
         return None
     return Recorded(record["config_digest"], record["apply_run_id"], list(record["warnings"] or []),
                     unset(record["variables"] or [], environ))
+
+
+def _identity(conn: Connection) -> dict[str, Any] | None:
+    """db.identity's Identity as a dict, read without the models; None when not migrated."""
+    if not inspect(conn).has_table("cplane_database"):
+        return None
+    row = conn.execute(text("SELECT lineage, environment FROM cplane_database ORDER BY id LIMIT 1")).first()
+    if row is None:
+        return None
+    return {"dialect": conn.dialect.name, "lineage": row[0], "environment": row[1] or None}
+
+
+def secret_box(environment: str | None, database_url):
+    """The process's SecretBox, or None when it cannot be made (no key, a malformed one): the full
+    plan then reports that, in its order of errors."""
+    from control_plane.errors import CplaneError
+    from control_plane.secrets import SecretBox
+
+    try:
+        return SecretBox(environment, database_url)
+    except CplaneError:
+        return None
+
+
+def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
+                   require_secrets: bool = False, environ=None, conn: Connection | None = None,
+                   box=None) -> Plan | None:
+    """`No changes`, from the record of the last apply, when nothing changed since; None at any
+    doubt (then the full plan answers). Reads a handful of small rows, no config object, no system row."""
+    from control_plane.db.engine import check_connection
+    from control_plane.environment import is_production
+    from control_plane.plans.model import Plan
+    from control_plane.reconcile.revision import config_revision
+
+    if adopt:
+        return None
+    box = box or secret_box(environment, engine.url)
+    if box is None:
+        return None
+    if conn is None:
+        check_connection(engine)
+        with engine.connect() as own:
+            return no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
+                                  environ=environ, conn=own, box=box)
+    recorded = try_no_change(conn, Path(config_dir), environment, box, environ)
+    if recorded is None or (recorded.unset and (require_secrets or is_production(environment))):
+        return None  # (an unset secret variable is an error there: the full plan says which)
+    identity = _identity(conn)
+    if identity is None:
+        return None
+    bound = identity["environment"]
+    if not (bound is None or bound == environment or (environment is None and not is_production(bound))):
+        return None  # another environment than the database's: the full plan refuses or warns
+    return Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), environment=environment,
+                config_revision=config_revision(Path(config_dir), recorded.config_digest),
+                config_digest=recorded.config_digest, cplane_version=__version__, database=identity,
+                warnings=recorded.warnings)
+
+
+def no_change_apply(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
+                    require_secrets: bool = False, environ=None, box=None, lock_timeout: float = 0,
+                    progress=None) -> Plan | None:
+    """What a no-op `apply` does: the fast plan, confirmed under the apply lock (an apply that
+    overlaps another is refused with the lock message, as always). None: plan and apply in full."""
+    from control_plane.apply.lock import apply_lock
+
+    box = box or secret_box(environment, engine.url)
+    if box is None:
+        return None
+    kwargs = dict(environment=environment, adopt=adopt, require_secrets=require_secrets, environ=environ, box=box)
+    if no_change_plan(engine, config_dir, **kwargs) is None:
+        return None
+    if progress is not None:
+        progress.phase("locking")
+    with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting if progress is not None else None):
+        return no_change_plan(engine, config_dir, conn=conn, **kwargs)
 
 
 class Recorder:
@@ -209,6 +299,8 @@ class Recorder:
     def lock(self, conn: Connection) -> None:
         if not self.clean:
             return
+        from sqlalchemy import select
+
         from control_plane.db.models import ChangeCounter
 
         table = ChangeCounter.__table__
@@ -219,6 +311,8 @@ class Recorder:
 
     def finish(self, conn: Connection, plan, live, run_id: int | None, *, wrote: bool) -> None:
         """After the apply's last write (or, for a no-op apply, after planning): replace the record."""
+        from sqlalchemy import insert
+
         from control_plane.db.models import AppliedState
 
         table = AppliedState.__table__
