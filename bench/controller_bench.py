@@ -1,10 +1,19 @@
-"""Controller benchmark on PostgreSQL: cplane against a naive loader and the floor, same rows, one run.
+"""Controller benchmark on PostgreSQL: whole `cplane` processes beside their floors, same rows, one run.
 
-For N seed-keyword rows (a large taxonomy, see genconfig.py) it measures: validate; the first
-apply to an empty database; a no-change plan; a no-op apply (and that it writes no rows); a 1%
-change plan + apply. References on the same rows: a naive row-by-row loader (select, then insert,
-per row, as fixture loaders do) and the floor (parse with the fastest parser, then COPY the rows
-in with psycopg; for plans, parse + one SELECT).
+For N seed-keyword rows (a large taxonomy, see genconfig.py) every step is a new process, timed
+(wall clock) with its peak RSS (the kernel's ru_maxrss, from os.wait4):
+
+- validate;
+- first apply to an empty database (`cplane apply --auto-approve`), beside the floor (a process
+  that parses the files with yaml-rs and COPYs the rows into the same, indexed tables) and the
+  naive loader (ORM, select-then-insert per row; at 100,000 rows and below);
+- no-change plan (`cplane plan`), beside the floor (a process that parses the same files with
+  yaml-rs and SELECTs the three tables back), and the same plan with --no-fast-path;
+- no-op apply (and the rows it wrote, from pg_stat_user_tables);
+- 1% change: `cplane plan` + `cplane apply --auto-approve` of a tree with 1% of the keywords edited;
+- one drifted row: a keyword edited by SQL, `cplane plan` (which must name it as drift);
+- export (`cplane export`), beside the floor (SELECT the three tables, write the documents with
+  yaml-rs).
 
     .venv/bin/python bench/controller_bench.py --rows 10000 100000 --write docs/benchmarks.md
 """
@@ -12,7 +21,11 @@ in with psycopg; for plans, parse + one SELECT).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import platform
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,31 +36,37 @@ import psycopg
 import yaml_rs
 from psycopg import sql
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
 
 from genconfig import generate  # noqa: E402
 
-from control_plane.config.validate import load_config  # noqa: E402
-from control_plane.db.engine import make_engine, upgrade  # noqa: E402
-from control_plane.reconcile.controller import apply_plan, make_plan  # noqa: E402
-
 ADMIN = os.environ.get("CPLANE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+CPLANE = [sys.executable, "-m", "control_plane"]
+SECRETS = {"STRIPE_SECRET_KEY": "sk", "STRIPE_WEBHOOK_SECRET": "wh", "PAYPAL_CLIENT_SECRET": "pp",
+           "PAYPAL_WEBHOOK_ID": "pw", "OPENAI_API_KEY": "oa", "RUNWARE_API_KEY": "rw"}
+MARK_START = "<!-- controller_bench: start -->"
+MARK_END = "<!-- controller_bench: end -->"
 
 
 class Database:
-    def __init__(self):
+    def __init__(self, migrate: bool = True):
         self.name = f"cplane_bench_{uuid.uuid4().hex[:8]}"
         with psycopg.connect(ADMIN, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
         self.url = ADMIN.rsplit("/", 1)[0] + "/" + self.name
-        self.engine = make_engine(self.url)
-        upgrade(self.engine)
+        if migrate:
+            run([*CPLANE, "db", "upgrade", "--database-url", self.url])
 
     def drop(self):
-        self.engine.dispose()
         with psycopg.connect(ADMIN, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(self.name)))
+
+    def execute(self, statement: str, *params) -> None:
+        with psycopg.connect(self.url) as conn:
+            conn.execute(statement, params)
 
     def tuples_written(self) -> int:
         with psycopg.connect(self.url) as conn:
@@ -57,10 +76,34 @@ class Database:
             ).fetchone()[0]
 
 
-def timed(fn):
-    started = time.perf_counter()
-    result = fn()
-    return time.perf_counter() - started, result
+class Run:
+    def __init__(self, seconds: float, rss_mb: float, stdout: str, stderr: str):
+        self.seconds, self.rss_mb, self.stdout, self.stderr = seconds, rss_mb, stdout, stderr
+
+
+def run(cmd: list[str], *, ok=(0,)) -> Run:
+    """One process: wall time and peak RSS (ru_maxrss of the child, KiB on Linux)."""
+    env = {**os.environ, **SECRETS, "CPLANE_SECRET_KEY": "bench", "NO_COLOR": "1"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - started
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = Run(seconds, usage.ru_maxrss / 1024, out.read().decode(), err.read().decode())
+    if proc.returncode not in ok:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result
+
+
+def best(cmd: list[str], repeat: int, **kwargs) -> Run:
+    runs = [run(cmd, **kwargs) for _ in range(repeat)]
+    return min(runs, key=lambda r: r.seconds)
+
+
+# --- the floors, each run as its own process (`controller_bench.py --floor NAME URL CONFIG [OUT]`) --------
 
 
 def parse_taxonomy(config: Path):
@@ -99,11 +142,36 @@ def floor_load(url: str, config: Path) -> None:
                 copy.write_row((ind[i], sec[(i, s)], k, v, d, c, intent, True))
 
 
+def _select_taxonomy(conn):
+    industries = conn.execute("SELECT id, slug, name, description, sort_order, is_active FROM industries").fetchall()
+    sectors = conn.execute("SELECT id, industry_id, slug, name, description, is_active FROM industry_sectors").fetchall()
+    keywords = conn.execute("SELECT id, industry_id, sector_id, keyword, search_volume, difficulty, cpc, intent, "
+                            "is_active FROM seed_keywords WHERE account_id IS NULL").fetchall()
+    return industries, sectors, keywords
+
+
 def floor_plan(url: str, config: Path) -> None:
     parse_taxonomy(config)
     with psycopg.connect(url) as conn:
-        conn.execute("SELECT id, industry_id, sector_id, keyword, search_volume, difficulty, cpc, intent, is_active "
-                     "FROM seed_keywords WHERE account_id IS NULL").fetchall()
+        _select_taxonomy(conn)
+
+
+def floor_export(url: str, out: Path) -> None:
+    """SELECT the three tables and write one document per industry with yaml-rs."""
+    with psycopg.connect(url) as conn:
+        industries, sectors, keywords = _select_taxonomy(conn)
+    by_sector: dict[int, list] = {}
+    for _id, _ind, sector_id, keyword, volume, difficulty, cpc, intent, _active in keywords:
+        by_sector.setdefault(sector_id, []).append({"keyword": keyword, "searchVolume": volume, "difficulty": difficulty,
+                                                    "cpc": float(cpc) if cpc is not None else None, "intent": intent})
+    by_industry: dict[int, list] = {}
+    for sid, ind, slug, name, _desc, _active in sectors:
+        by_industry.setdefault(ind, []).append({"name": slug, "displayName": name, "seedKeywords": by_sector.get(sid, [])})
+    (out / "industries").mkdir(parents=True, exist_ok=True)
+    for iid, slug, name, desc, _order, _active in industries:
+        doc = {"apiVersion": "cplane/v1", "kind": "Industry", "metadata": {"name": slug},
+               "spec": {"displayName": name, "description": desc, "sectors": by_industry.get(iid, [])}}
+        (out / "industries" / f"{slug}.yaml").write_text(yaml_rs.dumps(doc))
 
 
 def naive_load(url: str, config: Path) -> None:
@@ -111,6 +179,7 @@ def naive_load(url: str, config: Path) -> None:
     from sqlalchemy import select
     from sqlalchemy.orm import Session
 
+    from control_plane.db.engine import make_engine
     from control_plane.db.models import Industry, IndustrySector, SeedKeyword
 
     industries, sectors, keywords = parse_taxonomy(config)
@@ -146,76 +215,136 @@ def naive_load(url: str, config: Path) -> None:
     engine.dispose()
 
 
-def bench(rows: int, work: Path) -> list[tuple[str, float, float | None, float | None, str]]:
+FLOORS = {"load": floor_load, "plan": floor_plan, "naive": naive_load}
+
+
+def floor(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--floor", name, *args]
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+
+
+def bench(rows: int, work: Path, naive_max: int, repeat: int) -> list[tuple]:
     config = generate(work / f"config-{rows}", rows)
     changed = generate(work / f"config-{rows}-changed", rows, variant=1)
-    env = None
     results = []
-
-    t_validate, cfg = timed(lambda: load_config(config))
-    assert cfg.ok, cfg.issues[:3]
-
-    db = Database()
-    floor_db = Database()
-    naive_db = Database()
-    try:
-        t_first, _ = timed(lambda: apply_plan(db.engine, make_plan(db.engine, config, environment=env).plan,
-                                              environment=env, actor="bench"))
-        t_floor_load, _ = timed(lambda: floor_load(floor_db.url, config))
-        t_naive, _ = timed(lambda: naive_load(naive_db.url, config))
-        t_plan, plan = timed(lambda: make_plan(db.engine, config, environment=env).plan)
-        assert not plan.changes, plan.changes[:3]
-        t_floor_plan, _ = timed(lambda: floor_plan(db.url, config))
-        before = db.tuples_written()
-        t_noop, result = timed(lambda: apply_plan(db.engine, make_plan(db.engine, config).plan, environment=env, actor="bench"))
-        after = db.tuples_written()
-        assert not result.applied
-        t_change_plan, plan_1 = timed(lambda: make_plan(db.engine, changed, environment=env).plan)
-        t_change_apply, _ = timed(lambda: apply_plan(db.engine, plan_1, environment=env, actor="bench"))
-        n_changed = len(plan_1.changes)
-    finally:
-        for d in (db, floor_db, naive_db):
-            d.drop()
 
     def ratio(a, b):
         return a / b if b else None
 
-    results.append(("validate", t_validate, None, None, f"{rows} rows"))
-    results.append(("first apply (empty database)", t_first, ratio(t_naive, t_first), ratio(t_first, t_floor_load),
-                    f"naive {t_naive:.2f} s, floor {t_floor_load:.2f} s"))
-    results.append(("no-change plan", t_plan, None, ratio(t_plan, t_floor_plan), f"floor {t_floor_plan:.2f} s"))
-    results.append(("no-op apply", t_noop, None, None, f"rows written: {after - before}"))
-    results.append((f"1% change plan + apply ({n_changed} changes)", t_change_plan + t_change_apply, None, None,
-                    f"plan {t_change_plan:.2f} s + apply {t_change_apply:.2f} s"))
+    def add(step, r: Run, vs_naive=None, vs_floor=None, note=""):
+        results.append((step, r.seconds, r.rss_mb, vs_naive, vs_floor, note))
+        print(f"  {rows:,} {step}: {r.seconds:.2f} s, {r.rss_mb:.0f} MB {note}", flush=True)
+
+    db, floor_db = Database(), Database()
+    naive_db = Database() if rows <= naive_max else None
+    try:
+        common = ["--database-url", db.url]
+        validate = run([*CPLANE, "validate", "--config", str(config)])
+        floor_load_run = run(floor("load", floor_db.url, str(config)))
+        naive = run(floor("naive", naive_db.url, str(config))) if naive_db else None
+        first = run([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common])
+        add("validate", validate, note=f"{rows} rows")
+        add("first apply (empty database)", first, ratio(naive.seconds, first.seconds) if naive else None,
+            ratio(first.seconds, floor_load_run.seconds),
+            (f"naive {naive.seconds:.2f} s, " if naive else "") + f"floor {floor_load_run.seconds:.2f} s "
+            f"({floor_load_run.rss_mb:.0f} MB)")
+
+        floor_plan_run = best(floor("plan", db.url, str(config)), repeat)
+        plan = best([*CPLANE, "plan", "--config", str(config), *common], repeat)
+        assert "No changes." in plan.stdout, plan.stdout[-500:]
+        full = best([*CPLANE, "plan", "--no-fast-path", "--config", str(config), *common], repeat)
+        add("no-change plan", plan, None, ratio(plan.seconds, floor_plan_run.seconds),
+            f"floor {floor_plan_run.seconds:.2f} s ({floor_plan_run.rss_mb:.0f} MB)")
+        add("no-change plan, --no-fast-path", full, None, ratio(full.seconds, floor_plan_run.seconds), "full plan")
+
+        before = db.tuples_written()
+        noop = best([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common], repeat)
+        written = db.tuples_written() - before
+        add("no-op apply", noop, None, ratio(noop.seconds, floor_plan_run.seconds), f"rows written: {written}")
+
+        change_plan = run([*CPLANE, "plan", "--config", str(changed), *common])
+        change_apply = run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
+        n = change_plan.stdout.count("\n  ~ ")
+        combined = Run(change_plan.seconds + change_apply.seconds, max(change_plan.rss_mb, change_apply.rss_mb), "", "")
+        add(f"1% change plan + apply ({n} updates)", combined, None, None,
+            f"plan {change_plan.seconds:.2f} s + apply {change_apply.seconds:.2f} s; "
+            f"{combined.seconds / first.seconds:.2f}x the first apply")
+
+        db.execute("UPDATE seed_keywords SET search_volume = search_volume + 1 "
+                   "WHERE id = (SELECT min(id) FROM seed_keywords WHERE account_id IS NULL)")
+        drift = run([*CPLANE, "plan", "--config", str(changed), *common])
+        named = "(drift" in drift.stdout or "drift" in drift.stdout
+        add("one drifted row (edited by SQL) plan", drift, None, ratio(drift.seconds, floor_plan_run.seconds),
+            f"named as drift: {'yes' if named else 'NO'}")
+        run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
+
+        out, floor_out = work / f"export-{rows}", work / f"export-floor-{rows}"
+        for d in (out, floor_out):
+            shutil.rmtree(d, ignore_errors=True)
+        floor_export_run = run(floor("export", db.url, str(floor_out)))
+        export = run([*CPLANE, "export", "--out", str(out), *common])
+        add("export", export, None, ratio(export.seconds, floor_export_run.seconds),
+            f"floor {floor_export_run.seconds:.2f} s ({floor_export_run.rss_mb:.0f} MB)")
+    finally:
+        for d in (db, floor_db, naive_db):
+            if d is not None:
+                d.drop()
     return results
+
+
+def machine() -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    with psycopg.connect(ADMIN) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs ({cpu}), PostgreSQL {server}, "
+            f"Python {platform.python_version()}; load average {load:.1f} at the start")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--write", type=Path, help="Markdown file to write the table to.")
+    parser.add_argument("--naive-max", type=int, default=100_000, help="Run the naive loader up to this many rows.")
+    parser.add_argument("--repeat", type=int, default=3, help="Runs of each quick step (plans, no-op apply); best kept.")
+    parser.add_argument("--write", type=Path, help="Markdown file whose controller_bench section is replaced.")
+    parser.add_argument("--floor", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    os.environ.setdefault("CPLANE_SECRET_KEY", "bench")
+    if args.floor:
+        name, url, path = args.floor
+        if name == "export":
+            floor_export(url, Path(path))
+        else:
+            FLOORS[name](url, Path(path))
+        return
+    started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    about = machine()
     lines = [
-        "| rows | step | seconds | naive ÷ cplane | cplane ÷ floor | notes |",
-        "| ---: | --- | ---: | ---: | ---: | --- |",
+        "| rows | step | seconds | peak RSS MB | naive ÷ cplane | cplane ÷ floor | notes |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
-            for step, seconds, vs_naive, vs_floor, note in bench(rows, Path(tmp)):
+            for step, seconds, rss, vs_naive, vs_floor, note in bench(rows, Path(tmp), args.naive_max, args.repeat):
                 lines.append(
-                    f"| {rows:,} | {step} | {seconds:.2f} | {'' if vs_naive is None else f'{vs_naive:.1f}x'} | "
+                    f"| {rows:,} | {step} | {seconds:.2f} | {rss:.0f} | {'' if vs_naive is None else f'{vs_naive:.1f}x'} | "
                     f"{'' if vs_floor is None else f'{vs_floor:.2f}x'} | {note} |"
                 )
-                print(lines[-1], flush=True)
     table = "\n".join(lines)
+    section = (f"{MARK_START}\nRun {started} on {about}: `bench/controller_bench.py --rows "
+               f"{' '.join(str(r) for r in args.rows)}`. Every step is a whole process (wall clock; peak RSS from "
+               "the kernel); the floors are processes too, measured in the same run on the same rows.\n\n"
+               f"{table}\n{MARK_END}")
     if args.write:
-        args.write.write_text(
-            "## Controller (`bench/controller_bench.py`)\n\n"
-            f"PostgreSQL on this machine, {os.cpu_count()} cores. References measured in the same run on the same rows: "
-            "naive = row-by-row select-then-insert; floor = yaml-rs parse + psycopg COPY (plans: parse + one SELECT).\n\n"
-            + table + "\n"
-        )
+        text = args.write.read_text() if args.write.exists() else ""
+        if MARK_START in text and MARK_END in text:
+            head, rest = text.split(MARK_START, 1)
+            text = head + section + rest.split(MARK_END, 1)[1]
+        else:
+            text = text.rstrip() + "\n\n## Controller, whole processes: `bench/controller_bench.py`\n\n" + section + "\n"
+        args.write.write_text(text)
     print(table)
 
 

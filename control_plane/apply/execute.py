@@ -5,18 +5,18 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 
 from control_plane.apply.audit import audit_form
+from control_plane.apply.lock import APPLY_LOCK_ID, LOCK_MESSAGE, ApplyLocked, apply_lock  # noqa: F401 (re-exported)
 from control_plane.db.dialect import for_dialect
 from control_plane.db.identity import check_environment, read_identity, record_environment
 from control_plane.db.identity import environment_change as _change
 from control_plane.db.models import ApplyRun, ManagedObject
-from control_plane.errors import CplaneError, LockHeld
+from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.plans.compare import secret_refs_recorded
 from control_plane.plans.model import WRITES, Action, Change, Plan
@@ -26,14 +26,8 @@ from control_plane.state.keys import check_key, record_key
 from control_plane.state.live import LiveState, encrypt, read_live
 from control_plane.state.rows import Row, columns_differ, managed_columns, natural_key, row_fingerprint
 
-APPLY_LOCK_ID = 0x63706C616E65  # "cplane"
-LOCK_MESSAGE = "another cplane apply is in progress on this database (apply lock held); try again when it finishes"
 DELETE_CHUNK = 5000
 WRITE_CHUNK = 5000  # rows per insert/update statement: bounded statements, and progress between them
-
-
-class ApplyLocked(LockHeld):
-    pass
 
 
 class PlanStale(CplaneError):
@@ -92,16 +86,6 @@ class ApplyProgress:
 QUIET = ApplyProgress()
 
 
-@contextmanager
-def apply_lock(conn: Connection, timeout: float = 0, on_wait=None):
-    """Database-wide, for the apply transaction (db.dialect: how each backend does it): fails at once
-    when another apply holds it, or after waiting up to `timeout` seconds."""
-    message = LOCK_MESSAGE if timeout <= 0 else f"{LOCK_MESSAGE} (waited {timeout:g}s, --lock-timeout)"
-    with for_dialect(conn).xact_lock(conn, APPLY_LOCK_ID, "apply", ApplyLocked(message), timeout=timeout,
-                                     on_wait=on_wait):
-        yield
-
-
 def _resolve_secrets(change: Change, environ, current: Row | None) -> dict[str, Any]:
     """The secrets a change writes: from the environment, an unset variable keeping the stored value."""
     return resolve_secret_refs(change.secret_refs, environ, current.values if current is not None else None)
@@ -120,13 +104,17 @@ def execute(
     environ=None,
     lock_timeout: float = 0,
     progress: ApplyProgress | None = None,
+    recorder=None,
 ) -> ApplyResult:
     """Apply `plan` in one transaction under the apply lock.
 
     `plan` is either a Plan computed earlier (every row it was computed from is re-checked, and the
     apply refused if one moved) or a function that computes it from the live state read under the lock.
     Under the lock the database's recorded environment is checked against `environment` (and
-    recorded by the apply); adopt changes need `adopt` or a plan made with it.
+    recorded by the apply); adopt changes need `adopt` or a plan made with it. `recorder`
+    (reconcile.fastpath.Recorder, only with a plan computed under the lock) records what the apply
+    left behind for the no-change fast path: start() before the first read, lock() before the first
+    write, finish() after the last.
     """
     environ = os.environ if environ is None else environ
     progress = progress or QUIET
@@ -139,6 +127,8 @@ def execute(
     progress.phase("locking")
     # The lock is let go only after the commit (SQLite's lock file; PostgreSQL's goes with the transaction).
     with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
+        if recorder is not None:
+            recorder.start(conn)
         identity = read_identity(conn)
         live = read_live(conn, box)
         check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
@@ -152,9 +142,13 @@ def execute(
                                                 and plan.environment_change == _change(identity, environment))
         change = check_environment(identity, environment, approved)
         if not plan.changes:
+            if recorder is not None:
+                recorder.finish(conn, plan, live, None, wrote=False)
             return ApplyResult(False, plan.summary, plan=plan)
         refuse_unapproved_adoptions(plan, adopt)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
+        if recorder is not None:
+            recorder.lock(conn)
         progress.start_writes(len(plan.changes))
         written = _write(conn, plan, live, desired_values, box, progress)
         record_key(conn, box, actor)
@@ -173,6 +167,8 @@ def execute(
             },
         ).scalar_one()
         record_environment(conn, environment)
+        if recorder is not None:
+            recorder.finish(conn, plan, live, run_id, wrote=True)
         conn.execute(
             update(ApplyRun.__table__).where(ApplyRun.__table__.c.id == run_id).values(finished_at=text("CURRENT_TIMESTAMP"))
         )

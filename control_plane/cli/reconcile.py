@@ -35,6 +35,12 @@ def _plan_options(func):
     return func
 
 
+def _fast_path_option(func):
+    return click.option("--no-fast-path", "no_fast_path", is_flag=True,
+                        help="Always parse the config and read every row, even when the record of the last apply "
+                             "says nothing changed since.")(func)
+
+
 @click.command("plan")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
 @click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
@@ -45,17 +51,28 @@ def _plan_options(func):
               help="Markdown: where the full plan is (e.g. a link to the CI artifact), named when the plan is "
                    "too long for a GitHub comment.")
 @_plan_options
+@_fast_path_option
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
-                 adopt: bool, require_secrets: bool, allow_environment_change: bool):
+                 adopt: bool, require_secrets: bool, allow_environment_change: bool, no_fast_path: bool):
     """Compute the changes that would make the database match the config."""
-    from control_plane.plans.planfile import write_plan
-    from control_plane.reconcile.controller import make_plan
+    from control_plane.reconcile.fastpath import no_change_plan
     from control_plane.render.plan import render_json, render_markdown, render_text
 
-    result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                       require_secrets=require_secrets, allow_environment_change=allow_environment_change)
-    plan = result.plan
+    engine = ctx.engine(read_only=True)
+    # First the record of the last apply (light: no parse, no row, not even the models imported).
+    plan = None if no_fast_path else no_change_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
+                                                    require_secrets=require_secrets)
+    fast = plan is not None
+    if plan is None:
+        from control_plane.reconcile.controller import make_plan
+
+        plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
+                         require_secrets=require_secrets, allow_environment_change=allow_environment_change,
+                         fast_path=False).plan
+    if fast and ctx.debug:
+        click.echo("plan: nothing changed since the last apply (its recorded state: config digest, secrets, table "
+                   "versions); --no-fast-path makes the full plan", err=True)
     if fmt == "text":
         click.echo(render_text(replace(plan, errors=[]), colour=ctx.colour(), compact=compact))
     else:
@@ -68,6 +85,8 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
         else:
             click.echo(render_json(plan))
     if out:
+        from control_plane.plans.planfile import write_plan
+
         write_plan(plan, out)
         click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
     if plan.errors:
@@ -82,15 +101,15 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @lock_timeout_option
 @_plan_options
+@_fast_path_option
 @common_options
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
-                  lock_timeout: float, adopt: bool, require_secrets: bool, allow_environment_change: bool):
+                  lock_timeout: float, adopt: bool, require_secrets: bool, allow_environment_change: bool,
+                  no_fast_path: bool):
     """Apply a saved plan (the reviewed plan is the approval: no confirmation), or compute and apply a fresh one."""
-    from control_plane.apply.execute import refuse_unapproved_adoptions
     from control_plane.cli.progress import ApplyReporter
     from control_plane.plans.model import Plan
-    from control_plane.plans.planfile import read_plan
-    from control_plane.reconcile.controller import apply_config, apply_plan, check_binding, make_plan
+    from control_plane.reconcile import fastpath
     from control_plane.render.plan import NO_CHANGES, render_text, summary_line
 
     reporter = ApplyReporter(colour=ctx.colour(sys.stderr))
@@ -112,12 +131,29 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             click.echo(f"Apply complete. {summary_line(plan)[len('Plan: '):]}")
 
     engine = ctx.engine()
+    if planfile is None and not no_fast_path:
+        # Nothing changed since the last apply (confirmed under the apply lock): nothing to do, nothing imported.
+        try:
+            plan = fastpath.no_change_apply(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
+                                            require_secrets=require_secrets, lock_timeout=lock_timeout,
+                                            progress=reporter)
+        finally:
+            reporter.close()
+        if plan is not None:
+            show(plan)
+            if fmt == "json":
+                emit_json({"applied": False, "summary": plan.summary, "message": NO_CHANGES})
+            return
+    from control_plane.apply.execute import refuse_unapproved_adoptions
+    from control_plane.plans.planfile import read_plan
+    from control_plane.reconcile.controller import apply_config, apply_plan, check_binding, make_plan
+
     if planfile is None and auto_approve:
         # Nobody reviews this plan, so it is computed under the apply lock: no stale-plan refusals.
         try:
             result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
                                   require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                                  lock_timeout=lock_timeout, progress=reporter)
+                                  lock_timeout=lock_timeout, progress=reporter, fast_path=False)
         finally:
             reporter.close()
         show(result.plan)
@@ -133,7 +169,8 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         check_binding(engine, plan, ctx.environment)
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                         require_secrets=require_secrets, allow_environment_change=allow_environment_change).plan
+                         require_secrets=require_secrets, allow_environment_change=allow_environment_change,
+                         fast_path=False).plan  # (the fast path was tried above)
     show(plan)
     if not plan.changes:
         if fmt == "json":

@@ -743,19 +743,52 @@ def dump_documents(docs: list[dict], header: str | None = None) -> str:
     ``header`` becomes leading comment lines. Keys keep insertion order, no anchors are emitted
     for shared objects, and strings containing newlines are written as literal blocks (``|``).
     """
-    yaml = YAML(typ="rt")
-    yaml.default_flow_style = False
-    yaml.width = 4096
-    yaml.indent(mapping=2, sequence=4, offset=2)
-    yaml.representer.ignore_aliases = lambda data: True
+    yaml = None
     out = StringIO()
     if header:
         for line in header.splitlines() or [""]:
             out.write(f"# {line}".rstrip() + "\n")
     for doc in docs:
+        fast = _fast_dump(doc)
+        if fast is not None:
+            out.write(fast)
+            continue
+        if yaml is None:
+            yaml = YAML(typ="rt")
+            yaml.default_flow_style = False
+            yaml.width = 4096
+            yaml.indent(mapping=2, sequence=4, offset=2)
+            yaml.representer.ignore_aliases = lambda data: True
         out.write("---\n")
         yaml.dump(_to_round_trip(doc), out)
     return out.getvalue()
+
+
+def _fast_dump(doc: dict) -> str | None:
+    """yaml-rs's emitter (the same block style, ~100x faster than ruamel), kept only when reading
+    its output back gives the document again; None: ruamel writes it."""
+    if _has_multiline(doc):
+        return None  # literal blocks exactly as ruamel writes them (prompts: few, and read by people)
+    try:
+        text = yaml_rs.dumps(doc)
+        # Read back both ways: a string that another YAML reader would take for a date goes to ruamel.
+        if yaml_rs.loads(text, parse_datetime=False) != doc or yaml_rs.loads(text) != doc:
+            return None
+    except Exception:  # noqa: BLE001 (any failure of the fast emitter: the exact one writes it)
+        return None
+    if not text.startswith("---"):
+        text = "---\n" + text
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _has_multiline(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\n" in value
+    if isinstance(value, dict):
+        return any(_has_multiline(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_multiline(v) for v in value)
+    return False
 
 
 def _to_round_trip(value: Any) -> Any:

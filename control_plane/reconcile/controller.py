@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from control_plane.errors import ConfigInvalid, CplaneError
 from control_plane.plans.compare import compare, reference_counts
 from control_plane.plans.model import Plan
 from control_plane.plans.planfile import PlanRejected
+from control_plane.reconcile.revision import config_revision  # noqa: F401 (part of this module's API)
 from control_plane.reconcile.validation import load_checked
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState, Rows, build_desired
@@ -42,25 +42,8 @@ from control_plane.state.live import LiveState, read_live
 @dataclass
 class PlanResult:
     plan: Plan
-    config: ConfigSet
-
-
-def config_revision(config_dir: Path, digest: str = "") -> str:
-    """The git commit of the config tree; empty outside git. When the tree has uncommitted edits,
-    `<sha>-dirty+<digest12>` (the config digest's first 12 characters), so that two runs from two
-    different dirty trees are told apart."""
-    try:
-        head = subprocess.run(["git", "-C", str(config_dir), "rev-parse", "--short=12", "HEAD"],
-                              capture_output=True, text=True, timeout=5)
-        if head.returncode != 0:
-            return ""
-        dirty = subprocess.run(["git", "-C", str(config_dir), "status", "--porcelain", "--", "."],
-                               capture_output=True, text=True, timeout=5)
-        if not dirty.stdout.strip():
-            return head.stdout.strip()
-        return head.stdout.strip() + "-dirty" + (f"+{digest[:12]}" if digest else "")
-    except (OSError, subprocess.SubprocessError):
-        return ""
+    config: ConfigSet | None  # None: the plan came from the recorded state (no parse)
+    fast_path: bool = False
 
 
 def config_digest(config: ConfigSet) -> str:
@@ -148,10 +131,21 @@ def make_plan(
     require_secrets: bool = False,
     allow_environment_change: bool = False,
     environ=None,
+    fast_path: bool = True,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
-    counts the pending migrations, which apply runs first."""
+    counts the pending migrations, which apply runs first.
+
+    fast_path: first ask the record of the last apply whether anything changed at all
+    (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
+    if fast_path:
+        from control_plane.reconcile.fastpath import no_change_plan
+
+        fast = no_change_plan(engine, config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                              environ=environ)
+        if fast is not None:
+            return PlanResult(fast, None, fast_path=True)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url)
@@ -209,20 +203,34 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
                  adopt: bool = False, require_secrets: bool = False, allow_environment_change: bool = False,
-                 environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None) -> ApplyResult:
+                 environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
+                 fast_path: bool = True) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
     that overlaps another is refused with the lock message, one that follows it finds nothing to do.
     """
+    from control_plane.reconcile import fastpath
+
     progress = progress or QUIET
+    environ = os.environ if environ is None else environ
+    box = fastpath.secret_box(environment, engine.url)  # None: prepare() reports why
+    # Before the config is read: an edit made meanwhile can only make the record miss, never lie.
+    inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
+    if fast_path and box is not None:
+        fast = fastpath.no_change_apply(engine, config_dir, environment=environment, adopt=adopt,
+                                        require_secrets=require_secrets, environ=environ, box=box,
+                                        lock_timeout=lock_timeout, progress=progress)
+        if fast is not None:
+            return ApplyResult(False, fast.summary, plan=fast)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url)
     _migrate(engine, progress)
+    recorder = fastpath.Recorder(inputs, environ, box, prepared.desired) if inputs is not None else None
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
-                   environ=environ, lock_timeout=lock_timeout, progress=progress)
+                   environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder)
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:

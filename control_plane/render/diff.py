@@ -25,6 +25,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 CONTEXT_LINES = 3
@@ -56,11 +57,23 @@ def canonical_decimal(value: Decimal, scale: int | None = None) -> str:
 
 def fmt(value: Any) -> str:
     """A value in full, as JSON (strings quoted, decimals and dates as canonical strings)."""
+    cls = value.__class__
+    if cls is str:  # the bulk of a large plan's attributes (json.dumps, without building an encoder)
+        return _encode_str(value)
+    if cls is bool:
+        return "true" if value else "false"
+    if cls is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
     if isinstance(value, Decimal):
         return json.dumps(canonical_decimal(value))
     if isinstance(value, (datetime, date, time)):
         return json.dumps(value.isoformat())
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=_json_default)
+
+
+_encode_str = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) uses for a str
 
 
 def _key(value: Any) -> str:
@@ -70,18 +83,26 @@ def _key(value: Any) -> str:
 def column_value(kind: str, column: str, value: Any) -> Any:
     """A column's value in canonical form: numerics with their column's scale (as the plan's fields show
     them), whether the plan holds a Decimal (computed) or its JSON string (loaded from a file)."""
-    from control_plane.kinds.registry import ROW_KINDS
-
-    rk = ROW_KINDS.get(kind)
-    if rk is None or column not in rk.table.c or isinstance(value, bool):
+    if isinstance(value, bool):
         return value
-    scale = getattr(rk.table.c[column].type, "scale", None)
+    scale = _scale(kind, column)
     if scale and isinstance(value, (Decimal, int, float, str)):
         try:
             return canonical_decimal(Decimal(str(value)), scale)
         except InvalidOperation:
             return value
     return value
+
+
+@cache
+def _scale(kind: str, column: str) -> int | None:
+    """The numeric scale of a column (None: not numeric, or not a column of a known kind)."""
+    from control_plane.kinds.registry import ROW_KINDS
+
+    rk = ROW_KINDS.get(kind)
+    if rk is None or column not in rk.table.c:
+        return None
+    return getattr(rk.table.c[column].type, "scale", None)
 
 
 def visible(text: str) -> str:

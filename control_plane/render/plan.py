@@ -14,7 +14,6 @@ import re
 from collections import defaultdict
 from typing import Any
 
-from control_plane.plans import planfile
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
 from control_plane.render.diff import Entry, TextDiff, column_value, diff, flatten, fmt, visible
 
@@ -351,6 +350,8 @@ def render_markdown(plan: Plan, *, artifact: str | None = None, limit: int = MAR
 
 
 def render_json(plan: Plan) -> str:
+    from control_plane.plans import planfile  # (imported when used: a no-change plan stays light)
+
     return planfile.dumps(plan)  # the JSON form is the saved plan's own
 
 

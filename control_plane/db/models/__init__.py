@@ -2,6 +2,7 @@
 
 from control_plane.db.models.base import Base
 from control_plane.db.models.controller import (
+    AppliedState,
     ApplyRun,
     ChangeCounter,
     CleanupRun,
@@ -15,4 +16,4 @@ from control_plane.db.models.user import *  # noqa: F403
 
 metadata = Base.metadata
 
-__all__ = ["Base", "metadata", "ApplyRun", "ChangeCounter", "CleanupRun", "DatabaseIdentity", "ManagedObject", "Operator", "SecretKey"]
+__all__ = ["Base", "metadata", "AppliedState", "ApplyRun", "ChangeCounter", "CleanupRun", "DatabaseIdentity", "ManagedObject", "Operator", "SecretKey"]

@@ -121,3 +121,28 @@ class ChangeCounter(Base):
     __tablename__ = "cplane_change_counters"
     table_name: Mapped[str] = mapped_column(String(100), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger)
+
+
+class AppliedState(Base):
+    """What the last apply left behind, so that a plan can tell "nothing changed" without reading
+    the config or a row (reconcile/fastpath.py). At most one row: every apply that writes replaces
+    it, or removes it when the result cannot be vouched for (a saved plan, rows kept retired...).
+
+    `inputs_digest` covers the config files' bytes, the environment, cplane's version and schema
+    head, the secret key's id and the schedule bucket; `secrets_digest` is an HMAC (keyed by the
+    secret key) of the values of `variables`, the environment variables the config's secrets name;
+    `versions` the change-counter version of every table a plan reads, after apply's own writes.
+    """
+
+    __tablename__ = "cplane_applied_state"
+    id: Mapped[int] = int_pk()
+    apply_run_id: Mapped[int | None]
+    inputs_digest: Mapped[str] = mapped_column(String(64))
+    # The applied plan's config digest (what a plan made now would carry).
+    config_digest: Mapped[str] = mapped_column(String(64))
+    secrets_digest: Mapped[str] = mapped_column(String(64))
+    variables: Mapped[list[Any]] = mapped_column(default=list)
+    versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The plan's warnings (secret variables not set), which a plan from this record repeats.
+    warnings: Mapped[list[Any]] = mapped_column(default=list)
+    recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())

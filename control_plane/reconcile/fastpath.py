@@ -1,0 +1,354 @@
+"""The no-change fast path: "nothing changed since the last apply" without parsing or reading rows.
+
+An apply records what it applied (cplane_applied_state, one row):
+
+- `inputs_digest`: SHA-256 over every YAML file of the config tree (overlays included: a plan checks
+  them all), the selected environment, cplane's version, the migrations it ships, the secret key's
+  id and the schedule bucket (`schedule_bucket`, the input of effective-dated changes);
+- `variables` and `secrets_digest`: the environment variables the config's secrets name, and an
+  HMAC of their values keyed by the secret key (the values are never stored);
+- `versions`: the change-counter version (db/counters.py) of every table a plan reads, read after
+  the apply's own writes inside its transaction; recorded only when no other transaction wrote
+  one of those tables between the apply's first read and its commit.
+
+A plan compares those first (`try_no_change`). When every input and every version matches, the
+database holds exactly what the last apply left, which was the config: the plan is `No changes`.
+Any doubt returns None and the caller makes the full plan: no record, counters missing or a trigger
+gone, a table written since (by SQL too), another file, overlay, secret value, key, cplane version or
+schema revision, a secret variable that is unset (its warning comes from the full plan), a plan that
+adopts. The record is written only when the result can be vouched for: the plan was computed under
+the apply lock, it left no unmanaged row and no row kept retired (whose fate depends on user data,
+which is not counted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, bindparam, delete, inspect, text
+
+from control_plane import __version__
+
+if TYPE_CHECKING:
+    from control_plane.plans.model import Plan
+
+YAML_SUFFIXES = (".yaml", ".yml")
+RECORD_TABLE = "cplane_applied_state"
+MIGRATIONS = Path(__file__).resolve().parent.parent / "db" / "migrations" / "versions"
+# The bookkeeping tables a plan reads besides the row kinds' own tables.
+BOOKKEEPING_TABLES = ("cplane_managed_objects", "cplane_secret_keys", "cplane_database")
+
+
+def schedule_bucket(environment: str | None, at: datetime | None = None) -> str:
+    """The input of effective-dated scheduled changes: the bucket of time in which the desired state
+    is constant (e.g. the next scheduled change's time). Scheduled changes do not exist yet, so the
+    desired state does not depend on time and the bucket is always the same. Whoever adds schedules
+    returns here the identity of the interval `at` falls in, and the fast path follows it."""
+    return ""
+
+
+def tree_digest(config_dir: Path) -> str:
+    """SHA-256 over the relative path and bytes of every non-hidden YAML file under `config_dir`
+    (a superset of what the loader reads: any edit anywhere falls back to the full plan)."""
+    root = Path(config_dir)
+    found: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        here = Path(dirpath)
+        for name in filenames:
+            if not name.startswith(".") and name.lower().endswith(YAML_SUFFIXES):
+                found.append(((here / name).relative_to(root).as_posix(), here / name))
+    digest = hashlib.sha256()
+    for rel, path in sorted(found):
+        data = path.read_bytes()
+        digest.update(f"{rel}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _migrations() -> str:
+    return ",".join(sorted(p.name for p in MIGRATIONS.glob("*.py")))
+
+
+@dataclass
+class Inputs:
+    """The desired state's identity, computed before the config is parsed (so that an edit made
+    while the config is read can only make a record that no longer matches, never a wrong one)."""
+
+    tree: str
+    environment: str | None
+    key_id: str
+    bucket: str = ""
+    # Set by apply once it has the desired state: the variables its secrets name.
+    variables: list[str] = field(default_factory=list)
+
+    def digest(self, schema_revision: str | None) -> str:
+        parts = [self.tree, self.environment or "", __version__, _migrations(), self.key_id, self.bucket,
+                 schema_revision or ""]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def inputs(config_dir: Path, environment: str | None, box, at: datetime | None = None) -> Inputs:
+    return Inputs(tree_digest(config_dir), environment, box.key_id, schedule_bucket(environment, at))
+
+
+def secrets_digest(variables: Iterable[str], environ, box) -> str:
+    """An HMAC (the secret key's) of the variables' values, and of which are not set."""
+    parts = [f"{name}={environ[name]}" if name in environ else f"{name}\0unset" for name in sorted(set(variables))]
+    return box.digest("\0".join(parts))[len("hmac:"):]
+
+
+def unset(variables: Iterable[str], environ) -> list[str]:
+    return sorted(v for v in set(variables) if v not in environ)
+
+
+def secret_variables(desired) -> list[str]:
+    """Every environment variable the desired rows' secrets name."""
+    names: set[str] = set()
+    for rows in desired.rows.values():
+        for row in rows.values():
+            for ref in (row.secret_refs or {}).values():
+                if isinstance(ref, dict):
+                    names.update(ref.values())
+                elif ref is not None:
+                    names.add(ref)
+    return sorted(names)
+
+
+def plan_tables() -> list[str]:
+    """Every table a plan reads: the row kinds' tables, their version history and the bookkeeping."""
+    from control_plane.kinds.registry import ROW_KINDS
+
+    tables = {rk.table_name for rk in ROW_KINDS.values()}
+    tables |= {rk.history.model.__tablename__ for rk in ROW_KINDS.values() if rk.history is not None}
+    return sorted(tables | set(BOOKKEEPING_TABLES))
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _schema_revision(conn: Connection) -> str | None:
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def _current_versions(conn: Connection, tables: list[str]) -> dict[str, int] | None:
+    """The counters of `tables`, or None unless every one of them is counted (triggers in place)."""
+    from control_plane.db.dialect import for_dialect
+
+    if not tables or not inspect(conn).has_table("cplane_change_counters"):
+        return None
+    stmt = text("SELECT table_name, version FROM cplane_change_counters WHERE table_name IN :names").bindparams(
+        bindparam("names", expanding=True))
+    found = {name: int(version) for name, version in conn.execute(stmt, {"names": list(tables)})}
+    if set(found) != set(tables) or not set(tables) <= for_dialect(conn).counted_tables(conn):
+        return None
+    return found
+
+
+@dataclass
+class Recorded:
+    config_digest: str
+    apply_run_id: int | None
+    warnings: list[str]
+    unset: list[str]
+
+
+def read_record(conn: Connection) -> dict[str, Any] | None:
+    if not inspect(conn).has_table(RECORD_TABLE):
+        return None
+    row = conn.execute(text(
+        "SELECT apply_run_id, inputs_digest, config_digest, secrets_digest, variables, versions, warnings "
+        f"FROM {RECORD_TABLE} ORDER BY id DESC LIMIT 1")).mappings().first()
+    if row is None:
+        return None
+    record = dict(row)
+    for column in ("variables", "versions", "warnings"):
+        record[column] = _json(record[column])
+    return record
+
+
+def try_no_change(conn: Connection, config_dir: Path, environment: str | None, box, environ=None,
+                  *, adopt: bool = False) -> Recorded | None:
+    """The record when the database holds exactly what the last apply left and the desired state
+    is the one it applied; None at any doubt (the caller then makes the full plan)."""
+    if adopt:
+        return None
+    environ = os.environ if environ is None else environ
+    record = read_record(conn)
+    if record is None:
+        return None
+    wanted = inputs(config_dir, environment, box)
+    if wanted.digest(_schema_revision(conn)) != record["inputs_digest"]:
+        return None
+    if secrets_digest(record["variables"] or [], environ, box) != record["secrets_digest"]:
+        return None
+    recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
+    if not recorded or _current_versions(conn, sorted(recorded)) != recorded:
+        return None
+    return Recorded(record["config_digest"], record["apply_run_id"], list(record["warnings"] or []),
+                    unset(record["variables"] or [], environ))
+
+
+def _identity(conn: Connection) -> dict[str, Any] | None:
+    """db.identity's Identity as a dict, read without the models; None when not migrated."""
+    if not inspect(conn).has_table("cplane_database"):
+        return None
+    row = conn.execute(text("SELECT lineage, environment FROM cplane_database ORDER BY id LIMIT 1")).first()
+    if row is None:
+        return None
+    return {"dialect": conn.dialect.name, "lineage": row[0], "environment": row[1] or None}
+
+
+def secret_box(environment: str | None, database_url):
+    """The process's SecretBox, or None when it cannot be made (no key, a malformed one): the full
+    plan then reports that, in its order of errors."""
+    from control_plane.errors import CplaneError
+    from control_plane.secrets import SecretBox
+
+    try:
+        return SecretBox(environment, database_url)
+    except CplaneError:
+        return None
+
+
+def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
+                   require_secrets: bool = False, environ=None, conn: Connection | None = None,
+                   box=None) -> Plan | None:
+    """`No changes`, from the record of the last apply, when nothing changed since; None at any
+    doubt (then the full plan answers). Reads a handful of small rows, no config object, no system row."""
+    from control_plane.db.engine import check_connection
+    from control_plane.environment import is_production
+    from control_plane.plans.model import Plan
+    from control_plane.reconcile.revision import config_revision
+
+    if adopt:
+        return None
+    box = box or secret_box(environment, engine.url)
+    if box is None:
+        return None
+    if conn is None:
+        check_connection(engine)
+        with engine.connect() as own:
+            return no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
+                                  environ=environ, conn=own, box=box)
+    recorded = try_no_change(conn, Path(config_dir), environment, box, environ)
+    if recorded is None or (recorded.unset and (require_secrets or is_production(environment))):
+        return None  # (an unset secret variable is an error there: the full plan says which)
+    identity = _identity(conn)
+    if identity is None:
+        return None
+    bound = identity["environment"]
+    if not (bound is None or bound == environment or (environment is None and not is_production(bound))):
+        return None  # another environment than the database's: the full plan refuses or warns
+    return Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), environment=environment,
+                config_revision=config_revision(Path(config_dir), recorded.config_digest),
+                config_digest=recorded.config_digest, cplane_version=__version__, database=identity,
+                warnings=recorded.warnings)
+
+
+def no_change_apply(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
+                    require_secrets: bool = False, environ=None, box=None, lock_timeout: float = 0,
+                    progress=None) -> Plan | None:
+    """What a no-op `apply` does: the fast plan, confirmed under the apply lock (an apply that
+    overlaps another is refused with the lock message, as always). None: plan and apply in full."""
+    from control_plane.apply.lock import apply_lock
+
+    box = box or secret_box(environment, engine.url)
+    if box is None:
+        return None
+    kwargs = dict(environment=environment, adopt=adopt, require_secrets=require_secrets, environ=environ, box=box)
+    if no_change_plan(engine, config_dir, **kwargs) is None:
+        return None
+    if progress is not None:
+        progress.phase("locking")
+    with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting if progress is not None else None):
+        return no_change_plan(engine, config_dir, conn=conn, **kwargs)
+
+
+class Recorder:
+    """What an apply (under the lock, plan computed inside it) does to leave a record behind.
+
+    start(): the versions before the apply reads anything; lock(): just before its writes, the
+    counter rows of every plan table are locked (PostgreSQL; SKIP LOCKED, never waiting) and must
+    still read as at start(): from then on only this transaction can move them; finish(): the
+    versions after the writes, written with the inputs when the result can be vouched for."""
+
+    def __init__(self, inputs: Inputs, environ, box, desired):
+        self.inputs = inputs
+        self.environ = environ
+        self.box = box
+        self.desired = desired
+        self.tables = plan_tables()
+        self.before: dict[str, int] | None = None
+        self.clean = True
+
+    def start(self, conn: Connection) -> None:
+        self.before = _current_versions(conn, self.tables)
+        self.clean = self.before is not None
+
+    def lock(self, conn: Connection) -> None:
+        if not self.clean:
+            return
+        from sqlalchemy import select
+
+        from control_plane.db.models import ChangeCounter
+
+        table = ChangeCounter.__table__
+        stmt = (select(table.c.table_name, table.c.version).where(table.c.table_name.in_(self.tables))
+                .with_for_update(skip_locked=True))
+        locked = {name: int(version) for name, version in conn.execute(stmt)}
+        self.clean = locked == self.before
+
+    def finish(self, conn: Connection, plan, live, run_id: int | None, *, wrote: bool) -> None:
+        """After the apply's last write (or, for a no-op apply, after planning): replace the record."""
+        from sqlalchemy import insert
+
+        from control_plane.db.models import AppliedState
+
+        table = AppliedState.__table__
+        if not inspect(conn).has_table(RECORD_TABLE):
+            return
+        after = _current_versions(conn, self.tables) if self.clean else None
+        if not wrote and after != self.before:
+            after = None  # another transaction wrote while this apply planned
+        eligible = after is not None and self._exact(plan, live)
+        variables = secret_variables(self.desired)
+        secrets = secrets_digest(variables, self.environ, self.box)
+        if not wrote:
+            record = read_record(conn)
+            if not eligible or (record is not None and record["versions"] == after
+                                and record["inputs_digest"] == self.inputs.digest(_schema_revision(conn))
+                                and record["secrets_digest"] == secrets):
+                return  # a no-op apply writes nothing it does not have to
+        conn.execute(delete(table))
+        if not eligible:
+            return
+        conn.execute(insert(table).values(
+            apply_run_id=run_id, inputs_digest=self.inputs.digest(_schema_revision(conn)),
+            config_digest=plan.config_digest, secrets_digest=secrets, variables=variables, versions=after,
+            warnings=list(plan.warnings), recorded_at=datetime.now(UTC),
+        ))
+
+    def _exact(self, plan, live) -> bool:
+        """Whether the database holds exactly the config once the plan is applied: every managed row
+        is a config row (none kept retired, whose fate depends on uncounted user data), no
+        unmanaged row is listed, and the plan's warnings are the secret variables' only (no
+        environment change), which a plan from the record repeats."""
+        from control_plane.plans.model import Action
+
+        if plan.unmanaged or plan.errors or plan.environment_change or any(c.action == Action.RETIRE for c in plan.changes):
+            return False
+        managed = sum(len(v) for v in live.managed.values())
+        managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
+        managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)
+        return managed == sum(len(v) for v in self.desired.rows.values())
