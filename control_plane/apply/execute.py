@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 
 from control_plane.apply.audit import audit_form
+from control_plane.apply.run_rows import post_state, publish_schedule, record_run_rows
 from control_plane.db.dialect import for_dialect
 from control_plane.db.identity import check_environment, read_identity, record_environment
 from control_plane.db.identity import environment_change as _change
@@ -60,7 +61,8 @@ def refuse_unapproved_adoptions(plan: Plan, adopt: bool) -> None:
 
 def run_kind(plan: Plan, saved: bool) -> str:
     """What cplane_apply_runs.kind says of a run: apply, saved-plan, adopt or saved-plan+adopt."""
-    parts = (["saved-plan"] if saved else []) + (["adopt"] if plan.adoptions else [])
+    parts = (["saved-plan"] if saved else []) + (["adopt"] if plan.adoptions else []) + (
+        ["rollback"] if plan.rollback_to is not None else [])
     return "+".join(parts) or "apply"
 
 
@@ -133,7 +135,7 @@ def execute(
     if isinstance(plan, Plan):
         if plan.errors:
             raise CplaneError("; ".join(plan.errors))
-        if not plan.changes:
+        if not plan.has_changes:
             return ApplyResult(False, plan.summary, plan=plan)
         refuse_unapproved_adoptions(plan, adopt)
     progress.phase("locking")
@@ -151,7 +153,7 @@ def execute(
         approved = allow_environment_change or (bool(plan.environment_change)
                                                 and plan.environment_change == _change(identity, environment))
         change = check_environment(identity, environment, approved)
-        if not plan.changes:
+        if not plan.has_changes:
             return ApplyResult(False, plan.summary, plan=plan)
         refuse_unapproved_adoptions(plan, adopt)
         desired_values = _check_and_resolve(plan, live, box, environ, saved)
@@ -172,6 +174,9 @@ def execute(
                 "finished_at": None,
             },
         ).scalar_one()
+        record_run_rows(conn, run_id, post_state(plan, live, desired_values), environ)
+        if plan.rollback_to is None:  # a rollback leaves the config's schedule announced as it was
+            publish_schedule(conn, plan, run_id)
         record_environment(conn, environment)
         conn.execute(
             update(ApplyRun.__table__).where(ApplyRun.__table__.c.id == run_id).values(finished_at=text("CURRENT_TIMESTAMP"))

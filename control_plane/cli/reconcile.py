@@ -44,17 +44,19 @@ def _plan_options(func):
 @click.option("--artifact", metavar="MARKDOWN",
               help="Markdown: where the full plan is (e.g. a link to the CI artifact), named when the plan is "
                    "too long for a GitHub comment.")
+@click.option("--at", "at", metavar="TIMESTAMP",
+              help="Plan the desired state as it will be at this time (RFC 3339 with a zone, e.g. 2027-01-01T00:00:00Z).")
 @_plan_options
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
-                 adopt: bool, require_secrets: bool, allow_environment_change: bool):
+                 adopt: bool, require_secrets: bool, allow_environment_change: bool, at: str | None):
     """Compute the changes that would make the database match the config."""
     from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.controller import make_plan
     from control_plane.render.plan import render_json, render_markdown, render_text
 
     result = make_plan(ctx.engine(read_only=True), ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                       require_secrets=require_secrets, allow_environment_change=allow_environment_change)
+                       require_secrets=require_secrets, allow_environment_change=allow_environment_change, at=at)
     plan = result.plan
     if fmt == "text":
         click.echo(render_text(replace(plan, errors=[]), colour=ctx.colour(), compact=compact))
@@ -135,7 +137,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change).plan
     show(plan)
-    if not plan.changes:
+    if not plan.has_changes:
         if fmt == "json":
             emit_json({"applied": False, "summary": plan.summary, "message": NO_CHANGES})
         return

@@ -230,8 +230,8 @@ def collect_timing(obj: ConfigObject, metadata, schedule: list[Any], doc: Docume
                           f"{format_time(previous)}", at_value=True)
                 continue
             previous = at
-            from control_plane.config.validate import _rel
             from control_plane.config.loader import locate
+            from control_plane.config.validate import _rel
 
             line, _ = locate(where_doc, here)
             entries.append(Entry(at, item["patch"], where_doc, (*here, "patch"),

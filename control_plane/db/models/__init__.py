@@ -3,12 +3,12 @@
 from control_plane.db.models.base import Base
 from control_plane.db.models.controller import (
     ApplyRun,
-    RunRows,
-    ScheduledChange,
     CleanupRun,
     DatabaseIdentity,
     ManagedObject,
     Operator,
+    RunRows,
+    ScheduledChange,
     SecretKey,
 )
 from control_plane.db.models.system import *  # noqa: F403
