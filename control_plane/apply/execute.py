@@ -174,7 +174,7 @@ def execute(
                 "finished_at": None,
             },
         ).scalar_one()
-        record_run_rows(conn, run_id, post_state(plan, live, desired_values), environ)
+        record_run_rows(conn, run_id, post_state(plan, live), environ)
         if plan.rollback_to is None:  # a rollback leaves the config's schedule announced as it was
             publish_schedule(conn, plan, run_id)
         record_environment(conn, environment)

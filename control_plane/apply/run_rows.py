@@ -20,7 +20,6 @@ from sqlalchemy import Connection, delete, insert, select
 from control_plane.db.models import RunRows, ScheduledChange
 from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS
-from control_plane.plans.compare import secret_refs_recorded
 from control_plane.plans.model import WRITES, Action, Plan
 from control_plane.plans.planfile import _typed, json_default
 from control_plane.state.live import LiveState
@@ -50,9 +49,8 @@ def _plain(rk, values: dict[str, Any]) -> dict[str, Any]:
     return {c: v for c, v in values.items() if c not in rk.secret_columns}
 
 
-def post_state(plan: Plan, live: LiveState, written: dict[tuple[str, str], dict]) -> RunState:
-    """The managed rows once `plan` is applied over `live` (`written`: the full values each write
-    change wrote, secrets resolved: only which secrets are set is read from them)."""
+def post_state(plan: Plan, live: LiveState) -> RunState:
+    """The managed rows once `plan` is applied over `live`."""
     state: RunState = {}
     for kind, records in live.managed.items():
         rk = ROW_KINDS.get(kind)
@@ -62,16 +60,18 @@ def post_state(plan: Plan, live: LiveState, written: dict[tuple[str, str], dict]
         for key, record in records.items():
             row = rows.get(key)
             if row is not None:
+                refs = dict(getattr(record, "secret_refs", None) or {})
+                for column in rk.secret_columns:  # a secret left unset: keep its shape (an empty map, or none)
+                    refs.setdefault(column, {} if isinstance(row.values.get(column), dict) else None)
                 state.setdefault(kind, {})[key] = {
-                    "values": _plain(rk, row.values), "secret_refs": getattr(record, "secret_refs", None) or {},
+                    "values": _plain(rk, row.values), "secret_refs": refs,
                     "prevent_destroy": bool(record.prevent_destroy)}
     for change in plan.changes:
         rk = ROW_KINDS[change.kind]
         if change.action in WRITES:
-            full = written.get((change.kind, change.name), change.values)
+            # The references as the config named them (a variable unset then may be set by the rollback).
             state.setdefault(change.kind, {})[change.name] = {
-                "values": _plain(rk, change.values),
-                "secret_refs": secret_refs_recorded(change.secret_refs, full) if rk.secret_columns else {},
+                "values": _plain(rk, change.values), "secret_refs": dict(change.secret_refs or {}),
                 "prevent_destroy": change.prevent_destroy}
         elif change.action == Action.RETIRE:
             entry = state.get(change.kind, {}).get(change.name)

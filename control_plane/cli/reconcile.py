@@ -190,6 +190,14 @@ def status_command(ctx: Context, fmt: str):
         click.echo(f"adopt:           {info['adopt']} row(s) named in config but not created by cplane (apply --adopt)")
         click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
         click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
+        upcoming = info.get("next_scheduled")
+        click.echo("next scheduled:  " + ("none" if not upcoming else
+                   f"at {upcoming['at']}: {'; '.join(upcoming['changes'])} ({info['scheduled_changes']} scheduled in all)"))
+        rolled = info.get("rolled_back")
+        if rolled:
+            click.echo(f"rolled back:     to apply run #{rolled['to']} (run #{rolled['run']})"
+                       + ("; the database differs from the config until it is applied again"
+                          if rolled["differs_from_config"] else ""))
         click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
     sys.exit(0 if info.get("in_sync") else 2)
 
@@ -326,6 +334,36 @@ def history_show_command(ctx: Context, run_id: int, fmt: str):
         click.echo(f"{header}\n\n{RENDERERS['markdown'](plan)}")
     else:
         click.echo(f"{header}\n\n{RENDERERS['text'](replace(plan, errors=[]), colour=ctx.colour())}")
+
+
+@click.command("rollback")
+@click.option("--to", "run_id", required=True, type=int, metavar="RUN_ID", help="The apply run whose state to restore.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@common_options
+def rollback_command(ctx: Context, run_id: int, fmt: str, out: str | None, detailed_exitcode: bool):
+    """A plan whose result is apply run RUN_ID's state, against the live database (reads only)."""
+    from control_plane.plans.planfile import write_plan
+    from control_plane.reconcile.rollback import make_rollback_plan
+    from control_plane.render.plan import RENDERERS
+
+    plan = make_rollback_plan(ctx.engine(read_only=True), ctx.config_dir, run_id, environment=ctx.environment)
+    if fmt == "json":
+        if plan.errors:
+            raise _plan_errors(plan, fmt, RENDERERS["json"](plan))
+        click.echo(RENDERERS["json"](plan))
+    else:
+        header = f"Rollback to apply run #{run_id}: the changes that restore its state."
+        body = RENDERERS[fmt](replace(plan, errors=[]) if fmt == "text" else plan,
+                              **({"colour": ctx.colour()} if fmt == "text" else {}))
+        click.echo(f"{'### ' if fmt == 'markdown' else ''}{header}\n\n{body}")
+    if out:
+        write_plan(plan, out)
+        click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
+    if plan.errors:
+        raise _plan_errors(plan, fmt)
+    sys.exit(2 if detailed_exitcode and plan.has_changes else 0)
 
 
 @click.group("reconcile")

@@ -289,5 +289,11 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
     info["drift"] = drift
     info["adopt"] = len(plan.adoptions)
     info["unmanaged"] = len(plan.unmanaged)
-    info["in_sync"] = not plan.changes and not pending
+    info["in_sync"] = not plan.has_changes and not pending
+    from control_plane.reconcile.timeline import rollback_state, status_schedule
+
+    with engine.connect() as conn:
+        rolled = rollback_state(conn)
+    info["rolled_back"] = None if rolled is None else {**rolled, "differs_from_config": plan.has_changes}
+    info.update(status_schedule(plan))
     return info

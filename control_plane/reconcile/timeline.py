@@ -103,3 +103,14 @@ def rollback_hold(engine: Engine, config_digest: str) -> str:
         return ""
     return (f"the database is rolled back to run #{state['to']} (run #{state['run']}); automatic applies wait "
             "for a new config revision (apply manually to return to the config)")
+
+
+def status_schedule(plan: Plan) -> dict:
+    """What `cplane status` says of time: the plan's clock and the next scheduled change."""
+    step = plan.scheduled[0] if plan.scheduled else None
+    return {"scheduled_changes": sum(len(s.changes) for s in plan.scheduled),
+            "next_scheduled": None if step is None else {
+                "at": step.at, "entries": step.entries,
+                "changes": [f"{c.kind}/{c.name} {c.action}" + (f" {', '.join(f.field for f in c.fields)}" if
+                                                              c.fields and c.action == "update" else "")
+                            for c in step.changes]}}
