@@ -28,10 +28,22 @@ def load_checked(root: Path | str, environment: str | None = None,
                 checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
     rows = config_rows(checked)
     issues = column_limit_issues(config, rows)
+    issues += _limits_at_change_points(checked)
     if issues:
         config.issues = sorted_issues(issues)
         return config, None
     return config, rows if checked is config else None
+
+
+def _limits_at_change_points(config: ConfigSet) -> list:
+    """Column limits of the values scheduled patches set, at every time the state changes."""
+    from control_plane.config.schedule import at_time, change_points
+
+    issues: list = []
+    for t in change_points(config):
+        sliced = at_time(config, t, only_timed=True)
+        issues += column_limit_issues(sliced, config_rows(sliced))
+    return issues
 
 
 def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:
