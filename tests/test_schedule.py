@@ -385,3 +385,64 @@ def test_rollback_to_a_run_not_kept(config_tree, migrated_engine, monkeypatch):
         make_rollback_plan(migrated_engine, config_tree.root, run1)
     with migrated_engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM cplane_run_rows")).scalar_one() == 1
+
+
+def test_adding_only_a_schedule_is_a_change_that_publishes_it(config_tree, migrated_engine):
+    url = migrated_engine.url.render_as_string(hide_password=False)
+    apply_config(migrated_engine, config_tree.root, actor="test", at=BEFORE)
+    scheduled_plan(config_tree)
+    plan = make_plan(migrated_engine, config_tree.root, at=BEFORE).plan
+    assert plan.changes == [] and plan.publish_schedule and plan.has_changes
+    shown = cli("plan", "--config", str(config_tree.root), "--database-url", url, "--detailed-exitcode",
+                env={"CPLANE_NOW": BEFORE})
+    assert shown.exit_code == 2, shown.output
+    assert "announces these in the catalog" in shown.output
+    status = cli("status", "--config", str(config_tree.root), "--database-url", url, env={"CPLANE_NOW": BEFORE})
+    assert status.exit_code == 2
+    assert f"next scheduled:  at {T}: Plan/test-plan update price_monthly" in status.output
+    assert apply_config(migrated_engine, config_tree.root, actor="test", at=BEFORE).applied
+    assert scalar(migrated_engine, "SELECT price_monthly FROM plans WHERE slug = 'test-plan'") == 19
+    assert scalar(migrated_engine, "SELECT count(*) FROM cplane_scheduled_changes") == 1
+    assert not make_plan(migrated_engine, config_tree.root, at=BEFORE).plan.has_changes
+    status = cli("status", "--config", str(config_tree.root), "--database-url", url, "--format", "json",
+                 env={"CPLANE_NOW": BEFORE})
+    assert status.exit_code == 0, status.output
+    info = json.loads(status.output)
+    assert info["next_scheduled"]["at"] == T and info["scheduled_changes"] == 1
+    # Removing the schedule withdraws the announcement (a change again).
+    scheduled_plan(config_tree, "")
+    assert make_plan(migrated_engine, config_tree.root, at=BEFORE).plan.publish_schedule
+    apply_config(migrated_engine, config_tree.root, actor="test", at=BEFORE)
+    assert scalar(migrated_engine, "SELECT count(*) FROM cplane_scheduled_changes") == 0
+
+
+def test_window_end_of_a_prevent_destroy_object_fails_the_plan(config_tree, migrated_engine):
+    config_tree.write("credit_packages/black-friday.yaml", PACKAGE.replace(
+        "  name: black-friday\n", '  name: black-friday\n  annotations: {cplane/prevent-destroy: "true"}\n'))
+    apply_config(migrated_engine, config_tree.root, actor="test", at="2026-11-28T00:00:00Z")
+    plan = make_plan(migrated_engine, config_tree.root, at="2026-11-30T00:00:00Z").plan
+    assert any("CreditPackage/black-friday is annotated cplane/prevent-destroy" in e for e in plan.errors)
+
+
+def test_scheduled_values_are_checked_against_column_limits(config_tree):
+    from control_plane.reconcile.validation import load_checked
+
+    config_tree.write("author_profiles/long.yaml", f"""\
+apiVersion: cplane/v1
+kind: AuthorProfile
+metadata:
+  name: long
+spec:
+  displayName: Long
+  tone: calm
+  vocabulary: short
+schedule:
+  - at: {T}
+    patch:
+      vocabulary: {'x' * 300}
+""")
+    config, rows = load_checked(config_tree.root)
+    assert rows is None
+    assert [i.format() for i in config.issues] == [
+        "config/author_profiles/long.yaml:4:3: AuthorProfile/long: vocabulary is 300 characters; at most 100 fit "
+        "(from 2027-01-01T00:00:00Z)"]
