@@ -84,7 +84,7 @@ def post_state(plan: Plan, live: LiveState) -> RunState:
 
 def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None) -> None:
     data = zlib.compress(json.dumps({"format": FORMAT, "rows": state}, default=json_default,
-                                    separators=(",", ":")).encode(), 6)
+                                    separators=(",", ":")).encode(), 1)  # fast: applies of large trees stay quick
     count = sum(len(rows) for rows in state.values())
     conn.execute(insert(RunRows.__table__), {"run_id": run_id, "row_count": count, "data": data})
     keep = retention(environ)

@@ -375,7 +375,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
                     extra = sorted(set(patch) - allowed, key=str) if isinstance(patch, dict) else []
                     hint = suggest(extra[0], tuple(sorted(allowed))) if extra else ""
                     report.at(doc, where, OVERLAY_KIND, env.metadata.name,
-                              f"{field_path(where)}: a patch has kind, name and patch (and/or schedule)"
+                              f"{field_path(where)}: a patch has kind, name, and patch or schedule (or both)"
                               + (f"; unknown field {extra[0]!r}{hint}" if extra else ""))
                     continue
                 target = (patch["kind"], patch["name"])
