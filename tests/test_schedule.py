@@ -446,3 +446,22 @@ schedule:
     assert [i.format() for i in config.issues] == [
         "config/author_profiles/long.yaml:4:3: AuthorProfile/long: vocabulary is 300 characters; at most 100 fit "
         "(from 2027-01-01T00:00:00Z)"]
+
+
+def test_run_rows_never_keep_secret_values_and_rollback_keeps_stored_secrets(config_tree, migrated_engine):
+    import os
+    import zlib
+
+    environ = {**os.environ, "STRIPE_SECRET_KEY": "sk_live_do_not_keep_1", "STRIPE_WEBHOOK_SECRET": "whsec_keep_out"}
+    run1 = apply_config(migrated_engine, config_tree.root, actor="test", environ=environ).apply_run_id
+    with migrated_engine.connect() as conn:
+        data = conn.execute(text("SELECT data FROM cplane_run_rows WHERE run_id = :r"), {"r": run1}).scalar_one()
+    raw = zlib.decompress(bytes(data))
+    assert b"sk_live_do_not_keep_1" not in raw and b"whsec_keep_out" not in raw
+    assert b"STRIPE_SECRET_KEY" in raw  # the reference is kept
+    config_tree.test_plan(price="24")
+    apply_config(migrated_engine, config_tree.root, actor="test", environ=environ)
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("STRIPE_")}
+    plan = make_rollback_plan(migrated_engine, config_tree.root, run1, environ=bare)
+    assert [(c.kind, c.name) for c in plan.changes] == [("Plan", "test-plan")]
+    assert any("the stored values are kept: STRIPE_SECRET_KEY" in w for w in plan.warnings)

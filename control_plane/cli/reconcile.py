@@ -346,7 +346,7 @@ def rollback_command(ctx: Context, run_id: int, fmt: str, out: str | None, detai
     """A plan whose result is apply run RUN_ID's state, against the live database (reads only)."""
     from control_plane.plans.planfile import write_plan
     from control_plane.reconcile.rollback import make_rollback_plan
-    from control_plane.render.plan import RENDERERS
+    from control_plane.render.plan import NO_CHANGES, RENDERERS
 
     plan = make_rollback_plan(ctx.engine(read_only=True), ctx.config_dir, run_id, environment=ctx.environment)
     if fmt == "json":
@@ -357,6 +357,7 @@ def rollback_command(ctx: Context, run_id: int, fmt: str, out: str | None, detai
         header = f"Rollback to apply run #{run_id}: the changes that restore its state."
         body = RENDERERS[fmt](replace(plan, errors=[]) if fmt == "text" else plan,
                               **({"colour": ctx.colour()} if fmt == "text" else {}))
+        body = body.replace(NO_CHANGES, f"No changes. The database holds apply run #{run_id}'s state.")
         click.echo(f"{'### ' if fmt == 'markdown' else ''}{header}\n\n{body}")
     if out:
         write_plan(plan, out)
