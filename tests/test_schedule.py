@@ -465,3 +465,24 @@ def test_run_rows_never_keep_secret_values_and_rollback_keeps_stored_secrets(con
     plan = make_rollback_plan(migrated_engine, config_tree.root, run1, environ=bare)
     assert [(c.kind, c.name) for c in plan.changes] == [("Plan", "test-plan")]
     assert any("the stored values are kept: STRIPE_SECRET_KEY" in w for w in plan.warnings)
+
+
+def test_cli_refuses_a_saved_plan_once_its_scheduled_time_passed(config_tree, migrated_engine, tmp_path):
+    scheduled_plan(config_tree)
+    apply_config(migrated_engine, config_tree.root, actor="test", at=BEFORE)
+    config_tree.test_industry(sector="renamed")
+    url = migrated_engine.url.render_as_string(hide_password=False)
+    out = tmp_path / "plan.json"
+    made = cli("plan", "--config", str(config_tree.root), "--database-url", url, "--out", str(out),
+               env={"CPLANE_NOW": JUST_BEFORE})
+    assert made.exit_code == 0, made.output
+    saved = json.loads(out.read_text())
+    assert saved["at"] == JUST_BEFORE and saved["valid_until"] == T
+    assert [s["at"] for s in saved["scheduled"]] == [T]
+    assert planfile.read_plan(out).scheduled[0].changes[0].fields[0].after == "29.00"
+    late = cli("apply", str(out), "--config", str(config_tree.root), "--database-url", url, "--format", "json",
+               env={"CPLANE_NOW": AFTER})
+    assert late.exit_code == 1
+    error = json.loads(late.stdout)["error"]
+    assert error["code"] == "plan_stale" and "changed at 2027-01-01T00:00:00Z" in error["message"]
+    assert scalar(migrated_engine, "SELECT count(*) FROM industry_sectors WHERE slug = 'renamed'") == 0
