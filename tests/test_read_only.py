@@ -53,6 +53,9 @@ def read_only_commands(out_dir: Path) -> list[tuple[str, ...]]:
         ("history",),
         ("history", "--format", "json"),
         ("export", "--out", str(out_dir)),
+        ("plan", "--at", "2030-01-01T00:00:00Z"),
+        ("rollback", "--to", "1"),
+        ("rollback", "--to", "1", "--format", "json"),
     ]
 
 
@@ -105,6 +108,7 @@ def test_read_only_commands_leave_an_empty_database_empty(db_url, engine_for, tm
     assert results[("history",)].exit_code == 0 and "No applies yet." in results[("history",)].output
     assert json.loads(results[("history", "--format", "json")].output) == []
     assert results[("plan", "--detailed-exitcode")].exit_code == 2
+    assert results[("rollback", "--to", "1")].exit_code == 1 and "no kept rows" in results[("rollback", "--to", "1")].output
 
 
 def test_read_only_commands_on_an_existing_empty_sqlite_file(tmp_path):
@@ -128,6 +132,8 @@ def test_read_only_commands_write_zero_rows_to_a_migrated_database(migrated_engi
     assert database_content(migrated_engine) == before
     assert results[("status",)].exit_code == 2 and "1 update" in results[("status",)].output
     assert len(json.loads(results[("history", "--format", "json")].output)) == 1
+    assert results[("rollback", "--to", "1")].exit_code == 0, results[("rollback", "--to", "1")].output
+    assert "~ Plan/pro" in results[("rollback", "--to", "1")].output  # back to run 1: the drift healed
 
 
 def test_plan_on_an_empty_database_creates_everything_and_says_migrations_are_pending(db_url, engine_for, tmp_path):

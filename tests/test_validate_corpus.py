@@ -91,7 +91,7 @@ CASES: dict[str, Case] = {
     ),
     "overlay-unknown-patch-field": Case(
         {"environments/qa.yaml": overlay("    - kind: Plan\n      name: pro\n      pacth: {maxSites: 2}\n")},
-        ["config/environments/qa.yaml:7:7: Overlay/qa: spec.patches[0]: a patch has exactly kind, name and patch; "
+        ["config/environments/qa.yaml:7:7: Overlay/qa: spec.patches[0]: a patch has kind, name, and patch or schedule (or both); "
          "unknown field 'pacth' (did you mean 'patch'?)"],
     ),
     # 2. Messages that name things

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 
 from control_plane.apply.audit import audit_form
 from control_plane.apply.lock import APPLY_LOCK_ID, LOCK_MESSAGE, ApplyLocked, apply_lock  # noqa: F401 (re-exported)
+from control_plane.apply.run_rows import post_state, publish_schedule, record_run_rows
 from control_plane.db.dialect import for_dialect
 from control_plane.db.identity import check_environment, read_identity, record_environment
 from control_plane.db.identity import environment_change as _change
@@ -54,7 +55,8 @@ def refuse_unapproved_adoptions(plan: Plan, adopt: bool) -> None:
 
 def run_kind(plan: Plan, saved: bool) -> str:
     """What cplane_apply_runs.kind says of a run: apply, saved-plan, adopt or saved-plan+adopt."""
-    parts = (["saved-plan"] if saved else []) + (["adopt"] if plan.adoptions else [])
+    parts = (["saved-plan"] if saved else []) + (["adopt"] if plan.adoptions else []) + (
+        ["rollback"] if plan.rollback_to is not None else [])
     return "+".join(parts) or "apply"
 
 
@@ -121,7 +123,7 @@ def execute(
     if isinstance(plan, Plan):
         if plan.errors:
             raise CplaneError("; ".join(plan.errors))
-        if not plan.changes:
+        if not plan.has_changes:
             return ApplyResult(False, plan.summary, plan=plan)
         refuse_unapproved_adoptions(plan, adopt)
     progress.phase("locking")
@@ -141,7 +143,7 @@ def execute(
         approved = allow_environment_change or (bool(plan.environment_change)
                                                 and plan.environment_change == _change(identity, environment))
         change = check_environment(identity, environment, approved)
-        if not plan.changes:
+        if not plan.has_changes:
             if recorder is not None:
                 recorder.finish(conn, plan, live, None, wrote=False)
             return ApplyResult(False, plan.summary, plan=plan)
@@ -166,6 +168,9 @@ def execute(
                 "finished_at": None,
             },
         ).scalar_one()
+        record_run_rows(conn, run_id, post_state(plan, live), environ)
+        if plan.rollback_to is None:  # a rollback leaves the config's schedule announced as it was
+            publish_schedule(conn, plan, run_id)
         record_environment(conn, environment)
         if recorder is not None:
             recorder.finish(conn, plan, live, run_id, wrote=True)

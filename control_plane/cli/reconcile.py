@@ -50,26 +50,29 @@ def _fast_path_option(func):
 @click.option("--artifact", metavar="MARKDOWN",
               help="Markdown: where the full plan is (e.g. a link to the CI artifact), named when the plan is "
                    "too long for a GitHub comment.")
+@click.option("--at", "at", metavar="TIMESTAMP",
+              help="Plan the desired state as it will be at this time (RFC 3339 with a zone, e.g. 2027-01-01T00:00:00Z).")
 @_plan_options
 @_fast_path_option
 @common_options
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
-                 adopt: bool, require_secrets: bool, allow_environment_change: bool, no_fast_path: bool):
+                 adopt: bool, require_secrets: bool, allow_environment_change: bool, at: str | None, no_fast_path: bool):
     """Compute the changes that would make the database match the config."""
     from control_plane.reconcile.fastpath import no_change_plan
     from control_plane.render.plan import render_json, render_markdown, render_text
 
     engine = ctx.engine(read_only=True)
     # First the record of the last apply (light: no parse, no row, not even the models imported).
-    plan = None if no_fast_path else no_change_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
-                                                    require_secrets=require_secrets)
+    # A plan for another time (--at) is never the recorded one.
+    plan = None if no_fast_path or at is not None else no_change_plan(
+        engine, ctx.config_dir, environment=ctx.environment, adopt=adopt, require_secrets=require_secrets)
     fast = plan is not None
     if plan is None:
         from control_plane.reconcile.controller import make_plan
 
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False).plan
+                         fast_path=False, at=at).plan
     if fast and ctx.debug:
         click.echo("plan: nothing changed since the last apply (its recorded state: config digest, secrets, table "
                    "versions); --no-fast-path makes the full plan", err=True)
@@ -172,7 +175,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
                          fast_path=False).plan  # (the fast path was tried above)
     show(plan)
-    if not plan.changes:
+    if not plan.has_changes:
         if fmt == "json":
             emit_json({"applied": False, "summary": plan.summary, "message": NO_CHANGES})
         return
@@ -225,6 +228,14 @@ def status_command(ctx: Context, fmt: str):
         click.echo(f"adopt:           {info['adopt']} row(s) named in config but not created by cplane (apply --adopt)")
         click.echo(f"unmanaged:       {info['unmanaged']} row(s)")
         click.echo("rows:            " + ", ".join(f"{k} {v}" for k, v in info["rows"].items()))
+        upcoming = info.get("next_scheduled")
+        click.echo("next scheduled:  " + ("none" if not upcoming else
+                   f"at {upcoming['at']}: {'; '.join(upcoming['changes'])} ({info['scheduled_changes']} scheduled in all)"))
+        rolled = info.get("rolled_back")
+        if rolled:
+            click.echo(f"rolled back:     to apply run #{rolled['to']} (run #{rolled['run']})"
+                       + ("; the database differs from the config until it is applied again"
+                          if rolled["differs_from_config"] else ""))
         click.echo("in sync" if info["in_sync"] else "OUT OF SYNC: run `cplane plan` to see the changes")
     sys.exit(0 if info.get("in_sync") else 2)
 
@@ -361,6 +372,37 @@ def history_show_command(ctx: Context, run_id: int, fmt: str):
         click.echo(f"{header}\n\n{RENDERERS['markdown'](plan)}")
     else:
         click.echo(f"{header}\n\n{RENDERERS['text'](replace(plan, errors=[]), colour=ctx.colour())}")
+
+
+@click.command("rollback")
+@click.option("--to", "run_id", required=True, type=int, metavar="RUN_ID", help="The apply run whose state to restore.")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json"]), default="text")
+@click.option("--out", type=click.Path(dir_okay=False), help="Save the plan (JSON) for `cplane apply PLANFILE`.")
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes.")
+@common_options
+def rollback_command(ctx: Context, run_id: int, fmt: str, out: str | None, detailed_exitcode: bool):
+    """A plan whose result is apply run RUN_ID's state, against the live database (reads only)."""
+    from control_plane.plans.planfile import write_plan
+    from control_plane.reconcile.rollback import make_rollback_plan
+    from control_plane.render.plan import NO_CHANGES, RENDERERS
+
+    plan = make_rollback_plan(ctx.engine(read_only=True), ctx.config_dir, run_id, environment=ctx.environment)
+    if fmt == "json":
+        if plan.errors:
+            raise _plan_errors(plan, fmt, RENDERERS["json"](plan))
+        click.echo(RENDERERS["json"](plan))
+    else:
+        header = f"Rollback to apply run #{run_id}: the changes that restore its state."
+        body = RENDERERS[fmt](replace(plan, errors=[]) if fmt == "text" else plan,
+                              **({"colour": ctx.colour()} if fmt == "text" else {}))
+        body = body.replace(NO_CHANGES, f"No changes. The database holds apply run #{run_id}'s state.")
+        click.echo(f"{'### ' if fmt == 'markdown' else ''}{header}\n\n{body}")
+    if out:
+        write_plan(plan, out)
+        click.echo(f"Saved the plan to {out}; apply it with `cplane apply {out}`.", err=True)
+    if plan.errors:
+        raise _plan_errors(plan, fmt)
+    sys.exit(2 if detailed_exitcode and plan.has_changes else 0)
 
 
 @click.group("reconcile")

@@ -64,6 +64,8 @@ class ConfigObject:
     # Top-level spec fields (as written) whose values failed their schema: the object was built
     # without them so that its other checks still run; checks skip issues about these fields.
     failed: frozenset[str] = frozenset()
+    # Its window (metadata.effectiveFrom/Until) and schedule entries (config.schedule); None: timeless.
+    timing: Any = None
 
     @property
     def prevent_destroy(self) -> bool:
@@ -221,7 +223,8 @@ def _pydantic_message(err: dict) -> str:
     return f"{field_path(loc)}: {msg[:1].lower()}{msg[1:]}, got {show(err.get('input'))}"
 
 
-_ENVELOPE_FIELDS = {(): ("apiVersion", "kind", "metadata", "spec"), ("metadata",): ("name", "labels", "annotations")}
+_ENVELOPE_FIELDS = {(): ("apiVersion", "kind", "metadata", "spec", "schedule"),
+                    ("metadata",): ("name", "labels", "annotations", "effectiveFrom", "effectiveUntil")}
 
 
 def _spec_issue_message(kind: str, err: dict) -> str:
@@ -366,11 +369,13 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             }
             for i, patch in enumerate(patches):
                 where = ("spec", "patches", i)
-                if not isinstance(patch, dict) or set(patch) - {"kind", "name", "patch"} or not {"kind", "name", "patch"} <= set(patch):
-                    extra = sorted(set(patch) - {"kind", "name", "patch"}, key=str) if isinstance(patch, dict) else []
-                    hint = suggest(extra[0], ("kind", "name", "patch")) if extra else ""
+                allowed = {"kind", "name", "patch", "schedule"}
+                if (not isinstance(patch, dict) or set(patch) - allowed or not {"kind", "name"} <= set(patch)
+                        or not {"patch", "schedule"} & set(patch)):
+                    extra = sorted(set(patch) - allowed, key=str) if isinstance(patch, dict) else []
+                    hint = suggest(extra[0], tuple(sorted(allowed))) if extra else ""
                     report.at(doc, where, OVERLAY_KIND, env.metadata.name,
-                              f"{field_path(where)}: a patch has exactly kind, name and patch"
+                              f"{field_path(where)}: a patch has kind, name, and patch or schedule (or both)"
                               + (f"; unknown field {extra[0]!r}{hint}" if extra else ""))
                     continue
                 target = (patch["kind"], patch["name"])
@@ -384,7 +389,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
                               f"patch target {patch['kind']}/{patch['name']} does not exist{suggest(patch['name'], names)}",
                               at_value=True)
                     continue
-                if not isinstance(patch["patch"], dict):
+                if not isinstance(patch.get("patch", {}), dict):
                     report.at(doc, (*where, "patch"), OVERLAY_KIND, env.metadata.name, "patch must be a mapping")
                     continue
                 if is_selected:
@@ -395,8 +400,13 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
 
     everything = base + overlay_objects
     patched: dict[tuple[str, str], list[tuple[dict, Document, tuple]]] = {}
+    scheduled: dict[tuple[str, str], list[tuple[list, Document, tuple]]] = {}
     for patch, doc, where in selected_patches:
-        patched.setdefault((patch["kind"], patch["name"]), []).append((patch["patch"], doc, (*where, "patch")))
+        if "patch" in patch:
+            patched.setdefault((patch["kind"], patch["name"]), []).append((patch["patch"], doc, (*where, "patch")))
+        if "schedule" in patch:
+            scheduled.setdefault((patch["kind"], patch["name"]), []).append((patch["schedule"], doc, (*where, "schedule")))
+    patched.update({key: patched.get(key, []) for key in scheduled})
 
     overlay_docs = {id(raw) for raw in overlay_objects}
     if reuse is not None:
@@ -414,6 +424,13 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             spec_data = _patch_spec(spec_data, patch_data, (), patch_doc, patch_at, origins)
         obj = ConfigObject(kind, name, None, raw.env.metadata.labels, raw.env.metadata.annotations, raw.doc,
                            spec_data, origins)  # type: ignore[arg-type]
+        meta = raw.env.metadata
+        if raw.env.schedule or meta.effective_from or meta.effective_until or (kind, name) in scheduled:
+            from control_plane.config import schedule as timeline
+
+            obj.timing = timeline.collect_timing(obj, meta, raw.env.schedule, raw.doc,
+                                                 scheduled.get((kind, name), []), report)
+            timeline.check_specs_at_points(obj, report, _patch_spec, _build_spec)
         spec = _build_spec(obj, report)
         if spec is None:
             result.rejected.append(obj)
@@ -430,6 +447,10 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
 
     for check in CROSS_CHECKS:
         check(result, report)
+    if any(o.timing is not None for objects in result.objects.values() for o in objects.values()):
+        from control_plane.config import schedule as timeline
+
+        report.issues += timeline.check_points(result, CROSS_CHECKS, _Reporter, set(report.issues))
     result.issues = sorted_issues(report.issues)
     return result
 

@@ -28,6 +28,18 @@ class StrictJsonSchema(GenerateJsonSchema):
         return out
 
 
+# A document's (or an overlay patch's) schedule: merge patches over spec from their time on.
+SCHEDULE_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["at", "patch"],
+        "properties": {"at": {"type": "string", "format": "date-time"}, "patch": {"type": "object"}},
+    },
+}
+
+
 def kind_schema(kind: str) -> dict[str, Any]:
     ck = CONFIG_KINDS[kind]
     spec = ck.spec.model_json_schema(by_alias=True, ref_template="#/$defs/{model}", schema_generator=StrictJsonSchema)
@@ -51,9 +63,12 @@ def kind_schema(kind: str) -> dict[str, Any]:
                     "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 100},
                     "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                     "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+                    "effectiveFrom": {"type": "string", "format": "date-time"},
+                    "effectiveUntil": {"type": "string", "format": "date-time"},
                 },
             },
             "spec": spec,
+            "schedule": SCHEDULE_SCHEMA,
         },
         "$defs": defs,
     }
@@ -81,11 +96,12 @@ def overlay_schema() -> dict[str, Any]:
                         "items": {
                             "type": "object",
                             "additionalProperties": False,
-                            "required": ["kind", "name", "patch"],
+                            "required": ["kind", "name"],
                             "properties": {
                                 "kind": {"enum": sorted(k for k in CONFIG_KINDS)},
                                 "name": {"type": "string"},
                                 "patch": {"type": "object"},
+                                "schedule": SCHEDULE_SCHEMA,
                             },
                         },
                     }

@@ -104,6 +104,10 @@ class Metadata(Strict):
     name: Name
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    # RFC 3339 with a zone (checked by config.schedule): the object exists from effectiveFrom
+    # (inclusive) until effectiveUntil (exclusive).
+    effective_from: str | None = None
+    effective_until: str | None = None
 
 
 class Envelope(Strict):
@@ -113,6 +117,9 @@ class Envelope(Strict):
     kind: str
     metadata: Metadata
     spec: dict[str, Any]
+    # [{at: <RFC 3339>, patch: {...}}]: merge patches over spec from their time on (config.schedule
+    # checks the entries, with their positions).
+    schedule: list[Any] = Field(default_factory=list)
 
 
 class Common(Strict):

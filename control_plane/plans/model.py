@@ -60,6 +60,17 @@ class Change:
 
 
 @dataclass
+class ScheduledStep:
+    """Changes the config schedules for a later time (docs/reference.md §4, Scheduled): at `at`
+    (RFC 3339, UTC), from the schedule entries and windows named in `entries`, relative to the
+    desired state just before. Not applied by the plan that shows them."""
+
+    at: str
+    entries: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
 class Plan:
     format_version: int = FORMAT_VERSION
     created_at: str = ""
@@ -81,6 +92,21 @@ class Plan:
     errors: list[str] = field(default_factory=list)
     # Migrations the database was behind head when planned (apply runs them before the changes).
     pending_migrations: int = 0
+    # The time the desired state was computed for (RFC 3339, UTC) and the next time it changes
+    # (a scheduled change falls due, a window opens or closes): a plan applied at or after
+    # `valid_until` is stale. Empty: the config has no schedule.
+    at: str = ""
+    valid_until: str = ""
+    # Future changes, in time order (not applied by this plan).
+    scheduled: list[ScheduledStep] = field(default_factory=list)
+    # Schedule entries (and windows) due by `at` whose changes this plan applies: what the audit
+    # names ({"at", "entries", "changes": ["Kind/name field", ...]}).
+    schedule_applied: list[dict[str, Any]] = field(default_factory=list)
+    # The upcoming changes the database announces (cplane_scheduled_changes, the catalog's
+    # `upcoming`) differ from `scheduled`: apply publishes them (a change even with no row changes).
+    publish_schedule: bool = False
+    # A rollback plan: the apply run whose desired rows it restores.
+    rollback_to: int | None = None
 
     @property
     def schema_note(self) -> str:
@@ -93,7 +119,7 @@ class Plan:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.changes)
+        return bool(self.changes) or self.publish_schedule
 
     @property
     def adoptions(self) -> list[Change]:

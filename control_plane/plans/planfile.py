@@ -24,11 +24,12 @@ from sqlalchemy import Numeric
 from control_plane import __version__
 from control_plane.errors import CplaneError
 from control_plane.kinds.registry import ROW_KINDS, RowKind
-from control_plane.plans.model import FORMAT_VERSION, Action, Change, FieldChange, Plan
+from control_plane.plans.model import FORMAT_VERSION, Action, Change, FieldChange, Plan, ScheduledStep
 from control_plane.state.rows import managed_columns
 
 _PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "cplane_version", "database",
-                "environment_change", "adopt", "unmanaged", "warnings", "errors", "pending_migrations")
+                "environment_change", "adopt", "unmanaged", "warnings", "errors", "pending_migrations", "at", "valid_until",
+                "schedule_applied", "publish_schedule", "rollback_to")
 
 
 class PlanRejected(CplaneError):
@@ -70,10 +71,34 @@ def to_dict(plan: Plan, include_values: bool = True) -> dict[str, Any]:
         **({"schema": plan.schema_note} if plan.pending_migrations else {}),
         "summary": plan.summary,
         "changes": [change_to_dict(c, include_values) for c in plan.changes],
+        **_time_fields(plan, include_values),
         "unmanaged": plan.unmanaged,
         "warnings": plan.warnings,
         "errors": plan.errors,
     }
+
+
+def _time_fields(plan: Plan, include_values: bool) -> dict[str, Any]:
+    """The plan's clock, its scheduled changes and the schedule entries it applies; written only
+    when there are any, so that plans of a config without schedules read as before."""
+    out: dict[str, Any] = {}
+    if plan.at or plan.scheduled or plan.schedule_applied:
+        out.update(at=plan.at, valid_until=plan.valid_until, schedule_applied=plan.schedule_applied,
+                   scheduled=[{"at": s.at, "entries": s.entries,
+                               "changes": [change_to_dict(c, include_values) for c in s.changes]}
+                              for s in plan.scheduled])
+    if plan.publish_schedule:
+        out["publish_schedule"] = True
+    if plan.rollback_to is not None:
+        out["rollback_to"] = plan.rollback_to
+    return out
+
+
+def _change_from_dict(c: dict[str, Any]) -> Change:
+    change = Change(**{**c, "action": Action(c["action"]), "fields": [FieldChange(**f) for f in c.get("fields", [])]})
+    if change.kind in ROW_KINDS and change.values:
+        change.values = _typed(ROW_KINDS[change.kind], change.values)
+    return change
 
 
 def json_default(value: Any) -> Any:
@@ -103,14 +128,11 @@ def from_dict(data: dict[str, Any]) -> Plan:
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"unsupported plan format_version {version!r}; this cplane reads {FORMAT_VERSION}")
-    changes = []
-    for c in data["changes"]:
-        change = Change(**{**c, "action": Action(c["action"]), "fields": [FieldChange(**f) for f in c.get("fields", [])]})
-        if change.kind in ROW_KINDS and change.values:
-            change.values = _typed(ROW_KINDS[change.kind], change.values)
-        changes.append(change)
+    changes = [_change_from_dict(c) for c in data["changes"]]
     known = {k: data[k] for k in _PLAN_FIELDS if k in data}
-    return Plan(format_version=version, changes=changes, **known)
+    scheduled = [ScheduledStep(s["at"], list(s.get("entries", [])), [_change_from_dict(c) for c in s.get("changes", [])])
+                 for s in data.get("scheduled", [])]
+    return Plan(format_version=version, changes=changes, scheduled=scheduled, **known)
 
 
 def loads(text: str) -> Plan:

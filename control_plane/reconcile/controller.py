@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select
@@ -34,9 +35,11 @@ from control_plane.plans.planfile import PlanRejected
 from control_plane.reconcile.revision import config_revision  # noqa: F401 (part of this module's API)
 from control_plane.reconcile.validation import load_checked
 from control_plane.secrets import SecretBox
-from control_plane.state.desired import DesiredState, Rows, build_desired
+from control_plane.state.desired import DesiredState, Rows, build_desired, config_rows
 from control_plane.state.keys import check_key
 from control_plane.state.live import LiveState, read_live
+from control_plane.state.schedule import config_now
+from control_plane.state.schedule import now as clock
 
 
 @dataclass
@@ -78,6 +81,9 @@ class Prepared:
     revision: str
     digest: str
     allow_environment_change: bool = False
+    # The clock of the desired state, and the whole (timeless) config it was sliced from.
+    at: datetime | None = None
+    timeline: ConfigSet | None = None
 
     def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0) -> Plan:
         """The plan against what `conn` holds now (tables that do not exist yet read as empty).
@@ -91,6 +97,10 @@ class Prepared:
             live = read_live(conn, self.box)
         check_key(conn, self.box, live.unreadable)
         plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
+        if self.timeline is not None and self.at is not None:
+            from control_plane.reconcile.timeline import plan_schedule
+
+            plan_schedule(plan, conn, self.timeline, self.at, self.box, live, counts)
         plan.pending_migrations = pending
         plan.environment = self.environment
         plan.config_revision = self.revision
@@ -106,11 +116,16 @@ class Prepared:
 
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
             require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
-            database_url=None) -> Prepared:
-    """The desired state. A secret variable that is not set is an error in production or with
-    `require_secrets`; elsewhere compare keeps the stored value (or leaves it unset) and warns."""
+            database_url=None, at: datetime | str | None = None) -> Prepared:
+    """The desired state at `at` (state.schedule.now: --at, CPLANE_NOW or the system clock). A
+    secret variable that is not set is an error in production or with `require_secrets`;
+    elsewhere compare keeps the stored value (or leaves it unset) and warns."""
     environ = os.environ if environ is None else environ
-    config, rows = load_valid_config(Path(config_dir), environment)
+    t = clock(at, environ)
+    timeline, rows = load_valid_config(Path(config_dir), environment)
+    config = config_now(timeline, t)
+    if config is not timeline:
+        rows = config_rows(config)
     desired = build_desired(config, environ, rows)
     warnings: list[str] = []
     if desired.missing_secrets and (require_secrets or is_production(environment)):
@@ -119,7 +134,7 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
     box = SecretBox(environment, database_url)
     digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
-                    config_revision(Path(config_dir), digest), digest, allow_environment_change)
+                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline)
 
 
 def make_plan(
@@ -132,6 +147,7 @@ def make_plan(
     allow_environment_change: bool = False,
     environ=None,
     fast_path: bool = True,
+    at: datetime | str | None = None,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
@@ -139,7 +155,7 @@ def make_plan(
 
     fast_path: first ask the record of the last apply whether anything changed at all
     (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
-    if fast_path:
+    if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
 
         fast = no_change_plan(engine, config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
@@ -148,7 +164,7 @@ def make_plan(
             return PlanResult(fast, None, fast_path=True)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url)
+                       database_url=engine.url, at=at)
     pending = pending_migrations(engine)
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending)
@@ -191,6 +207,9 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
     and environment it was made for (checked before anything is migrated or written)."""
     if saved:
         check_binding(engine, plan, environment)
+    from control_plane.reconcile.timeline import check_fresh
+
+    check_fresh(plan, clock(None, environ))
     if plan.changes:
         refuse_unapproved_adoptions(plan, adopt)
     progress = progress or QUIET
@@ -204,7 +223,7 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
                  adopt: bool = False, require_secrets: bool = False, allow_environment_change: bool = False,
                  environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
-                 fast_path: bool = True) -> ApplyResult:
+                 fast_path: bool = True, at: datetime | str | None = None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
@@ -217,7 +236,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     box = fastpath.secret_box(environment, engine.url)  # None: prepare() reports why
     # Before the config is read: an edit made meanwhile can only make the record miss, never lie.
     inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
-    if fast_path and box is not None:
+    if fast_path and box is not None and at is None:
         fast = fastpath.no_change_apply(engine, config_dir, environment=environment, adopt=adopt,
                                         require_secrets=require_secrets, environ=environ, box=box,
                                         lock_timeout=lock_timeout, progress=progress)
@@ -225,7 +244,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
             return ApplyResult(False, fast.summary, plan=fast)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url)
+                       database_url=engine.url, at=at)
     _migrate(engine, progress)
     recorder = fastpath.Recorder(inputs, environ, box, prepared.desired) if inputs is not None else None
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
@@ -277,5 +296,11 @@ def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:
     info["drift"] = drift
     info["adopt"] = len(plan.adoptions)
     info["unmanaged"] = len(plan.unmanaged)
-    info["in_sync"] = not plan.changes and not pending
+    info["in_sync"] = not plan.has_changes and not pending
+    from control_plane.reconcile.timeline import rollback_state, status_schedule
+
+    with engine.connect() as conn:
+        rolled = rollback_state(conn)
+    info["rolled_back"] = None if rolled is None else {**rolled, "differs_from_config": plan.has_changes}
+    info.update(status_schedule(plan))
     return info

@@ -348,6 +348,10 @@ class Recorder:
 
         if plan.unmanaged or plan.errors or plan.environment_change or any(c.action == Action.RETIRE for c in plan.changes):
             return False
+        # A config with scheduled changes or time windows: its desired state moves with the clock,
+        # which the record does not capture yet; such configs always get the full plan.
+        if plan.valid_until or plan.scheduled:
+            return False
         managed = sum(len(v) for v in live.managed.values())
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
         managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)

@@ -28,10 +28,28 @@ def load_checked(root: Path | str, environment: str | None = None,
                 checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
     rows = config_rows(checked)
     issues = column_limit_issues(config, rows)
+    issues += _limits_at_change_points(checked, issues)
     if issues:
         config.issues = sorted_issues(issues)
         return config, None
     return config, rows if checked is config else None
+
+
+def _limits_at_change_points(config: ConfigSet, base: list) -> list:
+    """Column limits of the values scheduled patches set, at every time the state changes."""
+    from dataclasses import replace
+
+    from control_plane.config.schedule import at_time, change_points, format_time
+
+    seen = {(i.file, i.line, i.col, i.message) for i in base}
+    found: dict[tuple, object] = {}  # each problem once, at the first time it appears
+    for t in change_points(config):
+        sliced = at_time(config, t, only_timed=True)
+        for issue in column_limit_issues(sliced, config_rows(sliced)):
+            key = (issue.file, issue.line, issue.col, issue.message)
+            if key not in seen:
+                found.setdefault(key, replace(issue, message=f"{issue.message} (from {format_time(t)})"))
+    return list(found.values())
 
 
 def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:

@@ -16,6 +16,7 @@ from typing import Any
 
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
 from control_plane.render.diff import Entry, TextDiff, column_value, diff, flatten, fmt, visible
+from control_plane.render.scheduled import scheduled_markdown, scheduled_text
 
 MARKERS = {"create": "+", "update": "~", "adopt": "<", "delete": "-", "retire": "!"}
 VERBS = {
@@ -179,13 +180,14 @@ def render_text(plan: Plan, colour: bool = False, compact: bool = False) -> str:
         for item in plan.unmanaged:
             lines.append(f"  ? {item['kind']}/{item['name']}: {item['reason']}")
         lines.append("")
+    lines += scheduled_text(plan)
     if plan.schema_note:
         lines.append(plan.schema_note)
     for warning in plan.warnings:
         lines.append(f"Warning: {warning}")
     for error in plan.errors:
         lines.append(f"Error: {error}")
-    lines.append(summary_line(plan) if plan.changes else NO_CHANGES)
+    lines.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
     return "\n".join(lines)
 
 
@@ -319,7 +321,7 @@ def render_markdown(plan: Plan, *, artifact: str | None = None, limit: int = MAR
         body += [f"- {item['kind']}/{item['name']}: {item['reason']}" for item in plan.unmanaged]
         body += ["", "</details>", ""]
         sections.append((f"{len(plan.unmanaged)} unmanaged row(s)", "\n".join(body) + "\n", True))
-    tail = "".join(f"- ⚠️ {warning}\n" for warning in plan.warnings)
+    tail = "\n".join(scheduled_markdown(plan)) + "".join(f"- ⚠️ {warning}\n" for warning in plan.warnings)
     head_text = "\n".join(head) + "\n"
 
     full = head_text + "".join(text for _, text, _ in sections) + tail

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -26,12 +27,24 @@ from control_plane.db.models import (
     IndustrySector,
     Plan,
     PublishingChannel,
+    ScheduledChange,
 )
 from runtime.auth import session_dep
 from runtime.errors import PUBLIC
 from runtime.pagination import list_model
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
+
+
+class FieldChangeItem(BaseModel):
+    field: str
+    before: Any
+    after: Any
+
+
+class UpcomingItem(BaseModel):
+    at: str = Field(description="When the change takes effect (RFC 3339, UTC).")
+    changes: list[FieldChangeItem]
 
 
 class PlanItem(BaseModel):
@@ -52,6 +65,8 @@ class PlanItem(BaseModel):
     modules: list[str]
     features: list[str]
     allow_own_ai_keys: bool
+    upcoming: list[UpcomingItem] = Field(
+        default_factory=list, description="Scheduled price changes customers need notice of, in time order.")
 
 
 class CreditPackageItem(BaseModel):
@@ -96,6 +111,34 @@ class ChannelItem(BaseModel):
     capabilities: list[Any]
 
 
+PRICE_FIELDS = ("price_monthly", "price_yearly", "currency")
+
+
+def _now() -> datetime:
+    from control_plane.state.schedule import now
+
+    return now()
+
+
+def _upcoming(session: Session) -> dict[str, list[dict[str, Any]]]:
+    """Per plan name: its scheduled price changes after now (cplane_scheduled_changes, which every
+    apply replaces); an entry whose time has passed is no longer upcoming, applied or not."""
+    current = _now()
+    out: dict[str, list[dict[str, Any]]] = {}
+    table = ScheduledChange.__table__
+    rows = session.execute(select(table).where(table.c.kind == "Plan", table.c.action == "update")
+                           .order_by(table.c.at, table.c.id)).mappings()
+    for row in rows:
+        at = row["at"] if row["at"].tzinfo else row["at"].replace(tzinfo=UTC)
+        if at <= current:
+            continue
+        changes = [f for f in row["fields"] or [] if f.get("field") in PRICE_FIELDS]
+        if changes:
+            out.setdefault(row["name"], []).append(
+                {"at": at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "changes": changes})
+    return out
+
+
 # The tables each catalog reads.
 TABLES: dict[str, tuple[str, ...]] = {
     "plans": ("plans",),
@@ -118,7 +161,10 @@ def _etag(session: Session, kind: str) -> str | None:
     ).all())
     if len(found) != len(tables):
         return None
-    return _digest(f"{kind}:" + ",".join(f"{t}={found[t]}" for t in tables))
+    basis = f"{kind}:" + ",".join(f"{t}={found[t]}" for t in tables)
+    if kind == "plans":  # what is upcoming changes with time too, not only with writes
+        basis += ":" + repr(sorted(_upcoming(session).items()))
+    return _digest(basis)
 
 
 def _matches(if_none_match: str | None, etag: str) -> bool:
@@ -139,13 +185,14 @@ def _plans(session: Session) -> list[dict[str, Any]]:
     rows = session.scalars(
         select(Plan).where(Plan.is_active, Plan.is_internal.is_(False)).order_by(Plan.sort_order, Plan.id)
     )
+    upcoming = _upcoming(session)
     return [PlanItem(
         name=p.slug, display_name=p.name, description=p.description, price_monthly=f"{p.price_monthly:.2f}",
         price_yearly=f"{p.price_yearly:.2f}", currency=p.currency, monthly_credits=p.monthly_credits,
         idea_credits=p.idea_credits, content_credits=p.content_credits, image_credits=p.image_credits,
         optimization_credits=p.optimization_credits, max_sites=p.max_sites, max_users=p.max_users,
         max_keywords=p.max_keywords, modules=list(p.modules or []), features=list(p.features or []),
-        allow_own_ai_keys=p.allow_own_ai_keys,
+        allow_own_ai_keys=p.allow_own_ai_keys, upcoming=upcoming.get(p.slug, []),
     ).model_dump() for p in rows]
 
 

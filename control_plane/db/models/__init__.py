@@ -9,6 +9,8 @@ from control_plane.db.models.controller import (
     DatabaseIdentity,
     ManagedObject,
     Operator,
+    RunRows,
+    ScheduledChange,
     SecretKey,
 )
 from control_plane.db.models.system import *  # noqa: F403
@@ -16,4 +18,5 @@ from control_plane.db.models.user import *  # noqa: F403
 
 metadata = Base.metadata
 
-__all__ = ["Base", "metadata", "AppliedState", "ApplyRun", "ChangeCounter", "CleanupRun", "DatabaseIdentity", "ManagedObject", "Operator", "SecretKey"]
+__all__ = ["Base", "metadata", "AppliedState", "ApplyRun", "ChangeCounter", "CleanupRun", "DatabaseIdentity", "ManagedObject",
+           "Operator", "RunRows", "ScheduledChange", "SecretKey"]

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, CheckConstraint, String, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, CheckConstraint, LargeBinary, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models.base import Base, int_pk
@@ -50,6 +50,33 @@ class ApplyRun(Base):
     kind: Mapped[str] = mapped_column(String(30), default="apply", server_default="apply")
     # "staging -> production" when the apply changed the database's recorded environment.
     environment_change: Mapped[str] = mapped_column(String(250), default="", server_default="")
+
+
+class RunRows(Base):
+    """The desired rows an apply run left (managed rows, secrets by reference only), as compressed
+    JSON: what `cplane rollback --to RUN` restores. Kept for the newest runs only (retention)."""
+
+    __tablename__ = "cplane_run_rows"
+    id: Mapped[int] = int_pk()
+    run_id: Mapped[int] = mapped_column(unique=True)
+    row_count: Mapped[int] = mapped_column(default=0)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class ScheduledChange(Base):
+    """The changes the applied config schedules for later, one row per object and time, replaced by
+    every apply: what the runtime's catalog announces (`upcoming`)."""
+
+    __tablename__ = "cplane_scheduled_changes"
+    id: Mapped[int] = int_pk()
+    at: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    name: Mapped[str] = mapped_column(String(400))
+    action: Mapped[str] = mapped_column(String(20))
+    fields: Mapped[list[Any]] = mapped_column(default=list)
+    entries: Mapped[list[Any]] = mapped_column(default=list)
+    run_id: Mapped[int | None]
 
 
 class DatabaseIdentity(Base):

@@ -6,7 +6,7 @@ and the change-counter version of every table a plan reads, after the apply's ow
 whose inputs and versions all match answers `No changes` without parsing or reading rows.
 
 Revision ID: 0012_plan_fastpath
-Revises: 0009_tenant_rls
+Revises: 0010_run_desired_rows
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0012_plan_fastpath'
-down_revision: str | Sequence[str] | None = '0009_tenant_rls'
+down_revision: str | Sequence[str] | None = '0010_run_desired_rows'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
