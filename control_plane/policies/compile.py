@@ -175,6 +175,25 @@ def _names(*sources: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def _param_strings(value: Any) -> frozenset[str]:
+    """Strings in params (keys and values): an expression may select fields by them (`o.spec[f]`)."""
+    found: set[str] = set()
+
+    def walk(v: Any) -> None:
+        if isinstance(v, str):
+            found.add(v)
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                found.add(str(k))
+                walk(item)
+        elif isinstance(v, list):
+            for item in v:
+                walk(item)
+
+    walk(value)
+    return frozenset(found)
+
+
 def compile_policies(config: ConfigSet) -> tuple[list[CompiledPolicy], list[Issue]]:
     """Every Policy of `config`, compiled; issues at the expression that does not compile."""
     cel = _cel()
@@ -209,8 +228,9 @@ def compile_policies(config: ConfigSet) -> tuple[list[CompiledPolicy], list[Issu
                     continue
                 variables |= more
                 used = tuple(dict.fromkeys((*used, *more_kinds)))
+            names = _names(validation.expression, validation.message_expression) | _param_strings(policy.params)
             policy.rules.append(Rule(i, validation.expression, program, validation.message, message_program, variables,
-                                     used, _names(validation.expression, validation.message_expression), focus))
+                                     used, names, focus))
         issues.extend(problems)
         if not problems:
             policies.append(policy)
