@@ -414,6 +414,9 @@ class PolicyValidation(Strict):
     message: str = ""
     # A CEL expression giving the message (a string); wins over `message` when it evaluates.
     message_expression: str = ""
+    # Where a violation is reported in the object's document (`spec.price`); else at the first
+    # spec field the expression reads that the document has, else at metadata.name.
+    field_path: Annotated[str, Field(pattern=r"^(metadata|spec)(\.[A-Za-z0-9_]+)*$")] | None = None
 
 
 class PolicySpec(Strict):

@@ -64,6 +64,8 @@ class Rule:
     names: frozenset[str]
     # The first `object.spec.F` the rule reads: where a violation is reported.
     focus: str | None = None
+    # fieldPath, as a path: where a violation is reported when the document has it.
+    field_path: tuple | None = None
 
 
 @dataclass
@@ -229,8 +231,11 @@ def compile_policies(config: ConfigSet) -> tuple[list[CompiledPolicy], list[Issu
                 variables |= more
                 used = tuple(dict.fromkeys((*used, *more_kinds)))
             names = _names(validation.expression, validation.message_expression) | _param_strings(policy.params)
+            field_path = None
+            if validation.field_path:
+                field_path = tuple(int(p) if p.isdigit() else p for p in validation.field_path.split("."))
             policy.rules.append(Rule(i, validation.expression, program, validation.message, message_program, variables,
-                                     used, names, focus))
+                                     used, names, focus, field_path))
         issues.extend(problems)
         if not problems:
             policies.append(policy)

@@ -124,9 +124,24 @@ def message(rule: Rule, context) -> str:
     return rule.message or f"failed: {rule.expression}"
 
 
+def _written(obj: ConfigObject, path: tuple) -> bool:
+    """Whether the document (or the overlay patch that set it) has a value at `path`."""
+    if path[0] == "metadata":
+        return len(path) <= 2
+    node = obj.raw_spec
+    for step in path[1:]:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return True
+
+
 def _violation(policy: CompiledPolicy, rule: Rule, obj: ConfigObject, text: str) -> Issue:
     path: tuple = ("metadata", "name")
-    if rule.focus is not None and isinstance(obj.raw_spec, dict) and rule.focus in obj.raw_spec:
+    if rule.field_path is not None and _written(obj, rule.field_path):
+        path = rule.field_path
+    elif rule.focus is not None and isinstance(obj.raw_spec, dict) and rule.focus in obj.raw_spec:
         path = ("spec", rule.focus)
     doc, where = obj.where(path)
     suffix = " (warning)" if policy.severity == "warning" else ""
