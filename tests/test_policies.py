@@ -10,14 +10,13 @@ import textwrap
 import uuid
 from pathlib import Path
 
-import pytest
 from click.testing import CliRunner
+from helpers import REPO, libpq_url
 from sqlalchemy import insert, select, text
 
 from control_plane.cli.main import main
 from control_plane.reconcile.controller import apply_config
 from control_plane.reconcile.validation import validate_all
-from helpers import REPO, libpq_url
 
 SHIPPED = sorted(p.stem for p in (REPO / "config" / "policies").glob("*.yaml"))
 
