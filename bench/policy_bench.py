@@ -57,7 +57,7 @@ def trees(base: Path, rows: int) -> dict[str, Path]:
     out = {"no policies (reference)": base / "none", "shipped policies": base / "shipped",
            "shipped + taxonomy (every sector)": base / "sectors",
            "shipped + taxonomy (every seed keyword)": base / "keywords"}
-    for label, path in out.items():
+    for path in out.values():
         if path != base / "shipped":
             shutil.copytree(base / "shipped", path)
     shutil.rmtree(out["no policies (reference)"] / "policies")
