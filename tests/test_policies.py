@@ -240,6 +240,8 @@ def test_unknown_variables_kinds_and_non_boolean_results_are_errors(config_tree)
     assert any("unknown variable 'price'" in i for i in issues_of(config_tree.root))
     write_policy(config_tree, "kinds.Plann.size() > 0")
     assert any("unknown kind 'Plann'" in i and "did you mean 'Plan'" in i for i in issues_of(config_tree.root))
+    write_policy(config_tree, "kinds['Plan'].size() > 0 && kinds.Role.exists(r, r.metadata.name == 'owner')")
+    assert issues_of(config_tree.root) == []  # both ways of naming a kind
     write_policy(config_tree, "object.spec.credits")
     assert any("must evaluate to a boolean" in i for i in issues_of(config_tree.root))
     write_policy(config_tree, "oldObject == null", scope="object")

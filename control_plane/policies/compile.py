@@ -25,7 +25,6 @@ from control_plane.config.validate import ConfigObject, ConfigSet, Issue, issue_
 from control_plane.kinds.registry import CATALOGS, CONFIG_KINDS
 
 POLICY_KIND = "Policy"
-APPROVED_BY = "cplane/approved-by"
 
 # What an expression may name, per scope.
 OBJECT_VARIABLES = frozenset({"object", "objects", "kinds", "params", "catalogs"})
@@ -90,10 +89,6 @@ class CompiledPolicy:
         return not any(labels.get(k) == v for k, v in self.exclude_labels.items())
 
 
-def has_policies(config: ConfigSet) -> bool:
-    return bool(config.of_kind(POLICY_KIND))
-
-
 def _cel():
     import cel  # common-expression-language: imported only when a policy exists
 
@@ -138,14 +133,13 @@ def _compile_one(cel, source: str, allowed: frozenset[str], kinds: tuple[str, ..
         if "change" in allowed and match.group(1) not in CHANGE_FIELDS:
             raise PolicyCompileError(f"unknown field change.{match.group(1)}; a change has {', '.join(sorted(CHANGE_FIELDS))}")
     used = []
-    for match in _KINDS_FIELD.finditer(stripped):
-        kind = match.group(1) or match.group(2)
+    # kinds.K in the expression outside strings; kinds['K'] in the expression as written.
+    named = [m.group(1) for m in _KINDS_FIELD.finditer(stripped) if m.group(1)]
+    named += [m.group(2) for m in _KINDS_FIELD.finditer(source) if m.group(2)]
+    for kind in named:
         if kind not in CONFIG_KINDS:
             raise PolicyCompileError(f"unknown kind {kind!r} in kinds.{kind}{_suggest(kind, CONFIG_KINDS)}")
-        used.append(kind)
-    for match in _KINDS_FIELD.finditer(source):
-        kind = match.group(1) or match.group(2)
-        if kind and kind not in used and kind in CONFIG_KINDS:
+        if kind not in used:
             used.append(kind)
     if "kinds" in variables and not used:
         raise PolicyCompileError("kinds is read by name only: kinds.Plan or kinds['Plan']")
