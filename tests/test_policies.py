@@ -286,6 +286,11 @@ def test_a_big_price_change_needs_approval(config_tree, pg_engine):
         assert shown.exit_code == 1 and needle in shown.output
     refused = run("apply", "--auto-approve", "--config", str(config_tree.root), "--database-url", libpq_url(pg_engine))
     assert refused.exit_code == 1 and "price-change-approval" in refused.output
+    saved = config_tree.root.parent / "violating-plan.json"
+    assert plan_cli(pg_engine, config_tree, "--out", str(saved)).exit_code == 1
+    assert json.loads(saved.read_text())["changes"][0]["policy_violations"][0]["policy"] == "price-change-approval"
+    from_file = run("apply", str(saved), "--config", str(config_tree.root), "--database-url", libpq_url(pg_engine))
+    assert from_file.exit_code == 1 and "policy price-change-approval" in from_file.output
     with pg_engine.connect() as conn:
         assert conn.execute(text("SELECT price_monthly FROM plans WHERE slug = 'test-plan'")).scalar_one() == 19
 
