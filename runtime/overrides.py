@@ -168,13 +168,21 @@ def _snake(loc: str) -> str:
 # --- prompts -------------------------------------------------------------------------------------
 
 
-def check_prompt_text(text: str, required: list[str] | None) -> None:
-    """A custom prompt keeps every placeholder its global prompt (the variant it customizes) declares."""
-    if required is None:
-        return
-    missing = sorted(set(required) - template_variables(text))
-    if missing:
-        raise _invalid(f"missing required placeholders: {', '.join('{' + v + '}' for v in missing)}", "text")
+def check_prompt_text(text: str, required: list[str] | None, known: set[str]) -> None:
+    """A custom prompt keeps every placeholder its global prompt (the variant it customizes)
+    declares, and uses none that no prompt of its type declares (`known`): the product fills only
+    declared ones, so `{keywrods}` would reach the model as literal text (config refuses the same
+    as "undeclared variables")."""
+    used = template_variables(text)
+    if required is not None:
+        missing = sorted(set(required) - used)
+        if missing:
+            raise _invalid(f"missing required placeholders: {', '.join('{' + v + '}' for v in missing)}", "text")
+    unknown = sorted(used - known - set(required or ()))
+    if unknown:
+        raise _invalid(f"unknown placeholders: {', '.join('{' + v + '}' for v in unknown)} (prompts of this type "
+                       f"fill only {', '.join('{' + v + '}' for v in sorted(known)) or 'none'}; write {{{{ and }}}} "
+                       "for literal braces)", "text")
 
 
 # --- author profiles and strategies --------------------------------------------------------------

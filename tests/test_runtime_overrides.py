@@ -91,6 +91,8 @@ def test_custom_prompt_keeps_its_types_placeholders(client, rt_engine):
     refused(client.put("/v1/prompts/clustering", json={"text": "No placeholders at all"}, headers=t.headers),
             *("{" + v + "}" for v in variables))
     everything = " ".join("{" + v + "}" for v in variables)
+    refused(client.put("/v1/prompts/clustering", json={"text": f"Mine: {everything} {{invented}}"}, headers=t.headers),
+            "{invented}", "unknown")
     body = ok(client.put("/v1/prompts/clustering", json={"text": f"Mine: {everything} {{{{literal}}}}"},
                          headers=t.headers))
     assert body["source"] == "custom"

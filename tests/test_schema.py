@@ -22,7 +22,7 @@ def test_upgrade_creates_every_table_and_is_idempotent(db_url, engine_for):
     engine = engine_for(db_url)
     before, head = db.upgrade(engine)
     assert before is None
-    assert head == "0007_plan_trust"
+    assert head == "0008_change_counters"
     assert db.current_revision(engine) == head
     tables = _live_tables(engine)
     assert set(metadata.tables) - tables == set(), "tables missing after upgrade"
@@ -231,3 +231,29 @@ def test_0002_prompt_variants_keeps_existing_prompts_history_and_customizations(
     for slug, ct, ind in (("again", None, None), ("again", "blog-post", None), ("rewrite", "how-to", None)):
         with pytest.raises(Exception), engine.begin() as conn:  # noqa: B017 - IntegrityError, per driver
             conn.execute(insert, {"s": slug, "c": ct, "i": ind})
+
+
+def test_generated_column_table_matches_the_models():
+    """kinds/columns.py (what validate reads instead of the models) is current."""
+    import importlib.util
+
+    from helpers import REPO
+
+    spec = importlib.util.spec_from_file_location("generate_columns", REPO / "tools" / "generate_columns.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.TARGET.read_text() == module.render(), "run `python tools/generate_columns.py`"
+
+
+def test_validate_imports_neither_sqlalchemy_nor_the_models():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.argv = ['cplane', 'validate']\n"
+            "from control_plane.cli.main import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m == 'sqlalchemy' or m.startswith('control_plane.db')))")
+    from helpers import REPO
+
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"

@@ -26,7 +26,7 @@ from control_plane.cleanup.manifest import Manifest, registry_boundary
 from control_plane.cleanup.planner import CleanupPlan, Step, SystemTableRefused, build_plan
 from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
 from control_plane.db.dialect import for_dialect
-from control_plane.db.models.controller import CleanupRun, ManagedObject
+from control_plane.db.models.controller import ChangeCounter, CleanupRun, ManagedObject
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import CplaneError
 from control_plane.kinds import conditions
@@ -101,6 +101,11 @@ def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_
 # --- system data snapshot ------------------------------------------------------------------------
 
 
+# System tables whose content moves with writes to other tables, by design: the change counters
+# count cleanup's own deletes of user rows in mixed tables. They are left out of the snapshot.
+CHANGES_WITH_ANY_WRITE = frozenset({ChangeCounter.__tablename__})
+
+
 def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, ColumnElement[bool] | None]]:
     """(table, condition) of every system table (condition None) and the system rows of mixed
     tables: the registry's condition where the registry declares the table, else the manifest's.
@@ -108,7 +113,7 @@ def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, ColumnE
     declared = registry_boundary()
     scopes: list[tuple[str, ColumnElement[bool] | None]] = []
     for table, entry in sorted(manifest.tables.items()):
-        if table not in schema.tables:
+        if table not in schema.tables or table in CHANGES_WITH_ANY_WRITE:
             continue
         if entry.data_class == "system" or declared.get(table, ("",))[0] == "system":
             scopes.append((table, None))

@@ -246,7 +246,7 @@ def registry_boundary() -> dict[str, tuple[str, Any]]:
     for rk in ROW_KINDS.values():
         boundary[rk.table_name] = ("mixed", rk.system_rows) if rk.system_rows is not None else ("system", None)
         if rk.history is not None:
-            boundary[rk.history.model.__tablename__] = ("system", None)
+            boundary[rk.history.table_name] = ("system", None)
     return boundary
 
 

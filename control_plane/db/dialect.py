@@ -82,6 +82,30 @@ class SQLite(Backend):
         return n, digest.hexdigest()
 
 
+    def change_counter_ddl(self, tables: list[str]) -> list[str]:
+        """Triggers that bump each table's row in cplane_change_counters. SQLite has row triggers
+        only; a DELETE without WHERE fires them too (triggers turn off its truncate shortcut)."""
+        statements = []
+        for table in tables:
+            for event in ("INSERT", "UPDATE", "DELETE"):
+                statements.append(
+                    f'CREATE TRIGGER IF NOT EXISTS "{_trigger_name(table, event)}" AFTER {event} ON "{table}" '
+                    f"BEGIN UPDATE cplane_change_counters SET version = version + 1 "
+                    f"WHERE table_name = '{table}'; END"
+                )
+        return statements
+
+    def drop_change_counter_ddl(self, tables: list[str]) -> list[str]:
+        return [f'DROP TRIGGER IF EXISTS "{_trigger_name(t, e)}"' for t in tables for e in ("INSERT", "UPDATE", "DELETE")]
+
+    def counted_tables(self, conn: Connection) -> set[str]:
+        """Tables that carry all of cplane's change-counting triggers."""
+        names = conn.execute(text("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")).all()
+        found = {(tbl, name) for name, tbl in names}
+        tables = {tbl for tbl, _ in found}
+        return {t for t in tables if all((t, _trigger_name(t, e)) in found for e in ("INSERT", "UPDATE", "DELETE"))}
+
+
 class PostgreSQL(Backend):
     name = "postgresql"
     # Batched deletes walk the heap by block ranges (ctid), see cleanup.executor.
@@ -143,6 +167,40 @@ class PostgreSQL(Backend):
     def set_read_only(self, conn: Connection) -> None:
         conn.execute(text("SET TRANSACTION READ ONLY"))
 
+    def change_counter_ddl(self, tables: list[str]) -> list[str]:
+        """One statement-level trigger per table (TRUNCATE included) calling a function that bumps
+        the table's counter: a bulk write costs one counter update, not one per row. SECURITY
+        DEFINER so that a role that may write a table but not the counters (the runtime's) still
+        counts its writes."""
+        statements = [
+            """CREATE OR REPLACE FUNCTION cplane_bump_change_counter() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+            BEGIN
+                UPDATE cplane_change_counters SET version = version + 1 WHERE table_name = TG_TABLE_NAME;
+                RETURN NULL;
+            END $$"""
+        ]
+        for table in tables:
+            statements.append(f'DROP TRIGGER IF EXISTS cplane_count_changes ON "{table}"')
+            statements.append(
+                f'CREATE TRIGGER cplane_count_changes AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "{table}" '
+                "FOR EACH STATEMENT EXECUTE FUNCTION cplane_bump_change_counter()"
+            )
+        return statements
+
+    def drop_change_counter_ddl(self, tables: list[str]) -> list[str]:
+        return [f'DROP TRIGGER IF EXISTS cplane_count_changes ON "{t}"' for t in tables] + [
+            "DROP FUNCTION IF EXISTS cplane_bump_change_counter()"
+        ]
+
+    def counted_tables(self, conn: Connection) -> set[str]:
+        """Tables that carry cplane's change-counting trigger."""
+        rows = conn.execute(text(
+            "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE t.tgname = 'cplane_count_changes' AND NOT t.tgisinternal"
+        ))
+        return {r[0] for r in rows}
+
     def checksum(self, conn: Connection, table, quoted_table: str, columns: list[str], pk: list[str],
                  where=None) -> tuple[int, str]:
         # In the server: the rows never cross the wire.
@@ -155,6 +213,10 @@ class PostgreSQL(Backend):
             stmt = stmt.where(where)
         row = conn.execute(stmt).one()
         return int(row[0]), row[1]
+
+
+def _trigger_name(table: str, event: str) -> str:
+    return f"cplane_count_{table}_{event.lower()}"
 
 
 _BY_NAME = {"postgresql": PostgreSQL(), "sqlite": SQLite()}

@@ -13,7 +13,7 @@ import re
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import (
     BaseModel,
@@ -29,8 +29,12 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, String, Uuid, and_, bindparam, not_, or_
-from sqlalchemy.sql.elements import ColumnElement
+
+if TYPE_CHECKING:
+    from sqlalchemy.sql.elements import ColumnElement
+
+# SQLAlchemy is imported by the functions that compile or type-check against columns, not here:
+# the registry declares conditions at import time, and `cplane validate` must not pay for it.
 
 OPERATORS = ("isNull", "notNull", "eq", "ne", "in", "lt", "le", "gt", "ge", "olderThan")
 Operator = Literal["isNull", "notNull", "eq", "ne", "in", "lt", "le", "gt", "ge", "olderThan"]
@@ -209,6 +213,8 @@ def check(cond, columns: dict[str, Any], at: Path = ()) -> list[tuple[Path, str]
 
 
 def type_kind(col_type: Any) -> str:
+    from sqlalchemy import Boolean, Date, DateTime, Integer, Numeric, String, Uuid
+
     if isinstance(col_type, Boolean):
         return "bool"
     if isinstance(col_type, DateTime):
@@ -272,6 +278,8 @@ def duration(value: str) -> timedelta:
 def compile_condition(cond, columns, now: datetime | None = None) -> ColumnElement[bool]:
     """`cond` as a SQLAlchemy expression over `columns` (a Table's or TableClause's `.c`), every
     value a bound parameter. Raises TypeError for anything that is not a structured condition."""
+    from sqlalchemy import Date, DateTime, and_, bindparam, not_, or_
+
     if isinstance(cond, Negation):
         return not_(compile_condition(cond.negated, columns, now))
     if isinstance(cond, AllOf):
@@ -299,6 +307,8 @@ def compile_condition(cond, columns, now: datetime | None = None) -> ColumnEleme
 
 
 def _bind_type(kind: str, col_type: Any) -> Any:
+    from sqlalchemy import DateTime
+
     return DateTime(timezone=True) if kind == "datetime" else col_type
 
 

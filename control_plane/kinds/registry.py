@@ -18,12 +18,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
-from sqlalchemy import Table
 
-from control_plane.db import models
 from control_plane.kinds import catalog, conditions, specs
+from control_plane.kinds.columns import MODELS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
 
 # Spec fields whose column has another name, for every kind.
 COMMON_COLUMN_NAMES = {"display_name": "name", "active": "is_active", "internal": "is_internal", "public": "is_public"}
@@ -58,16 +61,26 @@ class VersionHistory:
     the latest version stored in `model` (so healing drift back to it keeps the version), and whose
     every version is kept in `model`, pointing at its row through `row_column`."""
 
-    model: type
+    model_name: str
     row_column: str
     columns: tuple[str, ...]
     version_column: str = "version"
+
+    @property
+    def model(self) -> type:
+        return model_class(self.model_name)
+
+    @property
+    def table_name(self) -> str:
+        return MODELS[self.model_name][0]
 
 
 @dataclass(frozen=True, eq=False)  # identity-hashed: derived facts are cached per row kind
 class RowKind:
     name: str
-    model: type
+    # The SQLAlchemy model's class name (db/models), imported only by the stages that touch the
+    # database; its table name and columns come from the generated kinds/columns.py.
+    model_name: str
     key_columns: tuple[str, ...]
     # FK column -> row kind whose natural key the desired state names it by.
     refs: dict[str, str] = field(default_factory=dict)
@@ -79,12 +92,21 @@ class RowKind:
     parent: str | None = None
 
     @property
+    def model(self) -> type:
+        return model_class(self.model_name)
+
+    @property
     def table(self) -> Table:
         return self.model.__table__
 
     @property
     def table_name(self) -> str:
-        return self.model.__tablename__
+        return MODELS[self.model_name][0]
+
+    @cached_property
+    def column_lengths(self) -> dict[str, int | None]:
+        """Every column of the table in order, with its maximum length (text columns) or None."""
+        return dict(MODELS[self.model_name][1])
 
     @property
     def version_column(self) -> str | None:
@@ -208,7 +230,21 @@ class ConfigKind:
         return self.columns.get(spec_field) or COMMON_COLUMN_NAMES.get(spec_field, spec_field)
 
 
-m = models
+def model_class(name: str) -> type:
+    """The model class `name` of control_plane.db.models (imports SQLAlchemy on first use)."""
+    from control_plane.db import models
+
+    return getattr(models, name)
+
+
+class _ModelNames:
+    """`m.Plan` is "Plan": the declarations below name models without importing them."""
+
+    def __getattr__(self, name: str) -> str:
+        return name
+
+
+m: Any = _ModelNames()
 
 ROW_KINDS: dict[str, RowKind] = {
     rk.name: rk
@@ -521,3 +557,10 @@ def apply_order() -> list[str]:
 def config_kind_for_row_kind(row_kind: str) -> ConfigKind | None:
     ck = CONFIG_KINDS.get(row_kind)
     return ck if ck is not None and ck.row_kind == row_kind else None
+
+
+def model_names() -> set[str]:
+    """Every model class the registry names (tools/generate_columns.py writes their columns)."""
+    names = {rk.model_name for rk in ROW_KINDS.values()}
+    names |= {rk.history.model_name for rk in ROW_KINDS.values() if rk.history}
+    return names

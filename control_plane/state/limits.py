@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from functools import cache
 
-from sqlalchemy import String
-
 from control_plane.config.validate import ConfigObject, ConfigSet, Issue, issue_at
 from control_plane.kinds.registry import ROW_KINDS, RowKind, config_kind_for_row_kind
 from control_plane.state.desired import Rows
@@ -16,8 +14,8 @@ from control_plane.state.rows import managed_columns
 def _length_limits(rk: RowKind) -> tuple[tuple[str, int], ...]:
     # References hold a natural key in memory and an id in the database: their length is not the column's.
     return tuple(
-        (c, rk.table.c[c].type.length) for c in managed_columns(rk)
-        if isinstance(rk.table.c[c].type, String) and rk.table.c[c].type.length and c not in rk.refs
+        (c, rk.column_lengths[c]) for c in managed_columns(rk)
+        if rk.column_lengths[c] and c not in rk.refs
     )
 
 

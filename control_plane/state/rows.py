@@ -25,7 +25,7 @@ EXCLUDED_COLUMNS = frozenset({"id", "created_at", "updated_at", "account_id"})
 def managed_columns(rk: RowKind) -> tuple[str, ...]:
     """Columns cplane owns in a row kind's table: everything but ids, timestamps, tenancy and versions."""
     return tuple(
-        c.name for c in rk.table.columns if c.name not in EXCLUDED_COLUMNS and c.name != rk.version_column
+        c for c in rk.column_lengths if c not in EXCLUDED_COLUMNS and c != rk.version_column
     )
 
 

@@ -24,6 +24,7 @@ from control_plane.db.models import (
     AIPrompt,
     APIKey,
     ContentTypeConfig,
+    GlobalAIPrompt,
     ModuleEnableSettings,
 )
 from control_plane.kinds.catalog import MODULES, PROMPT_TYPES
@@ -255,7 +256,9 @@ def _upsert_prompt(session: Session, account_id: uuid.UUID, prompt_type: str, co
             select(ContentTypeConfig.id).where(ContentTypeConfig.slug == content_type)).first() is None:
         raise not_found(f"content type {content_type!r}")
     require_feature(session, account_id, "custom_prompts", "customized prompts")
-    overrides.check_prompt_text(text, list(g.variables or []) if g is not None else None)
+    known = {v for declared in session.scalars(select(GlobalAIPrompt.variables).where(
+        GlobalAIPrompt.prompt_type == prompt_type, GlobalAIPrompt.is_active)) for v in declared or ()}
+    overrides.check_prompt_text(text, list(g.variables or []) if g is not None else None, known)
     # The variant the customization is made from: its version is what "global changed" compares.
     values = {"text": text, "global_prompt_id": g.id if g else None,
               "based_on_global_version": g.version if g else None, "is_active": True}

@@ -3,6 +3,7 @@
 from control_plane.db.models.base import Base
 from control_plane.db.models.controller import (
     ApplyRun,
+    ChangeCounter,
     CleanupRun,
     DatabaseIdentity,
     ManagedObject,
@@ -14,4 +15,4 @@ from control_plane.db.models.user import *  # noqa: F403
 
 metadata = Base.metadata
 
-__all__ = ["Base", "metadata", "ApplyRun", "CleanupRun", "DatabaseIdentity", "ManagedObject", "Operator", "SecretKey"]
+__all__ = ["Base", "metadata", "ApplyRun", "ChangeCounter", "CleanupRun", "DatabaseIdentity", "ManagedObject", "Operator", "SecretKey"]

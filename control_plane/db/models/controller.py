@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, String, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, CheckConstraint, String, Text, UniqueConstraint, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from control_plane.db.models.base import Base, int_pk
@@ -107,3 +107,17 @@ class SecretKey(Base):
     reencrypted: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     retired_at: Mapped[datetime | None]
+
+
+class ChangeCounter(Base):
+    """One row per counted table: `version` moves on every write to that table.
+
+    Triggers bump it (db/dialect.py: per statement on PostgreSQL, TRUNCATE included; per row on
+    SQLite), so a write by SQL, outside cplane, moves it too. Readers compare versions, never
+    rows: an unchanged version means the table is as it was. Versions start at a random value, so
+    that a database dropped and created again does not repeat the versions a client remembers.
+    """
+
+    __tablename__ = "cplane_change_counters"
+    table_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger)
