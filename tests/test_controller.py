@@ -146,6 +146,7 @@ def test_removed_plan_with_subscribers_is_retired_not_deleted(config_tree, migra
     apply_config(migrated_engine, config_tree.root, actor="test")
     _subscribe(migrated_engine, "test-plan")
     config_tree.remove("plans/test-plan.yaml")
+    config_tree.remove("policies/retire-approval.yaml")  # retiring by removal itself is what this tests
     plan = make_plan(migrated_engine, config_tree.root).plan
     [change] = plan.changes
     assert (change.action, change.name) == ("retire", "test-plan")

@@ -251,7 +251,7 @@ def edit_pull_request(head: Path) -> None:
     (head / "credit_packages" / "mega-pack.yaml").write_text(
         "# yaml-language-server: $schema=../../schemas/CreditPackage.json\n"
         "apiVersion: cplane/v1\nkind: CreditPackage\nmetadata:\n  name: mega-pack\n"
-        "spec:\n  displayName: Mega pack\n  credits: 50000\n  price: 399\n  currency: USD\n"
+        "spec:\n  displayName: Mega pack\n  credits: 50000\n  price: 625\n  currency: USD\n"
     )
 
 

@@ -120,13 +120,16 @@ def validate(ctx: Context, fmt: str):
 
     config = validate_all(ctx.config_dir, ctx.environment)
     if fmt == "json":
-        data = {"valid": config.ok, "errors": [i.as_dict() for i in config.issues]}
+        data = {"valid": config.ok, "errors": [i.as_dict() for i in config.issues],
+                "warnings": [i.as_dict() for i in config.warnings]}
         if not config.ok:
             data["error"] = {"code": "config_invalid", "message": f"{len(config.issues)} error(s) in {ctx.config_dir}"}
         emit_json(data)
     else:
         for issue in config.issues:
             click.echo(issue.format(), err=not config.ok)
+        for issue in config.warnings:
+            click.echo(f"warning: {issue.format()}", err=True)
         if config.ok:
             count = sum(len(v) for v in config.objects.values())
             click.echo(f"{ctx.config_dir}: {count} objects valid")

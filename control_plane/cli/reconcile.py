@@ -113,6 +113,14 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
     from control_plane.cli.progress import ApplyReporter
     from control_plane.plans.model import Plan
     from control_plane.reconcile import fastpath
+    from control_plane.plans.planfile import read_plan
+    from control_plane.reconcile.controller import (
+        apply_config,
+        apply_plan,
+        check_binding,
+        check_policies_unchanged,
+        make_plan,
+    )
     from control_plane.render.plan import NO_CHANGES, render_text, summary_line
 
     reporter = ApplyReporter(colour=ctx.colour(sys.stderr))
@@ -170,6 +178,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
         except (ValueError, KeyError, TypeError) as exc:
             raise CplaneError(f"{planfile} is not a cplane plan: {exc}") from None
         check_binding(engine, plan, ctx.environment)
+        check_policies_unchanged(plan, ctx.config_dir, ctx.environment)
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,

@@ -95,6 +95,8 @@ class ConfigSet:
     # Objects whose spec could not be built even without their failed fields (a required field is
     # wrong): spec is None; checks that read the raw spec (references) still cover them.
     rejected: list[ConfigObject] = field(default_factory=list, repr=False)
+    # Violations of warning-severity policies: shown, never failing.
+    warnings: list[Issue] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -629,8 +631,19 @@ def _check_prompts(config: ConfigSet, report: _Reporter) -> None:
     check_prompts(config, report)
 
 
+def _check_policies(config: ConfigSet, report: _Reporter) -> None:
+    """Object rules of Policy documents (control_plane.policies, and CEL, imported only when one exists)."""
+    if not config.of_kind("Policy"):
+        return
+    from control_plane.policies.objects import check_objects
+
+    errors, warnings = check_objects(config)
+    report.issues.extend(errors)
+    config.warnings = sorted_issues(warnings)
+
+
 CROSS_CHECKS = [_check_names, _check_children, _check_references, _check_template_variables, _check_typed_values,
-                _check_prompts]
+                _check_prompts, _check_policies]
 
 
 def overlay_environments(root: Path | str) -> list[str]:

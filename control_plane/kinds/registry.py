@@ -516,6 +516,12 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             specs.CleanupManifestSpec,
             "Classification of every table (system, user, mixed), retention rules and cleanup profiles.",
         ),
+        ConfigKind(
+            "Policy",
+            "policies",
+            specs.PolicySpec,
+            "Guardrails as CEL rules over objects (checked by validate) or over changes (checked by plan).",
+        ),
     ]
 }
 

@@ -400,3 +400,39 @@ class CleanupManifestSpec(Strict):
     tables: list[TableClassification]
     retention: list[RetentionRule] = Field(default_factory=list)
     profiles: list[CleanupProfile] = Field(default_factory=list)
+
+
+# --- policies (config-only: CEL rules read by validate and plan, never reconciled into a table) ---
+
+
+class PolicyMatch(Strict):
+    # The kinds the policy sees (each a config kind); names and labels narrow it further.
+    kinds: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    names: list[Name] = Field(default_factory=list)
+    # Objects carrying every one of these labels (matchLabels).
+    labels: dict[str, str] = Field(default_factory=dict)
+    # Objects carrying any one of these labels are exempt (e.g. internal plans).
+    exclude_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class PolicyValidation(Strict):
+    # A CEL expression that is true when the object (or change) is acceptable.
+    expression: str = Field(min_length=1)
+    message: str = ""
+    # A CEL expression giving the message (a string); wins over `message` when it evaluates.
+    message_expression: str = ""
+    # Where a violation is reported in the object's document (`spec.price`); else at the first
+    # spec field the expression reads that the document has, else at metadata.name.
+    field_path: Annotated[str, Field(pattern=r"^(metadata|spec)(\.[A-Za-z0-9_]+)*$")] | None = None
+
+
+class PolicySpec(Strict):
+    description: str = ""
+    # object: rules over `object` and `objects`, run by validate; change: rules over `oldObject`,
+    # `object` and `change` (action, cause, impact...), run by plan.
+    scope: Literal["object", "change"] = "object"
+    severity: Literal["error", "warning"] = "error"
+    match: PolicyMatch
+    # Values the expressions read as `params` (e.g. the clauses each prompt type must keep).
+    params: dict[str, Any] = Field(default_factory=dict)
+    validations: list[PolicyValidation] = Field(min_length=1)

@@ -57,6 +57,8 @@ class Change:
     prevent_destroy: bool = False
     impact: dict[str, int] = field(default_factory=dict)
     reason: str = ""
+    # Change rules of Policy documents this change breaks: {"policy", "severity", "message"}.
+    policy_violations: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +79,8 @@ class Plan:
     environment: str | None = None
     config_revision: str = ""
     config_digest: str = ""
+    # SHA-256 over the Policy documents the plan was checked against ("" when there were none).
+    policies_digest: str = ""
     cplane_version: str = ""
     # The database planned against: {"dialect", "lineage", "environment"} (lineage None: not
     # migrated by cplane yet; environment: the one its first apply recorded).

@@ -27,9 +27,9 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.plans.model import FORMAT_VERSION, Action, Change, FieldChange, Plan, ScheduledStep
 from control_plane.state.rows import managed_columns
 
-_PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "cplane_version", "database",
-                "environment_change", "adopt", "unmanaged", "warnings", "errors", "pending_migrations", "at", "valid_until",
-                "schedule_applied", "publish_schedule", "rollback_to")
+_PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "policies_digest", "cplane_version",
+                "database", "environment_change", "adopt", "unmanaged", "warnings", "errors", "pending_migrations", "at",
+                "valid_until", "schedule_applied", "publish_schedule", "rollback_to")
 
 
 class PlanRejected(CplaneError):
@@ -49,6 +49,8 @@ def change_to_dict(change: Change, include_values: bool = True) -> dict[str, Any
         "impact": change.impact,
         "reason": change.reason,
     }
+    if change.policy_violations:
+        data["policy_violations"] = change.policy_violations
     if include_values:
         data["values"] = change.values
         data["secret_refs"] = change.secret_refs
@@ -63,6 +65,7 @@ def to_dict(plan: Plan, include_values: bool = True) -> dict[str, Any]:
         "environment": plan.environment,
         "config_revision": plan.config_revision,
         "config_digest": plan.config_digest,
+        "policies_digest": plan.policies_digest,
         "cplane_version": plan.cplane_version,
         "database": plan.database,
         "environment_change": plan.environment_change,

@@ -101,6 +101,9 @@ class Prepared:
             from control_plane.reconcile.timeline import plan_schedule
 
             plan_schedule(plan, conn, self.timeline, self.at, self.box, live, counts)
+        from control_plane.policies.changes import check_changes  # CEL only when policies exist
+
+        check_changes(plan, self.config, live)
         plan.pending_migrations = pending
         plan.environment = self.environment
         plan.config_revision = self.revision
@@ -196,17 +199,35 @@ def check_binding(engine: Engine, plan: Plan, environment: str | None) -> None:
                            f"{here.lineage or 'none: not yet migrated'})")
 
 
+def check_policies_unchanged(plan: Plan, config_dir: Path, environment: str | None) -> None:
+    """A saved plan was checked against the policies of its time: applying it after they changed
+    would skip the check, so it is refused (before anything is migrated or written)."""
+    from control_plane.config.validate import load_config
+    from control_plane.policies.compile import policies_digest
+
+    config = load_config(config_dir, environment)
+    now = policies_digest(config)
+    if (plan.policies_digest or "") != now:
+        raise PlanRejected("refusing to apply the plan: the policies changed since it was made (plan: "
+                           f"{plan.policies_digest[:19] or 'no policies'}, config now: {now[:19] or 'no policies'}); "
+                           "make a new plan")
+
+
 def _env(environment: str | None) -> str:
     return f"environment {environment!r}" if environment else "no environment"
 
 
 def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: str | None = None,
                saved: bool = False, adopt: bool = False, allow_environment_change: bool = False,
-               environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None) -> ApplyResult:
+               environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
+               config_dir: Path | None = None) -> ApplyResult:
     """Apply a plan computed earlier. saved: a plan read from a file, applied only to the database
-    and environment it was made for (checked before anything is migrated or written)."""
+    and environment it was made for (checked before anything is migrated or written), and, given
+    `config_dir`, only while the config's policies are the ones it was checked against."""
     if saved:
         check_binding(engine, plan, environment)
+        if config_dir is not None:
+            check_policies_unchanged(plan, Path(config_dir), environment)
     from control_plane.reconcile.timeline import check_fresh
 
     check_fresh(plan, clock(None, environ))

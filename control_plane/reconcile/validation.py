@@ -57,8 +57,11 @@ def validate_all(root: Path | str, environment: str | None = None) -> ConfigSet:
     base, _ = load_checked(root, environment)
     if environment is not None:
         return base
-    issues = set(base.issues)
+    issues, warnings = set(base.issues), set(base.warnings)
     for env in overlay_environments(root):
-        issues.update(load_checked(root, env, reuse=base)[0].issues)
+        derived = load_checked(root, env, reuse=base)[0]
+        issues.update(derived.issues)
+        warnings.update(derived.warnings)
     base.issues = sorted_issues(issues)
+    base.warnings = sorted_issues(warnings)
     return base

@@ -155,6 +155,9 @@ def _change_text(change: Change, paint: _Painter) -> list[str]:
         lines.append(f"      reason: {change.reason}")
     if change.impact and change.action not in ("retire",):
         lines.append("      impact: " + _impact(change))
+    for violation in change.policy_violations:
+        lines.append(paint(f"      policy {violation['policy']} ({violation['severity']}): {violation['message']}",
+                           "red" if violation["severity"] == "error" else "yellow"))
     lines.append("")
     return lines
 
@@ -265,6 +268,9 @@ def _change_markdown(change: Change) -> list[str]:
         lines.append(f"  - reason: {change.reason}")
     if change.impact and change.action != "retire":
         lines.append("  - impact: " + _impact(change))
+    for violation in change.policy_violations:
+        mark = "❌" if violation["severity"] == "error" else "⚠️"
+        lines.append(f"  - {mark} policy `{violation['policy']}` ({violation['severity']}): {violation['message']}")
     return lines
 
 

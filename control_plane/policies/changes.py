@@ -1,0 +1,166 @@
+"""Change rules (scope: change) over a Plan: what `cplane plan` reports under each change.
+
+Each change of a config object (create, update, delete, retire, adopt) that a change policy
+matches is evaluated with `object` (the object as the config has it; null for a delete or a
+retire), `oldObject` (the object as the database holds it, in the same YAML shape; null for a
+create; secret fields null) and `change` (kind, name, action, cause, impact: {label: count},
+references: the sum of impact, fields: [{field, before, after}], reason). Nested rows (sectors,
+seed keywords, role permissions) are seen through their object, not as changes of their own.
+A violation is attached to the change (plain data, rendered under it); one of severity error
+is also a plan error, so the plan exits 1 and nothing can be applied.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from control_plane.config.validate import ConfigSet
+from control_plane.kinds.registry import COMMON_COLUMN_NAMES, CONFIG_KINDS, Child, ConfigKind
+from control_plane.plans.model import Change, Plan
+from control_plane.policies.compile import compile_policies, policies_digest
+from control_plane.policies.objects import Views, evaluate, message, static_variables
+from control_plane.policies.values import object_view, plain
+from control_plane.state.live import LiveState
+from control_plane.state.rows import Row
+
+
+def check_changes(plan: Plan, config: ConfigSet, live: LiveState) -> None:
+    """Attach every change-rule violation to its change; error-severity ones become plan errors.
+    Records the policies' digest in the plan."""
+    plan.policies_digest = policies_digest(config)
+    if not plan.policies_digest:
+        return
+    policies, problems = compile_policies(config)
+    for issue in problems:  # validate reports these first; a plan never runs a broken policy
+        plan.errors.append(f"{issue.format()}")
+    policies = [p for p in policies if p.scope == "change"]
+    if not policies or not plan.changes:
+        return
+    views = Views()
+    old = _OldObjects(live)
+    statics: dict[int, dict[str, Any]] = {}
+    for change in plan.changes:
+        ck = CONFIG_KINDS.get(change.kind)
+        if ck is None or ck.row_kind != change.kind:
+            continue
+        obj = config.of_kind(change.kind).get(change.name)
+        if change.action in ("delete", "retire"):
+            obj = None
+        for policy in policies:
+            if not policy.matches(change.kind, change.name, obj.labels if obj is not None else {}):
+                continue
+            for rule in policy.rules:
+                if id(rule) not in statics:
+                    statics[id(rule)] = static_variables(config, policy, rule, views)
+                data = dict(statics[id(rule)])
+                data["object"] = views.of(obj, rule.names) if obj is not None else None
+                data["oldObject"] = old.view(ck, change, rule.names) if change.action != "create" else None
+                data["change"] = change_view(change)
+                subject = f"{change.kind}/{change.name} ({change.action})"
+                outcome = evaluate(rule, data, subject)
+                if isinstance(outcome, str):
+                    text = f"spec.validations[{rule.index}].expression: {outcome}"
+                    change.policy_violations.append({"policy": policy.name, "severity": "error", "message": text})
+                    plan.errors.append(f"policy {policy.name}: {text}")
+                elif outcome is False:
+                    text = message(rule, data)
+                    change.policy_violations.append({"policy": policy.name, "severity": policy.severity,
+                                                     "message": text})
+                    if policy.severity == "error":
+                        plan.errors.append(f"policy {policy.name}: {subject}: {text}")
+
+
+def change_view(change: Change) -> dict[str, Any]:
+    return {
+        "kind": change.kind,
+        "name": change.name,
+        "action": str(change.action),
+        "cause": change.cause,
+        "impact": dict(change.impact),
+        "references": sum(change.impact.values()),
+        "fields": [{"field": f.field, "before": plain(f.before), "after": plain(f.after)} for f in change.fields],
+        "reason": change.reason,
+    }
+
+
+class _OldObjects:
+    """Objects as the database holds them, in the YAML shape of their kind (fields from columns,
+    nested lists from child rows), built only for the changes a rule looks at."""
+
+    def __init__(self, live: LiveState):
+        self.live = live
+        self._children: dict[str, dict[str, list[Row]]] = {}
+
+    def view(self, ck: ConfigKind, change: Change, names: frozenset[str]) -> dict[str, Any] | None:
+        row = self.live.rows.get(change.kind, {}).get(change.name)
+        if row is None:
+            return None
+        spec = self._fields(ck.spec, row.values, ck.column_for, set(ck.child_fields), set(ck.secrets), names)
+        for child in ck.children:
+            alias = _alias(ck.spec, child.field)
+            if alias in names:
+                spec[alias] = self._items(child, ck.spec, row.key, names)
+        for field_name in ck.secrets:
+            alias = _alias(ck.spec, field_name)
+            if alias in names:
+                spec[alias] = None  # never a secret's value
+        record = self.live.managed.get(change.kind, {}).get(change.name)
+        annotations = {"cplane/prevent-destroy": "true"} if record is not None and record.prevent_destroy else {}
+        return object_view(ck.kind, change.name, {}, annotations, spec, names)
+
+    @staticmethod
+    def _fields(model, values: dict[str, Any], column_of, skip: set[str], secrets: set[str],
+                names: frozenset[str]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field_name, info in model.model_fields.items():
+            alias = info.alias or field_name
+            if field_name in skip or field_name in secrets or alias not in names:
+                continue
+            out[alias] = plain(values.get(column_of(field_name)))
+        return out
+
+    def _items(self, child: Child, model, parent_key: str, names: frozenset[str]) -> list[Any]:
+        rows = self._by_parent(child).get(parent_key, [])
+        if child.key_field is None:
+            return [plain(r.values[child.key_column]) for r in rows]
+        item_model = _item_model(model, child.field)
+        items = []
+        for r in rows:
+            item = self._fields(item_model, r.values,
+                                lambda f, c=child: c.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f),
+                                {g.field for g in child.children} | {child.key_field}, set(), names)
+            item[_alias(item_model, child.key_field)] = plain(r.values[child.key_column])
+            for grandchild in child.children:
+                alias = _alias(item_model, grandchild.field)
+                if alias in names:
+                    item[alias] = self._items(grandchild, item_model, r.key, names)
+            items.append(item)
+        return items
+
+    def _by_parent(self, child: Child) -> dict[str, list[Row]]:
+        if child.row_kind not in self._children:
+            parent_column = next(c for c, depth in child.ancestor_columns.items() if depth == 0)
+            grouped: dict[str, list[Row]] = {}
+            for r in self.live.rows.get(child.row_kind, {}).values():
+                grouped.setdefault(str(r.values[parent_column]), []).append(r)
+            for rows in grouped.values():
+                rows.sort(key=lambda r: (r.id is None, r.id or 0, r.key))
+            self._children[child.row_kind] = grouped
+        return self._children[child.row_kind]
+
+
+def _alias(model, field_name: str) -> str:
+    info = model.model_fields.get(field_name)
+    return info.alias if info is not None and info.alias else field_name
+
+
+def _item_model(model, field_name: str):
+    import typing
+
+    from pydantic import BaseModel
+
+    annotation = model.model_fields[field_name].annotation
+    for arg in typing.get_args(annotation) or (annotation,):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    raise RuntimeError(f"{model.__name__}.{field_name} is not a list of models")
