@@ -107,11 +107,52 @@ def evaluate(windows: list[Window], now: datetime | None = None) -> WindowState:
     return WindowState(False)
 
 
-def guard_manual_apply(config, environment: str | None, override: bool, now: datetime | None = None) -> str:
-    """For `cplane apply`: refuse inside a deny window unless `override`. Returns the warning the
-    audited plan carries when overridden ('' when no deny window is open). Allow windows bind only
-    the watch loop."""
-    deny = [w for w in windows_of(config, environment) if w.spec.action == "deny"]
+def declared_windows(config_dir, environment: str | None) -> list[Window]:
+    """The SyncWindow documents of a config tree that apply to `environment`, without validating
+    the whole tree: files that do not mention SyncWindow are not parsed (a manual apply pays almost
+    nothing for the check). A malformed window is an error at its place."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from control_plane.config.loader import load_file
+
+    found: list[Window] = []
+    root = Path(config_dir)
+    if not root.is_dir():
+        return found
+    for path in sorted(root.rglob("*.y*ml")):
+        if path.suffix not in (".yaml", ".yml") or any(p.startswith(".") for p in path.relative_to(root).parts):
+            continue
+        try:
+            if b"SyncWindow" not in path.read_bytes():
+                continue
+        except OSError:
+            continue
+        loaded = load_file(path)
+        for error in loaded.errors:
+            raise CplaneError(str(error))
+        for doc in loaded.documents:
+            data = doc.data if isinstance(doc.data, dict) else {}
+            if data.get("kind") != KIND:
+                continue
+            name = str((data.get("metadata") or {}).get("name") or "")
+            try:
+                spec = SyncWindowSpec.model_validate(data.get("spec") or {})
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise CplaneError(f"{path}:{doc.line}: {KIND}/{name}: {first['msg']} (run `cplane validate`)") from None
+            window = Window(name, spec)
+            if window.applies_to(environment):
+                found.append(window)
+    return found
+
+
+def manual_apply_guard(config_dir, environment: str | None, override: bool, now: datetime | None = None) -> str:
+    """For `cplane apply`: refuse inside an open deny window unless `override`. Returns the warning
+    the audited plan carries when overridden ('' when no deny window is open). Allow windows bind
+    only the watch loop."""
+    deny = [w for w in declared_windows(config_dir, environment) if w.spec.action == "deny"]
     state = evaluate(deny, now)
     if not state.blocked:
         return ""
