@@ -75,7 +75,9 @@ def status_page(*, result: RoundResult | None, policy: Policy, interval: float, 
         parts.append(f' <span class="muted">last round {escape(_t(result.finished_at))}</span>')
     parts.append("</p>")
     if result is not None:
-        applied = "applied" if plan is not None and not plan.changes and result.ok else "not applied"
+        pending = [c for c in plan.changes if c.cause != "drift"] if plan is not None else []
+        applied = ("unknown: the round failed" if plan is None else
+                   f"not applied: {len(pending)} change(s) pending" if pending else "applied")
         rows = [("Config revision", f"<code>{escape(result.revision or 'unknown')}</code> ({applied})")]
         if git:
             rows.append(("Config source", escape(git)))
