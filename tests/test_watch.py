@@ -337,3 +337,26 @@ def test_drift_metric_counts_per_kind_in_a_thread(applied):
     assert sample("cplane_drift_objects", {"kind": "Industry"}) == 1
     assert sample("cplane_drift_objects", {"kind": "CreditPackage"}) == 0
     assert sample("cplane_reconcile_duration_seconds_count") == 2
+
+
+def test_self_heal_recreates_deleted_rows_but_not_rows_whose_config_changed(applied):
+    from control_plane.watch.loop import Policy, Watcher
+
+    engine, url, tree = applied
+    watcher = Watcher(engine, tree.root, environment=None, policy=Policy(self_heal=True), interval=INTERVAL)
+    assert watcher.round().ok
+    sql(url, "UPDATE plans SET price_monthly = 97 WHERE slug = 'test-plan'")
+    sql(url, "DELETE FROM credit_packages WHERE slug = (SELECT min(slug) FROM credit_packages)")
+    tree.test_plan(price="23")  # the config of the drifted plan changes too
+    result = watcher.round()
+    assert result.ok, result.error
+    natures = {k: v for k, v in result.natures.items()}
+    assert natures[("Plan", "test-plan")] == "drift+config"
+    assert [v for (kind, _), v in natures.items() if kind == "CreditPackage"] == ["drift"]
+    assert result.applied == 1  # the deleted package came back; the plan waits for auto-apply
+    assert sql(url, "SELECT count(*) FROM credit_packages")[0][0] == watcher.last.managed["CreditPackage"]
+    assert price(url) == "97.00"
+    assert result.kind_states(watcher.policy)["Plan"] == "drift"
+    both = Watcher(engine, tree.root, environment=None, policy=Policy(self_heal=True, auto_apply=True),
+                   interval=INTERVAL)
+    assert both.round().applied == 1 and price(url) == "23.00"

@@ -103,6 +103,24 @@ def test_policy_decides_what_the_loop_applies():
     assert [c.name for c in every if Policy(auto_apply=True, prune=True).wants(c)] == ["b", "c", "d"]
     assert [c.name for c in every if Policy(True, True, True).wants(c)] == ["a", "b", "c", "d"]
     assert Policy(True, True, True).mode == "self-heal+auto-apply+prune"
+    # A drifted row whose config changed too is written only by self-heal and auto-apply together.
+    assert not Policy(self_heal=True).wants(drift, "drift+config")
+    assert not Policy(auto_apply=True).wants(drift, "drift+config")
+    assert Policy(self_heal=True, auto_apply=True).wants(drift, "drift+config")
+
+
+def test_nature_of_a_change_from_the_recorded_fingerprint():
+    from control_plane.watch.loop import nature_of
+
+    recorded = {("Plan", "a"): "fp-a", ("Plan", "gone"): "fp-gone"}
+    assert nature_of(Change("Plan", "a", Action.UPDATE, cause="drift", desired_fingerprint="fp-a"), recorded) == "drift"
+    assert nature_of(Change("Plan", "a", Action.UPDATE, cause="drift", desired_fingerprint="fp-new"),
+                     recorded) == "drift+config"
+    # A managed row deleted outside cplane, which the config still wants as it was: drift.
+    assert nature_of(Change("Plan", "gone", Action.CREATE, desired_fingerprint="fp-gone"), recorded) == "drift"
+    assert nature_of(Change("Plan", "new", Action.CREATE, desired_fingerprint="fp-new"), recorded) == "config"
+    assert nature_of(Change("Plan", "a", Action.UPDATE, desired_fingerprint="fp-new"), recorded) == "config"
+    assert nature_of(Change("Plan", "x", Action.ADOPT, cause="adopt"), recorded) == "adopt"
 
 
 def test_webhooks_retry_with_backoff_in_the_background():

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, func, inspect, select
+from sqlalchemy import Engine, inspect, select
 
 from control_plane.errors import CplaneError, LockHeld
 from control_plane.plans.model import Action, Change, Plan
@@ -50,15 +50,36 @@ class Policy:
         parts = (["self-heal"] if self.self_heal else []) + (["auto-apply"] if self.auto_apply else [])
         return "+".join(parts) + ("+prune" if self.prune and self.auto_apply else "") if parts else "detect"
 
-    def wants(self, change: Change) -> bool:
-        """Whether the loop applies this change by itself."""
-        if change.action == Action.ADOPT or change.cause == "adopt":
+    def wants(self, change: Change, nature: str | None = None) -> bool:
+        """Whether the loop applies this change by itself. `nature` (see `nature_of`): `drift` (the
+        row moved outside cplane, the config did not), `drift+config` (both moved: applied only with
+        self-heal and auto-apply, since writing the config over a manual edit is both), `config`,
+        `adopt` (never)."""
+        nature = nature or ("adopt" if change.action == Action.ADOPT else change.cause)
+        if nature == "adopt":
             return False
-        if change.cause == "drift":
+        if nature == "drift":
             return self.self_heal
+        if nature == "drift+config":
+            return self.self_heal and self.auto_apply
         if not self.auto_apply:
             return False
         return self.prune or change.action not in (Action.DELETE, Action.RETIRE)
+
+
+def nature_of(change: Change, recorded: dict[tuple[str, str], str]) -> str:
+    """What a change heals or brings, from the fingerprint cplane recorded when it last wrote the row
+    (`recorded`): drift when the config still wants exactly that row (an update of a row edited
+    outside cplane, or a create of a managed row deleted outside it)."""
+    if change.action == Action.ADOPT or change.cause == "adopt":
+        return "adopt"
+    last = recorded.get((change.kind, change.name))
+    unchanged_config = last is not None and change.desired_fingerprint == last
+    if change.cause == "drift":
+        return "drift" if unchanged_config else "drift+config"
+    if change.action == Action.CREATE and unchanged_config:
+        return "drift"
+    return "config"
 
 
 @dataclass
@@ -79,12 +100,16 @@ class RoundResult:
     hold_reason: str = ""
     scheduled: list[hooks.ScheduledChange] = field(default_factory=list)
     managed: dict[str, int] = field(default_factory=dict)
+    natures: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> nature_of
     git_error: str = ""
     schema_revision: str | None = None
 
+    def is_drift(self, change: Change) -> bool:
+        return self.natures.get((change.kind, change.name), change.cause).startswith("drift")
+
     @property
     def drift(self) -> list[Change]:
-        return [c for c in self.plan.changes if c.cause == "drift"] if self.plan else []
+        return [c for c in self.plan.changes if self.is_drift(c)] if self.plan else []
 
     def kind_states(self, policy: Policy) -> dict[str, str]:
         """Sync state per kind: in sync, drift, pending, scheduled, blocked."""
@@ -94,7 +119,7 @@ class RoundResult:
             changes = [c for c in self.plan.changes if c.kind == kind] if self.plan else []
             if any((c.kind, c.name) in held for c in changes) and self.window.blocked:
                 states[kind] = "blocked"
-            elif any(c.cause == "drift" for c in changes):
+            elif any(self.is_drift(c) for c in changes):
                 states[kind] = "drift"
             elif changes:
                 states[kind] = "pending"
@@ -127,6 +152,7 @@ class Watcher:
         self._drift_seen: frozenset = frozenset()
         self._blocked_seen: str = ""
         self._last_failure = ""
+        self._natures: dict[tuple[str, str], str] = {}
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -153,19 +179,21 @@ class Watcher:
             result.revision = plan.config_revision
             result.scheduled = hooks.scheduled_changes(plan)
             result.window = evaluate(windows_of(planned.config, self.environment))
-            self._read_database(result)
+            recorded = self._read_database(result)
             if plan.errors:
                 raise CplaneError("; ".join(plan.errors))
-            self._see_drift(plan)
-            wanted = [c for c in plan.changes if self.policy.wants(c)]
+            result.natures = {(c.kind, c.name): nature_of(c, recorded) for c in plan.changes}
+            self._natures = result.natures
+            self._see_drift(result)
+            wanted = [c for c in plan.changes if self.policy.wants(c, result.natures[(c.kind, c.name)])]
             hold = None
-            if wanted and any(c.cause != "drift" for c in wanted):
+            if wanted and any(result.natures[(c.kind, c.name)] != "drift" for c in wanted):
                 with self.engine.connect() as conn:
                     hold = hooks.rollback_hold(conn)
                 if hold:  # never auto-apply over a rollback; healing drift stays allowed
-                    result.held = [c for c in wanted if c.cause != "drift"]
+                    result.held = [c for c in wanted if result.natures[(c.kind, c.name)] != "drift"]
                     result.hold_reason = hold
-                    wanted = [c for c in wanted if c.cause == "drift"]
+                    wanted = [c for c in wanted if result.natures[(c.kind, c.name)] == "drift"]
             if wanted and result.window.blocked:
                 result.held = wanted
                 result.hold_reason = result.window.reason
@@ -228,20 +256,26 @@ class Watcher:
             self.metrics.errors.labels(type="git").inc()
             self.say(f"watch: {exc}; keeping revision {self.git.revision()[:12]}")
 
-    def _read_database(self, result: RoundResult) -> None:
+    def _read_database(self, result: RoundResult) -> dict[tuple[str, str], str]:
+        """Schema revision and managed rows per kind into `result`; returns the fingerprint cplane
+        recorded for each managed row."""
         from control_plane.db.engine import current_revision
         from control_plane.db.models import ManagedObject
 
         result.schema_revision = current_revision(self.engine)
+        recorded: dict[tuple[str, str], str] = {}
         with self.engine.connect() as conn:
             if inspect(conn).has_table(ManagedObject.__tablename__):
                 t = ManagedObject.__table__
-                rows = conn.execute(select(t.c.kind, func.count()).group_by(t.c.kind)).all()
-                result.managed = {k: n for k, n in rows}
+                for kind, name, fp in conn.execute(select(t.c.kind, t.c.name, t.c.fingerprint)):
+                    recorded[(kind, name)] = fp
+                    result.managed[kind] = result.managed.get(kind, 0) + 1
+        return recorded
 
-    def _see_drift(self, plan: Plan) -> None:
+    def _see_drift(self, result: RoundResult) -> None:
         """Say and notify drift once per new set of drifted rows (not every round)."""
-        drifted = [c for c in plan.changes if c.cause == "drift"]
+        plan = result.plan
+        drifted = result.drift
         seen = frozenset((c.kind, c.name, c.live_fingerprint) for c in drifted)
         if seen and seen != self._drift_seen:
             names = ", ".join(f"{c.kind}/{c.name}" for c in drifted)
@@ -255,9 +289,8 @@ class Watcher:
         plan = result.plan
         m = self.metrics
         drift: dict[str, int] = {}
-        for c in plan.changes:
-            if c.cause == "drift":
-                drift[c.kind] = drift.get(c.kind, 0) + 1
+        for c in result.drift:
+            drift[c.kind] = drift.get(c.kind, 0) + 1
         kinds = sorted(set(ROW_KINDS) | set(result.managed) | set(drift))
         m.set_per_kind(m.managed, result.managed, kinds)
         m.set_per_kind(m.drift, drift, kinds)
@@ -276,7 +309,7 @@ class Watcher:
         self.notifier.notify(Event(
             event, message, environment=self.environment, database=redact(self.engine.url),
             config_revision=plan.config_revision,
-            objects=[{"kind": c.kind, "name": c.name, "action": str(c.action), "cause": c.cause} for c in changes],
+            objects=[{"kind": c.kind, "name": c.name, "action": str(c.action), "cause": self._natures.get((c.kind, c.name), c.cause)} for c in changes],
             summary=summary or {}))
 
     def snapshot(self) -> RoundResult | None:

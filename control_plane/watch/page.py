@@ -75,7 +75,8 @@ def status_page(*, result: RoundResult | None, policy: Policy, interval: float, 
         parts.append(f' <span class="muted">last round {escape(_t(result.finished_at))}</span>')
     parts.append("</p>")
     if result is not None:
-        pending = [c for c in plan.changes if c.cause != "drift"] if plan is not None else []
+        pending = [c for c in plan.changes if result.natures.get((c.kind, c.name), c.cause) != "drift"] \
+            if plan is not None else []
         applied = ("unknown: the round failed" if plan is None else
                    f"not applied: {len(pending)} change(s) pending" if pending else "applied")
         rows = [("Config revision", f"<code>{escape(result.revision or 'unknown')}</code> ({applied})")]
@@ -113,11 +114,11 @@ def status_page(*, result: RoundResult | None, policy: Policy, interval: float, 
             parts.append("<p>No changes: the database holds exactly the config.</p>")
         else:
             for change in plan.changes[:200]:
-                cause = "drift" if change.cause == "drift" else change.cause
+                cause = result.natures.get((change.kind, change.name), change.cause)
                 one = replace(plan, changes=[change], warnings=[], unmanaged=[])
                 parts.append(f'<section id="{_anchor(change)}" class="change" data-cause="{escape(cause)}">'
                              f'<h3>{escape(change.kind)}/{escape(change.name)} <span class="badge '
-                             f'{STATE_CLASS.get(cause, "pending")}">{escape(str(change.action))} ({escape(cause)})</span></h3>'
+                             f'{STATE_CLASS.get(cause.split("+")[0], "pending")}">{escape(str(change.action))} ({escape(cause)})</span></h3>'
                              f"<pre>{escape(_plan_text(one))}</pre></section>")
             if len(plan.changes) > 200:
                 parts.append(f"<p>... and {len(plan.changes) - 200} more (see <code>cplane plan</code>).</p>")
