@@ -108,44 +108,29 @@ def evaluate(windows: list[Window], now: datetime | None = None) -> WindowState:
 
 
 def declared_windows(config_dir, environment: str | None) -> list[Window]:
-    """The SyncWindow documents of a config tree that apply to `environment`, without validating
-    the whole tree: files that do not mention SyncWindow are not parsed (a manual apply pays almost
-    nothing for the check). A malformed window is an error at its place."""
+    """The SyncWindow objects of a config tree (overlay patches included) that apply to
+    `environment`. A tree in which no file mentions SyncWindow has none, and is not loaded again
+    for it: a manual apply without windows pays a scan of bytes, nothing more."""
     from pathlib import Path
 
-    from pydantic import ValidationError
-
-    from control_plane.config.loader import load_file
-
-    found: list[Window] = []
     root = Path(config_dir)
     if not root.is_dir():
-        return found
-    for path in sorted(root.rglob("*.y*ml")):
-        if path.suffix not in (".yaml", ".yml") or any(p.startswith(".") for p in path.relative_to(root).parts):
-            continue
-        try:
-            if b"SyncWindow" not in path.read_bytes():
-                continue
-        except OSError:
-            continue
-        loaded = load_file(path)
-        for error in loaded.errors:
-            raise CplaneError(str(error))
-        for doc in loaded.documents:
-            data = doc.data if isinstance(doc.data, dict) else {}
-            if data.get("kind") != KIND:
-                continue
-            name = str((data.get("metadata") or {}).get("name") or "")
+        return []
+    mentioned = False
+    for path in root.rglob("*"):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
             try:
-                spec = SyncWindowSpec.model_validate(data.get("spec") or {})
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise CplaneError(f"{path}:{doc.line}: {KIND}/{name}: {first['msg']} (run `cplane validate`)") from None
-            window = Window(name, spec)
-            if window.applies_to(environment):
-                found.append(window)
-    return found
+                if b"SyncWindow" in path.read_bytes():
+                    mentioned = True
+                    break
+            except OSError:
+                continue
+    if not mentioned:
+        return []
+    from control_plane.reconcile.controller import load_valid_config
+
+    config, _ = load_valid_config(root, environment)
+    return windows_of(config, environment)
 
 
 def manual_apply_guard(config_dir, environment: str | None, override: bool, now: datetime | None = None) -> str:
