@@ -10,7 +10,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
 
 from control_plane import __version__
-from runtime import errors, tenancy
+from runtime import errors, metrics, tenancy
 from runtime.guards import GuardMiddleware
 from runtime.http import HeadMiddleware, install_docs, operation_id
 from runtime.middleware import AccessLogMiddleware, BodyLimitMiddleware
@@ -86,4 +86,5 @@ def create_app(engine: Engine | None = None, *, environment: str | None = None,
     app.add_middleware(HeadMiddleware, fastapi_app=app)
     app.add_middleware(BodyLimitMiddleware)
     app.add_middleware(AccessLogMiddleware)
+    metrics.install(app)  # outermost: /metrics, and every request timed (runtime/metrics.py)
     return app

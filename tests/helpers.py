@@ -158,3 +158,138 @@ def ok(response, status: int = 200):
     """The JSON of a response that must have `status` (the body is shown when it has not)."""
     assert response.status_code == status, response.text
     return response.json() if response.content else None
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.1):
+    """Poll `condition` until it returns something truthy (returned) or `timeout` seconds pass (fails)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = condition()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+class WatchProcess:
+    """`cplane watch` as a user runs it: a subprocess with its status server on a free port; its
+    stderr lines are collected by a thread."""
+
+    def __init__(self, *args: str, database_url: str, config_dir: Path, env: dict | None = None,
+                 listen: bool = True, cwd: Path | None = None):
+        import os
+        import subprocess
+
+        self.lines: list[str] = []
+        command = cplane_cmd("watch", "--database-url", database_url, "--config", str(config_dir), *args)
+        if listen:
+            command += ["--listen", "127.0.0.1:0"]
+        environ = {**os.environ, **(env or {})}
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env=environ, cwd=cwd)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = ""
+        if listen:
+            line = wait_for(lambda: self.find("status page on http://") or self.proc.poll() is not None, 30,
+                            "the status page to start")
+            if line is True:
+                raise AssertionError(f"cplane watch exited {self.proc.returncode}: {self.text()}")
+            self.url = line.split("status page on ", 1)[1].strip().rstrip("/")
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def find(self, needle: str) -> str | None:
+        return next((line for line in list(self.lines) if needle in line), None)
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+    def get(self, path: str, **kwargs):
+        import httpx
+
+        return httpx.get(self.url + path, timeout=10, **kwargs)
+
+    def metrics(self) -> dict[tuple[str, tuple], float]:
+        """Every sample of /metrics, parsed by prometheus_client's own parser: {(name, labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        response = self.get("/metrics")
+        assert response.status_code == 200, response.text
+        out = {}
+        for family in text_string_to_metric_families(response.text):
+            for sample in family.samples:
+                out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        return out
+
+    def metric(self, name: str, **labels) -> float | None:
+        return self.metrics().get((name, tuple(sorted(labels.items()))))
+
+    def rounds(self) -> int:
+        return self.get("/healthz").json()["rounds"]
+
+    def stop(self, timeout: float = 30) -> int:
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def __enter__(self) -> WatchProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.stop()
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class WebhookReceiver:
+    """A local HTTP server that records every POSTed JSON body; `fail_first` answers 500 that many times."""
+
+    def __init__(self, fail_first: int = 0):
+        import json
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.bodies: list[dict] = []
+        self.attempts = 0
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.attempts += 1
+                if receiver.attempts <= fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(body))
+                self.send_response(204)
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def events(self) -> list[str]:
+        return [b.get("event", "") for b in self.bodies]
+
+    def __enter__(self) -> WebhookReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -181,7 +181,7 @@ def db_upgrade(ctx: Context):
 
 # Commands live beside each other in this package; registered statically, so `--help` lists them all
 # without importing anything heavy (each command imports what it needs when it runs).
-from control_plane.cli import cleanup, export, operators, reconcile, runtime, secrets  # noqa: E402
+from control_plane.cli import cleanup, export, operators, reconcile, runtime, secrets, watch  # noqa: E402
 
 main.add_command(reconcile.plan_command, "plan")
 main.add_command(reconcile.apply_command, "apply")
@@ -196,3 +196,4 @@ main.add_command(runtime.accounts, "accounts")
 main.add_command(operators.operators, "operators")
 main.add_command(operators.payments, "payments")
 main.add_command(secrets.secrets_group, "secrets")
+main.add_command(watch.watch_command, "watch")

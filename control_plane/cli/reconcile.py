@@ -102,28 +102,24 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 @click.option("--auto-approve", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--actor", help="Who applies, for the audit record (default: OS user).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--override-window", is_flag=True,
+              help="Apply even while a deny change window (SyncWindow) is open; audited.")
 @lock_timeout_option
 @_plan_options
 @_fast_path_option
 @common_options
 def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor: str | None, fmt: str,
-                  lock_timeout: float, adopt: bool, require_secrets: bool, allow_environment_change: bool,
-                  no_fast_path: bool):
+                  override_window: bool, lock_timeout: float, adopt: bool, require_secrets: bool,
+                  allow_environment_change: bool, no_fast_path: bool):
     """Apply a saved plan (the reviewed plan is the approval: no confirmation), or compute and apply a fresh one."""
     from control_plane.cli.progress import ApplyReporter
     from control_plane.plans.model import Plan
     from control_plane.reconcile import fastpath
-    from control_plane.plans.planfile import read_plan
-    from control_plane.reconcile.controller import (
-        apply_config,
-        apply_plan,
-        check_binding,
-        check_policies_unchanged,
-        make_plan,
-    )
     from control_plane.render.plan import NO_CHANGES, render_text, summary_line
+    from control_plane.watch.windows import manual_apply_guard
 
     reporter = ApplyReporter(colour=ctx.colour(sys.stderr))
+    window_note = manual_apply_guard(ctx.config_dir, ctx.environment, override_window)
 
     def show(plan: Plan) -> None:
         if fmt == "text":
@@ -157,14 +153,21 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             return
     from control_plane.apply.execute import refuse_unapproved_adoptions
     from control_plane.plans.planfile import read_plan
-    from control_plane.reconcile.controller import apply_config, apply_plan, check_binding, make_plan
+    from control_plane.reconcile.controller import (
+        apply_config,
+        apply_plan,
+        check_binding,
+        check_policies_unchanged,
+        make_plan,
+    )
 
     if planfile is None and auto_approve:
         # Nobody reviews this plan, so it is computed under the apply lock: no stale-plan refusals.
         try:
             result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
                                   require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                                  lock_timeout=lock_timeout, progress=reporter, fast_path=False)
+                                  lock_timeout=lock_timeout, progress=reporter, fast_path=False,
+                                  extra_warnings=(window_note,) if window_note else ())
         finally:
             reporter.close()
         show(result.plan)
@@ -194,6 +197,8 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             raise CplaneError("refusing to apply without confirmation: not a terminal; pass --auto-approve")
         if not click.confirm("Apply these changes?", default=False):
             raise CplaneError("apply cancelled")
+    if window_note:
+        plan.warnings.append(window_note)  # audited with the plan
     try:
         result = apply_plan(engine, plan, environment=ctx.environment, actor=actor, saved=bool(planfile), adopt=adopt,
                             allow_environment_change=allow_environment_change, lock_timeout=lock_timeout,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
-from control_plane.kinds import catalog, conditions, specs
+from control_plane.kinds import catalog, conditions, specs, windows
 from control_plane.kinds.columns import MODELS
 
 if TYPE_CHECKING:
@@ -521,6 +521,12 @@ CONFIG_KINDS: dict[str, ConfigKind] = {
             "policies",
             specs.PolicySpec,
             "Guardrails as CEL rules over objects (checked by validate) or over changes (checked by plan).",
+        ),
+        ConfigKind(
+            "SyncWindow",
+            "sync_windows",
+            windows.SyncWindowSpec,
+            "When `cplane watch` may apply by itself: deny windows (a weekend, a launch freeze) and allow windows.",
         ),
     ]
 }

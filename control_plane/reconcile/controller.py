@@ -244,8 +244,10 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
                  adopt: bool = False, require_secrets: bool = False, allow_environment_change: bool = False,
                  environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
-                 fast_path: bool = True, at: datetime | str | None = None) -> ApplyResult:
-    """Plan and apply in one go (what `cplane apply --auto-approve` does).
+                 fast_path: bool = True, at: datetime | str | None = None,
+                 extra_warnings: tuple[str, ...] = ()) -> ApplyResult:
+    """Plan and apply in one go (what `cplane apply --auto-approve` does). `extra_warnings` go into
+    the plan, and so into its audit record (e.g. an apply that overrode a change window).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
     that overlaps another is refused with the lock message, one that follows it finds nothing to do.
@@ -266,6 +268,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url, at=at)
+    prepared.warnings.extend(extra_warnings)
     _migrate(engine, progress)
     recorder = fastpath.Recorder(inputs, environ, box, prepared.desired) if inputs is not None else None
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
