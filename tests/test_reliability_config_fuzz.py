@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control_plane.cli.main import main
+from control_plane.db.counters import COUNTED_TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "config"
@@ -52,8 +53,9 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=CI, *
 # --- fixtures ------------------------------------------------------------------------------------
 
 
-# The rows of a freshly migrated database: the schema revision and the database's identity (lineage id).
-MIGRATED_EMPTY = {"alembic_version": 1, "cplane_database": 1}
+# The rows of a freshly migrated database: the schema revision, the database's identity (lineage
+# id) and one change counter per counted table.
+MIGRATED_EMPTY = {"alembic_version": 1, "cplane_database": 1, "cplane_change_counters": len(COUNTED_TABLES)}
 
 
 @pytest.fixture(scope="module")
