@@ -58,7 +58,8 @@ def subscribe(engine, plan_slug: str) -> uuid.UUID:
 
 
 def scheduled_plan(tree, schedule: str = PRICE_SCHEDULE) -> None:
-    tree.write("plans/test-plan.yaml", TEST_PLAN.format(price="19", annotations="{}") + schedule)
+    # Approved: the shipped price-change-approval policy asks it of the +53% patch these tests schedule.
+    tree.write("plans/test-plan.yaml", TEST_PLAN.format(price="19", annotations="{cplane/approved-by: test}") + schedule)
 
 
 def test_price_patch_is_scheduled_then_due_then_applied_and_audited(config_tree, migrated_engine):
@@ -147,6 +148,8 @@ metadata:
   name: black-friday
   effectiveFrom: 2026-11-27T00:00:00Z
   effectiveUntil: 2026-11-30T00:00:00Z
+  labels: {pricing: promotional}             # a deal: exempt from the price-per-credit ladder
+  annotations: {cplane/approved-by: test}    # retiring it with purchases needs an approval
 spec:
   displayName: Black Friday pack
   credits: 10000
@@ -230,7 +233,10 @@ spec:
     assert any(":25:" in i and "has no zone" in i for i in issues), text_issues
     assert any(i.startswith("config/content_types/short.yaml:17:") and "ContentType 'short-lived' does not exist"
                in i and "(at 2027-03-01T00:00:00Z)" in i for i in issues), text_issues
-    assert len(issues) == 4, text_issues
+    # ...and the shipped content-types-complete policy: a content type needs a strategy.
+    assert any(i.startswith("config/content_types/short.yaml:") and "policy content-types-complete" in i
+               for i in issues), text_issues
+    assert len(issues) == 5, text_issues
 
 
 def test_schedule_patch_of_wrong_type_and_overlay_schedule(config_tree):
@@ -418,7 +424,7 @@ def test_adding_only_a_schedule_is_a_change_that_publishes_it(config_tree, migra
 
 def test_window_end_of_a_prevent_destroy_object_fails_the_plan(config_tree, migrated_engine):
     config_tree.write("credit_packages/black-friday.yaml", PACKAGE.replace(
-        "  name: black-friday\n", '  name: black-friday\n  annotations: {cplane/prevent-destroy: "true"}\n'))
+        "annotations: {cplane/approved-by: test}", 'annotations: {cplane/approved-by: test, cplane/prevent-destroy: "true"}'))
     apply_config(migrated_engine, config_tree.root, actor="test", at="2026-11-28T00:00:00Z")
     plan = make_plan(migrated_engine, config_tree.root, at="2026-11-30T00:00:00Z").plan
     assert any("CreditPackage/black-friday is annotated cplane/prevent-destroy" in e for e in plan.errors)

@@ -24,9 +24,11 @@ from control_plane.state.live import LiveState
 from control_plane.state.rows import Row
 
 
-def check_changes(plan: Plan, config: ConfigSet, live: LiveState) -> None:
+def check_changes(plan: Plan, config: ConfigSet, live: LiveState, declared: ConfigSet | None = None) -> None:
     """Attach every change-rule violation to its change; error-severity ones become plan errors.
-    Records the policies' digest in the plan."""
+    Records the policies' digest in the plan. `declared`: the config with every object however
+    timed; an object that leaves its window (retired or deleted though still declared) is shown to
+    the rules as `object`, so that its annotations (an approval) count."""
     plan.policies_digest = policies_digest(config)
     if not plan.policies_digest:
         return
@@ -45,7 +47,7 @@ def check_changes(plan: Plan, config: ConfigSet, live: LiveState) -> None:
             continue
         obj = config.of_kind(change.kind).get(change.name)
         if change.action in ("delete", "retire"):
-            obj = None
+            obj = declared.of_kind(change.kind).get(change.name) if declared is not None else None
         for policy in policies:
             if not policy.matches(change.kind, change.name, obj.labels if obj is not None else {}):
                 continue

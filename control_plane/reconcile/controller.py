@@ -103,7 +103,7 @@ class Prepared:
             plan_schedule(plan, conn, self.timeline, self.at, self.box, live, counts)
         from control_plane.policies.changes import check_changes  # CEL only when policies exist
 
-        check_changes(plan, self.config, live)
+        check_changes(plan, self.config, live, self.timeline if self.timeline is not self.config else None)
         plan.pending_migrations = pending
         plan.environment = self.environment
         plan.config_revision = self.revision
