@@ -360,3 +360,27 @@ def test_self_heal_recreates_deleted_rows_but_not_rows_whose_config_changed(appl
     both = Watcher(engine, tree.root, environment=None, policy=Policy(self_heal=True, auto_apply=True),
                    interval=INTERVAL)
     assert both.round().applied == 1 and price(url) == "23.00"
+
+
+def test_an_apply_lock_held_elsewhere_is_busy_not_a_failure(applied):
+    from control_plane.apply.execute import APPLY_LOCK_ID
+    from control_plane.watch.loop import Policy, Watcher
+    from control_plane.watch.notify import Notifier, Webhook
+
+    engine, url, tree = applied
+    with WebhookReceiver() as hook:
+        notifier = Notifier([Webhook(hook.url, "generic")])
+        watcher = Watcher(engine, tree.root, environment=None, policy=Policy(self_heal=True), interval=INTERVAL,
+                          notifier=notifier)
+        sql(url, "UPDATE plans SET price_monthly = 96 WHERE slug = 'test-plan'")
+        with psycopg.connect(url) as other:
+            other.execute("SELECT pg_advisory_xact_lock(%s)", (APPLY_LOCK_ID,))
+            busy = watcher.round()
+            assert not busy.ok and busy.error_type == "busy" and "apply lock held" in busy.error
+            assert watcher.metrics.registry.get_sample_value("cplane_reconcile_errors_total", {"type": "busy"}) == 1
+        healed = watcher.round()
+        assert healed.ok and healed.applied == 1 and price(url) == "19.00"
+        # Delivered in order by one thread: the busy round notified nothing of its own.
+        wait_for(lambda: "apply_succeeded" in hook.events(), 10, "apply_succeeded delivered")
+        assert hook.events() == ["drift_detected", "apply_succeeded"]
+        notifier.close()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, inspect, select
 
+from control_plane.apply.execute import PlanStale
 from control_plane.errors import CplaneError, LockHeld
 from control_plane.plans.model import Action, Change, Plan
 from control_plane.watch import hooks
@@ -152,6 +153,7 @@ class Watcher:
         self._drift_seen: frozenset = frozenset()
         self._blocked_seen: str = ""
         self._last_failure = ""
+        self._last_apply_failure = ""
         self._natures: dict[tuple[str, str], str] = {}
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -205,10 +207,18 @@ class Watcher:
                 a0 = time.monotonic()
                 try:
                     applied = apply_plan(self.engine, sub, environment=self.environment, actor=self.actor)
+                except (LockHeld, PlanStale) as exc:
+                    # Another apply holds the lock, or a row moved since the plan: the next round
+                    # plans again. Not a failure to page anyone about.
+                    self.metrics.apply_duration.observe(time.monotonic() - a0)
+                    raise _Failed("busy" if isinstance(exc, LockHeld) else "stale", exc) from exc
                 except Exception as exc:
                     self.metrics.apply_duration.observe(time.monotonic() - a0)
-                    self._notify("apply_failed", f"apply failed: {_line(exc)}", plan, wanted)
+                    if _line(exc) != self._last_apply_failure:  # once per distinct failure, not every round
+                        self._notify("apply_failed", f"apply failed: {_line(exc)}", plan, wanted)
+                    self._last_apply_failure = _line(exc)
                     raise _Failed("apply", exc) from exc
+                self._last_apply_failure = ""
                 self.metrics.apply_duration.observe(time.monotonic() - a0)
                 self.metrics.last_apply.set(time.time())
                 result.applied_run_id = applied.apply_run_id
