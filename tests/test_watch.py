@@ -256,6 +256,9 @@ def test_sigterm_during_a_round_exits_after_it_and_writes_whole(applied):
             # Drift, and hold the table so that the next round blocks inside its plan.
             blocker.execute("UPDATE plans SET price_monthly = 77 WHERE slug = 'test-plan'")
             blocker.execute("LOCK TABLE plans IN ACCESS EXCLUSIVE MODE")
+            # The round starts with the no-change fast path, which reads the change counters and
+            # no system row: hold those too, so that the round blocks whichever path it takes.
+            blocker.execute("LOCK TABLE cplane_change_counters IN ACCESS EXCLUSIVE MODE")
             wait_for(lambda: sql(url, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                                       "AND datname = current_database()")[0][0] >= 1, WITHIN + 5,
                      "a round blocked on the table")

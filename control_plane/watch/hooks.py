@@ -1,12 +1,11 @@
-"""The two places where the watch loop meets issue 18 (scheduled changes, rollback). Each is one
-function; the loop calls nothing else of those features, so plugging them in is local here.
+"""The two places where the watch loop meets scheduled changes and rollback, one function each.
 
 - Scheduled changes: the plan will carry a "Scheduled" section (future changes with their time).
   `scheduled_changes(plan)` reads it; changes that are due are already ordinary plan changes (the
   desired state is a function of time), so the loop applies them like any config change, subject
   to the windows (a due change inside a deny window waits for its end).
-- Rollback: `cplane rollback` will record that the database is rolled back; while it is, the loop
-  must not auto-apply the config over it. `rollback_hold(conn)` returns why (or None).
+- Rollback: after `cplane rollback` the loop must not auto-apply the config over it until the
+  config revision changes (Argo CD's trap). `rollback_hold(conn, config_digest)` returns why (or None).
 """
 
 from __future__ import annotations
@@ -37,25 +36,26 @@ def _at(value: Any) -> datetime | None:
 
 
 def scheduled_changes(plan) -> list[ScheduledChange]:
-    """The plan's future changes, soonest first. Issue 18 plugs in here: today's plans have no
-    `scheduled` attribute, so this is empty; items are read duck-typed (`at`, `kind`, `name`,
-    `action` as attributes or keys) so that its Plan.scheduled fits without a change here."""
+    """The plan's future changes (its Scheduled section, plans/model.ScheduledStep), soonest first;
+    changes that are due are ordinary plan changes already."""
     out = []
-    for item in getattr(plan, "scheduled", None) or []:
-        get = (lambda k, item=item: item.get(k)) if isinstance(item, dict) else (
-            lambda k, item=item: getattr(item, k, None))
-        at = _at(get("at"))
+    for step in plan.scheduled:
+        at = _at(step.at)
         if at is None:
             continue
-        change = get("change")
-        kind = get("kind") or getattr(change, "kind", "") or ""
-        name = get("name") or getattr(change, "name", "") or ""
-        action = get("action") or getattr(change, "action", "") or "update"
-        out.append(ScheduledChange(at, str(kind), str(name), str(action), str(get("description") or "")))
+        for change in step.changes:
+            out.append(ScheduledChange(at, change.kind, change.name, str(change.action), "; ".join(step.entries)))
     return sorted(out, key=lambda s: s.at)
 
 
-def rollback_hold(conn) -> str | None:
-    """Why the loop must not auto-apply now because the database was rolled back, or None.
-    Issue 18 (`cplane rollback`) plugs its record in here; until then there is no rollback state."""
-    return None
+def rollback_hold(conn, config_digest: str) -> str | None:
+    """Why the loop must not auto-apply now, or None: the last apply was a rollback and the config
+    is still the one in force when it was made (reconcile/timeline.py); a new config revision, or
+    a manual apply, lifts it."""
+    from control_plane.reconcile.timeline import rollback_state
+
+    state = rollback_state(conn)
+    if state is None or state["config_digest"] != config_digest:
+        return None
+    return (f"the database is rolled back to run #{state['to']} (run #{state['run']}); automatic applies wait "
+            "for a new config revision (apply manually to return to the config)")

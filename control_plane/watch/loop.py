@@ -27,7 +27,7 @@ from control_plane.plans.model import Action, Change, Plan
 from control_plane.watch import hooks
 from control_plane.watch.metrics import WatchMetrics
 from control_plane.watch.notify import Event, Notifier
-from control_plane.watch.windows import WindowState, evaluate, windows_of
+from control_plane.watch.windows import WindowState, declared_windows, evaluate, windows_of
 
 log = logging.getLogger("cplane.watch")
 
@@ -180,7 +180,10 @@ class Watcher:
             result.plan = plan
             result.revision = plan.config_revision
             result.scheduled = hooks.scheduled_changes(plan)
-            result.window = evaluate(windows_of(planned.config, self.environment))
+            # A plan from the no-change fast path parsed nothing: read the windows on their own.
+            windows = (windows_of(planned.config, self.environment) if planned.config is not None
+                       else declared_windows(self.config_dir, self.environment))
+            result.window = evaluate(windows)
             recorded = self._read_database(result)
             if plan.errors:
                 raise CplaneError("; ".join(plan.errors))
@@ -191,7 +194,7 @@ class Watcher:
             hold = None
             if wanted and any(result.natures[(c.kind, c.name)] != "drift" for c in wanted):
                 with self.engine.connect() as conn:
-                    hold = hooks.rollback_hold(conn)
+                    hold = hooks.rollback_hold(conn, plan.config_digest)
                 if hold:  # never auto-apply over a rollback; healing drift stays allowed
                     result.held = [c for c in wanted if result.natures[(c.kind, c.name)] != "drift"]
                     result.hold_reason = hold
