@@ -387,3 +387,27 @@ def test_an_apply_lock_held_elsewhere_is_busy_not_a_failure(applied):
         wait_for(lambda: "apply_succeeded" in hook.events(), 10, "apply_succeeded delivered")
         assert hook.events() == ["drift_detected", "apply_succeeded"]
         notifier.close()
+
+
+def test_a_scheduled_change_falls_due_and_the_loop_applies_it(applied):
+    """A price patch scheduled a few seconds ahead: the loop shows it as scheduled (metric and
+    next-change time), then applies it within two intervals of its time, naming the entry."""
+    from helpers import TEST_PLAN
+
+    engine, url, tree = applied
+    due = (datetime.now(UTC) + timedelta(seconds=6)).replace(microsecond=0)
+    at = due.strftime("%Y-%m-%dT%H:%M:%SZ")
+    tree.write("plans/test-plan.yaml", TEST_PLAN.format(price="19", annotations="{cplane/approved-by: test}")
+               + f"schedule:\n  - at: {at}\n    patch: {{priceMonthly: 23}}\n")
+    with WatchProcess("--auto-apply", "--interval", "1s", database_url=url, config_dir=tree.root) as watch:
+        first_round(watch)
+        if datetime.now(UTC) < due - timedelta(seconds=1):
+            wait_for(lambda: watch.metric("cplane_scheduled_changes") == 1, WITHIN, "the scheduled change counted")
+            assert watch.metric("cplane_next_scheduled_change_timestamp_seconds") == due.timestamp()
+            assert price(url) == "19.00"
+        wait_for(lambda: price(url) == "23.00", (due - datetime.now(UTC)).total_seconds() + WITHIN,
+                 "the scheduled price applied by the loop")
+    last = runs(url)[-1]
+    assert last[1] == "cplane-watch"
+    applied_entries = [e for step in last[4].get("schedule_applied", []) for e in step["entries"]]
+    assert any(e.endswith("test-plan.yaml:18 schedule[0]") for e in applied_entries), applied_entries
