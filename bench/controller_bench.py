@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
@@ -81,20 +81,38 @@ class Run:
         self.seconds, self.rss_mb, self.stdout, self.stderr = seconds, rss_mb, stdout, stderr
 
 
-def run(cmd: list[str], *, ok=(0,)) -> Run:
-    """One process: wall time and peak RSS (ru_maxrss of the child, KiB on Linux)."""
-    env = {**os.environ, **SECRETS, "CPLANE_SECRET_KEY": "bench", "NO_COLOR": "1"}
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+# Started first, as a bare interpreter: Linux carries the forking process's peak RSS into the child's
+# ru_maxrss (across fork and exec), so every measured process is started from this small one.
+SPAWNER = r"""
+import json, os, subprocess, sys, time
+for line in sys.stdin:
+    r = json.loads(line)
+    with open(r["out"], "wb") as out, open(r["err"], "wb") as err:
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=REPO)
+        proc = subprocess.Popen(r["cmd"], stdout=out, stderr=err, env=r["env"], cwd=r["cwd"])
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        result = Run(seconds, usage.ru_maxrss / 1024, out.read().decode(), err.read().decode())
-    if proc.returncode not in ok:
-        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    print(json.dumps([seconds, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)]), flush=True)
+"""
+
+
+_SPAWNER: subprocess.Popen | None = None
+
+
+def run(cmd: list[str], *, ok=(0,)) -> Run:
+    global _SPAWNER
+    if _SPAWNER is None:
+        _SPAWNER = subprocess.Popen([sys.executable, "-c", SPAWNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    text=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        env = {**os.environ, **SECRETS, "CPLANE_SECRET_KEY": "bench", "NO_COLOR": "1"}
+        _SPAWNER.stdin.write(json.dumps({"cmd": cmd, "out": out, "err": err, "env": env, "cwd": str(REPO)}) + "\n")
+        _SPAWNER.stdin.flush()
+        seconds, rss, returncode = json.loads(_SPAWNER.stdout.readline())
+        result = Run(seconds, rss, Path(out).read_text(), Path(err).read_text())
+    if returncode not in ok:
+        raise SystemExit(f"{' '.join(cmd)} exited {returncode}:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
     return result
 
 
@@ -320,6 +338,7 @@ def main() -> None:
             FLOORS[name](url, Path(path))
         return
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    run([sys.executable, "-c", "pass"])  # starts the spawner while this process is small
     about = machine()
     lines = [
         "| rows | step | seconds | peak RSS MB | naive ÷ cplane | cplane ÷ floor | notes |",
