@@ -72,6 +72,19 @@ def test_runtime_role_cannot_bypass_and_owns_nothing(rt_engine):
         assert conn.execute(text("SELECT pg_has_role(current_user, :r, 'MEMBER')"), {"r": RUNTIME_ROLE}).scalar()
 
 
+def test_the_runtime_role_reads_every_table_but_the_hidden_ones(rt_engine):
+    """Tables created by revisions after 0009 (run rows, scheduled changes, the fast path's record)
+    are readable too (default privileges), and the operators' keys are not."""
+    from control_plane.db.tenancy import HIDDEN_FROM_RUNTIME
+
+    with rt_engine.connect() as conn:
+        names = conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")).scalars()
+        readable = {t: conn.execute(text("SELECT has_table_privilege(:r, quote_ident(:t), 'SELECT')"),
+                                    {"r": RUNTIME_ROLE, "t": t}).scalar() for t in names}
+    assert {t for t, ok_ in readable.items() if not ok_} == set(HIDDEN_FROM_RUNTIME)
+    assert readable["cplane_scheduled_changes"]
+
+
 def test_every_table_reaching_an_account_has_rls_forced(rt_engine):
     """Derived from the live schema, so a future table cannot be forgotten: every table with an
     account_id column, every table reaching one through an ON DELETE CASCADE reference, and every

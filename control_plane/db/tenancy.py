@@ -137,6 +137,11 @@ def grants_ddl(tenant_tables: Iterable[str]) -> list[str]:
             EXECUTE format('GRANT USAGE ON SCHEMA %I TO {role}', current_schema());
             EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO {role}', current_schema());
             EXECUTE format('GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA %I TO {role}', current_schema());
+            -- Tables later revisions create (the owner creates them) are readable too, like these:
+            -- a new table the runtime must not read is revoked by its revision (HIDDEN_FROM_RUNTIME).
+            EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT SELECT ON TABLES TO {role}', current_schema());
+            EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I GRANT USAGE, SELECT ON SEQUENCES TO {role}',
+                           current_schema());
         END $$""",
     ]
     statements += [f"REVOKE ALL ON {_q(t)} FROM {role}" for t in HIDDEN_FROM_RUNTIME]
@@ -258,6 +263,9 @@ def uninstall(conn: Connection, tables: Sequence[TenantTable]) -> None:
             IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {_lit(role)}) THEN
                 EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA %I FROM {role}', current_schema());
                 EXECUTE format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA %I FROM {role}', current_schema());
+                EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I REVOKE ALL ON TABLES FROM {role}', current_schema());
+                EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA %I REVOKE ALL ON SEQUENCES FROM {role}',
+                               current_schema());
                 EXECUTE format('REVOKE ALL ON SCHEMA %I FROM {role}', current_schema());
             END IF;
         END $$""",
