@@ -19,10 +19,13 @@ from pydantic import BaseModel, ValidationError
 from control_plane.config.loader import Document, load_file, load_tree, locate
 from control_plane.config.messages import expected_got, field_path, pydantic_message, show, suggest
 from control_plane.kinds.registry import CONFIG_KINDS
-from control_plane.kinds.specs import API_VERSION, Envelope, template_variables
+from control_plane.kinds.specs import API_VERSION, Envelope, OverlayPatch, OverlaySpec, template_variables
 
 OVERLAY_DIR = "environments"
 OVERLAY_KIND = "Overlay"
+# The fields of an overlay's spec and of each patch, as the spec models declare them.
+OVERLAY_SPEC_FIELDS = frozenset(f.alias or n for n, f in OverlaySpec.model_fields.items())
+OVERLAY_PATCH_FIELDS = frozenset(f.alias or n for n, f in OverlayPatch.model_fields.items())
 PREVENT_DESTROY = "cplane/prevent-destroy"
 
 
@@ -358,7 +361,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
                     overlay_objects.append(_Raw(env, doc))
                 continue
             patches = env.spec.get("patches", [])
-            unknown = set(env.spec) - {"patches"}
+            unknown = set(env.spec) - OVERLAY_SPEC_FIELDS
             for key in sorted(unknown):
                 report.at(doc, ("spec", key), OVERLAY_KIND, env.metadata.name, f"unknown field {key!r}")
             if not isinstance(patches, list):
@@ -371,7 +374,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             }
             for i, patch in enumerate(patches):
                 where = ("spec", "patches", i)
-                allowed = {"kind", "name", "patch", "schedule"}
+                allowed = OVERLAY_PATCH_FIELDS
                 if (not isinstance(patch, dict) or set(patch) - allowed or not {"kind", "name"} <= set(patch)
                         or not {"patch", "schedule"} & set(patch)):
                     extra = sorted(set(patch) - allowed, key=str) if isinstance(patch, dict) else []

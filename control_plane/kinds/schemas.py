@@ -10,7 +10,7 @@ from pydantic.json_schema import GenerateJsonSchema
 from pydantic_core import core_schema
 
 from control_plane.kinds.registry import CONFIG_KINDS
-from control_plane.kinds.specs import API_VERSION, NAME_PATTERN
+from control_plane.kinds.specs import API_VERSION, Metadata, OverlaySpec, ScheduleEntry
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -28,87 +28,56 @@ class StrictJsonSchema(GenerateJsonSchema):
         return out
 
 
-# A document's (or an overlay patch's) schedule: merge patches over spec from their time on.
-SCHEDULE_SCHEMA: dict[str, Any] = {
-    "type": "array",
-    "items": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["at", "patch"],
-        "properties": {"at": {"type": "string", "format": "date-time"}, "patch": {"type": "object"}},
-    },
-}
+def model_schema(model) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema, $defs) of a spec model, references pointing at the document's $defs."""
+    schema = model.model_json_schema(by_alias=True, ref_template="#/$defs/{model}", schema_generator=StrictJsonSchema)
+    return schema, schema.pop("$defs", {})
 
 
-def kind_schema(kind: str) -> dict[str, Any]:
-    ck = CONFIG_KINDS[kind]
-    spec = ck.spec.model_json_schema(by_alias=True, ref_template="#/$defs/{model}", schema_generator=StrictJsonSchema)
-    defs = spec.pop("$defs", {})
+def _metadata_schema() -> dict[str, Any]:
+    return model_schema(Metadata)[0]
+
+
+def _schedule_schema() -> tuple[dict[str, Any], dict[str, Any]]:
+    entry, defs = model_schema(ScheduleEntry)
+    return {"type": "array", "items": {"$ref": "#/$defs/ScheduleEntry"}}, {**defs, "ScheduleEntry": entry}
+
+
+def _document(title: str, description: str, kind: dict[str, Any], spec: dict[str, Any],
+              defs: dict[str, Any], *, schedule: bool) -> dict[str, Any]:
+    """The envelope every document shares, from the models: apiVersion, kind, metadata
+    (specs.Metadata), spec and, for documents that may carry one, schedule (specs.ScheduleEntry)."""
+    properties: dict[str, Any] = {"apiVersion": {"const": API_VERSION}, "kind": kind,
+                                  "metadata": _metadata_schema(), "spec": spec}
+    if schedule:
+        properties["schedule"], schedule_defs = _schedule_schema()
+        defs = {**defs, **schedule_defs}
     return {
         "$schema": DRAFT,
-        "$id": f"https://cplane.dev/schemas/{kind}.json",
-        "title": kind,
-        "description": ck.summary,
+        "$id": f"https://cplane.dev/schemas/{title}.json",
+        "title": title,
+        "description": description,
         "type": "object",
         "additionalProperties": False,
         "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": API_VERSION},
-            "kind": {"const": kind},
-            "metadata": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name"],
-                "properties": {
-                    "name": {"type": "string", "pattern": NAME_PATTERN, "maxLength": 100},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
-                    "effectiveFrom": {"type": "string", "format": "date-time"},
-                    "effectiveUntil": {"type": "string", "format": "date-time"},
-                },
-            },
-            "spec": spec,
-            "schedule": SCHEDULE_SCHEMA,
-        },
+        "properties": properties,
         "$defs": defs,
     }
 
 
+def kind_schema(kind: str) -> dict[str, Any]:
+    ck = CONFIG_KINDS[kind]
+    spec, defs = model_schema(ck.spec)
+    return _document(kind, ck.summary, {"const": kind}, spec, defs, schedule=True)
+
+
 def overlay_schema() -> dict[str, Any]:
-    return {
-        "$schema": DRAFT,
-        "$id": "https://cplane.dev/schemas/Overlay.json",
-        "title": "Overlay",
-        "description": "Environment overlay: JSON merge patches applied to objects by kind and name.",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"const": API_VERSION},
-            "kind": {"const": "Overlay"},
-            "metadata": {"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}},
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {
-                    "patches": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["kind", "name"],
-                            "properties": {
-                                "kind": {"enum": sorted(k for k in CONFIG_KINDS)},
-                                "name": {"type": "string"},
-                                "patch": {"type": "object"},
-                                "schedule": SCHEDULE_SCHEMA,
-                            },
-                        },
-                    }
-                },
-            },
-        },
-    }
+    spec, defs = model_schema(OverlaySpec)
+    # A patch targets a config kind: the registry's names (the model says only "a string").
+    defs["OverlayPatch"]["properties"]["kind"] = {"enum": sorted(CONFIG_KINDS)}
+    defs.update(_schedule_schema()[1])
+    return _document("Overlay", "Environment overlay: JSON merge patches applied to objects by kind and name.",
+                     {"const": "Overlay"}, spec, defs, schedule=False)
 
 
 def all_schemas() -> dict[str, dict[str, Any]]:

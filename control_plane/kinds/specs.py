@@ -100,14 +100,46 @@ class SecretRef(Strict):
 Secret = Annotated[SecretRef, BeforeValidator(_refuse_literal_secret)]
 
 
+# RFC 3339 with a zone; config.schedule checks the zone and reports the position.
+Instant = Annotated[str, Field(json_schema_extra={"format": "date-time"})]
+
+
+# Every document's metadata (the JSON Schema of every kind and of the Overlay is generated from it).
 class Metadata(Strict):
+    """The object's name, labels, annotations, and the window in which it exists."""
+
     name: Name
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
-    # RFC 3339 with a zone (checked by config.schedule): the object exists from effectiveFrom
-    # (inclusive) until effectiveUntil (exclusive).
-    effective_from: str | None = None
-    effective_until: str | None = None
+    # The object exists from effectiveFrom (inclusive) until effectiveUntil (exclusive).
+    effective_from: Instant | None = None
+    effective_until: Instant | None = None
+
+
+# config.schedule checks the entries with their positions; this declares their shape.
+class ScheduleEntry(Strict):
+    """A JSON merge patch over spec that applies from `at` (RFC 3339 with a zone) on."""
+
+    at: Instant
+    patch: dict[str, Any]
+
+
+# config/validate.py reads the allowed fields from here and checks the rest with positions.
+class OverlayPatch(Strict):
+    """The object a patch targets (kind and name), and a JSON merge patch over its spec and/or a schedule."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [{"required": ["patch"]}, {"required": ["schedule"]}]})
+
+    kind: str
+    name: str
+    patch: dict[str, Any] = Field(default_factory=dict)
+    schedule: list[ScheduleEntry] = Field(default_factory=list)
+
+
+class OverlaySpec(Strict):
+    """Patches applied to the base objects when this environment is selected."""
+
+    patches: list[OverlayPatch] = Field(default_factory=list)
 
 
 class Envelope(Strict):
