@@ -19,9 +19,9 @@ from control_plane.cli.main import main
 from control_plane.config.validate import load_config
 from control_plane.db.models import Account, ApplyRun, Sector, Site
 from control_plane.plans import planfile
-from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
+from control_plane.reconcile.controller import apply_config, apply_due, apply_plan, make_plan
 from control_plane.reconcile.rollback import make_rollback_plan
-from control_plane.reconcile.timeline import apply_due, rollback_hold
+from control_plane.reconcile.timeline import rollback_hold
 from control_plane.render.plan import render_markdown, render_text
 from control_plane.state.live import read_live
 from control_plane.state.schedule import parse_time
@@ -370,13 +370,15 @@ def test_rollback_to_run_one(config_tree, migrated_engine, tmp_path):
     from control_plane.reconcile.controller import prepare
 
     digest = prepare(config_tree.root, database_url=migrated_engine.url).digest
-    assert "rolled back" in rollback_hold(migrated_engine, digest)
+    with migrated_engine.connect() as conn:
+        assert "rolled back" in rollback_hold(conn, digest)
     with pytest.raises(PlanStale, match="rolled back"):
         apply_due(migrated_engine, config_tree.root, actor="loop")
     assert apply_config(migrated_engine, config_tree.root, actor="test").applied
     again = cli("plan", "--config", str(config_tree.root), "--database-url", url)
     assert "No changes." in again.output
-    assert rollback_hold(migrated_engine, digest) == ""
+    with migrated_engine.connect() as conn:
+        assert rollback_hold(conn, digest) == ""
     assert cli("status", "--config", str(config_tree.root), "--database-url", url).exit_code == 0
 
 

@@ -14,7 +14,7 @@ from control_plane.config.loader import locate
 from control_plane.kinds.catalog import PROMPT_REQUIRED_VARIABLES, PROMPT_TYPES
 
 if TYPE_CHECKING:
-    from control_plane.config.validate import ConfigObject, ConfigSet
+    from control_plane.config.model import ConfigObject, ConfigSet
 
 KIND = "Prompt"
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from control_plane.config.loader import Document
-    from control_plane.config.validate import ConfigObject, ConfigSet
+    from control_plane.config.model import ConfigObject, ConfigSet
 
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 _LOCAL = re.compile(r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
@@ -231,7 +231,7 @@ def collect_timing(obj: ConfigObject, metadata, schedule: list[Any], doc: Docume
                 continue
             previous = at
             from control_plane.config.loader import locate
-            from control_plane.config.validate import _rel
+            from control_plane.config.model import rel as _rel
 
             line, _ = locate(where_doc, here)
             entries.append(Entry(at, item["patch"], where_doc, (*here, "patch"),

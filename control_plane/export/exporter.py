@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
 from control_plane.config.loader import dump_documents
-from control_plane.config.validate import PREVENT_DESTROY
+from control_plane.config.model import PREVENT_DESTROY
 from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from control_plane.config.model import ConfigSet
 from control_plane.config.schedule import EPSILON, at_time, change_points, format_time, timed_objects
-from control_plane.config.validate import ConfigSet
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.plans.compare import BLOCKING, _field_changes, _impact, _plan_values
 from control_plane.plans.model import Action, Change, FieldChange, Plan, ScheduledStep

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control_plane.config.validate import ConfigSet
+from control_plane.config.model import ConfigSet
 from control_plane.kinds.registry import COMMON_COLUMN_NAMES, CONFIG_KINDS, Child, ConfigKind
 from control_plane.plans.model import Change, Plan
 from control_plane.policies.compile import compile_policies, policies_digest

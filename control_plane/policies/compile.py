@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from control_plane.config.validate import ConfigObject, ConfigSet, Issue, issue_at
+from control_plane.config.model import ConfigObject, ConfigSet, Issue, issue_at
 from control_plane.kinds.registry import CATALOGS, CONFIG_KINDS
 
 POLICY_KIND = "Policy"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control_plane.config.validate import ConfigObject, ConfigSet, Issue, issue_at
+from control_plane.config.model import ConfigObject, ConfigSet, Issue, issue_at
 from control_plane.policies.compile import (
     CompiledPolicy,
     Rule,

@@ -15,10 +15,11 @@ from control_plane.apply.execute import (
     QUIET,
     ApplyProgress,
     ApplyResult,
+    PlanStale,
     execute,
     refuse_unapproved_adoptions,
 )
-from control_plane.config.validate import ConfigSet
+from control_plane.config.model import ConfigSet
 from control_plane.db.engine import (
     check_connection,
     current_revision,
@@ -274,6 +275,21 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
                    environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder)
+
+
+def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
+              at: datetime | str | None = None, environ=None):
+    """Apply what is due at `at` (default: now), as `cplane apply --auto-approve` does; what a
+    control loop calls when a scheduled change falls due. Refuses while the database is rolled back
+    and the config is the one it was rolled back from (see `rollback_hold`)."""
+    from control_plane.reconcile.timeline import rollback_hold
+
+    prepared = prepare(config_dir, environment=environment, environ=environ, database_url=engine.url, at=at)
+    with engine.connect() as conn:
+        hold = rollback_hold(conn, prepared.digest)
+    if hold:
+        raise PlanStale(hold)
+    return apply_config(engine, config_dir, environment=environment, actor=actor, environ=environ, at=at)
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:

@@ -1,18 +1,17 @@
 """Time in the reconcile loop: a plan's Scheduled section and whether its announcement is current,
-stale plans, applying what is due (`apply_due`, what a control loop calls), and the rollback hold.
+stale plans, and the rollback hold (`apply_due`, in the controller, applies what is due).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from control_plane.apply.execute import PlanStale
 from control_plane.apply.run_rows import schedule_entries
-from control_plane.config.validate import ConfigSet
+from control_plane.config.model import ConfigSet
 from control_plane.db.models import ApplyRun, ScheduledChange
 from control_plane.plans.model import Plan
 from control_plane.plans.scheduled import attach_schedule
@@ -60,20 +59,6 @@ def check_fresh(plan: Plan, now: datetime) -> None:
                         f"({format_time(now)}); apply it then, or make a new plan")
 
 
-def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
-              at: datetime | str | None = None, environ=None):
-    """Apply what is due at `at` (default: now), as `cplane apply --auto-approve` does; what a
-    control loop calls when a scheduled change falls due. Refuses while the database is rolled back
-    and the config is the one it was rolled back from (see `rollback_hold`)."""
-    from control_plane.reconcile.controller import apply_config, prepare
-
-    prepared = prepare(config_dir, environment=environment, environ=environ, database_url=engine.url, at=at)
-    hold = rollback_hold(engine, prepared.digest)
-    if hold:
-        raise PlanStale(hold)
-    return apply_config(engine, config_dir, environment=environment, actor=actor, environ=environ, at=at)
-
-
 def last_run(conn: Connection) -> dict | None:
     table = ApplyRun.__table__
     if table.name not in existing_tables(conn):
@@ -93,12 +78,11 @@ def rollback_state(conn: Connection) -> dict | None:
             "config_revision": run.get("config_revision") or ""}
 
 
-def rollback_hold(engine: Engine, config_digest: str) -> str:
+def rollback_hold(conn: Connection, config_digest: str) -> str:
     """Why an automatic apply must not run now (empty: it may): the database was rolled back and
     the config is still the one it was rolled back from. A new config revision lifts the hold; a
     manual `cplane apply` always may."""
-    with engine.connect() as conn:
-        state = rollback_state(conn)
+    state = rollback_state(conn)
     if state is None or state["config_digest"] != config_digest:
         return ""
     return (f"the database is rolled back to run #{state['to']} (run #{state['run']}); automatic applies wait "

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from control_plane.plans.model import Change
 
 CONTEXT_LINES = 3
 # A single-line string longer than this is prose: diffed word by word instead of shown twice.
@@ -416,3 +419,23 @@ def flatten(path: str, value: Any) -> list[tuple[str, Any]]:
     if isinstance(value, list) and any(isinstance(x, (dict, list)) for x in value):
         return [item for i, v in enumerate(value) for item in flatten(join_path(path, i), v)]
     return [(path, value)]
+
+
+# --- a change's fields, as the renderers list them ---------------------------------------------
+
+
+def field_entries(change: Change) -> list[Entry]:
+    """An update's (or adopt's, or retire's) fields as complete diffs: exactly the paths that changed."""
+    entries: list[Entry] = []
+    for f in change.fields:
+        before, after = column_value(change.kind, f.field, f.before), column_value(change.kind, f.field, f.after)
+        entries += diff(f.field, before, after) or [Entry("change", f.field, before, after)]
+    return entries
+
+
+def create_attributes(change: Change) -> list[tuple[str, Any]]:
+    """Every attribute a create writes, one per path; the secrets it sets come from its fields, masked."""
+    items = [item for column, value in change.values.items()
+             for item in flatten(column, column_value(change.kind, column, value))]
+    items += [item for f in change.fields if f.field not in change.values for item in flatten(f.field, f.after)]
+    return items

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
-from control_plane.render.diff import Entry, TextDiff, column_value, diff, flatten, fmt, visible
+from control_plane.render.diff import Entry, TextDiff, create_attributes, field_entries, fmt, visible
 from control_plane.render.scheduled import scheduled_markdown, scheduled_text
 
 MARKERS = {"create": "+", "update": "~", "adopt": "<", "delete": "-", "retire": "!"}
@@ -49,23 +49,6 @@ def _by_kind(plan: Plan) -> dict[str, list[Change]]:
     for change in plan.changes:
         groups[change.kind].append(change)
     return groups
-
-
-def field_entries(change: Change) -> list[Entry]:
-    """An update's (or adopt's, or retire's) fields as complete diffs: exactly the paths that changed."""
-    entries: list[Entry] = []
-    for f in change.fields:
-        before, after = column_value(change.kind, f.field, f.before), column_value(change.kind, f.field, f.after)
-        entries += diff(f.field, before, after) or [Entry("change", f.field, before, after)]
-    return entries
-
-
-def create_attributes(change: Change) -> list[tuple[str, Any]]:
-    """Every attribute a create writes, one per path; the secrets it sets come from its fields, masked."""
-    items = [item for column, value in change.values.items()
-             for item in flatten(column, column_value(change.kind, column, value))]
-    items += [item for f in change.fields if f.field not in change.values for item in flatten(f.field, f.after)]
-    return items
 
 
 def _impact(change: Change) -> str:

@@ -4,7 +4,7 @@ diff and its impact, in time order. Rendering never computes."""
 from __future__ import annotations
 
 from control_plane.plans.model import Change, Plan
-from control_plane.render.diff import fmt
+from control_plane.render.diff import create_attributes, field_entries, fmt
 
 MARKERS = {"create": "+", "update": "~", "adopt": "<", "delete": "-", "retire": "!"}
 HEADING = "Scheduled changes (not applied by this plan; each is applied by the first apply at or after its time):"
@@ -16,8 +16,6 @@ def _impact(change: Change) -> str:
 
 def change_lines(at: str, change: Change) -> list[tuple[str, list[str]]]:
     """(headline, detail lines) of one scheduled change: one headline per changed field."""
-    from control_plane.render.plan import create_attributes, field_entries
-
     marker = MARKERS[change.action]
     label = f"at {at}: {marker} {change.kind}/{change.name}"
     details = []

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from control_plane.config.validate import ConfigSet
+from control_plane.config.model import ConfigSet
 from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,

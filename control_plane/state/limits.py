@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from control_plane.config.validate import ConfigObject, ConfigSet, Issue, issue_at
+from control_plane.config.model import ConfigObject, ConfigSet, Issue, issue_at
 from control_plane.kinds.registry import ROW_KINDS, RowKind, config_kind_for_row_kind
 from control_plane.state.desired import Rows
 from control_plane.state.rows import managed_columns

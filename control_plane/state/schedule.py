@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
+from control_plane.config.model import ConfigSet
 from control_plane.config.schedule import TimeError, at_time, format_time, next_point, parse_time
-from control_plane.config.validate import ConfigSet
 from control_plane.errors import CplaneError
 
 __all__ = ["at_time", "config_now", "format_time", "next_point", "now", "parse_time"]

@@ -49,13 +49,7 @@ def scheduled_changes(plan) -> list[ScheduledChange]:
 
 
 def rollback_hold(conn, config_digest: str) -> str | None:
-    """Why the loop must not auto-apply now, or None: the last apply was a rollback and the config
-    is still the one in force when it was made (reconcile/timeline.py); a new config revision, or
-    a manual apply, lifts it."""
-    from control_plane.reconcile.timeline import rollback_state
+    """Why the loop must not auto-apply now, or None (reconcile/timeline.py decides)."""
+    from control_plane.reconcile.timeline import rollback_hold as hold
 
-    state = rollback_state(conn)
-    if state is None or state["config_digest"] != config_digest:
-        return None
-    return (f"the database is rolled back to run #{state['to']} (run #{state['run']}); automatic applies wait "
-            "for a new config revision (apply manually to return to the config)")
+    return hold(conn, config_digest) or None
