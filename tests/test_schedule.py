@@ -494,3 +494,27 @@ def test_cli_refuses_a_saved_plan_once_its_scheduled_time_passed(config_tree, mi
     error = json.loads(late.stdout)["error"]
     assert error["code"] == "plan_stale" and "changed at 2027-01-01T00:00:00Z" in error["message"]
     assert scalar(migrated_engine, "SELECT count(*) FROM industry_sectors WHERE slug = 'renamed'") == 0
+
+
+def test_change_policies_run_over_scheduled_steps_at_review_time(config_tree, migrated_engine):
+    """A +53% price patch scheduled for later needs the approval now, in the plan a reviewer signs,
+    not only when it falls due; a +10% one passes; the approval annotation lifts it."""
+    config_tree.write("plans/test-plan.yaml", TEST_PLAN.format(price="19", annotations="{}") + PRICE_SCHEDULE)
+    plan = make_plan(migrated_engine, config_tree.root, at=BEFORE).plan
+    [step] = plan.scheduled
+    [change] = [c for c in step.changes if c.name == "test-plan"]
+    assert [v["policy"] for v in change.policy_violations] == ["price-change-approval"]
+    assert any(e.startswith(f"policy price-change-approval: Plan/test-plan (update at {T}): priceMonthly changes "
+                            "from 19") for e in plan.errors), plan.errors
+    text = render_text(plan)
+    assert f"at {T}: ~ Plan/test-plan" in text and "policy price-change-approval (error): priceMonthly" in text
+    assert "policy price-change-approval (error)" in render_markdown(plan)
+
+    config_tree.write("plans/test-plan.yaml", TEST_PLAN.format(price="19", annotations="{}")
+                      + PRICE_SCHEDULE.replace("29", "20.5"))
+    small = make_plan(migrated_engine, config_tree.root, at=BEFORE).plan
+    assert small.scheduled and not small.errors, small.errors
+
+    scheduled_plan(config_tree)  # the same +53% patch, approved
+    approved = make_plan(migrated_engine, config_tree.root, at=BEFORE).plan
+    assert approved.scheduled and not approved.errors, approved.errors

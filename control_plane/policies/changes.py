@@ -36,40 +36,74 @@ def check_changes(plan: Plan, config: ConfigSet, live: LiveState, declared: Conf
     for issue in problems:  # validate reports these first; a plan never runs a broken policy
         plan.errors.append(f"{issue.format()}")
     policies = [p for p in policies if p.scope == "change"]
-    if not policies or not plan.changes:
+    if not policies or not (plan.changes or plan.scheduled):
         return
     views = Views()
     old = _OldObjects(live)
-    statics: dict[int, dict[str, Any]] = {}
+    statics: dict[tuple[int, int], dict[str, Any]] = {}
     for change in plan.changes:
-        ck = CONFIG_KINDS.get(change.kind)
-        if ck is None or ck.row_kind != change.kind:
-            continue
         obj = config.of_kind(change.kind).get(change.name)
         if change.action in ("delete", "retire"):
             obj = declared.of_kind(change.kind).get(change.name) if declared is not None else None
-        for policy in policies:
-            if not policy.matches(change.kind, change.name, obj.labels if obj is not None else {}):
-                continue
-            for rule in policy.rules:
-                if id(rule) not in statics:
-                    statics[id(rule)] = static_variables(config, policy, rule, views)
-                data = dict(statics[id(rule)])
-                data["object"] = views.of(obj, rule.names) if obj is not None else None
-                data["oldObject"] = old.view(ck, change, rule.names) if change.action != "create" else None
-                data["change"] = change_view(change)
-                subject = f"{change.kind}/{change.name} ({change.action})"
-                outcome = evaluate(rule, data, subject)
-                if isinstance(outcome, str):
-                    text = f"spec.validations[{rule.index}].expression: {outcome}"
-                    change.policy_violations.append({"policy": policy.name, "severity": "error", "message": text})
-                    plan.errors.append(f"policy {policy.name}: {text}")
-                elif outcome is False:
-                    text = message(rule, data)
-                    change.policy_violations.append({"policy": policy.name, "severity": policy.severity,
-                                                     "message": text})
-                    if policy.severity == "error":
-                        plan.errors.append(f"policy {policy.name}: {subject}: {text}")
+        before = (lambda rule, ch=change: old.view(CONFIG_KINDS[ch.kind], ch, rule.names)) \
+            if change.action != "create" else None
+        _check(plan, policies, change, obj, before, config, views, statics, f"{change.kind}/{change.name} ({change.action})")
+    _check_scheduled(plan, policies, declared or config, views, statics)
+
+
+def _check_scheduled(plan: Plan, policies: list, timeline: ConfigSet, views: Views, statics: dict) -> None:
+    """The change rules over each Scheduled step, as the plan that applies the step will run them:
+    `object` is the object at the step's time, `oldObject` the object just before it, and the
+    rest of the config is the config at that time. A violation shows under the scheduled change,
+    and one of severity error fails this plan: the review that signs a scheduled change is now,
+    not when it falls due."""
+    if not plan.scheduled:
+        return
+    from control_plane.config.schedule import EPSILON, at_time, parse_time
+
+    kept: list[ConfigSet] = []  # Views caches by id(): the configs must outlive the checks
+    for step in plan.scheduled:
+        t = parse_time(step.at)
+        after, prior = at_time(timeline, t), at_time(timeline, t - EPSILON)
+        kept += [after, prior]
+        for change in step.changes:
+            obj = after.of_kind(change.kind).get(change.name)
+            if change.action in ("delete", "retire"):
+                obj = timeline.of_kind(change.kind).get(change.name)
+            previous = prior.of_kind(change.kind).get(change.name)
+            before = (lambda rule, o=previous: views.of(o, rule.names)) if previous is not None else None
+            _check(plan, policies, change, obj, before, after, views, statics,
+                   f"{change.kind}/{change.name} ({change.action} at {step.at})")
+
+
+def _check(plan: Plan, policies: list, change: Change, obj, before, config: ConfigSet, views: Views,
+           statics: dict, subject: str) -> None:
+    """Run every matching change rule over one change; `before(rule)` is its oldObject (None: null)."""
+    ck = CONFIG_KINDS.get(change.kind)
+    if ck is None or ck.row_kind != change.kind:
+        return  # nested rows are seen through their object
+    for policy in policies:
+        if not policy.matches(change.kind, change.name, obj.labels if obj is not None else {}):
+            continue
+        for rule in policy.rules:
+            key = (id(rule), id(config))
+            if key not in statics:
+                statics[key] = static_variables(config, policy, rule, views)
+            data = dict(statics[key])
+            data["object"] = views.of(obj, rule.names) if obj is not None else None
+            data["oldObject"] = before(rule) if before is not None else None
+            data["change"] = change_view(change)
+            outcome = evaluate(rule, data, subject)
+            if isinstance(outcome, str):
+                text = f"spec.validations[{rule.index}].expression: {outcome}"
+                change.policy_violations.append({"policy": policy.name, "severity": "error", "message": text})
+                plan.errors.append(f"policy {policy.name}: {text}")
+            elif outcome is False:
+                text = message(rule, data)
+                change.policy_violations.append({"policy": policy.name, "severity": policy.severity,
+                                                 "message": text})
+                if policy.severity == "error":
+                    plan.errors.append(f"policy {policy.name}: {subject}: {text}")
 
 
 def change_view(change: Change) -> dict[str, Any]:

@@ -21,6 +21,7 @@ def change_lines(at: str, change: Change) -> list[tuple[str, list[str]]]:
     details = []
     if change.impact:
         details.append(f"impact: {_impact(change)}")
+    details += [f"policy {v['policy']} ({v['severity']}): {v['message']}" for v in change.policy_violations]
     if change.action == "update":
         out = []
         for entry in field_entries(change):
