@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from control_plane.cli.main import main
 from control_plane.kinds.registry import ROW_KINDS
 from control_plane.plans import planfile
-from control_plane.reconcile import fastpath
+from control_plane.reconcile import nochange
 from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
 
 SECRETS = {"STRIPE_SECRET_KEY": "sk_1", "STRIPE_WEBHOOK_SECRET": "wh_1", "PAYPAL_CLIENT_SECRET": "pp_1",
@@ -195,7 +195,7 @@ def test_another_cplane_version_another_key_or_adopt_fall_back(applied, monkeypa
     tree, engine = applied
     assert make_plan(engine, tree.root).fast_path
     assert not make_plan(engine, tree.root, adopt=True).fast_path
-    monkeypatch.setattr(fastpath, "__version__", "999.0")
+    monkeypatch.setattr(nochange, "__version__", "999.0")  # (the version the record binds)
     fast, full = plan_both(engine, tree.root)
     assert not fast.fast_path and not full.changes
     monkeypatch.undo()
