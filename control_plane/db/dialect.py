@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, insert, literal_column, select, text
@@ -263,7 +262,7 @@ def file_lock(engine: Engine, name: str, error: Exception, *, timeout: float = 0
     if not database or database == ":memory:":
         yield
         return
-    handle = open(Path(database).with_name(f"{Path(database).name}.{name}-lock"), "a+")
+    handle = open(raw.lock_file(database, name), "a+")  # (db/raw.py: the raw-driver path takes it too)
     try:
         def attempt() -> bool:
             try:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote
@@ -26,7 +28,7 @@ _PG_QUERY = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "applicati
 _URL = re.compile(
     r"^(?P<name>[\w+]+)://"
     r"(?:(?P<user>[^:/@]*)(?::(?P<password>[^@]*))?@)?"
-    r"(?P<host>[^/:?@\[\]]*)?(?::(?P<port>\d+))?"
+    r"(?P<host>[^/:?@,\[\]]*)?(?::(?P<port>\d+))?"
     r"(?:/(?P<database>[^?]*))?(?:\?(?P<query>.*))?$",
     re.S,
 )
@@ -97,6 +99,38 @@ def connect(target: Target):
     import psycopg
 
     return psycopg.connect(**target.params, connect_timeout=5, options="-c default_transaction_read_only=on")
+
+
+def lock_file(database: str, name: str) -> Path:
+    """SQLite's stand-in for the advisory lock `name`: the file beside the database that
+    db/dialect.py's file_lock flocks."""
+    return Path(database).with_name(f"{Path(database).name}.{name}-lock")
+
+
+@contextmanager
+def try_xact_lock(conn, target: Target, lock_id: int, name: str) -> Iterator[bool]:
+    """One try of db/dialect.py's xact_lock (PostgreSQL: the advisory transaction lock `lock_id`,
+    released when the transaction ends; SQLite: a non-blocking flock on lock_file(name)): yields
+    whether it was taken. Waiting for a held lock is the click command's (--lock-timeout)."""
+    if target.dialect == "postgresql":
+        conn.rollback()  # a transaction of its own, as the SQLAlchemy path's engine.begin()
+        try:
+            yield bool(conn.execute(f"SELECT pg_try_advisory_xact_lock({int(lock_id)})").fetchone()[0])
+        finally:
+            conn.rollback()
+        return
+    import fcntl
+
+    with open(lock_file(str(target.database), name), "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class RawSource:

@@ -222,3 +222,16 @@ def plan_of(answer: NoChange, config_dir: Path, environment: str | None):
                 config_revision=config_revision(Path(config_dir), recorded.config_digest),
                 config_digest=recorded.config_digest, cplane_version=__version__, database=answer.database,
                 warnings=recorded.warnings)
+
+
+def mentions(root, word: bytes) -> bool:
+    """Whether any YAML file under `root` holds `word`: a scan of bytes (watch/windows.py's test for
+    SyncWindows, which the raw-driver no-op apply, cli/entry.py, asks before it answers)."""
+    for path in root.rglob("*"):
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            try:
+                if word in path.read_bytes():
+                    return True
+            except OSError:
+                continue
+    return False
