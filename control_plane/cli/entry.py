@@ -161,8 +161,10 @@ def no_change(options: dict[str, object], *, under_apply_lock: bool = False):
                                require_secrets=options["require_secrets"])
 
     try:
-        if not under_apply_lock or decide() is None:
-            return None if under_apply_lock else decide()
+        answer = decide()
+        if answer is None or not under_apply_lock:
+            return answer
+        # As fastpath.no_change_apply: the answer again, under the apply lock.
         from control_plane.apply.lock import APPLY_LOCK_ID
 
         with raw.try_xact_lock(conn, target, APPLY_LOCK_ID, "apply") as taken:
