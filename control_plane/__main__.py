@@ -1,3 +1,3 @@
-from control_plane.cli.main import main
+from control_plane.cli.entry import main
 
-main(prog_name="cplane")
+main()

@@ -20,11 +20,13 @@ import os
 import sys
 from functools import lru_cache
 from pathlib import Path
-
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from typing import TYPE_CHECKING
 
 from control_plane.environment import is_production
 from control_plane.errors import CplaneError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet
 
 SENSITIVE = "(sensitive)"
 REMOVED = "(removed)"
@@ -69,9 +71,13 @@ def local_key_file(database_url=None) -> Path:
                           else database_url)
     except CplaneError:
         url = None
-    if url is not None and url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
-            and not url.database.startswith("file:"):
-        db = Path(url.database).expanduser().resolve()
+    return key_file_for(url.get_backend_name() if url is not None else None, url.database if url is not None else None)
+
+
+def key_file_for(backend: str | None, database: str | None) -> Path:
+    """local_key_file's rule, for a backend and database already known (the raw-driver fast path)."""
+    if backend == "sqlite" and database and database != ":memory:" and not database.startswith("file:"):
+        db = Path(database).expanduser().resolve()
         return db.with_name(db.name + ".key")
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base).expanduser().resolve() / "cplane" / "secret.key"
@@ -80,14 +86,12 @@ def local_key_file(database_url=None) -> Path:
 @lru_cache(maxsize=16)
 def _key_material(environment: str | None, configured: str | None = None, key_file: str | None = None) -> bytes:
     """The key's material: CPLANE_SECRET_KEY, else (outside production) the local key file."""
-    if configured:
-        check_key_format(configured, KEY_VARIABLE, environment)
-        return configured.encode()
+    existing = existing_key_material(environment, configured, key_file)
+    if existing is not None:
+        return existing
     if is_production(environment):
         raise SecretKeyError(f"{KEY_VARIABLE} is not set; it is required in production to encrypt secrets at rest")
     path = Path(key_file) if key_file else local_key_file()
-    if path.exists():
-        return path.read_bytes().strip()
     path.parent.mkdir(parents=True, exist_ok=True)
     legacy = LEGACY_KEY_FILE.resolve()
     if legacy.exists() and legacy != path:
@@ -106,8 +110,23 @@ def _key_material(environment: str | None, configured: str | None = None, key_fi
     return key
 
 
+def existing_key_material(environment: str | None, configured: str | None, key_file: str | None) -> bytes | None:
+    """The key's material when it exists already (CPLANE_SECRET_KEY, else outside production the
+    local key file); None when _key_material would have to make one (or refuse)."""
+    if configured:
+        check_key_format(configured, KEY_VARIABLE, environment)
+        return configured.encode()
+    if is_production(environment):
+        return None
+    path = Path(key_file) if key_file else local_key_file()
+    return path.read_bytes().strip() if path.exists() else None
+
+
 def _fernet(material: bytes) -> Fernet:
     # Any material is hashed into the Fernet key, so that keys written by earlier versions keep working.
+    # (cryptography is imported when a secret is encrypted or decrypted: the fast path needs only HMACs.)
+    from cryptography.fernet import Fernet
+
     return Fernet(base64.urlsafe_b64encode(hashlib.sha256(material).digest()))
 
 
@@ -125,15 +144,23 @@ class SecretBox:
             key_file = None if configured else str(local_key_file(database_url))
             material = _key_material(environment, configured, key_file)
         self._material = material
-        self._fernet = _fernet(material)
+        self._fernet_instance: Fernet | None = None
         self._mac_key = hashlib.sha256(b"cplane-fingerprint:" + material).digest()
         self.key_id = key_id_of(material)
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._fernet_instance is None:
+            self._fernet_instance = _fernet(self._material)
+        return self._fernet_instance
 
     def encrypt(self, value: str) -> str:
         return self._fernet.encrypt(value.encode()).decode()
 
     def try_decrypt(self, token: str) -> str:
         """The value; InvalidToken when this key cannot read the token."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self._fernet.decrypt(token.encode()).decode()
         except (InvalidToken, ValueError, TypeError, AttributeError):
@@ -141,6 +168,8 @@ class SecretBox:
 
     def decrypt(self, token: str) -> str | None:
         """None when the token cannot be read (another key)."""
+        from cryptography.fernet import InvalidToken
+
         try:
             return self.try_decrypt(token)
         except InvalidToken:
@@ -166,11 +195,15 @@ class Rotation:
     """Reads with the old or the new key, writes with the new one (cryptography's MultiFernet)."""
 
     def __init__(self, old: SecretBox, new: SecretBox):
+        from cryptography.fernet import MultiFernet
+
         self.old, self.new = old, new
         self._multi = MultiFernet([new._fernet, old._fernet])
 
     def rotate(self, token: str) -> str:
         """The token re-encrypted with the new key; InvalidToken when neither key reads it."""
+        from cryptography.fernet import InvalidToken
+
         if not isinstance(token, str):
             raise InvalidToken
         if self.new.can_read(token):

@@ -13,10 +13,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
 
+from control_plane.cli import entry
 from control_plane.cli.main import main
 from control_plane.kinds.registry import ROW_KINDS
 from control_plane.plans import planfile
-from control_plane.reconcile import fastpath
+from control_plane.reconcile import nochange
 from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
 
 SECRETS = {"STRIPE_SECRET_KEY": "sk_1", "STRIPE_WEBHOOK_SECRET": "wh_1", "PAYPAL_CLIENT_SECRET": "pp_1",
@@ -52,12 +53,32 @@ def shape(plan):
             plan.environment, plan.database, plan.pending_migrations)
 
 
+def raw_answer(engine, root, *, environment=None, require_secrets=False, **_):
+    """What the raw-driver path (cli/entry.py, before SQLAlchemy is imported) answers `cplane plan`
+    with: (stdout, stderr) of `No changes`, or None when it leaves the plan to the click command."""
+    args = ["plan", "--config", str(root), "--database-url", engine.url.render_as_string(hide_password=False)]
+    args += ["--env", environment] if environment else []
+    args += ["--require-secrets"] if require_secrets else []
+    return entry.fast_plan(args)
+
+
 def plan_both(engine, root, **kwargs):
-    """(fast plan result, full plan): the plan as cplane makes it, and the one made without the fast path."""
+    """(fast plan result, full plan): the plan as cplane makes it, and the one made without the fast path.
+    The raw-driver path makes the same decision as the SQLAlchemy one."""
     fast = make_plan(engine, root, **kwargs)
     full = make_plan(engine, root, fast_path=False, **kwargs)
     assert shape(fast.plan) == shape(full.plan)
+    if not kwargs.get("adopt") and kwargs.get("at") is None:  # (the raw path serves neither)
+        raw = raw_answer(engine, root, **kwargs)
+        assert (raw is not None) == fast.fast_path, raw
     return fast, full.plan
+
+
+def fast_both(engine, root) -> bool:
+    """Whether the plan takes the fast path, the SQLAlchemy one and the raw-driver one agreeing."""
+    fast = make_plan(engine, root).fast_path
+    assert (raw_answer(engine, root) is not None) == fast
+    return fast
 
 
 @pytest.fixture
@@ -120,7 +141,7 @@ def test_a_write_by_sql_falls_back_and_the_plan_names_the_drift(applied):
     assert not fast.fast_path and not full.changes
     # The next apply that finds nothing to do records the state again.
     assert apply_config(engine, tree.root, actor="test").applied is False
-    assert make_plan(engine, tree.root).fast_path
+    assert fast_both(engine, tree.root)
 
 
 def test_writes_to_the_bookkeeping_fall_back(applied):
@@ -160,7 +181,7 @@ def test_a_changed_overlay_and_another_environment_fall_back(applied):
     fast, full = plan_both(engine, tree.root)
     assert not fast.fast_path and not full.changes
     assert apply_config(engine, tree.root, actor="test").applied is False  # records again
-    assert make_plan(engine, tree.root).fast_path
+    assert fast_both(engine, tree.root)
     # Another environment selected: not the desired state that was applied.
     staging = make_plan(engine, tree.root, environment="staging", allow_environment_change=True)
     assert not staging.fast_path and staging.plan.changes
@@ -173,7 +194,7 @@ def test_a_changed_or_unset_secret_variable_falls_back(applied, monkeypatch):
     assert not fast.fast_path
     assert [(c.kind, c.name) for c in full.changes] == [("PaymentMethod", "stripe")]
     monkeypatch.setenv("STRIPE_SECRET_KEY", "sk_1")
-    assert make_plan(engine, tree.root).fast_path
+    assert fast_both(engine, tree.root)
     monkeypatch.delenv("STRIPE_SECRET_KEY")
     fast, full = plan_both(engine, tree.root)
     assert not fast.fast_path and not full.changes
@@ -193,15 +214,16 @@ def test_unset_variables_recorded_repeat_their_warnings(config_tree, migrated_en
 
 def test_another_cplane_version_another_key_or_adopt_fall_back(applied, monkeypatch):
     tree, engine = applied
-    assert make_plan(engine, tree.root).fast_path
+    assert fast_both(engine, tree.root)
     assert not make_plan(engine, tree.root, adopt=True).fast_path
-    monkeypatch.setattr(fastpath, "__version__", "999.0")
+    monkeypatch.setattr(nochange, "__version__", "999.0")  # (the version the record binds)
     fast, full = plan_both(engine, tree.root)
     assert not fast.fast_path and not full.changes
     monkeypatch.undo()
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("CPLANE_SECRET_KEY", "another-key")
+    assert raw_answer(engine, tree.root) is None
     with pytest.raises(Exception, match="key"):  # the full plan refuses a key that cannot read the secrets
         make_plan(engine, tree.root)
 
@@ -215,11 +237,11 @@ def test_a_missing_counter_or_trigger_falls_back(applied):
         for statement in for_dialect(conn).drop_change_counter_ddl(["seed_keywords"]):
             if "FUNCTION" not in statement:  # the other tables keep theirs
                 conn.execute(text(statement))
-    assert not make_plan(engine, tree.root).fast_path
+    assert not fast_both(engine, tree.root)
     with engine.begin() as conn:
         counters.install(conn, ["seed_keywords"])
         conn.execute(text("DELETE FROM cplane_change_counters WHERE table_name = 'plans'"))
-    assert not make_plan(engine, tree.root).fast_path
+    assert not fast_both(engine, tree.root)
 
 
 def test_a_saved_plan_apply_leaves_no_record_it_cannot_vouch_for(applied, tmp_path):

@@ -12,16 +12,8 @@ from pathlib import Path
 
 import click
 
+from control_plane.cli.entry import colour_allowed  # (there: the raw-driver path asks it before click)
 from control_plane.errors import CplaneError
-
-
-def colour_allowed(no_color: bool = False, stream=None) -> bool:
-    """Colour only on a terminal, and neither `--no-color` nor `NO_COLOR` (any non-empty value) set."""
-    stream = sys.stdout if stream is None else stream
-    if no_color or os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
 
 
 class Context:

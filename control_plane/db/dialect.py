@@ -12,10 +12,11 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Engine, insert, literal_column, select, text
+
+from control_plane.db import raw
 
 # Waiting for a held lock (--lock-timeout) polls its try-lock, backing off to this many seconds.
 LOCK_POLL_MAX = 0.25
@@ -100,10 +101,8 @@ class SQLite(Backend):
 
     def counted_tables(self, conn: Connection) -> set[str]:
         """Tables that carry all of cplane's change-counting triggers."""
-        names = conn.execute(text("SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'")).all()
-        found = {(tbl, name) for name, tbl in names}
-        tables = {tbl for tbl, _ in found}
-        return {t for t in tables if all((t, _trigger_name(t, e)) in found for e in ("INSERT", "UPDATE", "DELETE"))}
+        # The SQL and its reading live in db/raw.py, which the raw-driver fast path runs too.
+        return raw.counted_from_rows(self.name, conn.execute(text(raw.COUNTED_TABLES_SQL[self.name])).all())
 
 
 class PostgreSQL(Backend):
@@ -198,11 +197,8 @@ class PostgreSQL(Backend):
 
     def counted_tables(self, conn: Connection) -> set[str]:
         """Tables that carry cplane's change-counting trigger."""
-        rows = conn.execute(text(
-            "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-            "WHERE t.tgname = 'cplane_count_changes' AND NOT t.tgisinternal"
-        ))
-        return {r[0] for r in rows}
+        # The SQL and its reading live in db/raw.py, which the raw-driver fast path runs too.
+        return raw.counted_from_rows(self.name, conn.execute(text(raw.COUNTED_TABLES_SQL[self.name])).all())
 
     def checksum(self, conn: Connection, table, quoted_table: str, columns: list[str], pk: list[str],
                  where=None) -> tuple[int, str]:
@@ -219,7 +215,7 @@ class PostgreSQL(Backend):
 
 
 def _trigger_name(table: str, event: str) -> str:
-    return f"cplane_count_{table}_{event.lower()}"
+    return raw.trigger_name(table, event)
 
 
 _BY_NAME = {"postgresql": PostgreSQL(), "sqlite": SQLite()}
@@ -266,7 +262,7 @@ def file_lock(engine: Engine, name: str, error: Exception, *, timeout: float = 0
     if not database or database == ":memory:":
         yield
         return
-    handle = open(Path(database).with_name(f"{Path(database).name}.{name}-lock"), "a+")
+    handle = open(raw.lock_file(database, name), "a+")  # (db/raw.py: the raw-driver path takes it too)
     try:
         def attempt() -> bool:
             try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,9 +11,9 @@ from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from control_plane.db.dialect import for_dialect
+from control_plane.db.raw import raw_url
 from control_plane.errors import DatabaseUnavailable
 
-DEFAULT_SQLITE_FILE = "cplane.db"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
@@ -23,9 +22,7 @@ def resolve_url(url: str | None = None) -> URL:
 
     `postgresql://` and `postgres://` mean psycopg 3, whatever SQLAlchemy's default driver is.
     """
-    raw = url or os.environ.get("DATABASE_URL") or f"sqlite:///{DEFAULT_SQLITE_FILE}"
-    if raw.startswith("postgres://"):
-        raw = "postgresql://" + raw[len("postgres://"):]
+    raw = raw_url(url)  # (db/raw.py: the rule, shared with the raw-driver fast path)
     try:
         parsed = make_url(raw)
     except ArgumentError:

@@ -23,90 +23,49 @@ which is not counted).
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, inspect, text
+from sqlalchemy import Connection, Engine, delete, inspect, text
 
-from control_plane import __version__
+from control_plane import __version__  # noqa: F401 (the version the record binds: reconcile/nochange.py)
+from control_plane.reconcile import nochange
+from control_plane.reconcile.nochange import (  # noqa: F401 (this module's interface since the fast path exists)
+    MIGRATIONS,
+    RECORD_TABLE,
+    YAML_SUFFIXES,
+    Inputs,
+    Recorded,
+    _json,
+    _migrations,
+    schedule_bucket,
+    secrets_digest,
+    tree_digest,
+    unset,
+)
 
 if TYPE_CHECKING:
     from control_plane.plans.model import Plan
 
-YAML_SUFFIXES = (".yaml", ".yml")
-RECORD_TABLE = "cplane_applied_state"
-MIGRATIONS = Path(__file__).resolve().parent.parent / "db" / "migrations" / "versions"
 # The bookkeeping tables a plan reads besides the row kinds' own tables.
 BOOKKEEPING_TABLES = ("cplane_managed_objects", "cplane_secret_keys", "cplane_database")
 
 
-def schedule_bucket(environment: str | None, at: datetime | None = None) -> str:
-    """The input of effective-dated scheduled changes: the bucket of time in which the desired state
-    is constant (e.g. the next scheduled change's time). Scheduled changes do not exist yet, so the
-    desired state does not depend on time and the bucket is always the same. Whoever adds schedules
-    returns here the identity of the interval `at` falls in, and the fast path follows it."""
-    return ""
+class SQLAlchemySource:
+    """The no-change decision's query interface (reconcile/nochange.py) over a SQLAlchemy
+    connection; db/raw.py's RawSource is the same over a driver connection."""
 
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.dialect = conn.dialect.name
 
-def tree_digest(config_dir: Path) -> str:
-    """SHA-256 over the relative path and bytes of every non-hidden YAML file under `config_dir`
-    (a superset of what the loader reads: any edit anywhere falls back to the full plan)."""
-    root = Path(config_dir)
-    found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        here = Path(dirpath)
-        for name in filenames:
-            if not name.startswith(".") and name.lower().endswith(YAML_SUFFIXES):
-                found.append(((here / name).relative_to(root).as_posix(), here / name))
-    digest = hashlib.sha256()
-    for rel, path in sorted(found):
-        data = path.read_bytes()
-        digest.update(f"{rel}\0{len(data)}\0".encode())
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def _migrations() -> str:
-    return ",".join(sorted(p.name for p in MIGRATIONS.glob("*.py")))
-
-
-@dataclass
-class Inputs:
-    """The desired state's identity, computed before the config is parsed (so that an edit made
-    while the config is read can only make a record that no longer matches, never a wrong one)."""
-
-    tree: str
-    environment: str | None
-    key_id: str
-    bucket: str = ""
-    # Set by apply once it has the desired state: the variables its secrets name.
-    variables: list[str] = field(default_factory=list)
-
-    def digest(self, schema_revision: str | None) -> str:
-        parts = [self.tree, self.environment or "", __version__, _migrations(), self.key_id, self.bucket,
-                 schema_revision or ""]
-        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    def rows(self, sql: str) -> list[tuple]:
+        return [tuple(r) for r in self.conn.execute(text(sql))]
 
 
 def inputs(config_dir: Path, environment: str | None, box, at: datetime | None = None) -> Inputs:
-    return Inputs(tree_digest(config_dir), environment, box.key_id, schedule_bucket(environment, at))
-
-
-def secrets_digest(variables: Iterable[str], environ, box) -> str:
-    """An HMAC (the secret key's) of the variables' values, and of which are not set."""
-    parts = [f"{name}={environ[name]}" if name in environ else f"{name}\0unset" for name in sorted(set(variables))]
-    return box.digest("\0".join(parts))[len("hmac:"):]
-
-
-def unset(variables: Iterable[str], environ) -> list[str]:
-    return sorted(v for v in set(variables) if v not in environ)
+    return nochange.inputs(config_dir, environment, box, at)
 
 
 def secret_variables(desired) -> list[str]:
@@ -131,82 +90,29 @@ def plan_tables() -> list[str]:
     return sorted(tables | set(BOOKKEEPING_TABLES))
 
 
-def _json(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _schema_revision(conn: Connection) -> str | None:
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    return nochange.schema_revision(SQLAlchemySource(conn))
 
 
 def _current_versions(conn: Connection, tables: list[str]) -> dict[str, int] | None:
     """The counters of `tables`, or None unless every one of them is counted (triggers in place)."""
-    from control_plane.db.dialect import for_dialect
-
-    if not tables or not inspect(conn).has_table("cplane_change_counters"):
-        return None
-    stmt = text("SELECT table_name, version FROM cplane_change_counters WHERE table_name IN :names").bindparams(
-        bindparam("names", expanding=True))
-    found = {name: int(version) for name, version in conn.execute(stmt, {"names": list(tables)})}
-    if set(found) != set(tables) or not set(tables) <= for_dialect(conn).counted_tables(conn):
-        return None
-    return found
-
-
-@dataclass
-class Recorded:
-    config_digest: str
-    apply_run_id: int | None
-    warnings: list[str]
-    unset: list[str]
+    return nochange.current_versions(SQLAlchemySource(conn), tables)
 
 
 def read_record(conn: Connection) -> dict[str, Any] | None:
-    if not inspect(conn).has_table(RECORD_TABLE):
-        return None
-    row = conn.execute(text(
-        "SELECT apply_run_id, inputs_digest, config_digest, secrets_digest, variables, versions, warnings "
-        f"FROM {RECORD_TABLE} ORDER BY id DESC LIMIT 1")).mappings().first()
-    if row is None:
-        return None
-    record = dict(row)
-    for column in ("variables", "versions", "warnings"):
-        record[column] = _json(record[column])
-    return record
+    return nochange.read_record(SQLAlchemySource(conn))
 
 
 def try_no_change(conn: Connection, config_dir: Path, environment: str | None, box, environ=None,
                   *, adopt: bool = False) -> Recorded | None:
     """The record when the database holds exactly what the last apply left and the desired state
     is the one it applied; None at any doubt (the caller then makes the full plan)."""
-    if adopt:
-        return None
-    environ = os.environ if environ is None else environ
-    record = read_record(conn)
-    if record is None:
-        return None
-    wanted = inputs(config_dir, environment, box)
-    if wanted.digest(_schema_revision(conn)) != record["inputs_digest"]:
-        return None
-    if secrets_digest(record["variables"] or [], environ, box) != record["secrets_digest"]:
-        return None
-    recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
-    if not recorded or _current_versions(conn, sorted(recorded)) != recorded:
-        return None
-    return Recorded(record["config_digest"], record["apply_run_id"], list(record["warnings"] or []),
-                    unset(record["variables"] or [], environ))
+    return nochange.try_no_change(SQLAlchemySource(conn), config_dir, environment, box, environ, adopt=adopt)
 
 
 def _identity(conn: Connection) -> dict[str, Any] | None:
     """db.identity's Identity as a dict, read without the models; None when not migrated."""
-    if not inspect(conn).has_table("cplane_database"):
-        return None
-    row = conn.execute(text("SELECT lineage, environment FROM cplane_database ORDER BY id LIMIT 1")).first()
-    if row is None:
-        return None
-    return {"dialect": conn.dialect.name, "lineage": row[0], "environment": row[1] or None}
+    return nochange.identity(SQLAlchemySource(conn))
 
 
 def secret_box(environment: str | None, database_url):
@@ -225,11 +131,9 @@ def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None 
                    require_secrets: bool = False, environ=None, conn: Connection | None = None,
                    box=None) -> Plan | None:
     """`No changes`, from the record of the last apply, when nothing changed since; None at any
-    doubt (then the full plan answers). Reads a handful of small rows, no config object, no system row."""
+    doubt (then the full plan answers). Reads a handful of small rows, no config object, no system row.
+    The decision is reconcile/nochange.py's, which the raw-driver path (cli/entry.py) makes too."""
     from control_plane.db.engine import check_connection
-    from control_plane.environment import is_production
-    from control_plane.plans.model import Plan
-    from control_plane.reconcile.revision import config_revision
 
     if adopt:
         return None
@@ -241,19 +145,9 @@ def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None 
         with engine.connect() as own:
             return no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
                                   environ=environ, conn=own, box=box)
-    recorded = try_no_change(conn, Path(config_dir), environment, box, environ)
-    if recorded is None or (recorded.unset and (require_secrets or is_production(environment))):
-        return None  # (an unset secret variable is an error there: the full plan says which)
-    identity = _identity(conn)
-    if identity is None:
-        return None
-    bound = identity["environment"]
-    if not (bound is None or bound == environment or (environment is None and not is_production(bound))):
-        return None  # another environment than the database's: the full plan refuses or warns
-    return Plan(created_at=datetime.now(UTC).isoformat(timespec="seconds"), environment=environment,
-                config_revision=config_revision(Path(config_dir), recorded.config_digest),
-                config_digest=recorded.config_digest, cplane_version=__version__, database=identity,
-                warnings=recorded.warnings)
+    answer = nochange.decide(SQLAlchemySource(conn), Path(config_dir), box, environment=environment,
+                             require_secrets=require_secrets, environ=environ)
+    return None if answer is None else nochange.plan_of(answer, Path(config_dir), environment)
 
 
 def no_change_apply(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,

@@ -17,6 +17,7 @@ from typing import Any
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
 from control_plane.render.diff import Entry, TextDiff, create_attributes, field_entries, fmt, visible
 from control_plane.render.scheduled import scheduled_markdown, scheduled_text
+from control_plane.render.words import NO_CHANGES
 
 MARKERS = {"create": "+", "update": "~", "adopt": "<", "delete": "-", "retire": "!"}
 VERBS = {
@@ -26,7 +27,6 @@ VERBS = {
     "delete": "will be deleted",
     "retire": "will be retired (deactivated, kept)",
 }
-NO_CHANGES = "No changes. The database matches the configuration."
 
 # GitHub refuses a comment body over 65,536 characters. The Markdown plan keeps within MARKDOWN_LIMIT,
 # which leaves room for what .github/scripts/plan_comment.py wraps around it (marker, failures, footer).

@@ -116,16 +116,9 @@ def declared_windows(config_dir, environment: str | None) -> list[Window]:
     root = Path(config_dir)
     if not root.is_dir():
         return []
-    mentioned = False
-    for path in root.rglob("*"):
-        if path.suffix in (".yaml", ".yml") and path.is_file():
-            try:
-                if b"SyncWindow" in path.read_bytes():
-                    mentioned = True
-                    break
-            except OSError:
-                continue
-    if not mentioned:
+    from control_plane.reconcile.nochange import mentions
+
+    if not mentions(root, b"SyncWindow"):
         return []
     from control_plane.reconcile.controller import load_valid_config
 
