@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from control_plane.config.validate import ConfigSet, load_config, overlay_environments, sorted_issues
-from control_plane.state.desired import Rows, config_rows
+from control_plane.state.desired import Rows, config_rows, object_rows
 from control_plane.state.limits import column_limit_issues
 
 
@@ -17,7 +17,7 @@ def load_checked(root: Path | str, environment: str | None = None,
                  reuse: ConfigSet | None = None) -> tuple[ConfigSet, Rows | None]:
     """load_config plus column limits; with the rows flattened for the check (None when the config
     is invalid, or when `reuse` made the check cover only this environment's own objects)."""
-    config = load_config(root, environment, reuse=reuse)
+    config = load_config(root, environment, reuse=reuse, flatten=object_rows)
     if not config.ok:  # rows can only be built from a config that is valid so far
         return config, None
     checked = config
