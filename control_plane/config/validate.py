@@ -208,7 +208,7 @@ class _FileSource:
 
 
 def load_config(root: Path | str, environment: str | None = None, reuse: ConfigSet | None = None,
-                flatten: Callable[[ConfigObject], list] | None = None) -> ConfigSet:
+                flatten: Callable[[ConfigObject], list] | None = None, disk_cache: bool = True) -> ConfigSet:
     """Parse and validate the tree, with `environment`'s overlay applied; every overlay is checked.
 
     Files are taken one at a time (parse, envelope, spec, the objects' own checks), so that what is
@@ -216,7 +216,8 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     passes state's) turns on the per-file cache (config/cache.py): a clean file is kept as compact
     records and its rows, and a file whose content is in the cache is not parsed at all.
     `reuse`: a ConfigSet of the same tree made with `flatten`: its in-process cache is shared, and
-    this one's own checks cover only what the environment changes (own_objects).
+    this one's own checks cover only what the environment changes (own_objects). `disk_cache`
+    False: the cache stays in this process (it is also off on disk with CPLANE_NO_CACHE=1).
     """
     from control_plane.config.cache import FileCache, digest, plain_row
 
@@ -231,7 +232,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     files_cache: FileCache | None = None
     if flatten is not None:
         shared = reuse._loaded if reuse is not None else None
-        files_cache = shared if isinstance(shared, FileCache) else FileCache(root)
+        files_cache = shared if isinstance(shared, FileCache) else FileCache(root, None if disk_cache else False)
     result._loaded = files_cache
 
     # Overlays first: the patches of the selected one decide which objects may come from the cache.
