@@ -234,3 +234,26 @@ def test_file_edited_after_it_was_read_is_an_error_not_a_mix(tree: Path, monkeyp
     path.write_text(path.read_text().replace("displayName: Automotive", "displayName: Cars"))
     with pytest.raises(CplaneError, match="changed while cplane was reading it"):
         obj.spec  # noqa: B018
+
+
+def test_unused_entries_are_pruned_and_used_ones_kept(tree: Path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.delenv(file_cache.ENV_DISABLE, raising=False)
+    load_checked(tree)
+    cache_dir = tree.parent / file_cache.CACHE_DIR
+    old = time.time() - file_cache.MAX_AGE_SECONDS - 3600
+    stale = cache_dir / ("0" * 64 + ".pickle")
+    stale.write_bytes(b"an entry of a content no file has any more")
+    for entry in cache_dir.glob("*.pickle"):
+        os.utime(entry, (old, old))
+    path = tree / "industries" / "automotive.yaml"
+    path.write_text(path.read_text().replace("displayName: Automotive", "displayName: Cars"))
+    config, _ = load_checked(tree)  # one new entry written: the old unused ones go
+    assert config._loaded.writes == 1
+    assert not stale.exists()
+    kept = list(cache_dir.glob("*.pickle"))
+    assert len(kept) == config._loaded.hits + 1  # every entry this run used is still there
+    again, _ = load_checked(tree)
+    assert again._loaded.misses == 0

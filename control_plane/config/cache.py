@@ -35,6 +35,10 @@ from typing import Any
 CACHE_DIR = Path(".cplane") / "cache"
 ENV_DISABLE = "CPLANE_NO_CACHE"
 FORMAT = 1
+# Entries not used for this long are deleted when a process writes new ones (each edit of a file
+# makes a new entry; a hit refreshes the entry's mtime). Stray temporary files: after an hour.
+MAX_AGE_SECONDS = 7 * 24 * 3600
+MAX_TMP_AGE_SECONDS = 3600
 
 # The modules whose code decides what a file validates and flattens to: a change to any of them
 # (a new field, another column name, a new check) must not reuse an entry made before it.
@@ -98,7 +102,8 @@ class FileCache:
 
     def _read(self, content: bytes) -> list[ObjectRecord] | None:
         try:
-            with open(self._path(content), "rb") as f:
+            path = self._path(content)
+            with open(path, "rb") as f:
                 entry = pickle.load(f)
             fmt, entry_salt, entry_digest, records = entry
             if fmt != FORMAT or entry_salt != salt() or entry_digest != content or not isinstance(records, list):
@@ -112,6 +117,10 @@ class FileCache:
                 for row in rows:
                     if not (isinstance(row, tuple) and len(row) == 5 and isinstance(row[2], dict)):
                         return None
+            try:
+                os.utime(path)  # in use: not pruned
+            except OSError:
+                pass
             return records
         except Exception:  # noqa: BLE001 (missing, unreadable, truncated, another format: a miss)
             return None
@@ -137,6 +146,29 @@ class FileCache:
                     os.unlink(tmp)
                 except OSError:
                     pass
+
+
+    def prune(self) -> None:
+        """Delete entries unused for MAX_AGE_SECONDS (and old temporary files); best effort."""
+        if self.dir is None or not self.writes:
+            return
+        import time
+
+        now = time.time()
+        try:
+            names = os.listdir(self.dir)
+        except OSError:
+            return
+        for name in names:
+            limit = MAX_TMP_AGE_SECONDS if name.startswith(".tmp-") else MAX_AGE_SECONDS
+            if not name.endswith(".pickle"):
+                continue
+            path = self.dir / name
+            try:
+                if now - path.stat().st_mtime > limit:
+                    path.unlink()
+            except OSError:  # gone already (another process pruned it), or not ours to delete
+                pass
 
 
 def plain_row(row: Any) -> tuple:

@@ -398,6 +398,8 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         files_cache.put(content, file_records)
         del built, loaded, raws
 
+    if files_cache is not None:
+        files_cache.prune()
     # Patch targets: every base object is known now.
     for patch, doc, where, overlay_name in candidates:
         target = (patch["kind"], patch["name"])
