@@ -160,3 +160,59 @@ def _clip(text: str, limit: int) -> str:
     holding a line break two lines."""
     text = text.replace("\r", "\\r").replace("\n", "\\n")
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+class CachedDocument(Document):
+    """A document of a file whose result came from the cache: where it is, its data read from the
+    file again only when something asks (positions are located from the file, not from the data)."""
+
+    def __init__(self, file: Path, index: int, line: int, source: Any):
+        self.file, self.index, self.line, self._source = file, index, line, source
+
+    @property
+    def data(self) -> Any:  # type: ignore[override]
+        return self._source.load()[self.index][0]
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self._source.load()[self.index] = (value, *self._source.load()[self.index][1:])
+
+
+class CachedObject(ConfigObject):
+    """An object of a file that validated clean and did not change (config/cache.py).
+
+    What the cross-file checks need is at hand (kind, name, labels, annotations, where it is, its
+    reference fields as written) and so are its rows; the spec model and the raw spec are built
+    from the file again, once, by whichever stage asks for them (a policy over its kind, a prompt
+    check, an export)."""
+
+    def __init__(self, kind: str, name: str, labels: dict, annotations: dict, doc: CachedDocument,
+                 refs: dict[str, Any], rows: list):
+        self.kind, self.name, self.labels, self.annotations, self.doc = kind, name, labels, annotations, doc
+        self.origins = {}
+        self.failed = frozenset()
+        self.timing = None
+        self.cached_refs = refs
+        self.cached_rows = rows
+        self._spec: Any = None
+        self._raw: Any = None
+
+    @property
+    def spec(self) -> BaseModel:  # type: ignore[override]
+        if self._spec is None:
+            self._spec = self.doc._source.load()[self.doc.index][2]
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: BaseModel) -> None:
+        self._spec = value
+
+    @property
+    def raw_spec(self) -> dict[str, Any]:  # type: ignore[override]
+        if self._raw is None:
+            self._raw = self.doc._source.load()[self.doc.index][1]
+        return self._raw
+
+    @raw_spec.setter
+    def raw_spec(self, value: dict[str, Any]) -> None:
+        self._raw = value

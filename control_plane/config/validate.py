@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from control_plane.config.loader import Document, load_file, load_tree, locate
+from control_plane.config.loader import Document, _yaml_files, load_bytes, load_file, locate
 from control_plane.config.messages import expected_got, field_path, pydantic_message, show, suggest
 from control_plane.config.model import (  # noqa: F401 (part of this module's API)
     PREVENT_DESTROY,
+    CachedDocument,
+    CachedObject,
     ConfigObject,
     ConfigSet,
     Issue,
@@ -172,12 +175,52 @@ def _overlay_files(root: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
-def load_config(root: Path | str, environment: str | None = None, reuse: ConfigSet | None = None) -> ConfigSet:
+class _FileSource:
+    """The documents of a file whose result came from the cache, parsed and validated again on the
+    first demand (a stage that reads a spec or a document's data). The content must be the one the
+    cache entry was made from: a file edited meanwhile is an error, never a mix of two versions."""
+
+    def __init__(self, path: Path, content: bytes):
+        self.path, self.content = path, content
+        self._docs: dict[int, tuple] | None = None
+
+    def load(self) -> dict[int, tuple]:
+        if self._docs is None:
+            from control_plane.config.cache import digest
+            from control_plane.errors import CplaneError
+
+            changed = CplaneError(f"{rel(self.path)} changed while cplane was reading it; run the command again")
+            try:
+                raw = self.path.read_bytes()
+            except OSError:
+                raise changed from None
+            if digest(raw) != self.content:
+                raise changed
+            docs: dict[int, tuple] = {}
+            try:
+                for doc in load_bytes(raw, self.path).documents:
+                    env = Envelope.model_validate(doc.data)
+                    docs[doc.index] = (doc.data, env.spec, CONFIG_KINDS[env.kind].spec.model_validate(env.spec))
+            except ValidationError:  # it validated clean with this very code and content
+                raise changed from None
+            self._docs = docs
+        return self._docs
+
+
+def load_config(root: Path | str, environment: str | None = None, reuse: ConfigSet | None = None,
+                flatten: Callable[[ConfigObject], list] | None = None, disk_cache: bool = True) -> ConfigSet:
     """Parse and validate the tree, with `environment`'s overlay applied; every overlay is checked.
 
-    `reuse`: an already validated ConfigSet of the same tree, whose parse and untouched objects are
-    taken as they are (validating every environment costs one full pass, not one per environment).
+    Files are taken one at a time (parse, envelope, spec, the objects' own checks), so that what is
+    kept of a file that validated clean is small. `flatten` (an object's rows; reconcile.validation
+    passes state's) turns on the per-file cache (config/cache.py): a clean file is kept as compact
+    records and its rows, and a file whose content is in the cache is not parsed at all.
+    `reuse`: a ConfigSet of the same tree made with `flatten`: its in-process cache is shared, and
+    this one's own checks cover only what the environment changes (own_objects). `disk_cache`
+    False: the cache stays in this process (it is also off on disk with CPLANE_NO_CACHE=1).
     """
+    from control_plane.config.cache import FileCache, digest, plain_row
+
     root = Path(root)
     report = _Reporter()
     result = ConfigSet(root=root, environment=environment)
@@ -186,24 +229,18 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         result.issues = report.issues
         return result
 
-    loaded = reuse._loaded if reuse is not None and reuse._loaded is not None else load_tree(root, exclude_dirs=(OVERLAY_DIR,))
-    result._loaded = loaded
-    result.files = sorted({d.file for d in loaded.documents} | {e.file for e in loaded.errors})
-    for err in loaded.errors:
-        report.raw(err.file, err.line, err.col, *header_label(err.file, err.line), err.message)
+    files_cache: FileCache | None = None
+    if flatten is not None:
+        shared = reuse._loaded if reuse is not None else None
+        files_cache = shared if isinstance(shared, FileCache) else FileCache(root, None if disk_cache else False)
+    result._loaded = files_cache
 
-    base: list[_Raw] = []
-    for doc in loaded.documents:
-        env = _check_envelope(doc, report)
-        if env is None:
-            continue
-        if env.kind == OVERLAY_KIND:
-            report.at(doc, ("kind",), env.kind, env.metadata.name, f"an Overlay belongs in {OVERLAY_DIR}/<env>.yaml")
-            continue
-        base.append(_Raw(env, doc))
-
-    # Overlays: every file is checked against the base objects; only the selected one is applied.
-    existing = {(r.env.kind, r.env.metadata.name) for r in base}
+    # Overlays first: the patches of the selected one decide which objects may come from the cache.
+    # Whether a patch's target exists is checked once every base object is known (below); a patch
+    # whose target does not exist patches nothing, so applying the candidates is the same.
+    overlay_files: list[Path] = []
+    candidates: list[tuple[dict, Document, tuple, str]] = []  # (patch, doc, where, overlay name)
+    extra_by_doc: dict[int, set] = {}
     selected_patches: list[tuple[dict, Document, tuple]] = []
     overlay_objects: list[_Raw] = []
     found_selected = environment is None
@@ -212,7 +249,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         is_selected = env_name == environment
         found_selected = found_selected or is_selected
         ov = load_file(path)
-        result.files.append(path)
+        overlay_files.append(path)
         for err in ov.errors:
             report.raw(err.file, err.line, err.col, "Overlay", env_name, err.message)
         for doc in ov.documents:
@@ -230,7 +267,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             if not isinstance(patches, list):
                 report.at(doc, ("spec", "patches"), OVERLAY_KIND, env.metadata.name, "patches must be a list")
                 continue
-            extra_names = {
+            extra_by_doc[id(doc)] = {
                 (d.data.get("kind"), (d.data.get("metadata") or {}).get("name"))
                 for d in ov.documents
                 if isinstance(d.data, dict) and isinstance(d.data.get("metadata"), dict)
@@ -246,27 +283,17 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
                               f"{field_path(where)}: a patch has kind, name, and patch or schedule (or both)"
                               + (f"; unknown field {extra[0]!r}{hint}" if extra else ""))
                     continue
-                target = (patch["kind"], patch["name"])
                 if patch["kind"] not in CONFIG_KINDS:
                     report.at(doc, (*where, "kind"), OVERLAY_KIND, env.metadata.name,
                               f"{field_path((*where, 'kind'))}: {_unknown_kind(patch['kind'])}", at_value=True)
                     continue
-                if target not in existing and target not in extra_names:
-                    names = [n for k, n in existing | extra_names if k == patch["kind"]]
-                    report.at(doc, (*where, "name"), OVERLAY_KIND, env.metadata.name,
-                              f"patch target {patch['kind']}/{patch['name']} does not exist{suggest(patch['name'], names)}",
-                              at_value=True)
-                    continue
-                if not isinstance(patch.get("patch", {}), dict):
-                    report.at(doc, (*where, "patch"), OVERLAY_KIND, env.metadata.name, "patch must be a mapping")
-                    continue
-                if is_selected:
+                candidates.append((patch, doc, where, env.metadata.name))
+                if is_selected and isinstance(patch.get("patch", {}), dict):
                     selected_patches.append((patch, doc, where))
     if not found_selected:
         report.raw(root / OVERLAY_DIR, 1, 1, "Overlay", environment or "-",
                    f"no overlay for environment {environment!r} ({OVERLAY_DIR}/{environment}.yaml)")
 
-    everything = base + overlay_objects
     patched: dict[tuple[str, str], list[tuple[dict, Document, tuple]]] = {}
     scheduled: dict[tuple[str, str], list[tuple[list, Document, tuple]]] = {}
     for patch, doc, where in selected_patches:
@@ -276,16 +303,9 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             scheduled.setdefault((patch["kind"], patch["name"]), []).append((patch["schedule"], doc, (*where, "schedule")))
     patched.update({key: patched.get(key, []) for key in scheduled})
 
-    overlay_docs = {id(raw) for raw in overlay_objects}
-    if reuse is not None:
-        result.own_objects = set(patched) | {(r.env.kind, r.env.metadata.name) for r in overlay_objects}
-    for raw in everything:
+    def build(raw: _Raw) -> ConfigObject | None:
+        """The object of one document (its spec model, patches applied), added to the result."""
         kind, name = raw.env.kind, raw.env.metadata.name
-        if reuse is not None and (kind, name) not in patched and id(raw) not in overlay_docs:
-            previous = reuse.of_kind(kind).get(name)
-            if previous is not None and previous.doc is raw.doc:
-                result.objects.setdefault(kind, {})[name] = previous
-                continue
         spec_data = raw.env.spec
         origins: dict[tuple, tuple[Document, tuple]] = {}
         for patch_data, patch_doc, patch_at in patched.get((kind, name), ()):
@@ -302,16 +322,101 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         spec = _build_spec(obj, report)
         if spec is None:
             result.rejected.append(obj)
-            continue
+            return None
         obj.spec = spec
-        same_kind = result.objects.setdefault(kind, {})
-        if name in same_kind:
-            first = same_kind[name].doc
+        return obj if add(obj) else None
+
+    def add(obj: ConfigObject) -> bool:
+        same_kind = result.objects.setdefault(obj.kind, {})
+        if obj.name in same_kind:
+            first = same_kind[obj.name].doc
             fl, _ = locate(first, ("metadata", "name"))
-            report.at(raw.doc, ("metadata", "name"), kind, name,
-                      f"duplicate {kind} name {name!r} (first defined at {rel(first.file)}:{fl})")
+            report.at(obj.doc, ("metadata", "name"), obj.kind, obj.name,
+                      f"duplicate {obj.kind} name {obj.name!r} (first defined at {rel(first.file)}:{fl})")
+            return False
+        same_kind[obj.name] = obj
+        return True
+
+    existing: set[tuple[str, str]] = set()
+    files: set[Path] = set()
+    for path in _yaml_files(root, (OVERLAY_DIR,)):
+        try:
+            raw_bytes = path.read_bytes()
+        except OSError as exc:
+            files.add(path)
+            report.raw(path, 1, 1, *header_label(path, 1), f"cannot read file: {exc.strerror or exc}")
             continue
-        same_kind[name] = obj
+        content = digest(raw_bytes) if files_cache is not None else b""
+        records = files_cache.get(content) if files_cache is not None else None
+        if records is not None and not any((r[0], r[1]) in patched for r in records):
+            source = _FileSource(path, content)
+            for kind, name, labels, annotations, index, line, refs, rows in records:
+                files.add(path)
+                existing.add((kind, name))
+                add(CachedObject(kind, name, labels, annotations, CachedDocument(path, index, line, source), refs, rows))
+            continue
+        loaded = load_bytes(raw_bytes, path)
+        del raw_bytes
+        if loaded.documents or loaded.errors:
+            files.add(path)
+        mark = len(report.issues)
+        for err in loaded.errors:
+            report.raw(err.file, err.line, err.col, *header_label(err.file, err.line), err.message)
+        raws: list[_Raw] = []
+        for doc in loaded.documents:
+            env = _check_envelope(doc, report)
+            if env is None:
+                continue
+            if env.kind == OVERLAY_KIND:
+                report.at(doc, ("kind",), env.kind, env.metadata.name, f"an Overlay belongs in {OVERLAY_DIR}/<env>.yaml")
+                continue
+            raws.append(_Raw(env, doc))
+            existing.add((env.kind, env.metadata.name))
+        built = [build(raw) for raw in raws]
+        if files_cache is None or len(report.issues) != mark or not all(built) or len(built) != len(loaded.documents):
+            continue
+        if any(o.timing is not None or (o.kind, o.name) in patched for o in built):  # type: ignore[union-attr]
+            continue
+        own = _Reporter()
+        for obj in built:
+            _object_checks(obj, own)  # type: ignore[arg-type]
+        if own.issues:
+            continue  # the cross checks report them, as for any object
+        source = _FileSource(path, content)
+        file_records = []
+        for obj in built:
+            assert obj is not None
+            rows = flatten(obj)
+            raw_spec = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
+            refs = {a: raw_spec[a] for a in _ref_aliases(obj.kind) if a in raw_spec}
+            file_records.append((obj.kind, obj.name, obj.labels, obj.annotations, obj.doc.index, obj.doc.line, refs,
+                                 [plain_row(r) for r in rows]))
+            # From here on the object is its record: the file's models and data are let go.
+            result.objects[obj.kind][obj.name] = CachedObject(
+                obj.kind, obj.name, obj.labels, obj.annotations,
+                CachedDocument(path, obj.doc.index, obj.doc.line, source), refs, rows)
+        files_cache.put(content, file_records)
+        del built, loaded, raws
+
+    if files_cache is not None:
+        files_cache.prune()
+    # Patch targets: every base object is known now.
+    for patch, doc, where, overlay_name in candidates:
+        target = (patch["kind"], patch["name"])
+        extra_names = extra_by_doc.get(id(doc), set())
+        if target not in existing and target not in extra_names:
+            names = [n for k, n in existing | extra_names if k == patch["kind"]]
+            report.at(doc, (*where, "name"), OVERLAY_KIND, overlay_name,
+                      f"patch target {patch['kind']}/{patch['name']} does not exist{suggest(patch['name'], names)}",
+                      at_value=True)
+            continue
+        if not isinstance(patch.get("patch", {}), dict):
+            report.at(doc, (*where, "patch"), OVERLAY_KIND, overlay_name, "patch must be a mapping")
+    for raw in overlay_objects:
+        build(raw)
+    result.files = sorted(files) + overlay_files
+    if reuse is not None:
+        result.own_objects = set(patched) | {(r.env.kind, r.env.metadata.name) for r in overlay_objects}
 
     for check in CROSS_CHECKS:
         check(result, report)
@@ -321,6 +426,17 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         report.issues += timeline.check_points(result, CROSS_CHECKS, _Reporter, set(report.issues))
     result.issues = sorted_issues(report.issues)
     return result
+
+
+def _ref_aliases(kind: str) -> tuple[str, ...]:
+    ck = CONFIG_KINDS[kind]
+    return tuple(_alias(ck.spec, ref.field) for ref in ck.spec_refs)
+
+
+def _object_checks(obj: ConfigObject, report: _Reporter) -> None:
+    """The checks that read only the object itself (a cached object passed them when it was cached)."""
+    _walk_children(obj, CONFIG_KINDS[obj.kind].children, obj.spec, ("spec",), obj.name, report)
+    _template_checks(obj, report)
 
 
 def _build_spec(obj: ConfigObject, report: _Reporter) -> BaseModel | None:
@@ -384,7 +500,7 @@ def _check_children(config: ConfigSet, report: _Reporter) -> None:
     for kind, objects in config.objects.items():
         ck = CONFIG_KINDS[kind]
         for name, obj in objects.items():
-            if _own(config, kind, name):
+            if _own(config, kind, name) and not isinstance(obj, CachedObject):  # cached: it passed them
                 _walk_children(obj, ck.children, obj.spec, ("spec",), name, report)
 
 
@@ -410,7 +526,12 @@ def _check_references(config: ConfigSet, report: _Reporter) -> None:
     """Reference fields, read from the spec as written: objects whose spec failed are covered too."""
     for obj in _all_objects(config):
         ck = CONFIG_KINDS[obj.kind]
-        raw = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
+        if not ck.spec_refs:
+            continue
+        if isinstance(obj, CachedObject):  # its reference fields as written, without building its spec
+            raw = obj.cached_refs
+        else:
+            raw = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
         for ref in ck.spec_refs:
             alias = _alias(ck.spec, ref.field)
             value = raw.get(alias)
@@ -447,24 +568,31 @@ def _all_objects(config: ConfigSet) -> list[ConfigObject]:
 
 def _check_template_variables(config: ConfigSet, report: _Reporter) -> None:
     for ck in CONFIG_KINDS.values():
-        if not ck.template_fields:
-            continue
-        kind, field_name = ck.kind, ck.template_fields[0]
-        involved = {_alias(ck.spec, f) for f in (*ck.template_fields, "variables")}
-        for _name, obj in config.of_kind(kind).items():
-            if obj.failed & involved:
-                continue  # one of them failed its schema: comparing them would only echo that
-            used: set[str] = set()
-            for template_field in ck.template_fields:
-                used |= template_variables(getattr(obj.spec, template_field))
-            declared = set(obj.spec.variables)
-            undeclared, unused = sorted(used - declared), sorted(declared - used)
-            if undeclared:
-                report.on(obj, ("spec", _alias(ck.spec, field_name)),
-                          f"undeclared variables in {field_name}: {', '.join('{' + v + '}' for v in undeclared)}", at_value=False)
-            if unused:
-                report.on(obj, ("spec", "variables"),
-                          f"declared variables not used in {field_name}: {', '.join(unused)}", at_value=False)
+        if ck.template_fields:
+            for _name, obj in config.of_kind(ck.kind).items():
+                if not isinstance(obj, CachedObject):  # cached: it passed them
+                    _template_checks(obj, report)
+
+
+def _template_checks(obj: ConfigObject, report: _Reporter) -> None:
+    ck = CONFIG_KINDS[obj.kind]
+    if not ck.template_fields:
+        return
+    field_name = ck.template_fields[0]
+    involved = {_alias(ck.spec, f) for f in (*ck.template_fields, "variables")}
+    if obj.failed & involved:
+        return  # one of them failed its schema: comparing them would only echo that
+    used: set[str] = set()
+    for template_field in ck.template_fields:
+        used |= template_variables(getattr(obj.spec, template_field))
+    declared = set(obj.spec.variables)
+    undeclared, unused = sorted(used - declared), sorted(declared - used)
+    if undeclared:
+        report.on(obj, ("spec", _alias(ck.spec, field_name)),
+                  f"undeclared variables in {field_name}: {', '.join('{' + v + '}' for v in undeclared)}", at_value=False)
+    if unused:
+        report.on(obj, ("spec", "variables"),
+                  f"declared variables not used in {field_name}: {', '.join(unused)}", at_value=False)
 
 
 def _check_typed_values(config: ConfigSet, report: _Reporter) -> None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from control_plane.config.validate import ConfigSet, load_config, overlay_environments, sorted_issues
-from control_plane.state.desired import Rows, config_rows
+from control_plane.state.desired import Rows, config_rows, object_rows
 from control_plane.state.limits import column_limit_issues
 
 
 def load_checked(root: Path | str, environment: str | None = None,
-                 reuse: ConfigSet | None = None) -> tuple[ConfigSet, Rows | None]:
+                 reuse: ConfigSet | None = None, disk_cache: bool = True) -> tuple[ConfigSet, Rows | None]:
     """load_config plus column limits; with the rows flattened for the check (None when the config
-    is invalid, or when `reuse` made the check cover only this environment's own objects)."""
-    config = load_config(root, environment, reuse=reuse)
+    is invalid, or when `reuse` made the check cover only this environment's own objects).
+
+    `disk_cache`: False keeps the per-file cache in memory (config/cache.py; CPLANE_NO_CACHE=1 does
+    that everywhere): for a caller checking a tree it just wrote elsewhere (export's check of its
+    output), so that no `.cplane/cache/` appears beside that tree."""
+    config = load_config(root, environment, reuse=reuse, flatten=object_rows, disk_cache=disk_cache)
     if not config.ok:  # rows can only be built from a config that is valid so far
         return config, None
     checked = config

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from control_plane.config.model import ConfigSet
+from control_plane.config.model import ConfigObject, ConfigSet
 from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,
@@ -77,25 +77,14 @@ def config_rows(config: ConfigSet) -> Rows:
     """Flatten validated objects (and nested children) into rows, secrets still unresolved.
 
     Validation (column limits) and planning both read them: whoever runs both computes them once
-    and passes them on (see reconcile.validation), the ConfigSet itself caches nothing.
+    and passes them on (see reconcile.validation), the ConfigSet itself caches nothing. An object
+    from the per-file cache (config/cache.py) carries its rows already: they are taken as they are.
     """
     rows: dict[str, dict[str, Row]] = defaultdict(dict)
-    for kind, objects in config.objects.items():
-        ck = CONFIG_KINDS[kind]
-        if ck.row_kind is None:
-            continue
-        rk = ROW_KINDS[ck.row_kind]
-        skip = frozenset(ck.child_fields) | frozenset(ck.secrets)
-        for name, obj in objects.items():
-            values = {ck.column_for(f): v for f, v in _dump_fields(obj.spec, skip).items()}
-            values[ck.key_column] = name
-            secret_refs = {}
-            for spec_field, column in ck.secrets.items():
-                secret_refs[column] = _secret_ref(getattr(obj.spec, spec_field))
-                values[column] = None
-            row = Row(rk.name, natural_key(rk, values), values, secret_refs, obj.prevent_destroy)
-            rows[rk.name][row.key] = row
-            _flatten_children(obj, ck.children, obj.spec, [row.key], rows)
+    for objects in config.objects.values():
+        for obj in objects.values():
+            for row in object_rows(obj):
+                rows[row.kind][row.key] = row
 
     for kind, produce in CATALOG_ROWS.items():
         rk = ROW_KINDS[kind]
@@ -103,6 +92,30 @@ def config_rows(config: ConfigSet) -> Rows:
             row = Row(kind, natural_key(rk, values), values)
             rows[kind][row.key] = row
     return dict(rows)
+
+
+def object_rows(obj: ConfigObject) -> list[Row]:
+    """The rows of one object (its own row, then its children's, depth first), in the order
+    config_rows inserts them."""
+    cached = getattr(obj, "cached_rows", None)
+    if cached is not None:
+        # From disk they are plain tuples (Row's fields in order); built in this process, Rows.
+        return [r if r.__class__ is Row else Row(*r) for r in cached]
+    ck = CONFIG_KINDS[obj.kind]
+    if ck.row_kind is None:
+        return []
+    rk = ROW_KINDS[ck.row_kind]
+    skip = frozenset(ck.child_fields) | frozenset(ck.secrets)
+    values = {ck.column_for(f): v for f, v in _dump_fields(obj.spec, skip).items()}
+    values[ck.key_column] = obj.name
+    secret_refs = {}
+    for spec_field, column in ck.secrets.items():
+        secret_refs[column] = _secret_ref(getattr(obj.spec, spec_field))
+        values[column] = None
+    row = Row(rk.name, natural_key(rk, values), values, secret_refs, obj.prevent_destroy)
+    out = [row]
+    _flatten_children(obj, ck.children, obj.spec, [row.key], out)
+    return out
 
 
 def build_desired(config: ConfigSet, environ: dict[str, str] | None = None, rows: Rows | None = None) -> DesiredState:
@@ -192,12 +205,12 @@ def keep_stored(values: dict[str, Any], problems: list[SecretProblem], stored: d
 _SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})
 
 
-def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], rows) -> None:
+def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], out: list[Row]) -> None:
     # The hot loop of large taxonomies (one pass per seed keyword): fields are read from the
     # model's __dict__ and scalars are taken as they are.
     for child in children:
         rk = ROW_KINDS[child.row_kind]
-        kind_rows = rows[rk.name]
+        append = out.append
         skip = frozenset({c.field for c in child.children} | {child.key_field})
         ancestor_columns = [(column, ancestors[-1 - depth]) for column, depth in child.ancestor_columns.items()]
         pairs = None
@@ -217,9 +230,9 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancesto
             for column, ancestor in ancestor_columns:
                 values[column] = ancestor
             key = natural_key(rk, values)
-            kind_rows[key] = Row(rk.name, key, values)
+            append(Row(rk.name, key, values))
             if child.children:
-                _flatten_children(obj, child.children, item, [*ancestors, key], rows)
+                _flatten_children(obj, child.children, item, [*ancestors, key], out)
 
 
 def _secret_field(row_kind: str, column: str) -> str:
