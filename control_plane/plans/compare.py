@@ -133,6 +133,10 @@ def compare(
     kept_all: list[SecretProblem] = []
     unset_all: list[SecretProblem] = []
     for kind in order:
+        if not live.is_full(kind):
+            # Found unchanged since the last apply on both sides (reconcile/incremental.py):
+            # comparing it would find nothing, so it is not read and not compared.
+            continue
         rk = ROW_KINDS[kind]
         want = desired.rows.get(kind, {})
         have = live.rows.get(kind, {})

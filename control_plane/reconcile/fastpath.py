@@ -94,6 +94,13 @@ class Inputs:
                  schema_revision or ""]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
+    def context(self, schema_revision: str | None) -> str:
+        """Everything of `digest` but the config files: what the per-table record is valid in
+        (reconcile/incremental.py; the files enter there per row kind, as desired rows)."""
+        parts = ["context", self.environment or "", __version__, _migrations(), self.key_id, self.bucket,
+                 schema_revision or ""]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
 
 def inputs(config_dir: Path, environment: str | None, box, at: datetime | None = None) -> Inputs:
     return Inputs(tree_digest(config_dir), environment, box.key_id, schedule_bucket(environment, at))
@@ -166,13 +173,15 @@ class Recorded:
 def read_record(conn: Connection) -> dict[str, Any] | None:
     if not inspect(conn).has_table(RECORD_TABLE):
         return None
+    has_tables = "tables" in {c["name"] for c in inspect(conn).get_columns(RECORD_TABLE)}  # revision 0013
     row = conn.execute(text(
-        "SELECT apply_run_id, inputs_digest, config_digest, secrets_digest, variables, versions, warnings "
-        f"FROM {RECORD_TABLE} ORDER BY id DESC LIMIT 1")).mappings().first()
+        "SELECT apply_run_id, inputs_digest, config_digest, secrets_digest, variables, versions, warnings"
+        f"{', tables' if has_tables else ''} FROM {RECORD_TABLE} ORDER BY id DESC LIMIT 1")).mappings().first()
     if row is None:
         return None
     record = dict(row)
-    for column in ("variables", "versions", "warnings"):
+    record.setdefault("tables", None)
+    for column in ("variables", "versions", "warnings", "tables"):
         record[column] = _json(record[column])
     return record
 
@@ -283,11 +292,13 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired):
+    def __init__(self, inputs: Inputs, environ, box, desired, digests: dict[str, str] | None = None):
         self.inputs = inputs
         self.environ = environ
         self.box = box
         self.desired = desired
+        # Per row kind, the digest of the desired rows (reconcile/incremental.py), recorded beside the versions.
+        self.digests = digests
         self.tables = plan_tables()
         self.before: dict[str, int] | None = None
         self.clean = True
@@ -324,11 +335,12 @@ class Recorder:
         eligible = after is not None and self._exact(plan, live)
         variables = secret_variables(self.desired)
         secrets = secrets_digest(variables, self.environ, self.box)
+        tables = self._tables(conn) if eligible else None
         if not wrote:
             record = read_record(conn)
             if not eligible or (record is not None and record["versions"] == after
                                 and record["inputs_digest"] == self.inputs.digest(_schema_revision(conn))
-                                and record["secrets_digest"] == secrets):
+                                and record["secrets_digest"] == secrets and record["tables"] == tables):
                 return  # a no-op apply writes nothing it does not have to
         conn.execute(delete(table))
         if not eligible:
@@ -336,8 +348,15 @@ class Recorder:
         conn.execute(insert(table).values(
             apply_run_id=run_id, inputs_digest=self.inputs.digest(_schema_revision(conn)),
             config_digest=plan.config_digest, secrets_digest=secrets, variables=variables, versions=after,
-            warnings=list(plan.warnings), recorded_at=datetime.now(UTC),
+            warnings=list(plan.warnings), tables=tables, recorded_at=datetime.now(UTC),
         ))
+
+    def _tables(self, conn: Connection) -> dict[str, Any]:
+        from control_plane.reconcile.incremental import desired_digests
+
+        if self.digests is None:
+            self.digests = desired_digests(self.desired, self.box)
+        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": self.digests}
 
     def _exact(self, plan, live) -> bool:
         """Whether the database holds exactly the config once the plan is applied: every managed row
@@ -353,6 +372,8 @@ class Recorder:
         if plan.valid_until or plan.scheduled:
             return False
         managed = sum(len(v) for v in live.managed.values())
+        # Kinds the plan did not read are, by the record it trusted, exactly their desired rows.
+        managed += sum(len(rows) for kind, rows in self.desired.rows.items() if not live.is_full(kind))
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
         managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)
         return managed == sum(len(v) for v in self.desired.rows.values())

@@ -36,6 +36,11 @@ class Unreadable:
 UNREADABLE = Unreadable()
 
 
+# Live rows are fetched from a server-side cursor in batches of this many (PostgreSQL: a named
+# cursor; SQLite steps its cursor anyway), so that the driver never holds a table's rows twice.
+BATCH = 5000
+
+
 @dataclass
 class LiveState:
     rows: dict[str, dict[str, Row]]
@@ -43,6 +48,16 @@ class LiveState:
     ids: dict[str, dict[str, int]]
     # "Kind/name" of every row holding a stored secret the key cannot decrypt.
     unreadable: list[str] = field(default_factory=list)
+    # The row kinds read in full (None: all of them). The others were found unchanged since the
+    # last apply (reconcile/incremental.py): only their ids and natural keys are read, when a kind
+    # read in full references them, and neither their rows nor their managed records are here.
+    full: frozenset[str] | None = None
+    # For the kinds not read in full: the managed rows as the last apply left them (which is the
+    # desired state), in apply.run_rows' RunState shape, so that a run still keeps every row.
+    carried: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+
+    def is_full(self, kind: str) -> bool:
+        return self.full is None or kind in self.full
 
 
 def existing_tables(conn: Connection) -> set[str]:
@@ -51,8 +66,34 @@ def existing_tables(conn: Connection) -> set[str]:
     return set(inspect(conn).get_table_names())
 
 
-def read_live(conn: Connection, box: SecretBox) -> LiveState:
-    """Every system row of every row kind, one SELECT per table, references mapped to natural keys."""
+def _stream(conn: Connection, stmt):
+    """The statement's rows in batches from a server-side cursor: memory holds one batch, not a table."""
+    # (On the statement: Connection.execution_options would change the connection for what follows.)
+    return conn.execute(stmt.execution_options(stream_results=True, yield_per=BATCH))
+
+
+def _needed_keys(full: frozenset[str] | None) -> set[str]:
+    """The kinds not read in full whose ids and natural keys are still needed: those a kind read in
+    full references (its references become natural keys; apply writes them back as ids), and
+    those their own natural keys reference."""
+    if full is None:
+        return set()
+    needed: set[str] = set()
+    stack = [target for kind in full for target in ROW_KINDS[kind].refs.values()]
+    while stack:
+        kind = stack.pop()
+        if kind in full or kind in needed:
+            continue
+        needed.add(kind)
+        rk = ROW_KINDS[kind]
+        stack.extend(rk.refs[c] for c in rk.key_columns if c in rk.refs)
+    return needed
+
+
+def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None) -> LiveState:
+    """The system rows of every row kind (of the kinds in `full`, when given), one streamed SELECT
+    per table, references mapped to natural keys. Kinds outside `full` are read only as far as
+    others need them: ids and natural keys."""
     from control_plane.db.models import ManagedObject
 
     present = existing_tables(conn)
@@ -60,10 +101,17 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
     ids: dict[str, dict[str, int]] = {}
     key_by_id: dict[str, dict[int, str]] = {}
     unreadable: list[str] = []
+    keys_only = _needed_keys(full)
     for kind in apply_order():
         rk = ROW_KINDS[kind]
-        if rk.table_name not in present:
+        whole = full is None or kind in full
+        if rk.table_name not in present or not (whole or kind in keys_only):
             rows[kind], ids[kind], key_by_id[kind] = {}, {}, {}
+            continue
+        if not whole:
+            ids[kind] = _read_keys(conn, rk, key_by_id)
+            rows[kind] = {}
+            key_by_id[kind] = {v: k for k, v in ids[kind].items()}
             continue
         columns = managed_columns(rk)
         table = rk.table
@@ -77,8 +125,9 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
         ref_positions = [(columns.index(c), key_by_id[t]) for c, t in rk.refs.items()]
         secret_positions = [columns.index(c) for c in rk.secret_columns]
         key_positions = [columns.index(c) for c in rk.key_columns]
+        single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
-        for record in conn.execute(stmt).all():
+        for record in _stream(conn, stmt):
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -88,9 +137,7 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
                 stored = {columns[i]: vals[i] for i in secret_positions}
                 for i in secret_positions:
                     vals[i] = _decrypt(vals[i], box)
-            key = str(vals[key_positions[0]]) if len(key_positions) == 1 else "/".join(
-                [str(vals[i]) for i in key_positions]
-            )
+            key = str(vals[single]) if single is not None else "/".join([str(vals[i]) for i in key_positions])
             if secret_positions and any(_has_unreadable(vals[i]) for i in secret_positions):
                 unreadable.append(f"{kind}/{key}")
             kind_rows[key] = Row(kind, key, dict(zip(columns, vals, strict=True)), None, False, record[0],
@@ -102,13 +149,31 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
 
     managed: dict[str, dict[str, ManagedRecord]] = defaultdict(dict)
     mo = ManagedObject.__table__
-    if mo.name in present:
+    if mo.name in present and (full is None or full):
         refs = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
             else null().label("secret_refs")
-        for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
-                                     refs)).all():
+        stmt = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, refs)
+        if full is not None:
+            stmt = stmt.where(mo.c.kind.in_(sorted(full)))
+        for r in _stream(conn, stmt):
             managed[r.kind][r.name] = r
-    return LiveState(rows, dict(managed), ids, unreadable)
+    return LiveState(rows, dict(managed), ids, unreadable, full)
+
+
+def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:
+    """{natural key: id} of a row kind's system rows (references in its key mapped as read_live does)."""
+    table = rk.table
+    stmt = rk.only_system_rows(select(table.c.id, *(table.c[c] for c in rk.key_columns)))
+    maps = [key_by_id.get(rk.refs[c], {}) if c in rk.refs else None for c in rk.key_columns]
+    found: dict[str, int] = {}
+    for record in _stream(conn, stmt):
+        parts = []
+        for value, names in zip(record[1:], maps, strict=True):
+            if names is not None and value is not None:
+                value = names.get(value, f"#{value}")
+            parts.append(str(value))
+        found["/".join(parts)] = record[0]
+    return found
 
 
 def _decrypt_one(token: Any, box: SecretBox) -> Any:

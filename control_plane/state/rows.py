@@ -110,3 +110,17 @@ def row_fingerprint(rk: RowKind, values: dict[str, Any], box: SecretBox) -> str:
 def columns_differ(rk: RowKind, a: dict[str, Any], b: dict[str, Any], columns: tuple[str, ...], box: SecretBox) -> bool:
     """Whether two states of a row differ in any of `columns`, by the same rules as a whole-row compare."""
     return any(canonical_column(rk, c, a.get(c), box) != canonical_column(rk, c, b.get(c), box) for c in columns)
+
+
+def rows_digest(rk: RowKind, rows: dict[str, Row], box: SecretBox) -> str:
+    """One digest of a row kind's desired rows as compare sees them: every key with its canonical
+    values (secrets as HMACs, never values), its prevent-destroy annotation and its secret references.
+    Equal digests mean compare would find the same desired side (the incremental plan's test)."""
+    digest = hashlib.sha256(rk.name.encode())
+    update = digest.update
+    for key in sorted(rows):
+        row = rows[key]
+        refs = json.dumps(row.secret_refs, sort_keys=True) if row.secret_refs else ""
+        update(repr((key, canonical(rk, row.values, box), bool(row.prevent_destroy), refs)).encode())
+        update(b"\0")
+    return digest.hexdigest()
