@@ -99,11 +99,11 @@ class Prepared:
 
     def full_kinds(self, conn: Connection) -> frozenset[str] | None:
         """The row kinds whose desired or live side changed since the last recorded apply; None:
-        read them all. A config with timed objects or policies always reads them all."""
-        from control_plane.policies.compile import policies_digest
+        read them all. A config with timed objects always reads them all (its schedule is planned
+        from every kind's live rows)."""
         from control_plane.reconcile.incremental import full_kinds
 
-        if self.timeline is not None and self.timeline is not self.config or policies_digest(self.config):
+        if self.timeline is not None and self.timeline is not self.config:
             return None
         return full_kinds(conn, self.desired, self.digests, self.environment, self.box)
 

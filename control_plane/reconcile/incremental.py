@@ -20,8 +20,8 @@ Doubt sends a kind, or the whole plan, the full way:
 - then every kind that references a kind read because its live side moved (its references are
   natural keys of that table, which may have moved with it), and every child of a kind read at
   all (a parent's delete is decided with its children in view), transitively.
-A config with timed objects or Policy documents always gets the full plan (their checks read
-other kinds' rows). tests/test_plan_incremental.py checks that the incremental and the full plan
+A config with timed objects always gets the full plan (its schedule is planned from every kind's
+live rows). Change policies see a change's live row and its children's, which are read with it. tests/test_plan_incremental.py checks that the incremental and the full plan
 agree on random sequences of edits, on both backends.
 """
 
