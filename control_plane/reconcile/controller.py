@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -86,16 +86,17 @@ class Prepared:
     at: datetime | None = None
     timeline: ConfigSet | None = None
 
-    # Per row kind, the digest of its desired rows (reconcile/incremental.py); computed once.
-    _digests: dict[str, str] | None = None
+    # Per row kind, the digest of its desired rows (reconcile/incremental.py): computed once, and
+    # only for the kinds that need it (a kind whose table moved is read whatever its digest).
+    _digests: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def digests(self) -> dict[str, str]:
-        if self._digests is None:
-            from control_plane.reconcile.incremental import desired_digests
+    def digest(self, kind: str) -> str:
+        if kind not in self._digests:
+            from control_plane.kinds.registry import ROW_KINDS
+            from control_plane.state.rows import rows_digest
 
-            self._digests = desired_digests(self.desired, self.box)
-        return self._digests
+            self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}), self.box)
+        return self._digests[kind]
 
     def full_kinds(self, conn: Connection) -> frozenset[str] | None:
         """The row kinds whose desired or live side changed since the last recorded apply; None:
@@ -105,7 +106,7 @@ class Prepared:
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return full_kinds(conn, self.desired, self.digests, self.environment, self.box)
+        return full_kinds(conn, self.desired, self.digest, self.environment, self.box)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only the kinds that changed
@@ -314,7 +315,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     _migrate(engine, progress)
     recorder = None
     if inputs is not None and box is not None:
-        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.digests)
+        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.digest)
 
     def read(conn: Connection) -> LiveState:
         return prepared.read_live(conn, incremental=fast_path, carry=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -292,13 +292,13 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired, digests: dict[str, str] | None = None):
+    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str] | None = None):
         self.inputs = inputs
         self.environ = environ
         self.box = box
         self.desired = desired
         # Per row kind, the digest of the desired rows (reconcile/incremental.py), recorded beside the versions.
-        self.digests = digests
+        self.digest = digest
         self.tables = plan_tables()
         self.before: dict[str, int] | None = None
         self.clean = True
@@ -352,11 +352,11 @@ class Recorder:
         ))
 
     def _tables(self, conn: Connection) -> dict[str, Any]:
+        from control_plane.kinds.registry import ROW_KINDS
         from control_plane.reconcile.incremental import desired_digests
 
-        if self.digests is None:
-            self.digests = desired_digests(self.desired, self.box)
-        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": self.digests}
+        kinds = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
+        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": kinds}
 
     def _exact(self, plan, live) -> bool:
         """Whether the database holds exactly the config once the plan is applied: every managed row

@@ -27,6 +27,7 @@ agree on random sequences of edits, on both backends.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
@@ -56,9 +57,10 @@ def context_digest(conn: Connection, environment: str | None, box: SecretBox) ->
         fastpath._schema_revision(conn))
 
 
-def full_kinds(conn: Connection, desired: DesiredState, digests: dict[str, str], environment: str | None,
+def full_kinds(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
                box: SecretBox) -> frozenset[str] | None:
-    """The row kinds a plan must read and compare; None: all of them (no usable record)."""
+    """The row kinds a plan must read and compare; None: all of them (no usable record).
+    `digest(kind)`: the digest of a kind's desired rows, asked only of kinds whose tables did not move."""
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
@@ -75,7 +77,7 @@ def full_kinds(conn: Connection, desired: DesiredState, digests: dict[str, str],
     unset = {problem.kind for problem in desired.missing_secrets}
     moved = {kind for kind, rk in ROW_KINDS.items() if any(current[t] != recorded[t] for t in kind_tables(rk))}
     read = {kind for kind, rk in ROW_KINDS.items()
-            if kind in moved or rk.secret_columns or kind in unset or recorded_kinds[kind] != digests[kind]}
+            if kind in moved or rk.secret_columns or kind in unset or recorded_kinds[kind] != digest(kind)}
     grew = True
     while grew:
         grew = False
