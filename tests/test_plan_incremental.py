@@ -64,7 +64,7 @@ def test_a_config_edit_reads_its_kind_and_what_descends_from_it(applied):
     tree.test_industry(sector="renamed")
     with engine.connect() as conn:
         prepared = prepare(tree.root)
-        kinds = full_kinds(conn, prepared.desired, prepared.digest, None, prepared.box)
+        kinds = full_kinds(conn, prepared.desired, prepared.kind_digest, None, prepared.box)
     # The sector rows changed (and their keywords with them); industries themselves did not.
     assert kinds is not None and {"IndustrySector", "SeedKeyword"} <= kinds
     assert "Industry" not in kinds and "Role" not in kinds
@@ -79,7 +79,7 @@ def test_an_incremental_apply_keeps_every_row_in_its_run_and_records_again(appli
     prepared = prepare(tree.root)
     with engine.connect() as conn:
         kept = read_run_rows(conn, result.apply_run_id)
-        assert full_kinds(conn, prepared.desired, prepared.digest, None, prepared.box) == frozenset(
+        assert full_kinds(conn, prepared.desired, prepared.kind_digest, None, prepared.box) == frozenset(
             k for k, rk in ROW_KINDS.items() if rk.secret_columns)
     assert {k: sorted(v) for k, v in kept.items() if v} == {
         k: sorted(v) for k, v in prepared.desired.rows.items() if v}

@@ -90,7 +90,7 @@ class Prepared:
     # only for the kinds that need it (a kind whose table moved is read whatever its digest).
     _digests: dict[str, str] = field(default_factory=dict)
 
-    def digest(self, kind: str) -> str:
+    def kind_digest(self, kind: str) -> str:
         if kind not in self._digests:
             from control_plane.kinds.registry import ROW_KINDS
             from control_plane.state.rows import rows_digest
@@ -106,7 +106,7 @@ class Prepared:
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return full_kinds(conn, self.desired, self.digest, self.environment, self.box)
+        return full_kinds(conn, self.desired, self.kind_digest, self.environment, self.box)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only the kinds that changed
@@ -315,7 +315,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     _migrate(engine, progress)
     recorder = None
     if inputs is not None and box is not None:
-        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.digest)
+        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest)
 
     def read(conn: Connection) -> LiveState:
         return prepared.read_live(conn, incremental=fast_path, carry=True)
