@@ -13,7 +13,7 @@ from sqlalchemy import text
 from control_plane.apply.run_rows import read_run_rows
 from control_plane.kinds.registry import ROW_KINDS
 from control_plane.reconcile.controller import apply_config, make_plan, prepare
-from control_plane.reconcile.incremental import full_kinds
+from control_plane.reconcile.incremental import scope
 from tests.test_plan_fastpath import SECRETS, shape, statements
 
 ALWAYS_READ = {rk.table_name for rk in ROW_KINDS.values() if rk.secret_columns}  # a handful of rows
@@ -64,11 +64,40 @@ def test_a_config_edit_reads_its_kind_and_what_descends_from_it(applied):
     tree.test_industry(sector="renamed")
     with engine.connect() as conn:
         prepared = prepare(tree.root)
-        kinds = full_kinds(conn, prepared.desired, prepared.kind_digest, None, prepared.box)
+        found = scope(conn, prepared.desired, prepared.kind_digest, None, prepared.box)
+        kinds = found.full if found is not None else None
     # The sector rows changed (and their keywords with them); industries themselves did not.
     assert kinds is not None and {"IndustrySector", "SeedKeyword"} <= kinds
     assert "Industry" not in kinds and "Role" not in kinds
     both(engine, tree.root)
+
+
+def volumes(tree, volume: int) -> None:
+    """The test industry with only a keyword's search volume edited (no sector changes)."""
+    path = tree.root / "industries" / "test-industry.yaml"
+    path.write_text(re.sub(r"searchVolume: \d+", f"searchVolume: {volume}", path.read_text()))
+
+
+def test_a_keyword_edit_reads_only_its_sector(applied):
+    tree, engine = applied
+    volumes(tree, 101)
+    with engine.connect() as conn:
+        prepared = prepare(tree.root)
+        found = scope(conn, prepared.desired, prepared.kind_digest, None, prepared.box)
+    assert found is not None and found.groups == {"SeedKeyword": frozenset({"test-industry/first"})}
+    assert "IndustrySector" not in found.full
+    with statements(engine) as seen:
+        plan, _ = both(engine, tree.root)
+    keywords = [q for q in seen[: len(seen) // 2] if re.search(r"\bFROM seed_keywords\b", q)]
+    assert keywords and all(" IN " in q for q in keywords)
+    assert [(c.kind, c.name, c.cause) for c in plan.changes] == [
+        ("SeedKeyword", "test-industry/first/alpha one", "config")]
+    result = apply_config(engine, tree.root, actor="test")
+    assert result.applied
+    with engine.connect() as conn:
+        kept = read_run_rows(conn, result.apply_run_id)
+    assert sorted(kept["SeedKeyword"]) == sorted(prepared.desired.rows["SeedKeyword"])
+    assert make_plan(engine, tree.root).fast_path
 
 
 def test_an_incremental_apply_keeps_every_row_in_its_run_and_records_again(applied):
@@ -79,7 +108,7 @@ def test_an_incremental_apply_keeps_every_row_in_its_run_and_records_again(appli
     prepared = prepare(tree.root)
     with engine.connect() as conn:
         kept = read_run_rows(conn, result.apply_run_id)
-        assert full_kinds(conn, prepared.desired, prepared.kind_digest, None, prepared.box) == frozenset(
+        assert scope(conn, prepared.desired, prepared.kind_digest, None, prepared.box).full == frozenset(
             k for k, rk in ROW_KINDS.items() if rk.secret_columns)
     assert {k: sorted(v) for k, v in kept.items() if v} == {
         k: sorted(v) for k, v in prepared.desired.rows.items() if v}
@@ -98,7 +127,7 @@ def test_an_older_record_without_tables_reads_everything(applied):
 
 
 EDITS = st.lists(st.sampled_from([
-    "price", "sector", "keywords", "remove-plan", "restore-plan", "sql-update", "sql-revert", "sql-insert",
+    "price", "sector", "keywords", "volume", "remove-plan", "restore-plan", "sql-update", "sql-revert", "sql-insert",
     "sql-delete", "sql-keyword", "secret", "apply",
 ]), min_size=1, max_size=6)
 
@@ -130,6 +159,8 @@ def test_incremental_and_full_plans_agree_on_random_edits(applied, monkeypatch, 
             tree.test_plan(price=str(20 + step))
         elif edit == "sector":
             tree.test_industry(sector=f"s{step}")
+        elif edit == "volume":
+            volumes(tree, 100 + step)
         elif edit == "keywords":
             tree.write("industries/test-industry.yaml", KEYWORDS.format(volume=100 + step, step=step))
         elif edit == "remove-plan":

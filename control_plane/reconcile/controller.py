@@ -86,11 +86,11 @@ class Prepared:
     at: datetime | None = None
     timeline: ConfigSet | None = None
 
-    # Per row kind, the digest of its desired rows (reconcile/incremental.py): computed once, and
-    # only for the kinds that need it (a kind whose table moved is read whatever its digest).
-    _digests: dict[str, str] = field(default_factory=dict)
+    # Per row kind, the digests of its desired rows (reconcile/incremental.py): computed once, and
+    # only for the kinds that need them (a kind whose table moved is read whatever its digest).
+    _digests: dict[str, tuple] = field(default_factory=dict)
 
-    def kind_digest(self, kind: str) -> str:
+    def kind_digest(self, kind: str) -> tuple[str, dict[str, str] | None]:
         if kind not in self._digests:
             from control_plane.kinds.registry import ROW_KINDS
             from control_plane.state.rows import rows_digest
@@ -98,26 +98,28 @@ class Prepared:
             self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}), self.box)
         return self._digests[kind]
 
-    def full_kinds(self, conn: Connection) -> frozenset[str] | None:
-        """The row kinds whose desired or live side changed since the last recorded apply; None:
-        read them all. A config with timed objects always reads them all (its schedule is planned
+    def scope(self, conn: Connection):
+        """What changed since the last recorded apply (reconcile/incremental.Scope); None: read
+        everything. A config with timed objects always reads everything (its schedule is planned
         from every kind's live rows)."""
-        from control_plane.reconcile.incremental import full_kinds
+        from control_plane.reconcile.incremental import scope
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return full_kinds(conn, self.desired, self.kind_digest, self.environment, self.box)
+        return scope(conn, self.desired, self.kind_digest, self.environment, self.box)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
-        """The live state a plan compares: every kind, or (incremental) only the kinds that changed
-        since the last recorded apply. carry: an apply's read, which keeps the unread kinds' rows
-        (the desired ones) for its run record."""
-        full = self.full_kinds(conn) if incremental else None
-        live = read_live(conn, self.box, full)
-        if full is not None and carry:
+        """The live state a plan compares: every kind, or (incremental) only what changed since the
+        last recorded apply. carry: an apply's read, which keeps the unread rows (the desired ones)
+        for its run record."""
+        found = self.scope(conn) if incremental else None
+        if found is None:
+            return read_live(conn, self.box)
+        live = read_live(conn, self.box, found.full, found.groups)
+        if carry:
             from control_plane.reconcile.incremental import carried
 
-            live.carried = carried(self.desired, full)
+            live.carried = carried(self.desired, live)
         return live
 
     def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0,

@@ -292,7 +292,7 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str] | None = None):
+    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], tuple] | None = None):
         self.inputs = inputs
         self.environ = environ
         self.box = box
@@ -355,8 +355,9 @@ class Recorder:
         from control_plane.kinds.registry import ROW_KINDS
         from control_plane.reconcile.incremental import desired_digests
 
-        kinds = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
-        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": kinds}
+        digests = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
+        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": {k: d[0] for k, d in digests.items()},
+                "groups": {k: d[1] for k, d in digests.items() if d[1] is not None}}
 
     def _exact(self, plan, live) -> bool:
         """Whether the database holds exactly the config once the plan is applied: every managed row
@@ -373,7 +374,9 @@ class Recorder:
             return False
         managed = sum(len(v) for v in live.managed.values())
         # Kinds the plan did not read are, by the record it trusted, exactly their desired rows.
-        managed += sum(len(rows) for kind, rows in self.desired.rows.items() if not live.is_full(kind))
+        from control_plane.state.live import out_of_scope
+
+        managed += sum(len(out_of_scope(live, kind, rows)) for kind, rows in self.desired.rows.items())
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
         managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)
         return managed == sum(len(v) for v in self.desired.rows.values())

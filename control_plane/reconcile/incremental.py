@@ -7,8 +7,10 @@ revision: `Inputs.context`) and, per row kind, the digest of the desired rows it
 (state.rows.rows_digest: canonical values, secrets as HMACs). Right after such an apply the
 database holds exactly those rows. So, at a later plan, a row kind whose desired digest and whose
 tables' versions all match the record would compare to nothing: it is neither read nor compared
-(`full_kinds` leaves it out; state.live reads only its ids and natural keys, and only when a kind
-read in full references it).
+(`scope` leaves it out; state.live reads only its ids and natural keys, and only when a kind
+read in full references it). Finer, for a kind grouped by parent (state.rows.group_column, e.g.
+seed keywords by sector): the record keeps a digest per group, and a kind only edited in config
+reads and compares only the groups whose digest moved.
 
 Doubt sends a kind, or the whole plan, the full way:
 - no record, a record of an older cplane (no per-table part), another context, a counter or
@@ -28,6 +30,7 @@ agree on random sequences of edits, on both backends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection
@@ -47,7 +50,7 @@ def kind_tables(rk: RowKind) -> list[str]:
     return tables
 
 
-def desired_digests(desired: DesiredState, box: SecretBox) -> dict[str, str]:
+def desired_digests(desired: DesiredState, box: SecretBox) -> dict[str, tuple[str, dict[str, str] | None]]:
     return {kind: rows_digest(rk, desired.rows.get(kind, {}), box) for kind, rk in ROW_KINDS.items()}
 
 
@@ -57,15 +60,28 @@ def context_digest(conn: Connection, environment: str | None, box: SecretBox) ->
         fastpath._schema_revision(conn))
 
 
-def full_kinds(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
-               box: SecretBox) -> frozenset[str] | None:
-    """The row kinds a plan must read and compare; None: all of them (no usable record).
-    `digest(kind)`: the digest of a kind's desired rows, asked only of kinds whose tables did not move."""
+@dataclass
+class Scope:
+    """What a plan reads and compares: the kinds in `full`; of those in `groups`, only the rows of
+    those groups (state.rows.group_column: the parent's natural key)."""
+
+    full: frozenset[str]
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
+
+
+Digest = Callable[[str], "tuple[str, dict[str, str] | None]"]
+
+
+def scope(conn: Connection, desired: DesiredState, digest: Digest, environment: str | None,
+          box: SecretBox) -> Scope | None:
+    """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
+    digests of a kind's desired rows, asked only of kinds whose tables did not move."""
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
         return None
     recorded_kinds: dict[str, str] = tables.get("kinds") or {}
+    recorded_groups: dict[str, dict[str, str]] = tables.get("groups") or {}
     recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
     if set(recorded_kinds) != set(ROW_KINDS) or not recorded:
         return None
@@ -76,8 +92,9 @@ def full_kinds(conn: Connection, desired: DesiredState, digest: Callable[[str], 
         return None
     unset = {problem.kind for problem in desired.missing_secrets}
     moved = {kind for kind, rk in ROW_KINDS.items() if any(current[t] != recorded[t] for t in kind_tables(rk))}
-    read = {kind for kind, rk in ROW_KINDS.items()
-            if kind in moved or rk.secret_columns or kind in unset or recorded_kinds[kind] != digest(kind)}
+    read = {kind for kind, rk in ROW_KINDS.items() if kind in moved or rk.secret_columns or kind in unset}
+    edited = {kind for kind in ROW_KINDS if kind not in read and recorded_kinds[kind] != digest(kind)[0]}
+    read |= edited
     grew = True
     while grew:
         grew = False
@@ -91,18 +108,32 @@ def full_kinds(conn: Connection, desired: DesiredState, digest: Callable[[str], 
             elif rk.parent in read:
                 read.add(kind)
                 grew = True
-    return frozenset(read)
+    # A kind only edited in config, whose parent is not read and which has no children: only the
+    # groups whose digest moved (or that are gone from the config) are read and compared.
+    # (Nothing may reference it either: a referencing kind maps its ids to keys from all its rows.)
+    parents = {rk.parent for rk in ROW_KINDS.values() if rk.parent}
+    parents |= {target for rk in ROW_KINDS.values() for target in rk.refs.values()}
+    groups: dict[str, frozenset[str]] = {}
+    for kind in sorted(edited):
+        rk = ROW_KINDS[kind]
+        now = digest(kind)[1]
+        then = recorded_groups.get(kind)
+        if now is None or not isinstance(then, dict) or kind in parents or rk.parent in read:
+            continue
+        groups[kind] = frozenset(g for g in set(now) | set(then) if now.get(g) != then.get(g))
+    return Scope(frozenset(read), groups)
 
 
-def carried(desired: DesiredState, live_full: frozenset[str]) -> dict[str, dict[str, dict[str, Any]]]:
-    """The run rows (apply.run_rows' shape) of the kinds not read: the desired rows, which the last
-    apply left in the database exactly (only kinds without secret columns are ever skipped)."""
+def carried(desired: DesiredState, live) -> dict[str, dict[str, dict[str, Any]]]:
+    """The run rows (apply.run_rows' shape) of what was not read: the desired rows, which the last
+    apply left in the database exactly (only kinds without secret columns are ever left unread)."""
     from control_plane.apply.run_rows import _plain
+    from control_plane.state.live import out_of_scope
 
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for kind, rk in ROW_KINDS.items():
-        if kind in live_full:
-            continue
-        out[kind] = {key: {"values": _plain(rk, row.values), "secret_refs": {}, "prevent_destroy": bool(row.prevent_destroy)}
-                     for key, row in desired.rows.get(kind, {}).items()}
+        rows = out_of_scope(live, kind, desired.rows.get(kind, {}))
+        if rows:
+            out[kind] = {key: {"values": _plain(rk, row.values), "secret_refs": {},
+                               "prevent_destroy": bool(row.prevent_destroy)} for key, row in rows.items()}
     return out

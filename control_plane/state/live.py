@@ -10,7 +10,7 @@ from sqlalchemy import Connection, inspect, null, select
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import Row, managed_columns
+from control_plane.state.rows import Row, group_column, managed_columns
 
 
 class ManagedRecord(Protocol):
@@ -39,6 +39,8 @@ UNREADABLE = Unreadable()
 # Live rows are fetched from a server-side cursor in batches of this many (PostgreSQL: a named
 # cursor; SQLite steps its cursor anyway), so that the driver never holds a table's rows twice.
 BATCH = 5000
+# Ids per IN list (parameters per statement stay well under SQLite's and PostgreSQL's limits).
+IN_CHUNK = 1000
 
 
 @dataclass
@@ -55,9 +57,31 @@ class LiveState:
     # For the kinds not read in full: the managed rows as the last apply left them (which is the
     # desired state), in apply.run_rows' RunState shape, so that a run still keeps every row.
     carried: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Kinds of `full` read only in some groups (state.rows.group_column: their parent's natural key).
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def is_full(self, kind: str) -> bool:
         return self.full is None or kind in self.full
+
+
+def in_scope(live: LiveState, kind: str, rows: dict[str, Row]) -> dict[str, Row]:
+    """The rows of `rows` (desired ones) that `live` read the kind's live side for."""
+    if not live.is_full(kind):
+        return {}
+    groups = live.groups.get(kind)
+    if groups is None:
+        return rows
+    column = group_column(ROW_KINDS[kind])
+    return {key: row for key, row in rows.items() if str(row.values.get(column)) in groups}
+
+
+def out_of_scope(live: LiveState, kind: str, rows: dict[str, Row]) -> dict[str, Row]:
+    if not live.is_full(kind):
+        return rows
+    if kind not in live.groups:
+        return {}
+    inside = in_scope(live, kind, rows)
+    return {key: row for key, row in rows.items() if key not in inside}
 
 
 def existing_tables(conn: Connection) -> set[str]:
@@ -90,10 +114,12 @@ def _needed_keys(full: frozenset[str] | None) -> set[str]:
     return needed
 
 
-def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None) -> LiveState:
+def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
+              groups: dict[str, frozenset[str]] | None = None) -> LiveState:
     """The system rows of every row kind (of the kinds in `full`, when given), one streamed SELECT
     per table, references mapped to natural keys. Kinds outside `full` are read only as far as
-    others need them: ids and natural keys."""
+    others need them: ids and natural keys. Kinds in `groups` only in those groups (their parent's
+    natural keys), and their managed records only for the rows read."""
     from control_plane.db.models import ManagedObject
 
     present = existing_tables(conn)
@@ -118,7 +144,13 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         selected = [table.c.id, *(table.c[c] for c in columns)]
         if rk.version_column:
             selected.append(table.c[rk.version_column])
-        stmt = rk.only_system_rows(select(*selected))
+        stmts = [rk.only_system_rows(select(*selected))]
+        if groups and kind in groups:
+            column = group_column(rk)
+            parent_ids = ids[rk.refs[column]]
+            wanted = sorted(parent_ids[g] for g in groups[kind] if g in parent_ids)
+            stmts = [stmts[0].where(table.c[column].in_(wanted[i : i + IN_CHUNK]))
+                     for i in range(0, len(wanted), IN_CHUNK)]
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
         n = len(columns)
@@ -127,7 +159,7 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         key_positions = [columns.index(c) for c in rk.key_columns]
         single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
-        for record in _stream(conn, stmt):
+        for record in (r for stmt in stmts for r in _stream(conn, stmt)):
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -152,12 +184,19 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
     if mo.name in present and (full is None or full):
         refs = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
             else null().label("secret_refs")
-        stmt = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, refs)
+        base = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, refs)
+        stmts = [base]
         if full is not None:
-            stmt = stmt.where(mo.c.kind.in_(sorted(full)))
-        for r in _stream(conn, stmt):
-            managed[r.kind][r.name] = r
-    return LiveState(rows, dict(managed), ids, unreadable, full)
+            whole = sorted(k for k in full if k not in (groups or {}))
+            stmts = [base.where(mo.c.kind.in_(whole))] if whole else []
+            for kind in sorted(groups or {}):
+                row_ids = sorted(ids[kind].values())
+                stmts += [base.where(mo.c.kind == kind, mo.c.row_id.in_(row_ids[i : i + IN_CHUNK]))
+                          for i in range(0, len(row_ids), IN_CHUNK)]
+        for stmt in stmts:
+            for r in _stream(conn, stmt):
+                managed[r.kind][r.name] = r
+    return LiveState(rows, dict(managed), ids, unreadable, full, groups=dict(groups or {}))
 
 
 def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:
