@@ -78,13 +78,13 @@ def volumes(tree, volume: int) -> None:
     path.write_text(re.sub(r"searchVolume: \d+", f"searchVolume: {volume}", path.read_text()))
 
 
-def test_a_keyword_edit_reads_only_its_sector(applied):
+def test_a_keyword_edit_reads_only_that_row(applied):
     tree, engine = applied
     volumes(tree, 101)
     with engine.connect() as conn:
         prepared = prepare(tree.root)
         found = scope(conn, prepared.desired, prepared.kind_digest, None, prepared.box)
-    assert found is not None and found.groups == {"SeedKeyword": frozenset({"test-industry/first"})}
+    assert found is not None and found.keys == {"SeedKeyword": frozenset({"test-industry/first/alpha one"})}
     assert "IndustrySector" not in found.full
     with statements(engine) as seen:
         plan, _ = both(engine, tree.root)

@@ -138,7 +138,7 @@ def compare(
             # comparing it would find nothing, so it is not read and not compared.
             continue
         rk = ROW_KINDS[kind]
-        want = in_scope(live, kind, desired.rows.get(kind, {}))  # (a kind read in some groups: those)
+        want = in_scope(live, kind, desired.rows.get(kind, {}))  # (a kind read for some rows: those)
         have = live.rows.get(kind, {})
         managed = live.managed.get(kind, {})
         for key in sorted(want):

@@ -88,9 +88,9 @@ class Prepared:
 
     # Per row kind, the digests of its desired rows (reconcile/incremental.py): computed once, and
     # only for the kinds that need them (a kind whose table moved is read whatever its digest).
-    _digests: dict[str, tuple] = field(default_factory=dict)
+    _digests: dict[str, str] = field(default_factory=dict)
 
-    def kind_digest(self, kind: str) -> tuple[str, dict[str, str] | None]:
+    def kind_digest(self, kind: str) -> str:
         if kind not in self._digests:
             from control_plane.kinds.registry import ROW_KINDS
             from control_plane.state.rows import rows_digest
@@ -115,7 +115,7 @@ class Prepared:
         found = self.scope(conn) if incremental else None
         if found is None:
             return read_live(conn, self.box)
-        live = read_live(conn, self.box, found.full, found.groups)
+        live = read_live(conn, self.box, found.full, found.keys, found.managed)
         if carry:
             from control_plane.reconcile.incremental import carried
 

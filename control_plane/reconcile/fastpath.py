@@ -292,7 +292,7 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], tuple] | None = None):
+    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str] | None = None):
         self.inputs = inputs
         self.environ = environ
         self.box = box
@@ -356,8 +356,7 @@ class Recorder:
         from control_plane.reconcile.incremental import desired_digests
 
         digests = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
-        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": {k: d[0] for k, d in digests.items()},
-                "groups": {k: d[1] for k, d in digests.items() if d[1] is not None}}
+        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": digests}
 
     def _exact(self, plan, live) -> bool:
         """Whether the database holds exactly the config once the plan is applied: every managed row

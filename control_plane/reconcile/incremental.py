@@ -8,9 +8,10 @@ revision: `Inputs.context`) and, per row kind, the digest of the desired rows it
 database holds exactly those rows. So, at a later plan, a row kind whose desired digest and whose
 tables' versions all match the record would compare to nothing: it is neither read nor compared
 (`scope` leaves it out; state.live reads only its ids and natural keys, and only when a kind
-read in full references it). Finer, for a kind grouped by parent (state.rows.group_column, e.g.
-seed keywords by sector): the record keeps a digest per group, and a kind only edited in config
-reads and compares only the groups whose digest moved.
+read in full references it). Finer, for a kind only edited in config (its tables did not move):
+its rows are still the ones the last apply wrote, whose fingerprints cplane_managed_objects
+holds, so only the rows whose desired fingerprint differs from the recorded one (and the rows
+created or removed) are read and compared, by id; the rest compare to nothing.
 
 Doubt sends a kind, or the whole plan, the full way:
 - no record, a record of an older cplane (no per-table part), another context, a counter or
@@ -39,7 +40,7 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.reconcile import fastpath
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState
-from control_plane.state.rows import rows_digest
+from control_plane.state.rows import Row, canonical, fingerprint, rows_digest
 
 
 def kind_tables(rk: RowKind) -> list[str]:
@@ -50,7 +51,7 @@ def kind_tables(rk: RowKind) -> list[str]:
     return tables
 
 
-def desired_digests(desired: DesiredState, box: SecretBox) -> dict[str, tuple[str, dict[str, str] | None]]:
+def desired_digests(desired: DesiredState, box: SecretBox) -> dict[str, str]:
     return {kind: rows_digest(rk, desired.rows.get(kind, {}), box) for kind, rk in ROW_KINDS.items()}
 
 
@@ -62,26 +63,23 @@ def context_digest(conn: Connection, environment: str | None, box: SecretBox) ->
 
 @dataclass
 class Scope:
-    """What a plan reads and compares: the kinds in `full`; of those in `groups`, only the rows of
-    those groups (state.rows.group_column: the parent's natural key)."""
+    """What a plan reads and compares: the kinds in `full`; of those in `keys`, only those rows
+    (by natural key), whose managed records (all a plan needs of them) are in `managed`."""
 
     full: frozenset[str]
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)
+    keys: dict[str, frozenset[str]] = field(default_factory=dict)
+    managed: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-Digest = Callable[[str], "tuple[str, dict[str, str] | None]"]
-
-
-def scope(conn: Connection, desired: DesiredState, digest: Digest, environment: str | None,
+def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
           box: SecretBox) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
-    digests of a kind's desired rows, asked only of kinds whose tables did not move."""
+    digest of a kind's desired rows, asked only of kinds whose tables did not move."""
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
         return None
     recorded_kinds: dict[str, str] = tables.get("kinds") or {}
-    recorded_groups: dict[str, dict[str, str]] = tables.get("groups") or {}
     recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
     if set(recorded_kinds) != set(ROW_KINDS) or not recorded:
         return None
@@ -93,7 +91,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Digest, environment: 
     unset = {problem.kind for problem in desired.missing_secrets}
     moved = {kind for kind, rk in ROW_KINDS.items() if any(current[t] != recorded[t] for t in kind_tables(rk))}
     read = {kind for kind, rk in ROW_KINDS.items() if kind in moved or rk.secret_columns or kind in unset}
-    edited = {kind for kind in ROW_KINDS if kind not in read and recorded_kinds[kind] != digest(kind)[0]}
+    edited = {kind for kind in ROW_KINDS if kind not in read and recorded_kinds[kind] != digest(kind)}
     read |= edited
     grew = True
     while grew:
@@ -108,20 +106,44 @@ def scope(conn: Connection, desired: DesiredState, digest: Digest, environment: 
             elif rk.parent in read:
                 read.add(kind)
                 grew = True
-    # A kind only edited in config, whose parent is not read and which has no children: only the
-    # groups whose digest moved (or that are gone from the config) are read and compared.
-    # (Nothing may reference it either: a referencing kind maps its ids to keys from all its rows.)
-    parents = {rk.parent for rk in ROW_KINDS.values() if rk.parent}
-    parents |= {target for rk in ROW_KINDS.values() for target in rk.refs.values()}
-    groups: dict[str, frozenset[str]] = {}
+    # A kind only edited in config, whose parent is not read, with no children and that nothing
+    # references (a referencing kind maps ids to keys from all its rows): only its rows whose
+    # desired fingerprint is not the one recorded when the last apply wrote them.
+    related = {rk.parent for rk in ROW_KINDS.values() if rk.parent}
+    related |= {target for rk in ROW_KINDS.values() for target in rk.refs.values()}
+    keys: dict[str, frozenset[str]] = {}
+    managed: dict[str, dict[str, Any]] = {}
     for kind in sorted(edited):
         rk = ROW_KINDS[kind]
-        now = digest(kind)[1]
-        then = recorded_groups.get(kind)
-        if now is None or not isinstance(then, dict) or kind in parents or rk.parent in read:
+        if kind in related or rk.parent in read:
             continue
-        groups[kind] = frozenset(g for g in set(now) | set(then) if now.get(g) != then.get(g))
-    return Scope(frozenset(read), groups)
+        keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), box)
+    return Scope(frozenset(read), keys, managed)
+
+
+def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], box: SecretBox):
+    """The natural keys of `rows` that compare could find changed, and their managed records:
+    rows whose fingerprint or annotation differs from the managed record, new rows, removed rows."""
+    from sqlalchemy import select
+
+    from control_plane.db.models import ManagedObject
+    from control_plane.state.live import stream
+
+    mo = ManagedObject.__table__
+    stmt = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
+                  mo.c.secret_refs).where(mo.c.kind == rk.name)
+    wanted: set[str] = set()
+    kept: dict[str, Any] = {}
+    seen: set[str] = set()
+    for record in stream(conn, stmt):
+        seen.add(record.name)
+        row = rows.get(record.name)
+        if row is None or record.prevent_destroy != row.prevent_destroy or \
+                record.fingerprint != fingerprint(canonical(rk, row.values, box)):
+            wanted.add(record.name)
+            kept[record.name] = record
+    wanted.update(key for key in rows if key not in seen)
+    return frozenset(wanted), kept
 
 
 def carried(desired: DesiredState, live) -> dict[str, dict[str, dict[str, Any]]]:

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, inspect, null, select
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import Row, group_column, managed_columns
+from control_plane.state.rows import Row, managed_columns
 
 
 class ManagedRecord(Protocol):
@@ -57,8 +57,8 @@ class LiveState:
     # For the kinds not read in full: the managed rows as the last apply left them (which is the
     # desired state), in apply.run_rows' RunState shape, so that a run still keeps every row.
     carried: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    # Kinds of `full` read only in some groups (state.rows.group_column: their parent's natural key).
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)
+    # Kinds of `full` read only for some rows (natural keys; reconcile/incremental.py).
+    keys: dict[str, frozenset[str]] = field(default_factory=dict)
 
     def is_full(self, kind: str) -> bool:
         return self.full is None or kind in self.full
@@ -68,20 +68,19 @@ def in_scope(live: LiveState, kind: str, rows: dict[str, Row]) -> dict[str, Row]
     """The rows of `rows` (desired ones) that `live` read the kind's live side for."""
     if not live.is_full(kind):
         return {}
-    groups = live.groups.get(kind)
-    if groups is None:
+    keys = live.keys.get(kind)
+    if keys is None:
         return rows
-    column = group_column(ROW_KINDS[kind])
-    return {key: row for key, row in rows.items() if str(row.values.get(column)) in groups}
+    return {key: rows[key] for key in keys if key in rows}
 
 
 def out_of_scope(live: LiveState, kind: str, rows: dict[str, Row]) -> dict[str, Row]:
     if not live.is_full(kind):
         return rows
-    if kind not in live.groups:
+    keys = live.keys.get(kind)
+    if keys is None:
         return {}
-    inside = in_scope(live, kind, rows)
-    return {key: row for key, row in rows.items() if key not in inside}
+    return {key: row for key, row in rows.items() if key not in keys}
 
 
 def existing_tables(conn: Connection) -> set[str]:
@@ -90,7 +89,7 @@ def existing_tables(conn: Connection) -> set[str]:
     return set(inspect(conn).get_table_names())
 
 
-def _stream(conn: Connection, stmt):
+def stream(conn: Connection, stmt):
     """The statement's rows in batches from a server-side cursor: memory holds one batch, not a table."""
     # (On the statement: Connection.execution_options would change the connection for what follows.)
     return conn.execute(stmt.execution_options(stream_results=True, yield_per=BATCH))
@@ -115,11 +114,12 @@ def _needed_keys(full: frozenset[str] | None) -> set[str]:
 
 
 def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
-              groups: dict[str, frozenset[str]] | None = None) -> LiveState:
+              keys: dict[str, frozenset[str]] | None = None,
+              records: dict[str, dict[str, ManagedRecord]] | None = None) -> LiveState:
     """The system rows of every row kind (of the kinds in `full`, when given), one streamed SELECT
     per table, references mapped to natural keys. Kinds outside `full` are read only as far as
-    others need them: ids and natural keys. Kinds in `groups` only in those groups (their parent's
-    natural keys), and their managed records only for the rows read."""
+    others need them: ids and natural keys. Kinds in `keys` only for those rows, found by the ids
+    of their managed `records` (which the caller read: they are not read again)."""
     from control_plane.db.models import ManagedObject
 
     present = existing_tables(conn)
@@ -145,12 +145,10 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         if rk.version_column:
             selected.append(table.c[rk.version_column])
         stmts = [rk.only_system_rows(select(*selected))]
-        if groups and kind in groups:
-            column = group_column(rk)
-            parent_ids = ids[rk.refs[column]]
-            wanted = sorted(parent_ids[g] for g in groups[kind] if g in parent_ids)
-            stmts = [stmts[0].where(table.c[column].in_(wanted[i : i + IN_CHUNK]))
-                     for i in range(0, len(wanted), IN_CHUNK)]
+        if keys and kind in keys:
+            found = (records or {}).get(kind, {})
+            wanted = sorted(found[k].row_id for k in keys[kind] if k in found)
+            stmts = [stmts[0].where(table.c.id.in_(wanted[i : i + IN_CHUNK])) for i in range(0, len(wanted), IN_CHUNK)]
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
         n = len(columns)
@@ -159,7 +157,7 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         key_positions = [columns.index(c) for c in rk.key_columns]
         single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
-        for record in (r for stmt in stmts for r in _stream(conn, stmt)):
+        for record in (r for stmt in stmts for r in stream(conn, stmt)):
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -187,16 +185,14 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         base = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, refs)
         stmts = [base]
         if full is not None:
-            whole = sorted(k for k in full if k not in (groups or {}))
+            whole = sorted(k for k in full if k not in (keys or {}))
             stmts = [base.where(mo.c.kind.in_(whole))] if whole else []
-            for kind in sorted(groups or {}):
-                row_ids = sorted(ids[kind].values())
-                stmts += [base.where(mo.c.kind == kind, mo.c.row_id.in_(row_ids[i : i + IN_CHUNK]))
-                          for i in range(0, len(row_ids), IN_CHUNK)]
+            for kind in keys or {}:
+                managed[kind] = dict((records or {}).get(kind, {}))
         for stmt in stmts:
-            for r in _stream(conn, stmt):
+            for r in stream(conn, stmt):
                 managed[r.kind][r.name] = r
-    return LiveState(rows, dict(managed), ids, unreadable, full, groups=dict(groups or {}))
+    return LiveState(rows, dict(managed), ids, unreadable, full, keys=dict(keys or {}))
 
 
 def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:
@@ -205,7 +201,7 @@ def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> di
     stmt = rk.only_system_rows(select(table.c.id, *(table.c[c] for c in rk.key_columns)))
     maps = [key_by_id.get(rk.refs[c], {}) if c in rk.refs else None for c in rk.key_columns]
     found: dict[str, int] = {}
-    for record in _stream(conn, stmt):
+    for record in stream(conn, stmt):
         parts = []
         for value, names in zip(record[1:], maps, strict=True):
             if names is not None and value is not None:

@@ -112,38 +112,15 @@ def columns_differ(rk: RowKind, a: dict[str, Any], b: dict[str, Any], columns: t
     return any(canonical_column(rk, c, a.get(c), box) != canonical_column(rk, c, b.get(c), box) for c in columns)
 
 
-def group_column(rk: RowKind) -> str | None:
-    """The column that groups a kind's rows by their parent (the parent's natural key, part of the
-    row's own natural key, so a row never changes group), or None: the kind is one group."""
-    if rk.parent is None:
-        return None
-    column = next((c for c, target in rk.refs.items() if target == rk.parent), None)
-    return column if column in rk.key_columns else None
-
-
-def rows_digest(rk: RowKind, rows: dict[str, Row], box: SecretBox) -> tuple[str, dict[str, str] | None]:
-    """The digest of a row kind's desired rows as compare sees them: every key with its canonical
-    values (secrets as HMACs, never values), its prevent-destroy annotation and its secret
-    references; equal digests mean compare finds the same desired side (the incremental plan's
-    test). With it, for a kind grouped by parent (`group_column`), the digest of each group."""
-    column = group_column(rk)
-    groups: dict[str, Any] = {}
-    whole = hashlib.sha256(rk.name.encode())
+def rows_digest(rk: RowKind, rows: dict[str, Row], box: SecretBox) -> str:
+    """One digest of a row kind's desired rows as compare sees them: every key with its canonical
+    values (secrets as HMACs, never values), its prevent-destroy annotation and its secret references.
+    Equal digests mean compare would find the same desired side (the incremental plan's test)."""
+    digest = hashlib.sha256(rk.name.encode())
+    update = digest.update
     for key in sorted(rows):
         row = rows[key]
         refs = json.dumps(row.secret_refs, sort_keys=True) if row.secret_refs else ""
-        data = repr((key, canonical(rk, row.values, box), bool(row.prevent_destroy), refs)).encode() + b"\0"
-        if column is None:
-            whole.update(data)
-            continue
-        group = str(row.values.get(column))
-        digest = groups.get(group)
-        if digest is None:
-            digest = groups[group] = hashlib.sha256(group.encode())
-        digest.update(data)
-    if column is None:
-        return whole.hexdigest(), None
-    by_group = {group: digest.hexdigest()[:32] for group, digest in groups.items()}
-    for group in sorted(by_group):
-        whole.update(f"{group}\0{by_group[group]}\0".encode())
-    return whole.hexdigest(), by_group
+        update(repr((key, canonical(rk, row.values, box), bool(row.prevent_destroy), refs)).encode())
+        update(b"\0")
+    return digest.hexdigest()
