@@ -89,13 +89,23 @@ class Prepared:
     # Per row kind, the digests of its desired rows (reconcile/incremental.py): computed once, and
     # only for the kinds that need them (a kind whose table moved is read whatever its digest).
     _digests: dict[str, str] = field(default_factory=dict)
+    _fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def kind_fingerprints(self, kind: str) -> dict[str, str]:
+        if kind not in self._fingerprints:
+            from control_plane.kinds.registry import ROW_KINDS
+            from control_plane.state.rows import rows_fingerprints
+
+            self._fingerprints[kind] = rows_fingerprints(ROW_KINDS[kind], self.desired.rows.get(kind, {}), self.box)
+        return self._fingerprints[kind]
 
     def kind_digest(self, kind: str) -> str:
         if kind not in self._digests:
             from control_plane.kinds.registry import ROW_KINDS
             from control_plane.state.rows import rows_digest
 
-            self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}), self.box)
+            self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),
+                                              self.kind_fingerprints(kind))
         return self._digests[kind]
 
     def scope(self, conn: Connection):
@@ -106,7 +116,7 @@ class Prepared:
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return scope(conn, self.desired, self.kind_digest, self.environment, self.box)
+        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only what changed since the

@@ -40,7 +40,7 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.reconcile import fastpath
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState
-from control_plane.state.rows import Row, canonical, fingerprint, rows_digest
+from control_plane.state.rows import Row, rows_digest, rows_fingerprints
 
 
 def kind_tables(rk: RowKind) -> list[str]:
@@ -52,7 +52,11 @@ def kind_tables(rk: RowKind) -> list[str]:
 
 
 def desired_digests(desired: DesiredState, box: SecretBox) -> dict[str, str]:
-    return {kind: rows_digest(rk, desired.rows.get(kind, {}), box) for kind, rk in ROW_KINDS.items()}
+    out = {}
+    for kind, rk in ROW_KINDS.items():
+        rows = desired.rows.get(kind, {})
+        out[kind] = rows_digest(rk, rows, rows_fingerprints(rk, rows, box))
+    return out
 
 
 def context_digest(conn: Connection, environment: str | None, box: SecretBox) -> str:
@@ -72,9 +76,14 @@ class Scope:
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
-          box: SecretBox) -> Scope | None:
+          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
-    digest of a kind's desired rows, asked only of kinds whose tables did not move."""
+    digest of a kind's desired rows, asked only of kinds whose tables did not move;
+    `fingerprints(kind)`: its rows' fingerprints (computed once for both)."""
+    if fingerprints is None:
+        def fingerprints(kind: str) -> dict[str, str]:
+            return rows_fingerprints(ROW_KINDS[kind], desired.rows.get(kind, {}), box)
+
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
@@ -117,29 +126,29 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         rk = ROW_KINDS[kind]
         if kind in related or rk.parent in read:
             continue
-        keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), box)
+        keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
     return Scope(frozenset(read), keys, managed)
 
 
-def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], box: SecretBox):
+def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], fingerprints: dict[str, str]):
     """The natural keys of `rows` that compare could find changed, and their managed records:
     rows whose fingerprint or annotation differs from the managed record, new rows, removed rows."""
-    from sqlalchemy import select
+    from sqlalchemy import null, select
 
     from control_plane.db.models import ManagedObject
     from control_plane.state.live import stream
 
     mo = ManagedObject.__table__
+    # (No secret references: only kinds without secret columns get here.)
     stmt = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
-                  mo.c.secret_refs).where(mo.c.kind == rk.name)
+                  null().label("secret_refs")).where(mo.c.kind == rk.name)
     wanted: set[str] = set()
     kept: dict[str, Any] = {}
     seen: set[str] = set()
     for record in stream(conn, stmt):
         seen.add(record.name)
         row = rows.get(record.name)
-        if row is None or record.prevent_destroy != row.prevent_destroy or \
-                record.fingerprint != fingerprint(canonical(rk, row.values, box)):
+        if row is None or record.prevent_destroy != row.prevent_destroy or record.fingerprint != fingerprints[record.name]:
             wanted.add(record.name)
             kept[record.name] = record
     wanted.update(key for key in rows if key not in seen)

@@ -112,15 +112,20 @@ def columns_differ(rk: RowKind, a: dict[str, Any], b: dict[str, Any], columns: t
     return any(canonical_column(rk, c, a.get(c), box) != canonical_column(rk, c, b.get(c), box) for c in columns)
 
 
-def rows_digest(rk: RowKind, rows: dict[str, Row], box: SecretBox) -> str:
-    """One digest of a row kind's desired rows as compare sees them: every key with its canonical
-    values (secrets as HMACs, never values), its prevent-destroy annotation and its secret references.
-    Equal digests mean compare would find the same desired side (the incremental plan's test)."""
+def rows_fingerprints(rk: RowKind, rows: dict[str, Row], box: SecretBox) -> dict[str, str]:
+    """Each desired row's fingerprint, as compare computes it and apply records it."""
+    return {key: fingerprint(canonical(rk, row.values, box)) for key, row in rows.items()}
+
+
+def rows_digest(rk: RowKind, rows: dict[str, Row], fingerprints: dict[str, str]) -> str:
+    """One digest of a row kind's desired rows as compare sees them: every key with its fingerprint
+    (`rows_fingerprints`: canonical values, secrets as HMACs, never values), its prevent-destroy
+    annotation and its secret references. Equal digests mean compare would find the same desired
+    side (the incremental plan's test)."""
     digest = hashlib.sha256(rk.name.encode())
     update = digest.update
     for key in sorted(rows):
         row = rows[key]
         refs = json.dumps(row.secret_refs, sort_keys=True) if row.secret_refs else ""
-        update(repr((key, canonical(rk, row.values, box), bool(row.prevent_destroy), refs)).encode())
-        update(b"\0")
+        update(f"{key}\0{fingerprints[key]}\0{bool(row.prevent_destroy)}\0{refs}\0".encode())
     return digest.hexdigest()
