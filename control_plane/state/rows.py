@@ -65,7 +65,12 @@ def _canon(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     if isinstance(value, float):
-        return format(Decimal(repr(value)).normalize(), "f") if value == value else "nan"
+        text = repr(value)
+        if "e" not in text and "n" not in text:
+            # Plain notation (no exponent, not inf or nan): what Decimal's normalize + "f" gives,
+            # without building a Decimal (a float column read or parsed per row).
+            return text.rstrip("0").rstrip(".") if "." in text else text
+        return format(Decimal(text).normalize(), "f") if value == value else "nan"
     if isinstance(value, dict):
         return json.dumps({str(k): _canon(v) for k, v in value.items()}, sort_keys=True, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
