@@ -146,11 +146,12 @@ def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], fingerprin
     kept: dict[str, Any] = {}
     seen: set[str] = set()
     for record in stream(conn, stmt):
-        seen.add(record.name)
-        row = rows.get(record.name)
-        if row is None or record.prevent_destroy != row.prevent_destroy or record.fingerprint != fingerprints[record.name]:
-            wanted.add(record.name)
-            kept[record.name] = record
+        _, _, name, _, recorded, prevent_destroy, _ = record  # (by position: the scan is 100,000 rows)
+        seen.add(name)
+        row = rows.get(name)
+        if row is None or prevent_destroy != row.prevent_destroy or recorded != fingerprints[name]:
+            wanted.add(name)
+            kept[name] = record
     wanted.update(key for key in rows if key not in seen)
     return frozenset(wanted), kept
 
