@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+import hypothesis
+import hypothesis.strategies
 import pytest
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
@@ -275,3 +277,15 @@ def test_pending_migrations_are_said_in_text_markdown_and_json(box):
     plan.pending_migrations = 0
     assert "migrations pending" not in render_text(plan) + render_markdown(plan)
     assert "schema" not in planfile.to_dict(plan)
+
+
+@hypothesis.given(hypothesis.strategies.floats(allow_nan=True, allow_infinity=True))
+def test_canonical_floats_are_the_normalized_decimal(value):
+    """The fast path for floats in the canonical form gives exactly what Decimal gives (fingerprints
+    recorded by earlier applies must not move)."""
+    from decimal import Decimal
+
+    from control_plane.state.rows import _canon
+
+    expected = format(Decimal(repr(value)).normalize(), "f") if value == value else "nan"
+    assert _canon(value) == expected

@@ -107,6 +107,7 @@ def execute(
     lock_timeout: float = 0,
     progress: ApplyProgress | None = None,
     recorder=None,
+    read: Callable[[Connection], LiveState] | None = None,
 ) -> ApplyResult:
     """Apply `plan` in one transaction under the apply lock.
 
@@ -116,7 +117,8 @@ def execute(
     recorded by the apply); adopt changes need `adopt` or a plan made with it. `recorder`
     (reconcile.fastpath.Recorder, only with a plan computed under the lock) records what the apply
     left behind for the no-change fast path: start() before the first read, lock() before the first
-    write, finish() after the last.
+    write, finish() after the last. `read` (with a plan function) reads the live state under the
+    lock in its stead, e.g. only the tables that changed since the last apply (reconcile/incremental.py).
     """
     environ = os.environ if environ is None else environ
     progress = progress or QUIET
@@ -132,7 +134,7 @@ def execute(
         if recorder is not None:
             recorder.start(conn)
         identity = read_identity(conn)
-        live = read_live(conn, box)
+        live = read(conn) if read is not None and not isinstance(plan, Plan) else read_live(conn, box)
         check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
         if not isinstance(plan, Plan):
             progress.phase("planning")

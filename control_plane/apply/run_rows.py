@@ -51,7 +51,8 @@ def _plain(rk, values: dict[str, Any]) -> dict[str, Any]:
 
 def post_state(plan: Plan, live: LiveState) -> RunState:
     """The managed rows once `plan` is applied over `live`."""
-    state: RunState = {}
+    # Kinds the plan found unchanged were not read: their rows are the ones the last apply left.
+    state: RunState = {kind: dict(rows) for kind, rows in live.carried.items()}
     for kind, records in live.managed.items():
         rk = ROW_KINDS.get(kind)
         rows = live.rows.get(kind, {})

@@ -14,7 +14,7 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind, apply_order
 from control_plane.plans.model import Action, Change, FieldChange, Plan
 from control_plane.secrets import REMOVED, SENSITIVE, SecretBox
 from control_plane.state.desired import DesiredState, SecretProblem, keep_stored
-from control_plane.state.live import LiveState, existing_tables
+from control_plane.state.live import LiveState, existing_tables, in_scope
 from control_plane.state.rows import Row, canonical, canonical_column, fingerprint, managed_columns
 
 
@@ -133,8 +133,12 @@ def compare(
     kept_all: list[SecretProblem] = []
     unset_all: list[SecretProblem] = []
     for kind in order:
+        if not live.is_full(kind):
+            # Found unchanged since the last apply on both sides (reconcile/incremental.py):
+            # comparing it would find nothing, so it is not read and not compared.
+            continue
         rk = ROW_KINDS[kind]
-        want = desired.rows.get(kind, {})
+        want = in_scope(live, kind, desired.rows.get(kind, {}))  # (a kind read for some rows: those)
         have = live.rows.get(kind, {})
         managed = live.managed.get(kind, {})
         for key in sorted(want):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -86,16 +86,64 @@ class Prepared:
     at: datetime | None = None
     timeline: ConfigSet | None = None
 
-    def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0) -> Plan:
+    # Per row kind, the digests of its desired rows (reconcile/incremental.py): computed once, and
+    # only for the kinds that need them (a kind whose table moved is read whatever its digest).
+    _digests: dict[str, str] = field(default_factory=dict)
+    _fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def kind_fingerprints(self, kind: str) -> dict[str, str]:
+        if kind not in self._fingerprints:
+            from control_plane.kinds.registry import ROW_KINDS
+            from control_plane.state.rows import rows_fingerprints
+
+            self._fingerprints[kind] = rows_fingerprints(ROW_KINDS[kind], self.desired.rows.get(kind, {}), self.box)
+        return self._fingerprints[kind]
+
+    def kind_digest(self, kind: str) -> str:
+        if kind not in self._digests:
+            from control_plane.kinds.registry import ROW_KINDS
+            from control_plane.state.rows import rows_digest
+
+            self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),
+                                              self.kind_fingerprints(kind))
+        return self._digests[kind]
+
+    def scope(self, conn: Connection):
+        """What changed since the last recorded apply (reconcile/incremental.Scope); None: read
+        everything. A config with timed objects always reads everything (its schedule is planned
+        from every kind's live rows)."""
+        from control_plane.reconcile.incremental import scope
+
+        if self.timeline is not None and self.timeline is not self.config:
+            return None
+        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints)
+
+    def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
+        """The live state a plan compares: every kind, or (incremental) only what changed since the
+        last recorded apply. carry: an apply's read, which keeps the unread rows (the desired ones)
+        for its run record."""
+        found = self.scope(conn) if incremental else None
+        if found is None:
+            return read_live(conn, self.box)
+        live = read_live(conn, self.box, found.full, found.keys, found.managed)
+        if carry:
+            from control_plane.reconcile.incremental import carried
+
+            live.carried = carried(self.desired, live)
+        return live
+
+    def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0,
+                     incremental: bool = False) -> Plan:
         """The plan against what `conn` holds now (tables that do not exist yet read as empty).
-        Refused when the database is bound to another environment (unless allowed)."""
+        Refused when the database is bound to another environment (unless allowed). incremental:
+        read and compare only the kinds that changed since the last recorded apply (the same plan)."""
         def counts(kind: str) -> dict[int, dict[str, int]]:
             return reference_counts(conn, {kind})[kind]
 
         identity = read_identity(conn)
         change = check_environment(identity, self.environment, self.allow_environment_change)
         if live is None:
-            live = read_live(conn, self.box)
+            live = self.read_live(conn, incremental=incremental)
         check_key(conn, self.box, live.unreadable)
         plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
         if self.timeline is not None and self.at is not None:
@@ -171,7 +219,7 @@ def make_plan(
                        database_url=engine.url, at=at)
     pending = pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending)
+        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path)
     return PlanResult(plan, prepared.config)
 
 
@@ -246,12 +294,16 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                  adopt: bool = False, require_secrets: bool = False, allow_environment_change: bool = False,
                  environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
                  fast_path: bool = True, at: datetime | str | None = None,
-                 extra_warnings: tuple[str, ...] = ()) -> ApplyResult:
+                 extra_warnings: tuple[str, ...] = (), prepared: Prepared | None = None,
+                 inputs=None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does). `extra_warnings` go into
     the plan, and so into its audit record (e.g. an apply that overrode a change window).
 
     The plan is computed inside the apply transaction, after the apply lock is taken: an apply
     that overlaps another is refused with the lock message, one that follows it finds nothing to do.
+    With fast_path, the plan under the lock reads and compares only the tables that changed since
+    the last recorded apply (reconcile/incremental.py). `prepared` (with the `inputs` taken before
+    it was parsed): a caller that already parsed the config (apply_due) is not made to parse it again.
     """
     from control_plane.reconcile import fastpath
 
@@ -259,22 +311,30 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     environ = os.environ if environ is None else environ
     box = fastpath.secret_box(environment, engine.url)  # None: prepare() reports why
     # Before the config is read: an edit made meanwhile can only make the record miss, never lie.
-    inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
-    if fast_path and box is not None and at is None:
+    if prepared is None:
+        inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
+    if fast_path and box is not None and at is None and prepared is None:
         fast = fastpath.no_change_apply(engine, config_dir, environment=environment, adopt=adopt,
                                         require_secrets=require_secrets, environ=environ, box=box,
                                         lock_timeout=lock_timeout, progress=progress)
         if fast is not None:
             return ApplyResult(False, fast.summary, plan=fast)
-    prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url, at=at)
+    if prepared is None:
+        prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                           allow_environment_change=allow_environment_change, environ=environ,
+                           database_url=engine.url, at=at)
     prepared.warnings.extend(extra_warnings)
     _migrate(engine, progress)
-    recorder = fastpath.Recorder(inputs, environ, box, prepared.desired) if inputs is not None else None
+    recorder = None
+    if inputs is not None and box is not None:
+        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest)
+
+    def read(conn: Connection) -> LiveState:
+        return prepared.read_live(conn, incremental=fast_path, carry=True)
+
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
-                   environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder)
+                   environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder, read=read)
 
 
 def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
@@ -282,14 +342,20 @@ def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = Non
     """Apply what is due at `at` (default: now), as `cplane apply --auto-approve` does; what a
     control loop calls when a scheduled change falls due. Refuses while the database is rolled back
     and the config is the one it was rolled back from (see `rollback_hold`)."""
+    from control_plane.reconcile import fastpath
     from control_plane.reconcile.timeline import rollback_hold
 
+    environ = os.environ if environ is None else environ
+    box = fastpath.secret_box(environment, engine.url)
+    # Taken before the one parse, which apply_config then reuses (it used to parse the config again).
+    inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
     prepared = prepare(config_dir, environment=environment, environ=environ, database_url=engine.url, at=at)
     with engine.connect() as conn:
         hold = rollback_hold(conn, prepared.digest)
     if hold:
         raise PlanStale(hold)
-    return apply_config(engine, config_dir, environment=environment, actor=actor, environ=environ, at=at)
+    return apply_config(engine, config_dir, environment=environment, actor=actor, environ=environ, at=at,
+                        prepared=prepared, inputs=inputs)
 
 
 def status(engine: Engine, config_dir: Path, environment: str | None) -> dict:

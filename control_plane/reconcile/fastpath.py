@@ -23,6 +23,7 @@ which is not counted).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,7 +101,16 @@ def _current_versions(conn: Connection, tables: list[str]) -> dict[str, int] | N
 
 
 def read_record(conn: Connection) -> dict[str, Any] | None:
-    return nochange.read_record(SQLAlchemySource(conn))
+    """nochange.read_record's columns, plus the per-table record (revision 0013) that the
+    incremental plan reads; the no-change decision itself needs only the former."""
+    record = nochange.read_record(SQLAlchemySource(conn))
+    if record is None:
+        return None
+    record["tables"] = None
+    if "tables" in {c["name"] for c in inspect(conn).get_columns(RECORD_TABLE)}:
+        value = conn.execute(text(f"SELECT tables FROM {RECORD_TABLE} ORDER BY id DESC LIMIT 1")).scalar()
+        record["tables"] = nochange._json(value)
+    return record
 
 
 def try_no_change(conn: Connection, config_dir: Path, environment: str | None, box, environ=None,
@@ -177,11 +187,13 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired):
+    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str] | None = None):
         self.inputs = inputs
         self.environ = environ
         self.box = box
         self.desired = desired
+        # Per row kind, the digest of the desired rows (reconcile/incremental.py), recorded beside the versions.
+        self.digest = digest
         self.tables = plan_tables()
         self.before: dict[str, int] | None = None
         self.clean = True
@@ -218,11 +230,12 @@ class Recorder:
         eligible = after is not None and self._exact(plan, live)
         variables = secret_variables(self.desired)
         secrets = secrets_digest(variables, self.environ, self.box)
+        tables = self._tables(conn) if eligible else None
         if not wrote:
             record = read_record(conn)
             if not eligible or (record is not None and record["versions"] == after
                                 and record["inputs_digest"] == self.inputs.digest(_schema_revision(conn))
-                                and record["secrets_digest"] == secrets):
+                                and record["secrets_digest"] == secrets and record["tables"] == tables):
                 return  # a no-op apply writes nothing it does not have to
         conn.execute(delete(table))
         if not eligible:
@@ -230,8 +243,15 @@ class Recorder:
         conn.execute(insert(table).values(
             apply_run_id=run_id, inputs_digest=self.inputs.digest(_schema_revision(conn)),
             config_digest=plan.config_digest, secrets_digest=secrets, variables=variables, versions=after,
-            warnings=list(plan.warnings), recorded_at=datetime.now(UTC),
+            warnings=list(plan.warnings), tables=tables, recorded_at=datetime.now(UTC),
         ))
+
+    def _tables(self, conn: Connection) -> dict[str, Any]:
+        from control_plane.kinds.registry import ROW_KINDS
+        from control_plane.reconcile.incremental import desired_digests
+
+        digests = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
+        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": digests}
 
     def _exact(self, plan, live) -> bool:
         """Whether the database holds exactly the config once the plan is applied: every managed row
@@ -247,6 +267,10 @@ class Recorder:
         if plan.valid_until or plan.scheduled:
             return False
         managed = sum(len(v) for v in live.managed.values())
+        # Kinds the plan did not read are, by the record it trusted, exactly their desired rows.
+        from control_plane.state.live import out_of_scope
+
+        managed += sum(len(out_of_scope(live, kind, rows)) for kind, rows in self.desired.rows.items())
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
         managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)
         return managed == sum(len(v) for v in self.desired.rows.values())

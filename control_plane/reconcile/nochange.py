@@ -93,6 +93,13 @@ class Inputs:
                  schema_revision or ""]
         return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
+    def context(self, schema_revision: str | None) -> str:
+        """Everything of `digest` but the config files: what the per-table record is valid in
+        (reconcile/incremental.py; the files enter there per row kind, as desired rows)."""
+        parts = ["context", self.environment or "", __version__, _migrations(), self.key_id, self.bucket,
+                 schema_revision or ""]
+        return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
 
 def inputs(config_dir: Path, environment: str | None, box: Key, at: datetime | None = None) -> Inputs:
     return Inputs(tree_digest(config_dir), environment, box.key_id, schedule_bucket(environment, at))

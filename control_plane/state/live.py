@@ -36,6 +36,13 @@ class Unreadable:
 UNREADABLE = Unreadable()
 
 
+# Live rows are fetched from a server-side cursor in batches of this many (PostgreSQL: a named
+# cursor; SQLite steps its cursor anyway), so that the driver never holds a table's rows twice.
+BATCH = 5000
+# Ids per IN list (parameters per statement stay well under SQLite's and PostgreSQL's limits).
+IN_CHUNK = 1000
+
+
 @dataclass
 class LiveState:
     rows: dict[str, dict[str, Row]]
@@ -43,6 +50,37 @@ class LiveState:
     ids: dict[str, dict[str, int]]
     # "Kind/name" of every row holding a stored secret the key cannot decrypt.
     unreadable: list[str] = field(default_factory=list)
+    # The row kinds read in full (None: all of them). The others were found unchanged since the
+    # last apply (reconcile/incremental.py): only their ids and natural keys are read, when a kind
+    # read in full references them, and neither their rows nor their managed records are here.
+    full: frozenset[str] | None = None
+    # For the kinds not read in full: the managed rows as the last apply left them (which is the
+    # desired state), in apply.run_rows' RunState shape, so that a run still keeps every row.
+    carried: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    # Kinds of `full` read only for some rows (natural keys; reconcile/incremental.py).
+    keys: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def is_full(self, kind: str) -> bool:
+        return self.full is None or kind in self.full
+
+
+def in_scope(live: LiveState, kind: str, rows: dict[str, Row]) -> dict[str, Row]:
+    """The rows of `rows` (desired ones) that `live` read the kind's live side for."""
+    if not live.is_full(kind):
+        return {}
+    keys = live.keys.get(kind)
+    if keys is None:
+        return rows
+    return {key: rows[key] for key in keys if key in rows}
+
+
+def out_of_scope(live: LiveState, kind: str, rows: dict[str, Row]) -> dict[str, Row]:
+    if not live.is_full(kind):
+        return rows
+    keys = live.keys.get(kind)
+    if keys is None:
+        return {}
+    return {key: row for key, row in rows.items() if key not in keys}
 
 
 def existing_tables(conn: Connection) -> set[str]:
@@ -51,8 +89,37 @@ def existing_tables(conn: Connection) -> set[str]:
     return set(inspect(conn).get_table_names())
 
 
-def read_live(conn: Connection, box: SecretBox) -> LiveState:
-    """Every system row of every row kind, one SELECT per table, references mapped to natural keys."""
+def stream(conn: Connection, stmt):
+    """The statement's rows in batches from a server-side cursor: memory holds one batch, not a table."""
+    # (On the statement: Connection.execution_options would change the connection for what follows.)
+    return conn.execute(stmt.execution_options(stream_results=True, yield_per=BATCH))
+
+
+def _needed_keys(full: frozenset[str] | None) -> set[str]:
+    """The kinds not read in full whose ids and natural keys are still needed: those a kind read in
+    full references (its references become natural keys; apply writes them back as ids), and
+    those their own natural keys reference."""
+    if full is None:
+        return set()
+    needed: set[str] = set()
+    stack = [target for kind in full for target in ROW_KINDS[kind].refs.values()]
+    while stack:
+        kind = stack.pop()
+        if kind in full or kind in needed:
+            continue
+        needed.add(kind)
+        rk = ROW_KINDS[kind]
+        stack.extend(rk.refs[c] for c in rk.key_columns if c in rk.refs)
+    return needed
+
+
+def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
+              keys: dict[str, frozenset[str]] | None = None,
+              records: dict[str, dict[str, ManagedRecord]] | None = None) -> LiveState:
+    """The system rows of every row kind (of the kinds in `full`, when given), one streamed SELECT
+    per table, references mapped to natural keys. Kinds outside `full` are read only as far as
+    others need them: ids and natural keys. Kinds in `keys` only for those rows, found by the ids
+    of their managed `records` (which the caller read: they are not read again)."""
     from control_plane.db.models import ManagedObject
 
     present = existing_tables(conn)
@@ -60,25 +127,37 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
     ids: dict[str, dict[str, int]] = {}
     key_by_id: dict[str, dict[int, str]] = {}
     unreadable: list[str] = []
+    keys_only = _needed_keys(full)
     for kind in apply_order():
         rk = ROW_KINDS[kind]
-        if rk.table_name not in present:
+        whole = full is None or kind in full
+        if rk.table_name not in present or not (whole or kind in keys_only):
             rows[kind], ids[kind], key_by_id[kind] = {}, {}, {}
+            continue
+        if not whole:
+            ids[kind] = _read_keys(conn, rk, key_by_id)
+            rows[kind] = {}
+            key_by_id[kind] = {v: k for k, v in ids[kind].items()}
             continue
         columns = managed_columns(rk)
         table = rk.table
         selected = [table.c.id, *(table.c[c] for c in columns)]
         if rk.version_column:
             selected.append(table.c[rk.version_column])
-        stmt = rk.only_system_rows(select(*selected))
+        stmts = [rk.only_system_rows(select(*selected))]
+        if keys and kind in keys:
+            found = (records or {}).get(kind, {})
+            wanted = sorted(found[k].row_id for k in keys[kind] if k in found)
+            stmts = [stmts[0].where(table.c.id.in_(wanted[i : i + IN_CHUNK])) for i in range(0, len(wanted), IN_CHUNK)]
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
         n = len(columns)
         ref_positions = [(columns.index(c), key_by_id[t]) for c, t in rk.refs.items()]
         secret_positions = [columns.index(c) for c in rk.secret_columns]
         key_positions = [columns.index(c) for c in rk.key_columns]
+        single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
-        for record in conn.execute(stmt).all():
+        for record in (r for stmt in stmts for r in stream(conn, stmt)):
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -88,9 +167,7 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
                 stored = {columns[i]: vals[i] for i in secret_positions}
                 for i in secret_positions:
                     vals[i] = _decrypt(vals[i], box)
-            key = str(vals[key_positions[0]]) if len(key_positions) == 1 else "/".join(
-                [str(vals[i]) for i in key_positions]
-            )
+            key = str(vals[single]) if single is not None else "/".join([str(vals[i]) for i in key_positions])
             if secret_positions and any(_has_unreadable(vals[i]) for i in secret_positions):
                 unreadable.append(f"{kind}/{key}")
             kind_rows[key] = Row(kind, key, dict(zip(columns, vals, strict=True)), None, False, record[0],
@@ -102,13 +179,36 @@ def read_live(conn: Connection, box: SecretBox) -> LiveState:
 
     managed: dict[str, dict[str, ManagedRecord]] = defaultdict(dict)
     mo = ManagedObject.__table__
-    if mo.name in present:
+    if mo.name in present and (full is None or full):
         refs = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
             else null().label("secret_refs")
-        for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
-                                     refs)).all():
-            managed[r.kind][r.name] = r
-    return LiveState(rows, dict(managed), ids, unreadable)
+        base = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, refs)
+        stmts = [base]
+        if full is not None:
+            whole = sorted(k for k in full if k not in (keys or {}))
+            stmts = [base.where(mo.c.kind.in_(whole))] if whole else []
+            for kind in keys or {}:
+                managed[kind] = dict((records or {}).get(kind, {}))
+        for stmt in stmts:
+            for r in stream(conn, stmt):
+                managed[r.kind][r.name] = r
+    return LiveState(rows, dict(managed), ids, unreadable, full, keys=dict(keys or {}))
+
+
+def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:
+    """{natural key: id} of a row kind's system rows (references in its key mapped as read_live does)."""
+    table = rk.table
+    stmt = rk.only_system_rows(select(table.c.id, *(table.c[c] for c in rk.key_columns)))
+    maps = [key_by_id.get(rk.refs[c], {}) if c in rk.refs else None for c in rk.key_columns]
+    found: dict[str, int] = {}
+    for record in stream(conn, stmt):
+        parts = []
+        for value, names in zip(record[1:], maps, strict=True):
+            if names is not None and value is not None:
+                value = names.get(value, f"#{value}")
+            parts.append(str(value))
+        found["/".join(parts)] = record[0]
+    return found
 
 
 def _decrypt_one(token: Any, box: SecretBox) -> Any:

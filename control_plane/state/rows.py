@@ -65,7 +65,12 @@ def _canon(value: Any) -> Any:
     if isinstance(value, Decimal):
         return format(value.normalize(), "f")
     if isinstance(value, float):
-        return format(Decimal(repr(value)).normalize(), "f") if value == value else "nan"
+        text = repr(value)
+        if "e" not in text and "n" not in text:
+            # Plain notation (no exponent, not inf or nan): what Decimal's normalize + "f" gives,
+            # without building a Decimal (a float column read or parsed per row).
+            return text.rstrip("0").rstrip(".") if "." in text else text
+        return format(Decimal(text).normalize(), "f") if value == value else "nan"
     if isinstance(value, dict):
         return json.dumps({str(k): _canon(v) for k, v in value.items()}, sort_keys=True, ensure_ascii=False)
     if isinstance(value, (list, tuple)):
@@ -110,3 +115,22 @@ def row_fingerprint(rk: RowKind, values: dict[str, Any], box: SecretBox) -> str:
 def columns_differ(rk: RowKind, a: dict[str, Any], b: dict[str, Any], columns: tuple[str, ...], box: SecretBox) -> bool:
     """Whether two states of a row differ in any of `columns`, by the same rules as a whole-row compare."""
     return any(canonical_column(rk, c, a.get(c), box) != canonical_column(rk, c, b.get(c), box) for c in columns)
+
+
+def rows_fingerprints(rk: RowKind, rows: dict[str, Row], box: SecretBox) -> dict[str, str]:
+    """Each desired row's fingerprint, as compare computes it and apply records it."""
+    return {key: fingerprint(canonical(rk, row.values, box)) for key, row in rows.items()}
+
+
+def rows_digest(rk: RowKind, rows: dict[str, Row], fingerprints: dict[str, str]) -> str:
+    """One digest of a row kind's desired rows as compare sees them: every key with its fingerprint
+    (`rows_fingerprints`: canonical values, secrets as HMACs, never values), its prevent-destroy
+    annotation and its secret references. Equal digests mean compare would find the same desired
+    side (the incremental plan's test)."""
+    digest = hashlib.sha256(rk.name.encode())
+    update = digest.update
+    for key in sorted(rows):
+        row = rows[key]
+        refs = json.dumps(row.secret_refs, sort_keys=True) if row.secret_refs else ""
+        update(f"{key}\0{fingerprints[key]}\0{bool(row.prevent_destroy)}\0{refs}\0".encode())
+    return digest.hexdigest()

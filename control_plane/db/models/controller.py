@@ -172,4 +172,7 @@ class AppliedState(Base):
     versions: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The plan's warnings (secret variables not set), which a plan from this record repeats.
     warnings: Mapped[list[Any]] = mapped_column(default=list)
+    # The incremental plan's part (revision 0013): {"context": digest, "kinds": {kind: digest of
+    # its desired rows}}; None: every table is read (reconcile/incremental.py).
+    tables: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
