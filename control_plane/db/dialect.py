@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -157,15 +158,23 @@ class PostgreSQL(Backend):
             super().bulk_insert(conn, table, rows)
             return
         columns = list(rows[0])
-        json_columns = {c for c in columns if isinstance(table.c[c].type, JSON)}
+        json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
+        # One C call per row picks its values in column order; only JSON columns are touched in Python.
+        pick = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
         raw = conn.connection.driver_connection
         stmt = f'COPY "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN'
         with raw.cursor() as cursor, cursor.copy(stmt) as copy:
+            write = copy.write_row
+            if not json_at:
+                for row in rows:
+                    write(pick(row))
+                return
             for row in rows:
-                copy.write_row(
-                    [json.dumps(row[c], default=str) if c in json_columns and row[c] is not None else row[c]
-                     for c in columns]
-                )
+                values = list(pick(row))
+                for i in json_at:
+                    if values[i] is not None:
+                        values[i] = json.dumps(values[i], default=str)
+                write(values)
 
     def set_read_only(self, conn: Connection) -> None:
         conn.execute(text("SET TRANSACTION READ ONLY"))
