@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +130,7 @@ def execute(
         refuse_unapproved_adoptions(plan, adopt)
     progress.phase("locking")
     # The lock is let go only after the commit (SQLite's lock file; PostgreSQL's goes with the transaction).
-    with engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
+    with _no_cyclic_gc(), engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
         if recorder is not None:
             recorder.start(conn)
         identity = read_identity(conn)
@@ -180,6 +182,24 @@ def execute(
         progress.phase("committing")
         conn.commit()
     return ApplyResult(True, plan.summary, written, run_id, plan=plan)
+
+
+@contextmanager
+def _no_cyclic_gc() -> Iterator[None]:
+    """The cyclic garbage collector off for the length of one apply, as it was before afterwards.
+
+    An apply of 100,000 rows holds the desired and live states (millions of container objects) and
+    allocates a few per row more (rows to write, bookkeeping, run rows): every 25% more objects
+    Python rescans the whole heap, which measured a quarter of the write phase (post_state 0.85 s ->
+    0.23 s at 100,000 rows). Reference counting still frees everything that is not a cycle; the few
+    cycles an apply makes (SQLAlchemy's) are collected once the collector is back on."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, saved: bool) -> dict[tuple[str, str], dict]:
