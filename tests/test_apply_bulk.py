@@ -100,3 +100,26 @@ def test_copy_writes_what_insert_writes(migrated_engine):
             .where(mo.c.kind == kind).order_by(mo.c.row_id)).mappings()] for kind in ("Bulk", "Plain")}
     assert read["Bulk"] == read["Plain"] and len(read["Bulk"]) == n
     assert sum(1 for r in read["Bulk"] if r["secret_refs"] is None) == sum(1 for i in range(n) if i % 3)
+
+
+def test_run_rows_format_2_reads_back_as_written_and_format_1_still_reads():
+    import json
+
+    from control_plane.apply.run_rows import decode_state, encode_state
+
+    state = {
+        "SeedKeyword": {f"a/b/kw{i}": {"values": {"keyword": f"kw{i}", "search_volume": i or None, "cpc": "1.5"},
+                                       "secret_refs": {}, "prevent_destroy": i == 3} for i in range(5)},
+        "PaymentMethod": {
+            "stripe": {"values": {"name": "Stripe", "currencies": ["USD"]},
+                       "secret_refs": {"secret_key_encrypted": "STRIPE_SECRET_KEY"}, "prevent_destroy": False},
+            # Another set of columns than the kind's first row: kept as its map.
+            "paypal": {"values": {"name": "PayPal"}, "secret_refs": {"secret_key_encrypted": None},
+                       "prevent_destroy": True},
+        },
+        "Role": {},
+    }
+    stored = json.loads(json.dumps(encode_state(state)))
+    assert stored["format"] == 2 and stored["kinds"]["SeedKeyword"]["columns"] == ["keyword", "search_volume", "cpc"]
+    assert decode_state(stored) == state
+    assert decode_state({"format": 1, "rows": state}) == state
