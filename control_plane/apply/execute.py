@@ -256,11 +256,18 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             if rk.version_column:
                 for row in rows:
                     row[rk.version_column] = 1
+            # The new rows' ids: from the insert itself where the backend hands them out (PostgreSQL),
+            # else read back from the table.
+            new_ids: list[int] | None = []
             for start in range(0, len(rows), WRITE_CHUNK):
-                for_dialect(conn).bulk_insert(conn, rk.table, rows[start : start + WRITE_CHUNK])
+                got = for_dialect(conn).bulk_insert_ids(conn, rk.table, rows[start : start + WRITE_CHUNK])
+                new_ids = None if got is None or new_ids is None else new_ids + got
                 progress.wrote(kind, "create", len(rows[start : start + WRITE_CHUNK]))
             written += len(rows)
-            ids[kind] = _read_ids(conn, rk, ids)
+            if new_ids is None:
+                ids[kind] = _read_ids(conn, rk, ids)
+            else:
+                ids[kind] = {**ids.get(kind, {}), **dict(zip((c.name for c in creates), new_ids, strict=True))}
             if rk.history is not None:
                 _record_versions(conn, rk, [(ids[kind][c.name], 1, desired[(kind, c.name)]) for c in creates])
         if updates:

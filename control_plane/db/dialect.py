@@ -37,6 +37,14 @@ class Backend:
         if rows:
             conn.execute(insert(table), rows)
 
+    def bulk_insert_ids(self, conn: Connection, table, rows: list[dict]) -> list[int] | None:
+        """Insert `rows` (none carrying `id`) and return the id each got, in the order of `rows`, or
+        None: the caller reads them back. SQLite answers None: its executemany and one SELECT of the
+        keys measured about 3 s faster per 100,000 rows than INSERT ... RETURNING sorted into
+        parameter order, and assuming consecutive rowids would be a guess."""
+        self.bulk_insert(conn, table, rows)
+        return None
+
 
 class SQLite(Backend):
     name = "sqlite"
@@ -175,6 +183,19 @@ class PostgreSQL(Backend):
                     if values[i] is not None:
                         values[i] = json.dumps(values[i], default=str)
                 write(values)
+
+    def bulk_insert_ids(self, conn: Connection, table, rows: list[dict]) -> list[int]:
+        """The ids are drawn from the table's sequence first (one query for all of them), then the
+        rows written with them by COPY (or INSERT, see bulk_insert): RETURNING is not available to
+        COPY. Sequence values are never handed out twice, so rows other transactions insert
+        meanwhile cannot collide."""
+        if not rows:
+            return []
+        ids = list(conn.execute(
+            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
+            {"t": f'"{table.name}"', "n": len(rows)}).scalars())
+        self.bulk_insert(conn, table, [{"id": row_id, **row} for row_id, row in zip(ids, rows, strict=True)])
+        return ids
 
     def set_read_only(self, conn: Connection) -> None:
         conn.execute(text("SET TRANSACTION READ ONLY"))
