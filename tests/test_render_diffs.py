@@ -14,7 +14,7 @@ from decimal import Decimal
 
 from click.testing import CliRunner
 from helpers import load_script
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from control_plane.cli.main import main
@@ -448,6 +448,8 @@ _VALUE = st.recursive(_LEAF, lambda inner: st.one_of(st.lists(inner, max_size=3)
 @given(st.dictionaries(st.sampled_from(["name", "price_monthly", "max_sites", "is_active", "settings", "text",
                                         "description", "search_volume", "cpc"]), _VALUE, max_size=6),
        st.sampled_from(["Plan", "SeedKeyword", "Prompt", "NoSuchKind"]))
+@example({"price_monthly": Decimal("12345678901234567890123456789"), "cpc": Decimal("1E+1")}, "Plan")
+@example({"cpc": Decimal("1.005"), "search_volume": True, "difficulty": Decimal("7")}, "SeedKeyword")
 def test_create_fast_path_renders_as_the_general_path(values, kind):
     """Creates' common scalar attributes are formatted directly (a first apply renders 100,000 of them);
     the text must be exactly what create_attributes + _attribute_text give for any values, numeric

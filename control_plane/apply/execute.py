@@ -295,12 +295,14 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             written += len(rows)
             if versions:
                 _record_versions(conn, rk, versions)
+        managed, kind_ids, table_name, secret = live.managed.get(kind, {}), ids.get(kind, {}), rk.table_name, bool(
+            rk.secret_columns)  # (looked up once per kind: this loop runs once per row written)
         for c in creates + updates:
-            record = live.managed.get(kind, {}).get(c.name)
-            entry = {"kind": kind, "name": c.name, "table_name": rk.table_name, "row_id": ids[kind][c.name],
+            record = managed.get(c.name)
+            entry = {"kind": kind, "name": c.name, "table_name": table_name, "row_id": kind_ids[c.name],
                      "fingerprint": c.desired_fingerprint, "prevent_destroy": c.prevent_destroy,
                      "secret_refs": secret_refs_recorded(c.secret_refs, desired[(kind, c.name)])
-                     if rk.secret_columns else None}
+                     if secret else None}
             if record is None:
                 bookkeeping_new.append(entry)
             else:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 import re
 from collections import defaultdict
+from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
@@ -145,7 +147,14 @@ def _create_text(change: Change, lines: list[str]) -> None:
     values = change.values
     for column, value in values.items():
         cls = value.__class__
-        if _scale(kind, column) is None or cls is bool:
+        scale = _scale(kind, column)
+        if scale and cls is Decimal:  # a price or cost: canonical_decimal with the column's scale
+            try:
+                lines.append(f"      {column}: {_encode_str(format(value.quantize(_quantum(scale)), 'f'))}")
+                continue
+            except InvalidOperation:
+                pass  # (too many digits for the scale: shown as the general path shows it)
+        elif scale is None or cls is bool:
             if cls is str:
                 if "\n" not in value:
                     lines.append(f"      {column}: {_encode_str(value)}")
@@ -165,6 +174,11 @@ def _create_text(change: Change, lines: list[str]) -> None:
         if f.field not in values:
             for path, leaf in flatten(f.field, f.after):
                 lines += _attribute_text(path, leaf, "      ")
+
+
+@cache
+def _quantum(scale: int) -> Decimal:
+    return Decimal(1).scaleb(-scale)
 
 
 def _change_text(change: Change, paint: _Painter) -> list[str]:
