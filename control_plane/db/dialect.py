@@ -46,10 +46,46 @@ class Backend:
         return None
 
 
+def _picker(columns: list[str]) -> Callable[[dict], tuple]:
+    """A row's values in `columns` order, one C call per row."""
+    if len(columns) == 1:
+        only = columns[0]
+        return lambda row: (row[only],)
+    return itemgetter(*columns)
+
+
 class SQLite(Backend):
     name = "sqlite"
     # Batched deletes walk the table by rowid (see cleanup.executor).
     batch_walk = "rowid"
+
+    def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
+        """executemany of plain tuples: each column's bind processor (booleans, decimals, JSON)
+        applied only where the type has one. SQLAlchemy's own executemany processes every parameter
+        set as a dict, which was most of the time of a 100,000-row insert. Tables whose client-side
+        defaults would fill columns the rows leave out take SQLAlchemy's path, which applies them."""
+        if len(rows) < COPY_THRESHOLD:
+            super().bulk_insert(conn, table, rows)
+            return
+        columns = list(rows[0])
+        if any(c.default is not None and c.name not in rows[0] for c in table.c):
+            super().bulk_insert(conn, table, rows)
+            return
+        dialect = conn.dialect
+        processors = [(i, p) for i, c in enumerate(columns)
+                      if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+        pick = _picker(columns)
+        params = []
+        for row in rows:
+            values = pick(row)
+            if processors:
+                values = list(values)
+                for i, process in processors:
+                    values[i] = process(values[i])
+                values = tuple(values)
+            params.append(values)
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join("?" * len(columns))})', params)
 
     @contextmanager
     def xact_lock(self, conn: Connection, lock_id: int, name: str, error: Exception, *,
@@ -167,8 +203,7 @@ class PostgreSQL(Backend):
             return
         columns = list(rows[0])
         json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-        # One C call per row picks its values in column order; only JSON columns are touched in Python.
-        pick = itemgetter(*columns) if len(columns) > 1 else (lambda row: (row[columns[0]],))
+        pick = _picker(columns)  # only JSON columns are touched in Python
         raw = conn.connection.driver_connection
         stmt = f'COPY "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN'
         with raw.cursor() as cursor, cursor.copy(stmt) as copy:
