@@ -119,3 +119,19 @@ def test_run_rows_format_2_reads_back_as_written_and_format_1_still_reads():
     assert stored["format"] == 2 and stored["kinds"]["SeedKeyword"]["columns"] == ["keyword", "search_volume", "cpc"]
     assert decode_state(stored) == state
     assert decode_state({"format": 1, "rows": state}) == state
+
+
+def test_ids_returned_by_the_insert_are_the_rows_ids(migrated_engine):
+    """PostgreSQL draws the ids from the sequence and COPYs them with the rows; SQLite answers None
+    (the caller reads them back). Either way no id is guessed."""
+    mo = ManagedObject.__table__
+    rows = [{"kind": "K", "name": f"n{i}", "table_name": "t", "row_id": i, "fingerprint": "f",
+             "prevent_destroy": False, "secret_refs": None} for i in range(COPY_THRESHOLD + 10)]
+    with migrated_engine.begin() as conn:
+        ids = for_dialect(conn).bulk_insert_ids(conn, mo, rows)
+        stored = dict(conn.execute(select(mo.c.name, mo.c.id).where(mo.c.kind == "K")).all())
+    assert len(stored) == len(rows)
+    if migrated_engine.dialect.name == "postgresql":
+        assert ids == [stored[r["name"]] for r in rows]
+    else:
+        assert ids is None

@@ -226,9 +226,11 @@ class PostgreSQL(Backend):
         meanwhile cannot collide."""
         if not rows:
             return []
-        ids = list(conn.execute(
-            text("SELECT nextval(pg_get_serial_sequence(:t, 'id')) FROM generate_series(1, :n)"),
-            {"t": f'"{table.name}"', "n": len(rows)}).scalars())
+        sequence = conn.execute(text("SELECT pg_get_serial_sequence(:t, 'id')"), {"t": f'"{table.name}"'}).scalar()
+        if sequence is None:  # an id without a sequence of its own: write as usual, the caller reads them back
+            return super().bulk_insert_ids(conn, table, rows)
+        ids = list(conn.execute(text("SELECT nextval(:s) FROM generate_series(1, :n)"),
+                                {"s": sequence, "n": len(rows)}).scalars())
         self.bulk_insert(conn, table, [{"id": row_id, **row} for row_id, row in zip(ids, rows, strict=True)])
         return ids
 
