@@ -6,6 +6,12 @@ plan's changes laid over them, never re-read. Values only, references by natural
 are never kept, only their references (a rollback reads the values from the environment again, or
 keeps the stored ones). Compressed JSON, one row per run, kept for the newest
 `CPLANE_RUN_ROWS_RETENTION` runs (default 100).
+
+Format 2 stores each kind by columns: the column names once, then per row its key and its values as
+a list (a row whose columns differ from the kind's keeps its map); secret references only for the
+rows that have any, `prevent_destroy` as the list of keys that set it. A 100,000-row run encodes in
+about half the time of format 1's map per row (which repeated every column name and both flags per
+row); format 1 runs, written by earlier versions, are still read.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ from control_plane.state.schedule import parse_time
 
 RETENTION_VARIABLE = "CPLANE_RUN_ROWS_RETENTION"
 DEFAULT_RETENTION = 100
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 # {kind: {key: {"values": {...}, "secret_refs": {...}, "prevent_destroy": bool}}}
 RunState = dict[str, dict[str, dict[str, Any]]]
@@ -46,7 +53,12 @@ def retention(environ=None) -> int:
 
 
 def _plain(rk, values: dict[str, Any]) -> dict[str, Any]:
-    return {c: v for c, v in values.items() if c not in rk.secret_columns}
+    """The values without the secret columns; the dict itself when the kind has none (it is only
+    serialized, never changed: a retire replaces it), so a 100,000-row run copies nothing."""
+    secret = rk.secret_columns
+    if not secret:
+        return values
+    return {c: v for c, v in values.items() if c not in secret}
 
 
 def post_state(plan: Plan, live: LiveState) -> RunState:
@@ -83,8 +95,43 @@ def post_state(plan: Plan, live: LiveState) -> RunState:
     return state
 
 
+def encode_state(state: RunState) -> dict[str, Any]:
+    """A RunState in format 2 (see the module's docstring): JSON-ready but for decimals and times."""
+    kinds: dict[str, Any] = {}
+    for kind, entries in state.items():
+        columns: list[str] | None = None
+        keys, rows, refs, prevent = [], [], {}, []
+        for key, entry in entries.items():
+            values = entry["values"]
+            if columns is None:
+                columns = list(values)
+                shape = tuple(columns)
+            keys.append(key)
+            rows.append(list(values.values()) if tuple(values) == shape else values)
+            if entry["secret_refs"]:
+                refs[key] = entry["secret_refs"]
+            if entry["prevent_destroy"]:
+                prevent.append(key)
+        kinds[kind] = {"columns": columns or [], "keys": keys, "rows": rows, "secret_refs": refs,
+                       "prevent_destroy": prevent}
+    return {"format": FORMAT, "kinds": kinds}
+
+
+def decode_state(stored: dict[str, Any]) -> RunState:
+    """The RunState of a stored run, format 1 or 2 (values as JSON gave them, not yet typed)."""
+    if stored.get("format") == 1:
+        return stored["rows"]
+    state: RunState = {}
+    for kind, data in stored["kinds"].items():
+        columns, refs, prevent = data["columns"], data["secret_refs"], set(data["prevent_destroy"])
+        state[kind] = {key: {"values": dict(zip(columns, row, strict=True)) if isinstance(row, list) else row,
+                             "secret_refs": refs.get(key, {}), "prevent_destroy": key in prevent}
+                       for key, row in zip(data["keys"], data["rows"], strict=True)}
+    return state
+
+
 def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None) -> None:
-    data = zlib.compress(json.dumps({"format": FORMAT, "rows": state}, default=json_default,
+    data = zlib.compress(json.dumps(encode_state(state), default=json_default,
                                     separators=(",", ":")).encode(), 1)  # fast: applies of large trees stay quick
     count = sum(len(rows) for rows in state.values())
     conn.execute(insert(RunRows.__table__), {"run_id": run_id, "row_count": count, "data": data})
@@ -102,10 +149,10 @@ def read_run_rows(conn: Connection, run_id: int) -> RunState | None:
     if data is None:
         return None
     stored = json.loads(zlib.decompress(data))
-    if stored.get("format") != FORMAT:
+    if stored.get("format") not in READABLE_FORMATS:
         raise CplaneError(f"apply run #{run_id}: its rows are in format {stored.get('format')!r}; "
-                          f"this cplane reads {FORMAT}")
-    state: RunState = stored["rows"]
+                          f"this cplane reads {', '.join(map(str, READABLE_FORMATS))}")
+    state = decode_state(stored)
     for kind, rows in state.items():
         rk = ROW_KINDS.get(kind)
         if rk is None:

@@ -12,10 +12,23 @@ from __future__ import annotations
 import html
 import re
 from collections import defaultdict
+from decimal import Decimal, InvalidOperation
+from functools import cache
 from typing import Any
 
 from control_plane.plans.model import SUMMARY_ACTIONS, Change, Plan
-from control_plane.render.diff import Entry, TextDiff, create_attributes, field_entries, fmt, visible
+from control_plane.render.diff import (
+    Entry,
+    TextDiff,
+    _encode_str,
+    _scale,
+    column_value,
+    create_attributes,
+    field_entries,
+    flatten,
+    fmt,
+    visible,
+)
 from control_plane.render.scheduled import scheduled_markdown, scheduled_text
 from control_plane.render.words import NO_CHANGES
 
@@ -123,14 +136,58 @@ def _attribute_text(path: str, value: Any, indent: str) -> list[str]:
     return [f"{indent}{path}: {fmt(value)}"]
 
 
+def _create_text(change: Change, lines: list[str]) -> None:
+    """A create's attributes, as `create_attributes` + `_attribute_text` lay them out, in one pass.
+
+    A large first apply is 100,000 creates of a few scalar columns each, so the common leaves (a
+    one-line string, an int, a bool, null, in a column without a numeric scale) are formatted here
+    directly; anything else (numeric columns, maps, lists, multi-line text, the secrets in `fields`)
+    takes the general path. tests/test_render.py checks both give the same text."""
+    kind = change.kind
+    values = change.values
+    for column, value in values.items():
+        cls = value.__class__
+        scale = _scale(kind, column)
+        if scale and cls is Decimal:  # a price or cost: canonical_decimal with the column's scale
+            try:
+                lines.append(f"      {column}: {_encode_str(format(value.quantize(_quantum(scale)), 'f'))}")
+                continue
+            except InvalidOperation:
+                pass  # (too many digits for the scale: shown as the general path shows it)
+        elif scale is None or cls is bool:
+            if cls is str:
+                if "\n" not in value:
+                    lines.append(f"      {column}: {_encode_str(value)}")
+                    continue
+            elif cls is int:
+                lines.append(f"      {column}: {int.__repr__(value)}")
+                continue
+            elif cls is bool:
+                lines.append(f"      {column}: true" if value else f"      {column}: false")
+                continue
+            elif value is None:
+                lines.append(f"      {column}: null")
+                continue
+        for path, leaf in flatten(column, column_value(kind, column, value)):
+            lines += _attribute_text(path, leaf, "      ")
+    for f in change.fields:
+        if f.field not in values:
+            for path, leaf in flatten(f.field, f.after):
+                lines += _attribute_text(path, leaf, "      ")
+
+
+@cache
+def _quantum(scale: int) -> Decimal:
+    return Decimal(1).scaleb(-scale)
+
+
 def _change_text(change: Change, paint: _Painter) -> list[str]:
     marker = MARKERS[change.action]
     note = " (drift: edited outside cplane)" if change.cause == "drift" else ""
     lines = [f"  # {change.kind}/{change.name} {VERBS[change.action]}{note}",
              paint(f"  {marker} {change.kind}/{change.name}", COLOURS.get(marker))]
     if change.action == "create":
-        for path, value in create_attributes(change):
-            lines += _attribute_text(path, value, "      ")
+        _create_text(change, lines)
     else:
         for entry in field_entries(change):
             lines += _entry_text(entry, "      ", paint)
