@@ -200,7 +200,8 @@ class _FileSource:
             try:
                 for doc in load_bytes(raw, self.path).documents:
                     env = Envelope.model_validate(doc.data)
-                    docs[doc.index] = (doc.data, env.spec, CONFIG_KINDS[env.kind].spec.model_validate(env.spec))
+                    docs[doc.index] = (doc.data, env.spec, CONFIG_KINDS[env.kind].spec.model_validate(
+                        env.spec, context={"name": env.metadata.name}))
             except ValidationError:  # it validated clean with this very code and content
                 raise changed from None
             self._docs = docs
@@ -447,7 +448,7 @@ def _build_spec(obj: ConfigObject, report: _Reporter) -> BaseModel | None:
     failed fields, so one run reports every stage's errors. None when even that fails."""
     ck = CONFIG_KINDS[obj.kind]
     try:
-        return ck.spec.model_validate(obj.raw_spec)
+        return ck.spec.model_validate(obj.raw_spec, context={"name": obj.name})
     except ValidationError as exc:
         errors = exc.errors()
     for err in errors:
@@ -456,7 +457,8 @@ def _build_spec(obj: ConfigObject, report: _Reporter) -> BaseModel | None:
     if len(failed) < len({e["loc"][:1] for e in errors}) or not isinstance(obj.raw_spec, dict):
         return None  # an error of the whole spec (a cross-field validator): nothing to leave out
     try:
-        spec = ck.spec.model_validate({k: v for k, v in obj.raw_spec.items() if k not in failed})
+        spec = ck.spec.model_validate({k: v for k, v in obj.raw_spec.items() if k not in failed},
+                                      context={"name": obj.name})
     except ValidationError:
         return None
     obj.failed = failed

@@ -16,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -263,6 +264,15 @@ class PromptSpec(Common):
     industry: Name | None = None
     text: str = Field(min_length=1)
     variables: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _prompt_type_from_name(self, info: ValidationInfo) -> PromptSpec:
+        # The loader passes the object's metadata.name as context; without it (a spec built from
+        # rows, by export) the field stays as given.
+        name = (info.context or {}).get("name")
+        if self.prompt_type is None and name:
+            self.prompt_type = name
+        return self
 
 
 class AuthorProfileSpec(Common):
