@@ -26,8 +26,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
-from control_plane.config.loader import dump_documents
 from control_plane.config.model import PREVENT_DESTROY
+from control_plane.export.emit import render
 from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,
@@ -251,11 +251,16 @@ def build_export(live: LiveState) -> Export:
         record = live.managed.get(ck.row_kind, {}).get(row.key)
         if record is not None and record.prevent_destroy:
             metadata["annotations"] = {PREVENT_DESTROY: "true"}
-        problems = _problems(Metadata, metadata, "metadata") + _problems(ck.spec, data, "spec")
+        # One validation per spec: the model built here is the one dumped (a failure lists every
+        # problem of the object, metadata first).
+        problems = _problems(Metadata, metadata, "metadata")
+        try:
+            spec = ck.spec.model_validate(data, by_name=True)
+        except ValidationError as exc:
+            problems += _messages(exc, "spec")
         if problems:
             result.problems.extend(ExportProblem(ck.kind, row.key, p) for p in problems)
             continue
-        spec = ck.spec.model_validate(data, by_name=True)
         obj.document = {
             "apiVersion": API_VERSION,
             "kind": ck.kind,
@@ -266,28 +271,51 @@ def build_export(live: LiveState) -> Export:
     return result
 
 
+def _messages(exc: ValidationError, prefix: str) -> list[str]:
+    return [f"{'.'.join([prefix, *(str(p) for p in e['loc'])])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)]
+
+
 def _problems(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list[str]:
     try:
         model.model_validate(data, by_name=True)
     except ValidationError as exc:
-        return [f"{'.'.join([prefix, *(str(p) for p in e['loc'])])}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)]
+        return _messages(exc, prefix)
     return []
 
 
+def _number(value: Decimal) -> Any:
+    """A Decimal as a plain YAML scalar: an int when whole, else the shortest exact float."""
+    if value == value.to_integral_value():
+        return int(value)
+    number = float(value)
+    if Decimal(repr(number)) != value.normalize():
+        return str(value)  # more digits than a float holds exactly (never for money(12,2))
+    return number
+
+
 def _yaml_ready(value: Any) -> Any:
-    """Plain YAML scalars: a Decimal becomes an int when whole, else the shortest exact float."""
-    if isinstance(value, Decimal):
-        if value == value.to_integral_value():
-            return int(value)
-        number = float(value)
-        if Decimal(repr(number)) != value.normalize():
-            return str(value)  # more digits than a float holds exactly (never for money(12,2))
-        return number
+    """Plain YAML scalars (Decimals replaced by `_number`), in place: the dump is ours alone, and
+    only containers are visited (a 100,000-row spec is mostly strings and ints)."""
+    if type(value) is Decimal:
+        return _number(value)
     if isinstance(value, dict):
-        return {k: _yaml_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_yaml_ready(v) for v in value]
+        for k, v in value.items():
+            t = type(v)
+            if t is Decimal:
+                value[k] = _number(v)
+            elif t is dict or t is list or t is tuple:
+                value[k] = _yaml_ready(v)
+        return value
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            t = type(v)
+            if t is Decimal:
+                value[i] = _number(v)
+            elif t is dict or t is list or t is tuple:
+                value[i] = _yaml_ready(v)
     return value
 
 
@@ -311,7 +339,8 @@ def read_export(engine: Engine, environment: str | None = None) -> Export:
 
 
 def render_object(obj: ExportedObject) -> str:
-    return dump_documents([obj.document], header=MODELINE.format(kind=obj.kind))
+    """The object's file: its modeline and its document, checked by reading it back (emit.render)."""
+    return render(obj.document, header=MODELINE.format(kind=obj.kind))
 
 
 def write_export(export: Export, out: Path) -> list[Path]:
