@@ -4,7 +4,7 @@ Why our own: ruamel (the careful emitter) costs ~6 ms per document with multi-li
 templates) and ~100x yaml-rs's time on large ones; yaml-rs's emitter cannot write literal blocks.
 This writer produces the same block style as the config in the repo (mappings indented by 2,
 sequence dashes indented by 2 under their key, multi-line text as literal blocks `|`) and is
-conservative about scalars: a string is written plain only when it starts with a letter or `_`,
+conservative about scalars: a string is written plain only when it starts with an ASCII letter,
 holds only characters that can never start a comment, a mapping or a flow collection, and is not
 a word some YAML reader takes for a boolean or null; anything else is double-quoted with escapes.
 So no plain scalar here can read back as a number, a date, a boolean or null, under YAML 1.2 or
@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml_rs
 
-# Plain scalars: a letter or `_` first, then letters, digits and a few punctuation characters that
+# Plain scalars: a letter first (yaml-rs reads `_0` as the integer 0), then letters, digits and a few punctuation characters that
 # mean nothing in a block context, never a space last. ":" and "#" are left out altogether (": "
 # starts a mapping value, " #" a comment), and so is every non-ASCII character (some are line
 # breaks or invisible to some readers; double quotes keep them exact).
-_PLAIN = re.compile(r"[A-Za-z_](?:[A-Za-z0-9 _./@()+,'=-]*[A-Za-z0-9_./@()+,'=-])?")
+_PLAIN = re.compile(r"[A-Za-z](?:[A-Za-z0-9 _./@()+,'=-]*[A-Za-z0-9_./@()+,'=-])?")
 # Words that YAML 1.1 or 1.2 readers take for booleans or null when plain (any case).
 _RESERVED = frozenset({"true", "false", "null", "yes", "no", "on", "off", "y", "n"})
 # Characters a double-quoted scalar must escape beyond `"` and `\`: C0 controls, DEL, C1
@@ -153,11 +153,13 @@ def emit(doc: dict) -> str:
     return "\n".join(out)
 
 
-def _reads_back(text: str, doc: dict) -> bool:
-    """Parsing `text` gives `doc`. Read with dates parsed: a plain scalar that some reader takes
-    for a timestamp comes back as a date and fails the comparison (equal with dates parsed means
-    equal with them kept as strings, the loader's way)."""
-    return yaml_rs.loads(text) == doc
+def _reads_back(text: str, doc: dict, dates: bool = False) -> bool:
+    """Parsing `text` as the loader does (dates kept as strings) gives `doc`. `dates`: read with
+    timestamps parsed instead, so that a plain scalar other readers take for a date fails the
+    comparison (yaml-rs's emitter writes 2024-01-01 plain; equal with dates parsed implies equal
+    the loader's way). Not for this writer, which never writes a digit-first scalar plain (and
+    yaml-rs parses even a quoted "2024-01-01" as a date when asked to)."""
+    return yaml_rs.loads(text, parse_datetime=dates) == doc
 
 
 def dump(doc: dict) -> str | None:
@@ -177,7 +179,7 @@ def _dump_rs(doc: dict) -> str | None:
     blocks read better)."""
     try:
         text = yaml_rs.dumps(doc)
-        if "\\n" in text or not _reads_back(text, doc):
+        if "\\n" in text or not _reads_back(text, doc, dates=True):
             return None
     except Exception:  # noqa: BLE001 (any failure of the fast emitter: the next one writes it)
         return None
@@ -193,7 +195,12 @@ def render(doc: dict, header: str | None = None) -> str:
     if text is None:
         from control_plane.config.loader import dump_documents
 
-        return dump_documents([doc], header=header)
+        # Checked too: ruamel writes some control characters raw and NEL inside literal blocks.
+        text = dump_documents([doc], header=header)
+        body = text[text.index("---"):] if "---" in text else text
+        if not _reads_back(body, doc):
+            raise ValueError("no YAML writer reproduces this document exactly")
+        return text
     if header:
         text = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines() or [""]) + text
     return text
