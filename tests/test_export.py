@@ -262,3 +262,23 @@ def test_provider_keys_shared_by_two_objects_get_qualified_names(applied, tmp_pa
     names = {o.name: o.secret_variables for o in build_export(live).objects if o.kind == "IntegrationDefaults"}
     assert names["default"]["api_keys.openai"] == "OPENAI_API_KEY"
     assert names["second"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_SECOND_API_KEYS_OPENAI"
+
+
+def test_export_reader_gives_what_read_live_gives(applied):
+    """export/reader.py (no decryption, no versions) exports exactly what the plans' reader does."""
+    from control_plane.export.exporter import build_export
+    from control_plane.export.reader import STORED, read_rows
+    from control_plane.secrets import SecretBox
+    from control_plane.state.live import read_live
+
+    with applied.connect() as conn:
+        live, lean = read_live(conn, SecretBox(None)), read_rows(conn)
+    assert {k: set(v) for k, v in lean.rows.items()} == {k: set(v) for k, v in live.rows.items()}
+    a, b = build_export(live), build_export(lean)
+    assert [(o.path, o.document, o.secret_variables, o.managed) for o in a.objects] == \
+        [(o.path, o.document, o.secret_variables, o.managed) for o in b.objects]
+    assert a.problems == b.problems == []
+    # Stored secrets are known to be there and never read.
+    stored = [v for rows in lean.rows.values() for r in rows.values() for v in r.values.values() if v is STORED]
+    assert stored
+    assert not any(value in str(lean.rows) for value in APPLY_SECRETS.values())

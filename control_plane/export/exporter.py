@@ -2,7 +2,7 @@
 
 The inverse of `state.build_desired`, driven by the same registry declarations (no per-kind code):
 column → spec field through `ConfigKind.columns` / `COMMON_COLUMN_NAMES` / `key_column`, references
-already mapped to natural keys by `read_live`, child rows regrouped under their parent by the
+already mapped to natural keys by the reader (export/reader.py), child rows regrouped under their parent by the
 ancestor column, scalar child lists rebuilt from their key column. Secret values are never written:
 a set secret becomes `{fromEnv: VAR}`, VAR being the variable cplane applied it from (kept in
 cplane_managed_objects.secret_refs), or for rows cplane never wrote a name derived from kind, name
@@ -10,7 +10,10 @@ and field.
 
 Every spec is validated through its pydantic model before anything is written, so a plan of the
 export against the same database says `No changes` (given the secret variables it names are set
-to the stored values).
+to the stored values). Files are written by export/emit.py (yaml-rs, else a writer of our own with
+literal blocks, else ruamel), each read back and compared with its document before it is kept;
+`check_written` then runs the cross-object checks and column limits on the same models, so the
+tree is known to validate without being read again.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
 from control_plane.config.model import PREVENT_DESTROY
+from control_plane.errors import CplaneError
 from control_plane.export.emit import render
+from control_plane.export.reader import read_rows
 from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,
@@ -37,8 +42,7 @@ from control_plane.kinds.registry import (
     ConfigKind,
 )
 from control_plane.kinds.specs import API_VERSION, Metadata
-from control_plane.secrets import SecretBox
-from control_plane.state.live import LiveState, read_live
+from control_plane.state.live import LiveState
 from control_plane.state.rows import Row
 
 MODELINE = "yaml-language-server: $schema=../../schemas/{kind}.json"
@@ -343,15 +347,15 @@ def _yaml_ready(value: Any) -> Any:
 
 def read_export(engine: Engine, environment: str | None = None) -> Export:
     """What the database holds, read as it is (never migrated): a database cplane never migrated
-    exports nothing."""
+    exports nothing. No secret is decrypted (export writes references), so `environment`, which
+    selects the key, changes nothing here."""
     from control_plane.db.engine import check_connection
 
     check_connection(engine)
-    box = SecretBox(environment, engine.url)
     with engine.connect() as conn:
         if _schema_revision(conn) is None:
             return build_export(LiveState({}, {}, {}))
-        live = read_live(conn, box)
+        live = read_rows(conn)
     return build_export(live)
 
 
@@ -380,7 +384,11 @@ def write_export(export: Export, out: Path) -> list[Path]:
         if path.parent not in folders:
             path.parent.mkdir(parents=True, exist_ok=True)
             folders.add(path.parent)
-        path.write_text(render_object(obj), encoding="utf-8")
+        try:
+            content = render_object(obj)
+        except ValueError as exc:  # no writer reproduced it: say so in one line, write nothing wrong
+            raise CplaneError(f"cannot write {obj.kind}/{obj.name} exactly as YAML: {exc}") from None
+        path.write_text(content, encoding="utf-8")
         written.append(path)
     return written
 

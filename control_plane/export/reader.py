@@ -1,0 +1,92 @@
+"""The rows export reads: every system row of every row kind, in the shape `state.live` gives them.
+
+Why not `read_live`: plans need every secret decrypted (compared by HMAC, a wrong key refused)
+and keep ids, versions and ciphertexts for apply; export writes secrets as references only, so it
+needs to know which secrets are stored and nothing else. This reader makes the same SELECT per
+table (the registry's columns and system-row condition, no per-kind code), references mapped to
+natural keys as `read_live` maps them, a stored secret replaced by `STORED` (never decrypted, never
+kept), no version or ciphertext columns: ~20% less time than read_live at 100,000 rows. Not in
+batches: a server-side cursor (yield_per) measured slower here, and the rows are all kept anyway
+(an industry's document needs every keyword of it), so batches would not bound memory.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, inspect, null, select
+
+from control_plane.kinds.registry import ROW_KINDS, apply_order
+from control_plane.state.live import LiveState, existing_tables
+from control_plane.state.rows import Row, managed_columns
+
+
+class _Stored:
+    """A secret the database holds (its value is not read: export writes a reference)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<stored secret>"
+
+
+STORED = _Stored()
+
+
+def _stored(value: Any) -> Any:
+    # As read_live's decryption gives them: a map of secrets keeps its keys, empty entries None.
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: STORED if v else None for k, v in value.items()}
+    return STORED
+
+
+def read_rows(conn: Connection) -> LiveState:
+    from control_plane.db.models import ManagedObject
+
+    present = existing_tables(conn)
+    rows: dict[str, dict[str, Row]] = {}
+    ids: dict[str, dict[str, int]] = {}
+    key_by_id: dict[str, dict[int, str]] = {}
+    for kind in apply_order():
+        rk = ROW_KINDS[kind]
+        kind_rows: dict[str, Row] = {}
+        kind_ids: dict[str, int] = {}
+        rows[kind], ids[kind] = kind_rows, kind_ids
+        if rk.table_name not in present:
+            key_by_id[kind] = {}
+            continue
+        columns = managed_columns(rk)
+        table = rk.table
+        stmt = rk.only_system_rows(select(table.c.id, *(table.c[c] for c in columns)))
+        refs = [(c, key_by_id[t]) for c, t in rk.refs.items()]
+        secrets = list(rk.secret_columns)
+        keys = rk.key_columns
+        single = keys[0] if len(keys) == 1 else None
+        by_id: dict[int, str] = {}
+        for record in conn.execute(stmt):
+            row_id = record[0]
+            values = dict(zip(columns, record[1:], strict=True))
+            for column, names in refs:
+                ref = values[column]
+                if ref is not None:
+                    values[column] = names.get(ref, f"#{ref}")
+            for column in secrets:
+                values[column] = _stored(values[column])
+            key = str(values[single]) if single is not None else "/".join([str(values[c]) for c in keys])
+            kind_rows[key] = Row(kind, key, values, None, False, row_id)
+            kind_ids[key] = row_id
+            by_id[row_id] = key
+        key_by_id[kind] = by_id
+
+    managed: dict[str, dict[str, Any]] = defaultdict(dict)
+    mo = ManagedObject.__table__
+    if mo.name in present:
+        refs_column = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
+            else null().label("secret_refs")
+        for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint,
+                                     mo.c.prevent_destroy, refs_column)).all():
+            managed[r.kind][r.name] = r
+    return LiveState(rows, dict(managed), ids)
