@@ -312,7 +312,7 @@ def _number(value: Decimal) -> Any:
     if value == value.to_integral_value():
         return int(value)
     number = float(value)
-    if Decimal(repr(number)) != value.normalize():
+    if Decimal(repr(number)) != value:  # equal in value: trailing zeros do not count
         return str(value)  # more digits than a float holds exactly (never for money(12,2))
     return number
 
