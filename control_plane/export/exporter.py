@@ -41,7 +41,7 @@ from control_plane.kinds.registry import (
     Child,
     ConfigKind,
 )
-from control_plane.kinds.specs import API_VERSION, Metadata
+from control_plane.kinds.specs import API_VERSION, Metadata, SecretRef
 from control_plane.state.live import LiveState
 from control_plane.state.rows import Row
 
@@ -121,38 +121,86 @@ def _item_model(model: type[BaseModel], field_name: str) -> type[BaseModel] | No
     return None
 
 
-def _has_default(model: type[BaseModel], name: str) -> bool:
-    return not model.model_fields[name].is_required()
+_NO_DEFAULT = object()
 
 
-def _field_plan(model: type[BaseModel], column_of, skip: frozenset[str]) -> tuple[tuple[str, str, bool], ...]:
-    """(field, column, NULL means leave it out) for every spec field stored in a column, worked out
-    once per model and child rather than once per row (a large taxonomy has 100,000 rows of one)."""
+def _alias(model: type[BaseModel], name: str) -> str:
+    """The name a document spells the field with (what the loader validates by)."""
+    return model.model_fields[name].alias or name
+
+
+def _field_plan(model: type[BaseModel], column_of, skip: frozenset[str]) -> tuple[tuple[str, str, bool, Any], ...]:
+    """(alias, column, NULL means leave it out, default) for every spec field stored in a column,
+    worked out once per model and child rather than once per row (a large taxonomy has 100,000
+    rows of one)."""
     plan = []
     for name, info in model.model_fields.items():
         if name in skip:
             continue
-        null_is_default = (_has_default(model, name)
-                           and info.get_default(call_default_factory=True) is not None)
-        plan.append((name, column_of(name), null_is_default))
+        default = _NO_DEFAULT if info.is_required() else info.get_default(call_default_factory=True)
+        null_is_default = default is not _NO_DEFAULT and default is not None
+        plan.append((info.alias or name, column_of(name), null_is_default, default))
     return tuple(plan)
 
 
-def _fields_from_columns(model: type[BaseModel], values: dict[str, Any], column_of, skip: set[str],
-                         plan: tuple[tuple[str, str, bool], ...] | None = None) -> dict[str, Any]:
-    """Spec fields (python names) from a row's columns. A NULL column whose field has a non-null
-    default is left out (the default applies, and a plan shows the difference honestly)."""
-    if plan is None:
-        plan = _field_plan(model, column_of, frozenset(skip))
+def _fields_from_columns(values: dict[str, Any], plan: tuple[tuple[str, str, bool, Any], ...]) -> dict[str, Any]:
+    """Spec fields, spelled as a document spells them, from a row's columns, in the model's order.
+
+    Built straight in the shape the file has (the loader validates this very dict once it is read
+    back), so nothing is dumped from a model afterwards: a NULL column whose field has a non-null
+    default is left out (the default applies, and a plan shows the difference honestly); a value
+    equal to its field's default (and of its type) is left out, as `exclude_defaults` would; a
+    Decimal becomes the YAML number the loader turns back into the same Decimal (`_number`)."""
     data: dict[str, Any] = {}
-    for name, column, null_is_default in plan:
+    for alias, column, null_is_default, default in plan:
         if column not in values:
             continue  # a field with no column of its own (not stored): its default round-trips
         value = values[column]
-        if value is None and null_is_default:
+        if value is None:
+            if null_is_default or default is None:
+                continue
+        elif value.__class__ is default.__class__ and value == default:
             continue
-        data[name] = value
+        elif value.__class__ is Decimal:
+            value = _number(value)
+        data[alias] = value
     return data
+
+
+def _holds_model(annotation: Any) -> bool:
+    """The annotation is or contains a model (a column holding structured data, e.g. JSON)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(a) for a in typing.get_args(annotation))
+
+
+def _dumped(model: type[BaseModel], children: tuple[Child, ...], skip: set[str]) -> bool:
+    """Whether a field of the kind (or of a child's items) other than the children and secrets
+    holds a model's data: a column stores it by field name, not in the document's spelling, so
+    those specs are validated by either name and dumped (the careful path). Decided per kind, from
+    the models alone, the same for every row."""
+    skip = skip | {c.field for c in children}
+    if any(_holds_model(info.annotation) for name, info in model.model_fields.items() if name not in skip):
+        return True
+    for child in children:
+        item_model = _item_model(model, child.field) if child.key_field is not None else None
+        if item_model is not None and _dumped(item_model, child.children, set()):
+            return True
+    return False
+
+
+def _put_child(model: type[BaseModel], data: dict[str, Any], name: str, items: list[Any]) -> None:
+    """A child list under its field's alias, left out when it is the field's default (no items)."""
+    info = model.model_fields[name]
+    if not info.is_required() and items == info.get_default(call_default_factory=True):
+        return
+    data[info.alias or name] = items
+
+
+def _in_field_order(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with its keys in the model's field order (children and secrets are added last)."""
+    order = [f.alias or n for n, f in model.model_fields.items()]
+    return {k: data[k] for k in order if k in data}
 
 
 class _Exporter:
@@ -161,7 +209,7 @@ class _Exporter:
         self.secret_claims: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
         # (kind, name, field.sub) of the provider-keyed references derived here (not recorded).
         self.generated: set[tuple[str, str, str]] = set()
-        self.plans: dict[Child, tuple[tuple[str, str, bool], ...]] = {}
+        self.plans: dict[Child, tuple[tuple[str, str, bool, Any], ...]] = {}
 
     def children_by_parent(self, child: Child) -> dict[str, list[Row]]:
         parent_column = next(c for c, depth in child.ancestor_columns.items() if depth == 0)
@@ -179,17 +227,21 @@ class _Exporter:
         item_model = _item_model(model, child.field)
         if item_model is None:
             raise RuntimeError(f"{model.__name__}.{child.field} is not a list of models")
-        skip = frozenset({c.field for c in child.children} | {child.key_field})
+        skip = frozenset(c.field for c in child.children)
         plan = self.plans.get(child)
         if plan is None:
             plan = self.plans[child] = _field_plan(
-                item_model, lambda f: child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip)
+                item_model,
+                lambda f: child.key_column if f == child.key_field
+                else child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip)
         items = []
         for row in rows:
-            item = _fields_from_columns(item_model, row.values, None, skip, plan)
-            item[child.key_field] = row.values[child.key_column]
-            for grandchild in child.children:
-                item[grandchild.field] = self.child_items(grandchild, item_model, row.key, index)
+            item = _fields_from_columns(row.values, plan)
+            if child.children:
+                for grandchild in child.children:
+                    _put_child(item_model, item, grandchild.field,
+                               self.child_items(grandchild, item_model, row.key, index))
+                item = _in_field_order(item_model, item)
             items.append(item)
         return items
 
@@ -245,51 +297,55 @@ def build_export(live: LiveState) -> Export:
         index_children(ck.children)
         rk = ROW_KINDS[ck.row_kind]
         managed = live.managed.get(rk.name, {})
-        skip = set(ck.child_fields) | set(ck.secrets)
+        skip = frozenset(set(ck.child_fields) | set(ck.secrets)
+                         | {f for f in ck.spec.model_fields if ck.column_for(f) == ck.key_column})
+        plan = _field_plan(ck.spec, ck.column_for, skip)
+        dumped = _dumped(ck.spec, ck.children, set(ck.secrets))
         for row in sorted(live.rows.get(rk.name, {}).values(), key=lambda r: r.key):
-            data = _fields_from_columns(
-                ck.spec, row.values, ck.column_for,
-                skip | {f for f in ck.spec.model_fields if ck.column_for(f) == ck.key_column},
-            )
+            data = _fields_from_columns(row.values, plan)
             for child in ck.children:
-                data[child.field] = exporter.child_items(child, ck.spec, row.key, child_index)
+                _put_child(ck.spec, data, child.field, exporter.child_items(child, ck.spec, row.key, child_index))
             record = managed.get(row.key)
             obj = ExportedObject(ck.kind, row.key, f"{ck.folder}/{row.key}.yaml", {}, managed=record is not None)
-            data.update(exporter.secrets(ck, row, obj, getattr(record, "secret_refs", None)))
-            pending.append((ck, row, obj, data))
+            secrets = exporter.secrets(ck, row, obj, getattr(record, "secret_refs", None))
+            pending.append((ck, row, obj, data, secrets, dumped))
 
     # A provider-keyed secret variable shared by two objects gets each object's qualified name.
     shared = {v for v, claims in exporter.secret_claims.items() if len({(k, n) for k, n, _ in claims}) > 1}
-    for ck, row, obj, data in pending:
-        for spec_field in ck.secrets:
-            refs = data.get(spec_field)
-            if not isinstance(refs, dict) or "from_env" in refs:
-                continue
-            for sub, ref in refs.items():
-                if ref["from_env"] in shared and (ck.kind, row.key, f"{spec_field}.{sub}") in exporter.generated:
-                    ref["from_env"] = qualified_secret_variable(ck.kind, row.key, spec_field, sub)
-                    obj.secret_variables[f"{spec_field}.{sub}"] = ref["from_env"]
+    from_env = _alias(SecretRef, "from_env")
+    for ck, row, obj, data, secrets, dumped in pending:
+        for spec_field, refs in secrets.items():
+            if "from_env" in refs:
+                refs = {from_env: refs["from_env"]}
+            else:
+                for sub, ref in refs.items():
+                    if ref["from_env"] in shared and (ck.kind, row.key, f"{spec_field}.{sub}") in exporter.generated:
+                        ref["from_env"] = qualified_secret_variable(ck.kind, row.key, spec_field, sub)
+                        obj.secret_variables[f"{spec_field}.{sub}"] = ref["from_env"]
+                refs = {sub: {from_env: ref["from_env"]} for sub, ref in refs.items()}
+            data[_alias(ck.spec, spec_field)] = refs
+        if ck.children or secrets:
+            data = _in_field_order(ck.spec, data)
         metadata: dict[str, Any] = {"name": row.key}
         record = live.managed.get(ck.row_kind, {}).get(row.key)
         if record is not None and record.prevent_destroy:
             metadata["annotations"] = {PREVENT_DESTROY: "true"}
-        # One validation per spec: the model built here is the one dumped (a failure lists every
-        # problem of the object, metadata first).
+        # One validation per spec, of the very dict that is written, as the loader validates it
+        # once it reads the file (by alias): the model is what a plan of the file builds, and no
+        # dump is needed (a failure lists every problem of the object, metadata first).
         problems = _problems(Metadata, metadata, "metadata")
         try:
-            spec = ck.spec.model_validate(data, by_name=True)
+            # Columns holding a model's data by field name: either spelling accepted, then dumped.
+            spec = ck.spec.model_validate(data, by_alias=True, by_name=True) if dumped else ck.spec.model_validate(data)
         except ValidationError as exc:
             problems += _messages(exc, "spec")
         if problems:
             result.problems.extend(ExportProblem(ck.kind, row.key, p) for p in problems)
             continue
         obj.spec = spec
-        obj.document = {
-            "apiVersion": API_VERSION,
-            "kind": ck.kind,
-            "metadata": metadata,
-            "spec": _yaml_ready(spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)),
-        }
+        if dumped:
+            data = _yaml_ready(spec.model_dump(mode="python", by_alias=True, exclude_defaults=True))
+        obj.document = {"apiVersion": API_VERSION, "kind": ck.kind, "metadata": metadata, "spec": data}
         result.objects.append(obj)
     return result
 
@@ -308,7 +364,10 @@ def _problems(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list
 
 
 def _number(value: Decimal) -> Any:
-    """A Decimal as a plain YAML scalar: an int when whole, else the shortest exact float."""
+    """A Decimal as a plain YAML scalar: an int when whole, else the shortest exact float (the
+    loader's `_to_decimal` makes the same Decimal of it again)."""
+    if not value.is_finite():
+        return str(value)  # a string: the spec's Decimal refuses it, so the row is reported
     if value == value.to_integral_value():
         return int(value)
     number = float(value)
