@@ -18,6 +18,7 @@ tree is known to validate without being read again.
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from collections import defaultdict
@@ -189,12 +190,19 @@ def _dumped(model: type[BaseModel], children: tuple[Child, ...], skip: set[str])
     return False
 
 
+@functools.cache
+def _child_field(model: type[BaseModel], name: str) -> tuple[str, Any]:
+    """(alias, default) of a child list's field, worked out once (pydantic's default factory check
+    inspects signatures: ~0.5 ms a call)."""
+    info = model.model_fields[name]
+    return info.alias or name, _NO_DEFAULT if info.is_required() else info.get_default(call_default_factory=True)
+
+
 def _put_child(model: type[BaseModel], data: dict[str, Any], name: str, items: list[Any]) -> None:
     """A child list under its field's alias, left out when it is the field's default (no items)."""
-    info = model.model_fields[name]
-    if not info.is_required() and items == info.get_default(call_default_factory=True):
-        return
-    data[info.alias or name] = items
+    alias, default = _child_field(model, name)
+    if items != default:
+        data[alias] = items
 
 
 def _in_field_order(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
@@ -365,15 +373,20 @@ def _problems(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list
 
 def _number(value: Decimal) -> Any:
     """A Decimal as a plain YAML scalar: an int when whole, else the shortest exact float (the
-    loader's `_to_decimal` makes the same Decimal of it again)."""
+    loader's `_to_decimal` makes the same Decimal of it again). The float's repr is compared as
+    text first (a money value's usual case, ~2x faster than building a Decimal of it)."""
     if not value.is_finite():
         return str(value)  # a string: the spec's Decimal refuses it, so the row is reported
-    if value == value.to_integral_value():
-        return int(value)
     number = float(value)
-    if Decimal(repr(number)) != value:  # equal in value: trailing zeros do not count
-        return str(value)  # more digits than a float holds exactly (never for money(12,2))
-    return number
+    if number.is_integer():
+        if number == value:  # a Decimal and a float compare exactly
+            return int(number)
+        if value == value.to_integral_value():
+            return int(value)  # whole, beyond a float's precision
+    text = repr(number)
+    if text == str(value) or Decimal(text) == value:  # equal in value: trailing zeros do not count
+        return number
+    return str(value)  # more digits than a float holds exactly (never for money(12,2))
 
 
 def _yaml_ready(value: Any) -> Any:

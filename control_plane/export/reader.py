@@ -66,7 +66,9 @@ def read_rows(conn: Connection) -> LiveState:
         keys = rk.key_columns
         single = keys[0] if len(keys) == 1 else None
         by_id: dict[int, str] = {}
-        for record in conn.execute(stmt):
+        # All at once (fetchall, the result's processors per column): iterating the result fetches
+        # row by row, ~1 s more at 100,000 rows.
+        for record in conn.execute(stmt).all():
             row_id = record[0]
             values = dict(zip(columns, record[1:], strict=True))
             for column, names in refs:
@@ -86,7 +88,7 @@ def read_rows(conn: Connection) -> LiveState:
     if mo.name in present:
         refs_column = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
             else null().label("secret_refs")
-        for r in conn.execute(select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint,
-                                     mo.c.prevent_destroy, refs_column)).all():
+        # Only what export reads of the bookkeeping: managed or not, prevent_destroy, secret_refs.
+        for r in conn.execute(select(mo.c.kind, mo.c.name, mo.c.prevent_destroy, refs_column)).all():
             managed[r.kind][r.name] = r
     return LiveState(rows, dict(managed), ids)
