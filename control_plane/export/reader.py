@@ -60,7 +60,9 @@ def read_rows(conn: Connection) -> LiveState:
             continue
         columns = managed_columns(rk)
         table = rk.table
-        stmt = rk.only_system_rows(select(table.c.id, *(table.c[c] for c in columns)))
+        # The id last: a record's first len(columns) values zip with the columns, no slicing.
+        stmt = rk.only_system_rows(select(*(table.c[c] for c in columns), table.c.id))
+        id_at = len(columns)
         refs = [(c, key_by_id[t]) for c, t in rk.refs.items()]
         secrets = list(rk.secret_columns)
         keys = rk.key_columns
@@ -69,12 +71,13 @@ def read_rows(conn: Connection) -> LiveState:
         # All at once (fetchall, the result's processors per column): iterating the result fetches
         # row by row, ~1 s more at 100,000 rows.
         for record in conn.execute(stmt).all():
-            row_id = record[0]
-            values = dict(zip(columns, record[1:], strict=True))
+            row_id = record[id_at]
+            values = dict(zip(columns, record, strict=False))
             for column, names in refs:
                 ref = values[column]
                 if ref is not None:
-                    values[column] = names.get(ref, f"#{ref}")
+                    name = names.get(ref)
+                    values[column] = name if name is not None else f"#{ref}"
             for column in secrets:
                 values[column] = _stored(values[column])
             key = str(values[single]) if single is not None else "/".join([str(values[c]) for c in keys])
@@ -90,5 +93,5 @@ def read_rows(conn: Connection) -> LiveState:
             else null().label("secret_refs")
         # Only what export reads of the bookkeeping: managed or not, prevent_destroy, secret_refs.
         for r in conn.execute(select(mo.c.kind, mo.c.name, mo.c.prevent_destroy, refs_column)).all():
-            managed[r.kind][r.name] = r
+            managed[r[0]][r[1]] = r
     return LiveState(rows, dict(managed), ids)
