@@ -342,3 +342,46 @@ def test_number_reads_back_as_the_same_decimal(value):
     else:
         assert type(written) is (int if value == value.to_integral_value() else float)
         assert _to_decimal(written) == value
+
+
+def test_untyped_reads_give_what_the_models_types_give(migrated_engine):
+    """Where export's reader names columns without their types (`untyped_reads`), SQLAlchemy would
+    add no result processing with the models' types either: the driver's values are the same."""
+    from sqlalchemy import select
+
+    from control_plane.db.dialect import for_dialect
+    from control_plane.db.models import ManagedObject
+    from control_plane.export.reader import MANAGED_OBJECTS
+    from control_plane.kinds.registry import ROW_KINDS
+
+    assert ManagedObject.__tablename__ == MANAGED_OBJECTS
+    if not for_dialect(migrated_engine).untyped_reads:
+        pytest.skip("this backend's reads keep the models' types")
+    dialect = migrated_engine.dialect
+    tables = [rk.table for rk in ROW_KINDS.values()] + [ManagedObject.__table__]
+    with migrated_engine.connect() as conn:
+        for table in tables:
+            stmt = select(*table.c)
+            description = conn.execute(stmt).cursor.description
+            for col, desc in zip(stmt.selected_columns, description, strict=True):
+                processor = col.type.dialect_impl(dialect).result_processor(dialect, desc[1])
+                assert processor is None, f"{table.name}.{col.name} ({col.type}) needs result processing"
+
+
+def test_export_on_untyped_reads_imports_no_models(applied):
+    """Where reads are untyped, an export process never imports the database models (nor the ORM)."""
+    import subprocess
+    import sys
+
+    from control_plane.db.dialect import for_dialect
+
+    if not for_dialect(applied).untyped_reads:
+        pytest.skip("this backend's reads keep the models' types")
+    url = applied.url.render_as_string(hide_password=False)
+    code = ("import sys\nfrom control_plane.db.engine import make_engine\n"
+            "from control_plane.export.exporter import read_export\n"
+            f"export = read_export(make_engine({url!r}))\n"
+            "assert export.objects and not export.problems\n"
+            "print(sorted(m for m in sys.modules if m.startswith('control_plane.db.models') or m == 'sqlalchemy.orm'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

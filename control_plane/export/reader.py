@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, inspect, null, select
 
+from control_plane.kinds.conditions import compile_condition
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.state.live import LiveState, existing_tables
 from control_plane.state.rows import Row, managed_columns
@@ -43,9 +44,31 @@ def _stored(value: Any) -> Any:
     return STORED
 
 
-def read_rows(conn: Connection) -> LiveState:
+# The bookkeeping table (db/models/controller.py ManagedObject; a test checks the name).
+MANAGED_OBJECTS = "cplane_managed_objects"
+
+
+def _tables(conn: Connection):
+    """A kind's table and the bookkeeping table to SELECT from: named without their column types
+    where the driver returns Python values itself (`untyped_reads`: the models, ~0.4 s of import,
+    are not needed), else the models' own (SQLite's booleans and JSON need their types)."""
+    from control_plane.db.dialect import for_dialect
+
+    if for_dialect(conn).untyped_reads:
+        from sqlalchemy import column, table
+
+        def kind_table(rk):
+            return table(rk.table_name, *(column(c) for c in rk.column_lengths))
+
+        return kind_table, table(MANAGED_OBJECTS, *(column(c) for c in
+                                                    ("kind", "name", "prevent_destroy", "secret_refs")))
     from control_plane.db.models import ManagedObject
 
+    return (lambda rk: rk.table), ManagedObject.__table__
+
+
+def read_rows(conn: Connection) -> LiveState:
+    kind_table, mo = _tables(conn)
     present = existing_tables(conn)
     rows: dict[str, dict[str, Row]] = {}
     ids: dict[str, dict[str, int]] = {}
@@ -59,9 +82,11 @@ def read_rows(conn: Connection) -> LiveState:
             key_by_id[kind] = {}
             continue
         columns = managed_columns(rk)
-        table = rk.table
+        table = kind_table(rk)
         # The id last: a record's first len(columns) values zip with the columns, no slicing.
-        stmt = rk.only_system_rows(select(*(table.c[c] for c in columns), table.c.id))
+        stmt = select(*(table.c[c] for c in columns), table.c.id)
+        if rk.system_rows is not None:  # as rk.only_system_rows, on this table's columns
+            stmt = stmt.where(compile_condition(rk.system_rows, table.c))
         id_at = len(columns)
         refs = [(c, key_by_id[t]) for c, t in rk.refs.items()]
         secrets = list(rk.secret_columns)
@@ -87,7 +112,6 @@ def read_rows(conn: Connection) -> LiveState:
         key_by_id[kind] = by_id
 
     managed: dict[str, dict[str, Any]] = defaultdict(dict)
-    mo = ManagedObject.__table__
     if mo.name in present:
         refs_column = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
             else null().label("secret_refs")
