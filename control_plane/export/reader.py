@@ -48,8 +48,20 @@ def _stored(value: Any) -> Any:
 MANAGED_OBJECTS = "cplane_managed_objects"
 
 
+def _fetch_all(conn: Connection, stmt, untyped: bool) -> list:
+    """Every record of `stmt`. Untyped reads (no result processing to apply) take the driver's
+    tuples as they are, without a SQLAlchemy Row built for each (~0.05 s of CPU per 100,000 rows)."""
+    result = conn.execute(stmt)
+    if not untyped:
+        return result.all()
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
 def _tables(conn: Connection):
-    """A kind's table and the bookkeeping table to SELECT from: named without their column types
+    """Whether reads are untyped, a kind's table and the bookkeeping table to SELECT from: named without their column types
     where the driver returns Python values itself (`untyped_reads`: the models, ~0.4 s of import,
     are not needed), else the models' own (SQLite's booleans and JSON need their types)."""
     from control_plane.db.dialect import for_dialect
@@ -60,15 +72,15 @@ def _tables(conn: Connection):
         def kind_table(rk):
             return table(rk.table_name, *(column(c) for c in rk.column_lengths))
 
-        return kind_table, table(MANAGED_OBJECTS, *(column(c) for c in
+        return True, kind_table, table(MANAGED_OBJECTS, *(column(c) for c in
                                                     ("kind", "name", "prevent_destroy", "secret_refs")))
     from control_plane.db.models import ManagedObject
 
-    return (lambda rk: rk.table), ManagedObject.__table__
+    return False, (lambda rk: rk.table), ManagedObject.__table__
 
 
 def read_rows(conn: Connection) -> LiveState:
-    kind_table, mo = _tables(conn)
+    untyped, kind_table, mo = _tables(conn)
     present = existing_tables(conn)
     rows: dict[str, dict[str, Row]] = {}
     ids: dict[str, dict[str, int]] = {}
@@ -95,7 +107,7 @@ def read_rows(conn: Connection) -> LiveState:
         by_id: dict[int, str] = {}
         # All at once (fetchall, the result's processors per column): iterating the result fetches
         # row by row, ~1 s more at 100,000 rows.
-        for record in conn.execute(stmt).all():
+        for record in _fetch_all(conn, stmt, untyped):
             row_id = record[id_at]
             values = dict(zip(columns, record, strict=False))
             for column, names in refs:
