@@ -16,6 +16,10 @@ For N seed-keyword rows (a large taxonomy, see genconfig.py) every step is a new
   yaml-rs).
 
     .venv/bin/python bench/controller_bench.py --rows 10000 100000 --write docs/benchmarks.md
+
+`--steps apply,export` runs only those steps (default: all). The database every later step reads
+is filled by `cplane apply` whenever one of them runs; the first apply is reported (with its floor
+and the naive loader) only when `apply` is among the steps.
 """
 
 from __future__ import annotations
@@ -234,6 +238,7 @@ def naive_load(url: str, config: Path) -> None:
 
 
 FLOORS = {"load": floor_load, "plan": floor_plan, "naive": naive_load}
+STEPS = ("validate", "apply", "plan", "noop", "change", "drift", "export")
 
 
 def floor(name: str, *args: str) -> list[str]:
@@ -243,9 +248,9 @@ def floor(name: str, *args: str) -> list[str]:
 # --- the benchmark --------------------------------------------------------------------------------
 
 
-def bench(rows: int, work: Path, naive_max: int, repeat: int) -> list[tuple]:
+def bench(rows: int, work: Path, naive_max: int, repeat: int, steps: tuple[str, ...] = STEPS) -> list[tuple]:
     config = generate(work / f"config-{rows}", rows)
-    changed = generate(work / f"config-{rows}-changed", rows, variant=1)
+    changed = generate(work / f"config-{rows}-changed", rows, variant=1) if {"change", "drift"} & set(steps) else None
     results = []
 
     def ratio(a, b):
@@ -255,61 +260,88 @@ def bench(rows: int, work: Path, naive_max: int, repeat: int) -> list[tuple]:
         results.append((step, r.seconds, r.rss_mb, vs_naive, vs_floor, note))
         print(f"  {rows:,} {step}: {r.seconds:.2f} s, {r.rss_mb:.0f} MB {note}", flush=True)
 
-    db, floor_db = Database(), Database()
-    naive_db = Database() if rows <= naive_max else None
+    db = Database()
+    floor_db = Database() if "apply" in steps else None
+    naive_db = Database() if rows <= naive_max and "apply" in steps else None
     try:
         common = ["--database-url", db.url]
-        validate = run([*CPLANE, "validate", "--config", str(config)])
-        floor_load_run = run(floor("load", floor_db.url, str(config)))
+        if "validate" in steps:
+            add("validate", run([*CPLANE, "validate", "--config", str(config)]), note=f"{rows} rows")
+        floor_load_run = run(floor("load", floor_db.url, str(config))) if floor_db else None
         naive = run(floor("naive", naive_db.url, str(config))) if naive_db else None
-        first = run([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common])
-        add("validate", validate, note=f"{rows} rows")
-        add("first apply (empty database)", first, ratio(naive.seconds, first.seconds) if naive else None,
-            ratio(first.seconds, floor_load_run.seconds),
-            (f"naive {naive.seconds:.2f} s, " if naive else "") + f"floor {floor_load_run.seconds:.2f} s "
-            f"({floor_load_run.rss_mb:.0f} MB)")
-
-        floor_plan_run = best(floor("plan", db.url, str(config)), repeat)
-        plan = best([*CPLANE, "plan", "--config", str(config), *common], repeat)
-        assert "No changes." in plan.stdout, plan.stdout[-500:]
-        full = best([*CPLANE, "plan", "--no-fast-path", "--config", str(config), *common], repeat)
-        add("no-change plan", plan, None, ratio(plan.seconds, floor_plan_run.seconds),
-            f"floor {floor_plan_run.seconds:.2f} s ({floor_plan_run.rss_mb:.0f} MB)")
-        add("no-change plan, --no-fast-path", full, None, ratio(full.seconds, floor_plan_run.seconds), "full plan")
-
-        before = db.tuples_written()
-        noop = best([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common], repeat)
-        written = db.tuples_written() - before
-        add("no-op apply", noop, None, ratio(noop.seconds, floor_plan_run.seconds), f"rows written: {written}")
-
-        change_plan = run([*CPLANE, "plan", "--config", str(changed), *common])
-        change_apply = run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
-        n = change_plan.stdout.count("\n  ~ ")
-        combined = Run(change_plan.seconds + change_apply.seconds, max(change_plan.rss_mb, change_apply.rss_mb), "", "")
-        add(f"1% change plan + apply ({n} updates)", combined, None, None,
-            f"plan {change_plan.seconds:.2f} s + apply {change_apply.seconds:.2f} s; "
-            f"{combined.seconds / first.seconds:.2f}x the first apply")
-
-        db.execute("UPDATE seed_keywords SET search_volume = search_volume + 1 "
-                   "WHERE id = (SELECT min(id) FROM seed_keywords WHERE account_id IS NULL)")
-        drift = run([*CPLANE, "plan", "--config", str(changed), *common])
-        named = "(drift" in drift.stdout or "drift" in drift.stdout
-        add("one drifted row (edited by SQL) plan", drift, None, ratio(drift.seconds, floor_plan_run.seconds),
-            f"named as drift: {'yes' if named else 'NO'}")
-        run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
-
-        out, floor_out = work / f"export-{rows}", work / f"export-floor-{rows}"
-        for d in (out, floor_out):
-            shutil.rmtree(d, ignore_errors=True)
-        floor_export_run = run(floor("export", db.url, str(floor_out)))
-        export = run([*CPLANE, "export", "--out", str(out), *common])
-        add("export", export, None, ratio(export.seconds, floor_export_run.seconds),
-            f"floor {floor_export_run.seconds:.2f} s ({floor_export_run.rss_mb:.0f} MB)")
+        if set(steps) - {"validate"}:
+            first = run([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common])
+        if "apply" in steps:
+            add("first apply (empty database)", first, ratio(naive.seconds, first.seconds) if naive else None,
+                ratio(first.seconds, floor_load_run.seconds),
+                (f"naive {naive.seconds:.2f} s, " if naive else "") + f"floor {floor_load_run.seconds:.2f} s "
+                f"({floor_load_run.rss_mb:.0f} MB)")
+        if {"plan", "noop", "drift"} & set(steps):
+            floor_plan_run = best(floor("plan", db.url, str(config)), repeat)
+        if "plan" in steps:
+            _plans(add, ratio, config, common, repeat, floor_plan_run)
+        if "noop" in steps:
+            before = db.tuples_written()
+            noop = best([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common], repeat)
+            written = db.tuples_written() - before
+            add("no-op apply", noop, None, ratio(noop.seconds, floor_plan_run.seconds), f"rows written: {written}")
+        if "change" in steps:
+            _change(add, changed, common, first)
+        if "drift" in steps:
+            _drift(add, ratio, db, changed, common, floor_plan_run)
+        if "export" in steps:
+            _export(add, ratio, work, rows, db, common, repeat)
     finally:
         for d in (db, floor_db, naive_db):
             if d is not None:
                 d.drop()
     return results
+
+
+def _plans(add, ratio, config, common, repeat, floor_plan_run) -> None:
+    plan = best([*CPLANE, "plan", "--config", str(config), *common], repeat)
+    assert "No changes." in plan.stdout, plan.stdout[-500:]
+    full = best([*CPLANE, "plan", "--no-fast-path", "--config", str(config), *common], repeat)
+    add("no-change plan", plan, None, ratio(plan.seconds, floor_plan_run.seconds),
+        f"floor {floor_plan_run.seconds:.2f} s ({floor_plan_run.rss_mb:.0f} MB)")
+    add("no-change plan, --no-fast-path", full, None, ratio(full.seconds, floor_plan_run.seconds), "full plan")
+
+
+def _change(add, changed, common, first) -> None:
+    change_plan = run([*CPLANE, "plan", "--config", str(changed), *common])
+    change_apply = run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
+    n = change_plan.stdout.count("\n  ~ ")
+    combined = Run(change_plan.seconds + change_apply.seconds, max(change_plan.rss_mb, change_apply.rss_mb), "", "")
+    add(f"1% change plan + apply ({n} updates)", combined, None, None,
+        f"plan {change_plan.seconds:.2f} s + apply {change_apply.seconds:.2f} s; "
+        f"{combined.seconds / first.seconds:.2f}x the first apply")
+
+
+def _drift(add, ratio, db, changed, common, floor_plan_run) -> None:
+    db.execute("UPDATE seed_keywords SET search_volume = search_volume + 1 "
+               "WHERE id = (SELECT min(id) FROM seed_keywords WHERE account_id IS NULL)")
+    drift = run([*CPLANE, "plan", "--config", str(changed), *common])
+    named = "(drift" in drift.stdout or "drift" in drift.stdout
+    add("one drifted row (edited by SQL) plan", drift, None, ratio(drift.seconds, floor_plan_run.seconds),
+        f"named as drift: {'yes' if named else 'NO'}")
+    run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
+
+
+def _export(add, ratio, work, rows, db, common, repeat) -> None:
+    """Export and its floor alternately, `repeat` times each into fresh folders; best of each."""
+    runs, floors = [], []
+    for i in range(repeat):
+        out, floor_out = work / f"export-{rows}-{i}", work / f"export-floor-{rows}-{i}"
+        for d in (out, floor_out):
+            shutil.rmtree(d, ignore_errors=True)
+        floors.append(run(floor("export", db.url, str(floor_out))))
+        runs.append(run([*CPLANE, "export", "--out", str(out), *common]))
+        for d in (out, floor_out):
+            shutil.rmtree(d, ignore_errors=True)
+    export = min(runs, key=lambda r: r.seconds)
+    floor_export_run = min(floors, key=lambda r: r.seconds)
+    add("export", export, None, ratio(export.seconds, floor_export_run.seconds),
+        f"floor {floor_export_run.seconds:.2f} s ({floor_export_run.rss_mb:.0f} MB); best of {repeat}")
 
 
 def machine() -> str:
@@ -328,8 +360,14 @@ def main() -> None:
     parser.add_argument("--naive-max", type=int, default=100_000, help="Run the naive loader up to this many rows.")
     parser.add_argument("--repeat", type=int, default=3, help="Runs of each quick step (plans, no-op apply); best kept.")
     parser.add_argument("--write", type=Path, help="Markdown file whose controller_bench section is replaced.")
+    parser.add_argument("--steps", default=",".join(STEPS),
+                        help=f"Comma-separated steps to run, of {', '.join(STEPS)} (default: all).")
     parser.add_argument("--floor", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    steps = tuple(s.strip() for s in args.steps.split(",") if s.strip())
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        parser.error(f"unknown step(s) {', '.join(unknown)}; steps are {', '.join(STEPS)}")
     if args.floor:
         name, url, path = args.floor
         if name == "export":
@@ -346,14 +384,15 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for rows in args.rows:
-            for step, seconds, rss, vs_naive, vs_floor, note in bench(rows, Path(tmp), args.naive_max, args.repeat):
+            for step, seconds, rss, vs_naive, vs_floor, note in bench(rows, Path(tmp), args.naive_max, args.repeat, steps):
                 lines.append(
                     f"| {rows:,} | {step} | {seconds:.2f} | {rss:.0f} | {'' if vs_naive is None else f'{vs_naive:.1f}x'} | "
                     f"{'' if vs_floor is None else f'{vs_floor:.2f}x'} | {note} |"
                 )
     table = "\n".join(lines)
     section = (f"{MARK_START}\nRun {started} on {about}: `bench/controller_bench.py --rows "
-               f"{' '.join(str(r) for r in args.rows)}`. Every step is a whole process (wall clock; peak RSS from "
+               f"{' '.join(str(r) for r in args.rows)}"
+               + (f" --steps {','.join(steps)}" if steps != STEPS else "") + "`. Every step is a whole process (wall clock; peak RSS from "
                "the kernel); the floors are processes too, measured in the same run on the same rows.\n\n"
                f"{table}\n{MARK_END}")
     if args.write:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import insert, text
 
 from control_plane.cli.main import main
@@ -262,3 +264,124 @@ def test_provider_keys_shared_by_two_objects_get_qualified_names(applied, tmp_pa
     names = {o.name: o.secret_variables for o in build_export(live).objects if o.kind == "IntegrationDefaults"}
     assert names["default"]["api_keys.openai"] == "OPENAI_API_KEY"
     assert names["second"]["api_keys.openai"] == "INTEGRATION_DEFAULTS_SECOND_API_KEYS_OPENAI"
+
+
+def test_export_reader_gives_what_read_live_gives(applied):
+    """export/reader.py (no decryption, no versions) exports exactly what the plans' reader does."""
+    from control_plane.export.exporter import build_export
+    from control_plane.export.reader import STORED, read_rows
+    from control_plane.secrets import SecretBox
+    from control_plane.state.live import read_live
+
+    with applied.connect() as conn:
+        live, lean = read_live(conn, SecretBox(None)), read_rows(conn)
+    assert {k: set(v) for k, v in lean.rows.items()} == {k: set(v) for k, v in live.rows.items()}
+    a, b = build_export(live), build_export(lean)
+    assert [(o.path, o.document, o.secret_variables, o.managed) for o in a.objects] == \
+        [(o.path, o.document, o.secret_variables, o.managed) for o in b.objects]
+    assert a.problems == b.problems == []
+    # Stored secrets are known to be there and never read.
+    stored = [v for rows in lean.rows.values() for r in rows.values() for v in r.values.values() if v is STORED]
+    assert stored
+    assert not any(value in str(lean.rows) for value in APPLY_SECRETS.values())
+
+
+def test_documents_built_in_their_shape_equal_the_dump_of_their_model(applied):
+    """Specs are built straight in the document's spelling and validated as the loader validates
+    them (no model_dump): every one equals what dumping its model (by alias, defaults left out,
+    Decimals as YAML numbers) gives, the careful path round 1 took for every kind."""
+    from control_plane.export.exporter import _yaml_ready, build_export
+    from control_plane.export.reader import read_rows
+
+    with applied.connect() as conn:
+        export = build_export(read_rows(conn))
+    assert export.problems == []
+    kinds = set()
+    for obj in export.objects:
+        dumped = _yaml_ready(obj.spec.model_dump(mode="python", by_alias=True, exclude_defaults=True))
+        assert obj.document["spec"] == dumped, obj.path
+        assert list(obj.document["spec"]) == list(dumped), obj.path  # the same key order too
+        # The document is what the loader validates: it gives the very model kept for the checks.
+        assert CONFIG_KINDS[obj.kind].spec.model_validate(obj.document["spec"]) == obj.spec
+        kinds.add(obj.kind)
+    assert {"Industry", "Strategy", "ContentTemplate", "PaymentMethod", "IntegrationDefaults"} <= kinds
+
+
+def test_only_kinds_whose_columns_hold_models_take_the_dump_path():
+    from control_plane.export.exporter import _dumped, _exportable_kinds
+
+    dumped = {ck.kind for ck in _exportable_kinds() if _dumped(ck.spec, ck.children, set(ck.secrets))}
+    assert {"Strategy", "ContentTemplate"} <= dumped
+    assert "Industry" not in dumped and "PaymentMethod" not in dumped  # children and secrets are built by export
+
+
+def test_fields_from_columns_leave_out_defaults_of_their_own_type_only():
+    from decimal import Decimal
+
+    from control_plane.export.exporter import _NO_DEFAULT, _fields_from_columns
+
+    plan = (("a", "a", True, True), ("b", "b", False, None), ("c", "c", False, Decimal("0.7")),
+            ("d", "d", False, _NO_DEFAULT), ("e", "e", True, 0), ("f", "f", False, True))
+    assert _fields_from_columns({"a": None, "b": None, "c": Decimal("0.70"), "d": None, "e": 0, "f": 1}, plan) \
+        == {"d": None, "f": 1}  # NULL left to a non-null default, equal defaults dropped, 1 is not True
+    assert _fields_from_columns({"a": False, "b": 3, "c": Decimal("1.50"), "d": Decimal("2.00"), "e": False}, plan) \
+        == {"a": False, "b": 3, "c": 1.5, "d": 2, "e": False}
+    assert _fields_from_columns({}, plan) == {}  # fields without a column are left to their defaults
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True) | st.decimals(places=2, min_value=0, max_value=10**10))
+def test_number_reads_back_as_the_same_decimal(value):
+    """A Decimal written as `_number` gives it comes back through the loader's `_to_decimal` equal
+    in value; what a float cannot hold (or NaN, infinities) stays a string, which the spec refuses."""
+    from control_plane.export.exporter import _number
+    from control_plane.kinds.specs import _to_decimal
+
+    written = _number(value)
+    if isinstance(written, str):
+        assert not value.is_finite() or _to_decimal(float(value)) != value
+    else:
+        assert type(written) is (int if value == value.to_integral_value() else float)
+        assert _to_decimal(written) == value
+
+
+def test_untyped_reads_give_what_the_models_types_give(migrated_engine):
+    """Where export's reader names columns without their types (`untyped_reads`), SQLAlchemy would
+    add no result processing with the models' types either: the driver's values are the same."""
+    from sqlalchemy import select
+
+    from control_plane.db.dialect import for_dialect
+    from control_plane.db.models import ManagedObject
+    from control_plane.export.reader import MANAGED_OBJECTS
+    from control_plane.kinds.registry import ROW_KINDS
+
+    assert ManagedObject.__tablename__ == MANAGED_OBJECTS
+    if not for_dialect(migrated_engine).untyped_reads:
+        pytest.skip("this backend's reads keep the models' types")
+    dialect = migrated_engine.dialect
+    tables = [rk.table for rk in ROW_KINDS.values()] + [ManagedObject.__table__]
+    with migrated_engine.connect() as conn:
+        for table in tables:
+            stmt = select(*table.c)
+            description = conn.execute(stmt).cursor.description
+            for col, desc in zip(stmt.selected_columns, description, strict=True):
+                processor = col.type.dialect_impl(dialect).result_processor(dialect, desc[1])
+                assert processor is None, f"{table.name}.{col.name} ({col.type}) needs result processing"
+
+
+def test_export_on_untyped_reads_imports_no_models(applied):
+    """Where reads are untyped, an export process never imports the database models (nor the ORM)."""
+    import subprocess
+    import sys
+
+    from control_plane.db.dialect import for_dialect
+
+    if not for_dialect(applied).untyped_reads:
+        pytest.skip("this backend's reads keep the models' types")
+    url = applied.url.render_as_string(hide_password=False)
+    code = ("import sys\nfrom control_plane.db.engine import make_engine\n"
+            "from control_plane.export.exporter import read_export\n"
+            f"export = read_export(make_engine({url!r}))\n"
+            "assert export.objects and not export.problems\n"
+            "print(sorted(m for m in sys.modules if m.startswith('control_plane.db.models') or m == 'sqlalchemy.orm'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

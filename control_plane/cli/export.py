@@ -25,8 +25,7 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     are listed at the end. Retired rows are exported with `active: false`, unmanaged rows too:
     take them under management with `cplane plan --adopt` / `cplane apply --adopt`.
     """
-    from control_plane.export.exporter import read_export, write_export
-    from control_plane.reconcile.validation import load_checked
+    from control_plane.export.exporter import check_written, read_export, write_export
 
     target = Path(out)
     if target.exists() and any(target.iterdir()):
@@ -38,7 +37,7 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
                           f"(--skip-invalid writes the rest): {shown}{more}")
     written = write_export(export, target)
-    check, _rows = load_checked(target)
+    issues = check_written(export, target)
     if fmt == "json":
         emit_json({
             "out": str(target),
@@ -47,8 +46,8 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
             "unmanaged": [f"{o.kind}/{o.name}" for o in export.objects if not o.managed],
             "secret_variables": export.secret_variables,
             "skipped": [p.format() for p in export.problems],
-            "valid": check.ok,
-            "errors": [i.format() for i in check.issues],
+            "valid": not issues,
+            "errors": [i.format() for i in issues],
         })
     else:
         for problem in export.problems:
@@ -58,7 +57,7 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         if export.secret_variables:
             click.echo("Secret fields reference these environment variables (set them to the current values "
                        "before planning): " + ", ".join(export.secret_variables))
-    if not check.ok:
-        for issue in check.issues[:MAX_SHOWN]:
+    if issues:
+        for issue in issues[:MAX_SHOWN]:
             click.echo(issue.format(), err=True)
-        raise CplaneError(f"the exported tree does not validate ({len(check.issues)} error(s)), see above")
+        raise CplaneError(f"the exported tree does not validate ({len(issues)} error(s)), see above")

@@ -33,6 +33,11 @@ class Backend:
 
     name: str
     batch_walk: str
+    # The driver returns every column type the models use as its Python value, SQLAlchemy adding no
+    # result processing, so a SELECT may name columns without their types (export's reader does,
+    # sparing the models' import). psycopg: yes (tests/test_export.py checks every column); sqlite3
+    # gives booleans as ints and JSON as text: no.
+    untyped_reads: bool = False
 
     def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
         if rows:
@@ -152,6 +157,7 @@ class SQLite(Backend):
 
 class PostgreSQL(Backend):
     name = "postgresql"
+    untyped_reads = True
     # Batched deletes walk the heap by block ranges (ctid), see cleanup.executor.
     batch_walk = "ctid"
 

@@ -2,7 +2,7 @@
 
 The inverse of `state.build_desired`, driven by the same registry declarations (no per-kind code):
 column → spec field through `ConfigKind.columns` / `COMMON_COLUMN_NAMES` / `key_column`, references
-already mapped to natural keys by `read_live`, child rows regrouped under their parent by the
+already mapped to natural keys by the reader (export/reader.py), child rows regrouped under their parent by the
 ancestor column, scalar child lists rebuilt from their key column. Secret values are never written:
 a set secret becomes `{fromEnv: VAR}`, VAR being the variable cplane applied it from (kept in
 cplane_managed_objects.secret_refs), or for rows cplane never wrote a name derived from kind, name
@@ -10,11 +10,15 @@ and field.
 
 Every spec is validated through its pydantic model before anything is written, so a plan of the
 export against the same database says `No changes` (given the secret variables it names are set
-to the stored values).
+to the stored values). Files are written by export/emit.py (yaml-rs, else a writer of our own with
+literal blocks, else ruamel), each read back and compared with its document before it is kept;
+`check_written` then runs the cross-object checks and column limits on the same models, so the
+tree is known to validate without being read again.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import typing
 from collections import defaultdict
@@ -26,8 +30,10 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
-from control_plane.config.loader import dump_documents
 from control_plane.config.model import PREVENT_DESTROY
+from control_plane.errors import CplaneError
+from control_plane.export.emit import render
+from control_plane.export.reader import read_rows
 from control_plane.kinds.registry import (
     CATALOG_ROWS,
     COMMON_COLUMN_NAMES,
@@ -36,9 +42,8 @@ from control_plane.kinds.registry import (
     Child,
     ConfigKind,
 )
-from control_plane.kinds.specs import API_VERSION, Metadata
-from control_plane.secrets import SecretBox
-from control_plane.state.live import LiveState, read_live
+from control_plane.kinds.specs import API_VERSION, Metadata, SecretRef
+from control_plane.state.live import LiveState
 from control_plane.state.rows import Row
 
 MODELINE = "yaml-language-server: $schema=../../schemas/{kind}.json"
@@ -53,6 +58,8 @@ class ExportedObject:
     managed: bool
     # Spec field (or field.sub) -> environment variable the document names; values never kept here.
     secret_variables: dict[str, str] = field(default_factory=dict)
+    # The spec model the document was dumped from (what `check_written` checks across objects).
+    spec: BaseModel | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -69,6 +76,8 @@ class ExportProblem:
 class Export:
     objects: list[ExportedObject] = field(default_factory=list)
     problems: list[ExportProblem] = field(default_factory=list)
+    # The live rows the documents were built from (the rows they flatten to again).
+    rows: dict[str, dict[str, Row]] = field(default_factory=dict, repr=False)
 
     @property
     def secret_variables(self) -> list[str]:
@@ -113,27 +122,93 @@ def _item_model(model: type[BaseModel], field_name: str) -> type[BaseModel] | No
     return None
 
 
-def _has_default(model: type[BaseModel], name: str) -> bool:
-    return not model.model_fields[name].is_required()
+_NO_DEFAULT = object()
 
 
-def _fields_from_columns(model: type[BaseModel], values: dict[str, Any], column_of, skip: set[str]) -> dict[str, Any]:
-    """Spec fields (python names) from a row's columns. A NULL column whose field has a non-null
-    default is left out (the default applies, and a plan shows the difference honestly)."""
-    data: dict[str, Any] = {}
-    for name in model.model_fields:
+def _alias(model: type[BaseModel], name: str) -> str:
+    """The name a document spells the field with (what the loader validates by)."""
+    return model.model_fields[name].alias or name
+
+
+def _field_plan(model: type[BaseModel], column_of, skip: frozenset[str]) -> tuple[tuple[str, str, bool, Any], ...]:
+    """(alias, column, NULL means leave it out, default) for every spec field stored in a column,
+    worked out once per model and child rather than once per row (a large taxonomy has 100,000
+    rows of one)."""
+    plan = []
+    for name, info in model.model_fields.items():
         if name in skip:
             continue
-        column = column_of(name)
+        default = _NO_DEFAULT if info.is_required() else info.get_default(call_default_factory=True)
+        null_is_default = default is not _NO_DEFAULT and default is not None
+        plan.append((info.alias or name, column_of(name), null_is_default, default))
+    return tuple(plan)
+
+
+def _fields_from_columns(values: dict[str, Any], plan: tuple[tuple[str, str, bool, Any], ...]) -> dict[str, Any]:
+    """Spec fields, spelled as a document spells them, from a row's columns, in the model's order.
+
+    Built straight in the shape the file has (the loader validates this very dict once it is read
+    back), so nothing is dumped from a model afterwards: a NULL column whose field has a non-null
+    default is left out (the default applies, and a plan shows the difference honestly); a value
+    equal to its field's default (and of its type) is left out, as `exclude_defaults` would; a
+    Decimal becomes the YAML number the loader turns back into the same Decimal (`_number`)."""
+    data: dict[str, Any] = {}
+    for alias, column, null_is_default, default in plan:
         if column not in values:
             continue  # a field with no column of its own (not stored): its default round-trips
         value = values[column]
-        if value is None and _has_default(model, name) and model.model_fields[name].get_default(
-            call_default_factory=True
-        ) is not None:
+        if value is None:
+            if null_is_default or default is None:
+                continue
+        elif value.__class__ is default.__class__ and value == default:
             continue
-        data[name] = value
+        elif value.__class__ is Decimal:
+            value = _number(value)
+        data[alias] = value
     return data
+
+
+def _holds_model(annotation: Any) -> bool:
+    """The annotation is or contains a model (a column holding structured data, e.g. JSON)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return True
+    return any(_holds_model(a) for a in typing.get_args(annotation))
+
+
+def _dumped(model: type[BaseModel], children: tuple[Child, ...], skip: set[str]) -> bool:
+    """Whether a field of the kind (or of a child's items) other than the children and secrets
+    holds a model's data: a column stores it by field name, not in the document's spelling, so
+    those specs are validated by either name and dumped (the careful path). Decided per kind, from
+    the models alone, the same for every row."""
+    skip = skip | {c.field for c in children}
+    if any(_holds_model(info.annotation) for name, info in model.model_fields.items() if name not in skip):
+        return True
+    for child in children:
+        item_model = _item_model(model, child.field) if child.key_field is not None else None
+        if item_model is not None and _dumped(item_model, child.children, set()):
+            return True
+    return False
+
+
+@functools.cache
+def _child_field(model: type[BaseModel], name: str) -> tuple[str, Any]:
+    """(alias, default) of a child list's field, worked out once (pydantic's default factory check
+    inspects signatures: ~0.5 ms a call)."""
+    info = model.model_fields[name]
+    return info.alias or name, _NO_DEFAULT if info.is_required() else info.get_default(call_default_factory=True)
+
+
+def _put_child(model: type[BaseModel], data: dict[str, Any], name: str, items: list[Any]) -> None:
+    """A child list under its field's alias, left out when it is the field's default (no items)."""
+    alias, default = _child_field(model, name)
+    if items != default:
+        data[alias] = items
+
+
+def _in_field_order(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """`data` with its keys in the model's field order (children and secrets are added last)."""
+    order = [f.alias or n for n, f in model.model_fields.items()]
+    return {k: data[k] for k in order if k in data}
 
 
 class _Exporter:
@@ -142,6 +217,7 @@ class _Exporter:
         self.secret_claims: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
         # (kind, name, field.sub) of the provider-keyed references derived here (not recorded).
         self.generated: set[tuple[str, str, str]] = set()
+        self.plans: dict[Child, tuple[tuple[str, str, bool, Any], ...]] = {}
 
     def children_by_parent(self, child: Child) -> dict[str, list[Row]]:
         parent_column = next(c for c, depth in child.ancestor_columns.items() if depth == 0)
@@ -159,15 +235,21 @@ class _Exporter:
         item_model = _item_model(model, child.field)
         if item_model is None:
             raise RuntimeError(f"{model.__name__}.{child.field} is not a list of models")
-        skip = {c.field for c in child.children} | {child.key_field}
+        skip = frozenset(c.field for c in child.children)
+        plan = self.plans.get(child)
+        if plan is None:
+            plan = self.plans[child] = _field_plan(
+                item_model,
+                lambda f: child.key_column if f == child.key_field
+                else child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip)
         items = []
         for row in rows:
-            item = _fields_from_columns(
-                item_model, row.values, lambda f: child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip
-            )
-            item[child.key_field] = row.values[child.key_column]
-            for grandchild in child.children:
-                item[grandchild.field] = self.child_items(grandchild, item_model, row.key, index)
+            item = _fields_from_columns(row.values, plan)
+            if child.children:
+                for grandchild in child.children:
+                    _put_child(item_model, item, grandchild.field,
+                               self.child_items(grandchild, item_model, row.key, index))
+                item = _in_field_order(item_model, item)
             items.append(item)
         return items
 
@@ -210,7 +292,7 @@ def _exportable_kinds() -> list[ConfigKind]:
 def build_export(live: LiveState) -> Export:
     """Config documents for every system row of every exportable kind (managed or not)."""
     exporter = _Exporter(live)
-    result = Export()
+    result = Export(rows=live.rows)
     child_index: dict[str, dict[str, list[Row]]] = {}
 
     def index_children(children: tuple[Child, ...]) -> None:
@@ -223,71 +305,112 @@ def build_export(live: LiveState) -> Export:
         index_children(ck.children)
         rk = ROW_KINDS[ck.row_kind]
         managed = live.managed.get(rk.name, {})
-        skip = set(ck.child_fields) | set(ck.secrets)
+        skip = frozenset(set(ck.child_fields) | set(ck.secrets)
+                         | {f for f in ck.spec.model_fields if ck.column_for(f) == ck.key_column})
+        plan = _field_plan(ck.spec, ck.column_for, skip)
+        dumped = _dumped(ck.spec, ck.children, set(ck.secrets))
         for row in sorted(live.rows.get(rk.name, {}).values(), key=lambda r: r.key):
-            data = _fields_from_columns(
-                ck.spec, row.values, ck.column_for,
-                skip | {f for f in ck.spec.model_fields if ck.column_for(f) == ck.key_column},
-            )
+            data = _fields_from_columns(row.values, plan)
             for child in ck.children:
-                data[child.field] = exporter.child_items(child, ck.spec, row.key, child_index)
+                _put_child(ck.spec, data, child.field, exporter.child_items(child, ck.spec, row.key, child_index))
             record = managed.get(row.key)
             obj = ExportedObject(ck.kind, row.key, f"{ck.folder}/{row.key}.yaml", {}, managed=record is not None)
-            data.update(exporter.secrets(ck, row, obj, getattr(record, "secret_refs", None)))
-            pending.append((ck, row, obj, data))
+            secrets = exporter.secrets(ck, row, obj, getattr(record, "secret_refs", None))
+            pending.append((ck, row, obj, data, secrets, dumped))
 
     # A provider-keyed secret variable shared by two objects gets each object's qualified name.
     shared = {v for v, claims in exporter.secret_claims.items() if len({(k, n) for k, n, _ in claims}) > 1}
-    for ck, row, obj, data in pending:
-        for spec_field in ck.secrets:
-            refs = data.get(spec_field)
-            if not isinstance(refs, dict) or "from_env" in refs:
-                continue
-            for sub, ref in refs.items():
-                if ref["from_env"] in shared and (ck.kind, row.key, f"{spec_field}.{sub}") in exporter.generated:
-                    ref["from_env"] = qualified_secret_variable(ck.kind, row.key, spec_field, sub)
-                    obj.secret_variables[f"{spec_field}.{sub}"] = ref["from_env"]
+    from_env = _alias(SecretRef, "from_env")
+    for ck, row, obj, data, secrets, dumped in pending:
+        for spec_field, refs in secrets.items():
+            if "from_env" in refs:
+                refs = {from_env: refs["from_env"]}
+            else:
+                for sub, ref in refs.items():
+                    if ref["from_env"] in shared and (ck.kind, row.key, f"{spec_field}.{sub}") in exporter.generated:
+                        ref["from_env"] = qualified_secret_variable(ck.kind, row.key, spec_field, sub)
+                        obj.secret_variables[f"{spec_field}.{sub}"] = ref["from_env"]
+                refs = {sub: {from_env: ref["from_env"]} for sub, ref in refs.items()}
+            data[_alias(ck.spec, spec_field)] = refs
+        if ck.children or secrets:
+            data = _in_field_order(ck.spec, data)
         metadata: dict[str, Any] = {"name": row.key}
         record = live.managed.get(ck.row_kind, {}).get(row.key)
         if record is not None and record.prevent_destroy:
             metadata["annotations"] = {PREVENT_DESTROY: "true"}
-        problems = _problems(Metadata, metadata, "metadata") + _problems(ck.spec, data, "spec")
+        # One validation per spec, of the very dict that is written, as the loader validates it
+        # once it reads the file (by alias): the model is what a plan of the file builds, and no
+        # dump is needed (a failure lists every problem of the object, metadata first).
+        problems = _problems(Metadata, metadata, "metadata")
+        try:
+            # Columns holding a model's data by field name: either spelling accepted, then dumped.
+            spec = ck.spec.model_validate(data, by_alias=True, by_name=True) if dumped else ck.spec.model_validate(data)
+        except ValidationError as exc:
+            problems += _messages(exc, "spec")
         if problems:
             result.problems.extend(ExportProblem(ck.kind, row.key, p) for p in problems)
             continue
-        spec = ck.spec.model_validate(data, by_name=True)
-        obj.document = {
-            "apiVersion": API_VERSION,
-            "kind": ck.kind,
-            "metadata": metadata,
-            "spec": _yaml_ready(spec.model_dump(mode="python", by_alias=True, exclude_defaults=True)),
-        }
+        obj.spec = spec
+        if dumped:
+            data = _yaml_ready(spec.model_dump(mode="python", by_alias=True, exclude_defaults=True))
+        obj.document = {"apiVersion": API_VERSION, "kind": ck.kind, "metadata": metadata, "spec": data}
         result.objects.append(obj)
     return result
+
+
+def _messages(exc: ValidationError, prefix: str) -> list[str]:
+    return [f"{'.'.join([prefix, *(str(p) for p in e['loc'])])}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False)]
 
 
 def _problems(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list[str]:
     try:
         model.model_validate(data, by_name=True)
     except ValidationError as exc:
-        return [f"{'.'.join([prefix, *(str(p) for p in e['loc'])])}: {e['msg']}"
-                for e in exc.errors(include_input=False, include_url=False)]
+        return _messages(exc, prefix)
     return []
 
 
-def _yaml_ready(value: Any) -> Any:
-    """Plain YAML scalars: a Decimal becomes an int when whole, else the shortest exact float."""
-    if isinstance(value, Decimal):
+def _number(value: Decimal) -> Any:
+    """A Decimal as a plain YAML scalar: an int when whole, else the shortest exact float (the
+    loader's `_to_decimal` makes the same Decimal of it again). The float's repr is compared as
+    text first (a money value's usual case, ~2x faster than building a Decimal of it)."""
+    if not value.is_finite():
+        return str(value)  # a string: the spec's Decimal refuses it, so the row is reported
+    number = float(value)
+    if number.is_integer():
+        if number == value:  # a Decimal and a float compare exactly
+            return int(number)
         if value == value.to_integral_value():
-            return int(value)
-        number = float(value)
-        if Decimal(repr(number)) != value.normalize():
-            return str(value)  # more digits than a float holds exactly (never for money(12,2))
+            return int(value)  # whole, beyond a float's precision
+    text = repr(number)
+    if text == str(value) or Decimal(text) == value:  # equal in value: trailing zeros do not count
         return number
+    return str(value)  # more digits than a float holds exactly (never for money(12,2))
+
+
+def _yaml_ready(value: Any) -> Any:
+    """Plain YAML scalars (Decimals replaced by `_number`), in place: the dump is ours alone, and
+    only containers are visited (a 100,000-row spec is mostly strings and ints)."""
+    if type(value) is Decimal:
+        return _number(value)
     if isinstance(value, dict):
-        return {k: _yaml_ready(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_yaml_ready(v) for v in value]
+        for k, v in value.items():
+            t = type(v)
+            if t is Decimal:
+                value[k] = _number(v)
+            elif t is dict or t is list or t is tuple:
+                value[k] = _yaml_ready(v)
+        return value
+    if isinstance(value, tuple):
+        value = list(value)
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            t = type(v)
+            if t is Decimal:
+                value[i] = _number(v)
+            elif t is dict or t is list or t is tuple:
+                value[i] = _yaml_ready(v)
     return value
 
 
@@ -296,30 +419,78 @@ def _yaml_ready(value: Any) -> Any:
 
 def read_export(engine: Engine, environment: str | None = None) -> Export:
     """What the database holds, read as it is (never migrated): a database cplane never migrated
-    exports nothing."""
-    from alembic.runtime.migration import MigrationContext
-
+    exports nothing. No secret is decrypted (export writes references), so `environment`, which
+    selects the key, changes nothing here."""
     from control_plane.db.engine import check_connection
 
     check_connection(engine)
-    box = SecretBox(environment, engine.url)
     with engine.connect() as conn:
-        if MigrationContext.configure(conn).get_current_revision() is None:
+        if _schema_revision(conn) is None:
             return build_export(LiveState({}, {}, {}))
-        live = read_live(conn, box)
+        live = read_rows(conn)
     return build_export(live)
 
 
+def _schema_revision(conn) -> str | None:
+    """The revision Alembic recorded, read as Alembic reads it (its version table; none when the
+    table is missing or empty) without importing Alembic (~0.2 s of a process that takes ~1 s)."""
+    from sqlalchemy import inspect, text
+
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
 def render_object(obj: ExportedObject) -> str:
-    return dump_documents([obj.document], header=MODELINE.format(kind=obj.kind))
+    """The object's file: its modeline and its document, checked by reading it back (emit.render)."""
+    return render(obj.document, header=MODELINE.format(kind=obj.kind))
 
 
 def write_export(export: Export, out: Path) -> list[Path]:
-    """One file per object, `<out>/<folder>/<name>.yaml`; returns the paths written."""
+    """One file per object, `<out>/<folder>/<name>.yaml`, each written as soon as it is rendered
+    (its text is not kept); returns the paths written."""
     written = []
+    folders: set[Path] = set()
     for obj in export.objects:
         path = out / obj.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_object(obj), encoding="utf-8")
+        if path.parent not in folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(path.parent)
+        try:
+            content = render_object(obj)
+        except ValueError as exc:  # no writer reproduced it: say so in one line, write nothing wrong
+            raise CplaneError(f"cannot write {obj.kind}/{obj.name} exactly as YAML: {exc}") from None
+        path.write_text(content, encoding="utf-8")
         written.append(path)
     return written
+
+
+def check_written(export: Export, out: Path) -> list:
+    """What `cplane validate` would say of the written tree, without reading it again.
+
+    Each file holds exactly its document (emit.render read every text back and compared it), each
+    document's metadata and spec passed their models in build_export, and no object has a schedule
+    or an overlay; what is left of validation is the checks across objects (names, children,
+    references, template variables, typed values, prompts, policies) and the column limits, run
+    here on the same models and on the live rows the documents flatten back to. Issues point into
+    the written files.
+    """
+    from control_plane.config.loader import Document
+    from control_plane.config.model import ConfigObject, ConfigSet, _Reporter, sorted_issues
+    from control_plane.config.validate import CROSS_CHECKS
+    from control_plane.state.limits import column_limit_issues
+
+    config = ConfigSet(root=out, environment=None)
+    for obj in export.objects:
+        path = out / obj.path
+        metadata = obj.document["metadata"]
+        doc = Document(file=path, index=0, data=obj.document, line=2)  # after the modeline
+        config.files.append(path)
+        config.objects.setdefault(obj.kind, {})[obj.name] = ConfigObject(
+            obj.kind, obj.name, obj.spec, metadata.get("labels", {}), metadata.get("annotations", {}), doc,
+            obj.document["spec"])
+    report = _Reporter()
+    for check in CROSS_CHECKS:
+        check(config, report)
+    report.issues += column_limit_issues(config, export.rows)
+    return sorted_issues(report.issues)

@@ -1,0 +1,133 @@
+"""The rows export reads: every system row of every row kind, in the shape `state.live` gives them.
+
+Why not `read_live`: plans need every secret decrypted (compared by HMAC, a wrong key refused)
+and keep ids, versions and ciphertexts for apply; export writes secrets as references only, so it
+needs to know which secrets are stored and nothing else. This reader makes the same SELECT per
+table (the registry's columns and system-row condition, no per-kind code), references mapped to
+natural keys as `read_live` maps them, a stored secret replaced by `STORED` (never decrypted, never
+kept), no version or ciphertext columns: ~20% less time than read_live at 100,000 rows. Not in
+batches: a server-side cursor (yield_per) measured slower here, and the rows are all kept anyway
+(an industry's document needs every keyword of it), so batches would not bound memory.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Connection, inspect, null, select
+
+from control_plane.kinds.conditions import compile_condition
+from control_plane.kinds.registry import ROW_KINDS, apply_order
+from control_plane.state.live import LiveState, existing_tables
+from control_plane.state.rows import Row, managed_columns
+
+
+class _Stored:
+    """A secret the database holds (its value is not read: export writes a reference)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<stored secret>"
+
+
+STORED = _Stored()
+
+
+def _stored(value: Any) -> Any:
+    # As read_live's decryption gives them: a map of secrets keeps its keys, empty entries None.
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: STORED if v else None for k, v in value.items()}
+    return STORED
+
+
+# The bookkeeping table (db/models/controller.py ManagedObject; a test checks the name).
+MANAGED_OBJECTS = "cplane_managed_objects"
+
+
+def _fetch_all(conn: Connection, stmt, untyped: bool) -> list:
+    """Every record of `stmt`. Untyped reads (no result processing to apply) take the driver's
+    tuples as they are, without a SQLAlchemy Row built for each (~0.05 s of CPU per 100,000 rows)."""
+    result = conn.execute(stmt)
+    if not untyped:
+        return result.all()
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
+def _tables(conn: Connection):
+    """Whether reads are untyped, a kind's table and the bookkeeping table to SELECT from: named without their column types
+    where the driver returns Python values itself (`untyped_reads`: the models, ~0.4 s of import,
+    are not needed), else the models' own (SQLite's booleans and JSON need their types)."""
+    from control_plane.db.dialect import for_dialect
+
+    if for_dialect(conn).untyped_reads:
+        from sqlalchemy import column, table
+
+        def kind_table(rk):
+            return table(rk.table_name, *(column(c) for c in rk.column_lengths))
+
+        return True, kind_table, table(MANAGED_OBJECTS, *(column(c) for c in
+                                                    ("kind", "name", "prevent_destroy", "secret_refs")))
+    from control_plane.db.models import ManagedObject
+
+    return False, (lambda rk: rk.table), ManagedObject.__table__
+
+
+def read_rows(conn: Connection) -> LiveState:
+    untyped, kind_table, mo = _tables(conn)
+    present = existing_tables(conn)
+    rows: dict[str, dict[str, Row]] = {}
+    ids: dict[str, dict[str, int]] = {}
+    key_by_id: dict[str, dict[int, str]] = {}
+    for kind in apply_order():
+        rk = ROW_KINDS[kind]
+        kind_rows: dict[str, Row] = {}
+        kind_ids: dict[str, int] = {}
+        rows[kind], ids[kind] = kind_rows, kind_ids
+        if rk.table_name not in present:
+            key_by_id[kind] = {}
+            continue
+        columns = managed_columns(rk)
+        table = kind_table(rk)
+        # The id last: a record's first len(columns) values zip with the columns, no slicing.
+        stmt = select(*(table.c[c] for c in columns), table.c.id)
+        if rk.system_rows is not None:  # as rk.only_system_rows, on this table's columns
+            stmt = stmt.where(compile_condition(rk.system_rows, table.c))
+        id_at = len(columns)
+        refs = [(c, key_by_id[t]) for c, t in rk.refs.items()]
+        secrets = list(rk.secret_columns)
+        keys = rk.key_columns
+        single = keys[0] if len(keys) == 1 else None
+        by_id: dict[int, str] = {}
+        # All at once (fetchall, the result's processors per column): iterating the result fetches
+        # row by row, ~1 s more at 100,000 rows.
+        for record in _fetch_all(conn, stmt, untyped):
+            row_id = record[id_at]
+            values = dict(zip(columns, record, strict=False))
+            for column, names in refs:
+                ref = values[column]
+                if ref is not None:
+                    name = names.get(ref)
+                    values[column] = name if name is not None else f"#{ref}"
+            for column in secrets:
+                values[column] = _stored(values[column])
+            key = str(values[single]) if single is not None else "/".join([str(values[c]) for c in keys])
+            kind_rows[key] = Row(kind, key, values, None, False, row_id)
+            kind_ids[key] = row_id
+            by_id[row_id] = key
+        key_by_id[kind] = by_id
+
+    managed: dict[str, dict[str, Any]] = defaultdict(dict)
+    if mo.name in present:
+        refs_column = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
+            else null().label("secret_refs")
+        # Only what export reads of the bookkeeping: managed or not, prevent_destroy, secret_refs.
+        for r in conn.execute(select(mo.c.kind, mo.c.name, mo.c.prevent_destroy, refs_column)).all():
+            managed[r[0]][r[1]] = r
+    return LiveState(rows, dict(managed), ids)
