@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from control_plane.cli.entry import colour_allowed  # (there: the raw-driver path asks it before click)
+from control_plane.cli.terminal import colour_allowed
 from control_plane.errors import CplaneError
 
 

@@ -21,6 +21,8 @@ import re
 import sys
 from pathlib import Path
 
+from control_plane.cli.terminal import colour_allowed
+
 # The options this path understands: the shared ones (cli/context.py's shared_options) and plan's
 # own that do not change the no-change answer (cli/reconcile.py). A value option takes the next
 # argument or `--name=value`.
@@ -104,15 +106,6 @@ def parse(argv: list[str]) -> dict[str, object] | None:
 def parse_plan(argv: list[str]) -> dict[str, object] | None:
     options = parse(argv)
     return options if options is not None and options["command"] == "plan" else None
-
-
-def colour_allowed(no_color: bool = False, stream=None) -> bool:
-    """Colour only on a terminal, and neither `--no-color` nor `NO_COLOR` (any non-empty value) set."""
-    stream = sys.stdout if stream is None else stream
-    if no_color or os.environ.get("NO_COLOR"):
-        return False
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
 
 
 def apply_says(text: str, colour: bool) -> str:

@@ -248,7 +248,7 @@ class Recorder:
 
     def _tables(self, conn: Connection) -> dict[str, Any]:
         from control_plane.kinds.registry import ROW_KINDS
-        from control_plane.reconcile.incremental import desired_digests
+        from control_plane.state.desired import desired_digests
 
         digests = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
         return {"context": self.inputs.context(_schema_revision(conn)), "kinds": digests}

@@ -40,7 +40,7 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.reconcile import fastpath
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState
-from control_plane.state.rows import Row, rows_digest, rows_fingerprints
+from control_plane.state.rows import Row, rows_fingerprints
 
 
 def kind_tables(rk: RowKind) -> list[str]:
@@ -49,14 +49,6 @@ def kind_tables(rk: RowKind) -> list[str]:
     if rk.history is not None:
         tables.append(rk.history.model.__tablename__)
     return tables
-
-
-def desired_digests(desired: DesiredState, box: SecretBox) -> dict[str, str]:
-    out = {}
-    for kind, rk in ROW_KINDS.items():
-        rows = desired.rows.get(kind, {})
-        out[kind] = rows_digest(rk, rows, rows_fingerprints(rk, rows, box))
-    return out
 
 
 def context_digest(conn: Connection, environment: str | None, box: SecretBox) -> str:
