@@ -187,12 +187,13 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str] | None = None):
+    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str]):
         self.inputs = inputs
         self.environ = environ
         self.box = box
         self.desired = desired
-        # Per row kind, the digest of the desired rows (reconcile/incremental.py), recorded beside the versions.
+        # Per row kind, the digest of the desired rows (Prepared.kind_digest, computed once per plan and
+        # shared with reconcile/incremental.py), recorded beside the versions.
         self.digest = digest
         self.tables = plan_tables()
         self.before: dict[str, int] | None = None
@@ -248,9 +249,8 @@ class Recorder:
 
     def _tables(self, conn: Connection) -> dict[str, Any]:
         from control_plane.kinds.registry import ROW_KINDS
-        from control_plane.state.desired import desired_digests
 
-        digests = {k: self.digest(k) for k in ROW_KINDS} if self.digest else desired_digests(self.desired, self.box)
+        digests = {k: self.digest(k) for k in ROW_KINDS}
         return {"context": self.inputs.context(_schema_revision(conn)), "kinds": digests}
 
     def _exact(self, plan, live) -> bool:

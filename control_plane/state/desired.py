@@ -20,7 +20,7 @@ from control_plane.kinds.registry import (
     Child,
     config_kind_for_row_kind,
 )
-from control_plane.state.rows import PLAIN, Row, natural_key, rows_digest, rows_fingerprints
+from control_plane.state.rows import PLAIN, Row, natural_key
 
 
 @dataclass
@@ -245,13 +245,3 @@ def _child_columns(child: Child, item_class: type[BaseModel], skip: frozenset[st
     return tuple(
         (f, child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f)) for f in _field_names(item_class, skip)
     )
-
-
-def desired_digests(desired: DesiredState, box) -> dict[str, str]:
-    """Per row kind, the digest of the desired rows (secrets as HMACs with `box`): what an apply
-    records and the incremental plan compares (reconcile/incremental.py)."""
-    out = {}
-    for kind, rk in ROW_KINDS.items():
-        rows = desired.rows.get(kind, {})
-        out[kind] = rows_digest(rk, rows, rows_fingerprints(rk, rows, box))
-    return out
