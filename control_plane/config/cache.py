@@ -34,7 +34,7 @@ from typing import Any
 
 CACHE_DIR = Path(".cplane") / "cache"
 ENV_DISABLE = "CPLANE_NO_CACHE"
-FORMAT = 1
+FORMAT = 2
 # Entries not used for this long are deleted when a process writes new ones (each edit of a file
 # makes a new entry; a hit refreshes the entry's mtime). Stray temporary files: after an hour.
 MAX_AGE_SECONDS = 7 * 24 * 3600
@@ -46,8 +46,13 @@ _SALT_PACKAGES = ("config", "kinds", "policies")
 _SALT_MODULES = ("state/desired.py", "state/rows.py", "state/keys.py", "state/limits.py", "secrets.py")
 
 # One object of a cached file: (kind, name, labels, annotations, doc index, doc line,
-# {reference field alias: value as written}, [row tuples (kind, key, values, secret_refs, prevent_destroy)])
+# {reference field alias: value as written}, its rows packed by pack_rows: runs of
+# (row kind, columns, secret_refs, prevent_destroy, [keys], [value tuples in column order])).
 ObjectRecord = tuple[str, str, dict, dict, int, int, dict, list]
+# Format 2 packs rows by runs: a taxonomy's rows come in long runs of one kind with the same
+# columns, so each run names its columns once and each row is its key and a tuple of values.
+# Pickling and unpickling that is several times cheaper than one dict per row (format 1), and the
+# in-process memo holds no dict per row either.
 
 
 def disabled() -> bool:
@@ -114,8 +119,12 @@ class FileCache:
                         and isinstance(annotations, dict) and isinstance(index, int) and isinstance(line, int)
                         and isinstance(refs, dict) and isinstance(rows, list)):
                     return None
-                for row in rows:
-                    if not (isinstance(row, tuple) and len(row) == 5 and isinstance(row[2], dict)):
+                for run in rows:
+                    if not (isinstance(run, tuple) and len(run) == 6 and isinstance(run[1], tuple)
+                            and isinstance(run[4], list) and isinstance(run[5], list) and len(run[4]) == len(run[5])):
+                        return None
+                    width = len(run[1])
+                    if not all(isinstance(values, tuple) and len(values) == width for values in run[5]):
                         return None
             try:
                 os.utime(path)  # in use: not pruned
@@ -171,6 +180,35 @@ class FileCache:
                 pass
 
 
-def plain_row(row: Any) -> tuple:
-    """A Row as the tuple the cache stores (Row's constructor takes it back)."""
-    return (row.kind, row.key, row.values, row.secret_refs, row.prevent_destroy)
+def pack_rows(rows: list) -> list[tuple]:
+    """Rows (state.rows.Row) as the runs the cache stores: consecutive rows of one kind with the same
+    columns and neither secret references nor prevent-destroy share one run; any other row is a run
+    of its own (its secret_refs object kept as it is). unpack_rows gives the same rows back, in
+    order, each with its own values dict."""
+    runs: list[tuple] = []
+    kind = columns = None
+    keys: list = []
+    values: list = []
+    for row in rows:
+        row_values = row.values
+        row_columns = tuple(row_values)
+        if row.secret_refs is not None or row.prevent_destroy:
+            runs.append((row.kind, row_columns, row.secret_refs, row.prevent_destroy, [row.key],
+                         [tuple(row_values.values())]))
+            kind = None
+            continue
+        if row.kind != kind or row_columns != columns:
+            kind, columns, keys, values = row.kind, row_columns, [], []
+            runs.append((kind, columns, None, False, keys, values))
+        keys.append(row.key)
+        values.append(tuple(row_values.values()))
+    return runs
+
+
+def unpack_rows(runs: list[tuple], make: Any) -> list:
+    """The rows of pack_rows's runs, each built by `make(kind, key, values, secret_refs, prevent_destroy)`."""
+    out: list = []
+    extend = out.extend
+    for kind, columns, refs, prevent, keys, values in runs:
+        extend([make(kind, key, dict(zip(columns, row)), refs, prevent) for key, row in zip(keys, values)])
+    return out

@@ -220,7 +220,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     this one's own checks cover only what the environment changes (own_objects). `disk_cache`
     False: the cache stays in this process (it is also off on disk with CPLANE_NO_CACHE=1).
     """
-    from control_plane.config.cache import FileCache, digest, plain_row
+    from control_plane.config.cache import FileCache, digest, pack_rows
 
     root = Path(root)
     report = _Reporter()
@@ -391,7 +391,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
             raw_spec = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
             refs = {a: raw_spec[a] for a in _ref_aliases(obj.kind) if a in raw_spec}
             file_records.append((obj.kind, obj.name, obj.labels, obj.annotations, obj.doc.index, obj.doc.line, refs,
-                                 [plain_row(r) for r in rows]))
+                                 pack_rows(rows)))
             # From here on the object is its record: the file's models and data are let go.
             result.objects[obj.kind][obj.name] = CachedObject(
                 obj.kind, obj.name, obj.labels, obj.annotations,

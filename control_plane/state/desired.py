@@ -7,6 +7,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
+from operator import itemgetter
 from typing import Any
 
 from pydantic import BaseModel
@@ -99,8 +100,12 @@ def object_rows(obj: ConfigObject) -> list[Row]:
     config_rows inserts them."""
     cached = getattr(obj, "cached_rows", None)
     if cached is not None:
-        # From disk they are plain tuples (Row's fields in order); built in this process, Rows.
-        return [r if r.__class__ is Row else Row(*r) for r in cached]
+        # Built in this process: Rows; from a cache entry: its packed runs (config/cache.py).
+        if cached and cached[0].__class__ is not Row:
+            from control_plane.config.cache import unpack_rows
+
+            return unpack_rows(cached, Row)
+        return list(cached)
     ck = CONFIG_KINDS[obj.kind]
     if ck.row_kind is None:
         return []
@@ -205,34 +210,87 @@ def keep_stored(values: dict[str, Any], problems: list[SecretProblem], stored: d
 _SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})
 
 
-def _flatten_children(obj, children: tuple[Child, ...], spec: BaseModel, ancestors: list[str], out: list[Row]) -> None:
-    # The hot loop of large taxonomies (one pass per seed keyword): fields are read from the
-    # model's __dict__ and scalars are taken as they are.
+def _flatten_children(obj, children: tuple[Child, ...], spec: Any, ancestors: list[str], out: list[Row]) -> None:
+    # The hot loop of large taxonomies (one pass per seed keyword). Per child and item class the
+    # shape is looked up once (_ChildShape): an item's values are one itemgetter over its model's
+    # __dict__ zipped with the columns (scalars are taken as they are, the rare other value goes
+    # through _plain), and its natural key is the ancestors' part of the key joined once per list
+    # with the item's own key, which is what natural_key gives for these values (the key columns of
+    # a child are its ancestors' reference columns and its key column, nothing else).
     for child in children:
-        rk = ROW_KINDS[child.row_kind]
+        shape = _child_shape(child)
+        name = shape.row_kind
         append = out.append
-        skip = frozenset({c.field for c in child.children} | {child.key_field})
-        ancestor_columns = [(column, ancestors[-1 - depth]) for column, depth in child.ancestor_columns.items()]
-        pairs = None
-        for item in getattr(spec, child.field):
-            if child.key_field is None:
-                values = {child.key_column: item}
-            else:
-                if pairs is None:
-                    pairs = _child_columns(child, type(item), skip)
-                fields = item.__dict__
-                values = {
-                    column: value if value.__class__ in _SCALAR_TYPES else _plain(value)
-                    for f, column in pairs
-                    for value in (fields[f],)
-                }
-                values[child.key_column] = fields[child.key_field]
-            for column, ancestor in ancestor_columns:
-                values[column] = ancestor
-            key = natural_key(rk, values)
-            append(Row(rk.name, key, values))
+        before, after = shape.key_affixes(ancestors)
+        ancestor_values = tuple(ancestors[-1 - depth] for depth in shape.ancestor_depths)
+        items = getattr(spec, child.field)
+        if child.key_field is None:
+            columns = (child.key_column, *shape.ancestor_names)
+            for item in items:
+                values = dict(zip(columns, (item, *ancestor_values)))
+                key = f"{before}{item}{after}" if before or after else str(item)
+                append(Row(name, key, values))
+                if child.children:
+                    _flatten_children(obj, child.children, item, [*ancestors, key], out)
+            continue
+        getter = columns = None
+        item_class = None
+        for item in items:
+            if item.__class__ is not item_class:
+                item_class = item.__class__
+                getter, columns, plain_at = _item_layout(child, item_class)
+            fields = item.__dict__
+            found = getter(fields)  # the non-key fields, then the key field
+            if not _SCALAR_TYPES.issuperset(map(type, found)):
+                found = tuple(value if value.__class__ in _SCALAR_TYPES or i not in plain_at else _plain(value)
+                              for i, value in enumerate(found))
+            values = dict(zip(columns, found + ancestor_values))
+            item_key = found[-1]
+            key = f"{before}{item_key}{after}" if before or after else str(item_key)
+            append(Row(name, key, values))
             if child.children:
                 _flatten_children(obj, child.children, item, [*ancestors, key], out)
+
+
+class _ChildShape:
+    """What flattening one child list needs, derived once from the registry."""
+
+    __slots__ = ("row_kind", "ancestor_names", "ancestor_depths", "key_parts")
+
+    def __init__(self, child: Child):
+        rk = ROW_KINDS[child.row_kind]
+        self.row_kind = rk.name
+        depths = child.ancestor_columns
+        self.ancestor_names = tuple(depths)
+        self.ancestor_depths = tuple(depths.values())
+        # Each key column: the ancestor depth it comes from, or None for the item's own key.
+        self.key_parts = tuple(depths[c] if c in depths else None for c in rk.key_columns)
+
+    def key_affixes(self, ancestors: list[str]) -> tuple[str, str]:
+        """The natural key around the item's own key: (text before it, text after it)."""
+        parts = self.key_parts
+        i = parts.index(None)
+        before = "".join(f"{ancestors[-1 - d]}/" for d in parts[:i])
+        after = "".join(f"/{ancestors[-1 - d]}" for d in parts[i + 1:])
+        return before, after
+
+
+@cache
+def _child_shape(child: Child) -> _ChildShape:
+    return _ChildShape(child)
+
+
+@cache
+def _item_layout(child: Child, item_class: type[BaseModel]) -> tuple[Any, tuple[str, ...], frozenset[int]]:
+    """(itemgetter of the item's non-key fields then its key field, their columns, the positions of
+    fields that may hold a non-scalar value). The ancestors' columns follow those, so the values
+    are built in the order (and with the overwrites) flattening always had: fields, key, ancestors."""
+    skip = frozenset({c.field for c in child.children} | {child.key_field})
+    pairs = _child_columns(child, item_class, skip)
+    names = (*[f for f, _ in pairs], child.key_field)
+    columns = (*[c for _, c in pairs], child.key_column, *child.ancestor_columns)
+    getter = itemgetter(*names) if len(names) > 1 else (lambda d, n=names[0]: (d[n],))
+    return getter, columns, frozenset(range(len(pairs)))
 
 
 def _secret_field(row_kind: str, column: str) -> str:
