@@ -29,6 +29,8 @@ import pickle
 import sys
 import tempfile
 from functools import cache
+from itertools import groupby, repeat
+from operator import attrgetter, is_not
 from pathlib import Path
 from typing import Any
 
@@ -184,25 +186,28 @@ def pack_rows(rows: list) -> list[tuple]:
     """Rows (state.rows.Row) as the runs the cache stores: consecutive rows of one kind with the same
     columns and neither secret references nor prevent-destroy share one run; any other row is a run
     of its own (its secret_refs object kept as it is). unpack_rows gives the same rows back, in
-    order, each with its own values dict."""
+    order, each with its own values dict. (Per row only C-level calls: map, zip, groupby.)"""
+    values = list(map(_VALUES, rows))
+    columns = list(map(tuple, values))
+    signature = list(zip(map(_KIND, rows), columns, map(is_not, map(_REFS, rows), repeat(None)), map(_PREVENT, rows)))
+    values = list(map(tuple, map(dict.values, values)))
+    keys = list(map(_KEY, rows))
     runs: list[tuple] = []
-    kind = columns = None
-    keys: list = []
-    values: list = []
-    for row in rows:
-        row_values = row.values
-        row_columns = tuple(row_values)
-        if row.secret_refs is not None or row.prevent_destroy:
-            runs.append((row.kind, row_columns, row.secret_refs, row.prevent_destroy, [row.key],
-                         [tuple(row_values.values())]))
-            kind = None
-            continue
-        if row.kind != kind or row_columns != columns:
-            kind, columns, keys, values = row.kind, row_columns, [], []
-            runs.append((kind, columns, None, False, keys, values))
-        keys.append(row.key)
-        values.append(tuple(row_values.values()))
+    start = 0
+    for (kind, row_columns, has_refs, prevent), group in groupby(signature):
+        count = len(list(group))
+        end = start + count
+        if has_refs or prevent:
+            runs.extend((kind, row_columns, row.secret_refs, row.prevent_destroy, [row.key], [values[i]])
+                        for i, row in zip(range(start, end), rows[start:end]))
+        else:
+            runs.append((kind, row_columns, None, False, keys[start:end], values[start:end]))
+        start = end
     return runs
+
+
+_VALUES, _KIND, _KEY = attrgetter("values"), attrgetter("kind"), attrgetter("key")
+_REFS, _PREVENT = attrgetter("secret_refs"), attrgetter("prevent_destroy")
 
 
 def unpack_rows(runs: list[tuple], make: Any) -> list:

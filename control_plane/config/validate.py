@@ -12,8 +12,10 @@ import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
@@ -379,15 +381,17 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
         if any(o.timing is not None or (o.kind, o.name) in patched for o in built):  # type: ignore[union-attr]
             continue
         own = _Reporter()
+        flattened = []
         for obj in built:
-            _object_checks(obj, own)  # type: ignore[arg-type]
+            rows = flatten(obj)  # type: ignore[arg-type]
+            flattened.append(rows)
+            _object_checks(obj, own, rows)  # type: ignore[arg-type]
         if own.issues:
             continue  # the cross checks report them, as for any object
         source = _FileSource(path, content)
         file_records = []
-        for obj in built:
+        for obj, rows in zip(built, flattened):
             assert obj is not None
-            rows = flatten(obj)
             raw_spec = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
             refs = {a: raw_spec[a] for a in _ref_aliases(obj.kind) if a in raw_spec}
             file_records.append((obj.kind, obj.name, obj.labels, obj.annotations, obj.doc.index, obj.doc.line, refs,
@@ -434,10 +438,49 @@ def _ref_aliases(kind: str) -> tuple[str, ...]:
     return tuple(_alias(ck.spec, ref.field) for ref in ck.spec_refs)
 
 
-def _object_checks(obj: ConfigObject, report: _Reporter) -> None:
-    """The checks that read only the object itself (a cached object passed them when it was cached)."""
-    _walk_children(obj, CONFIG_KINDS[obj.kind].children, obj.spec, ("spec",), obj.name, report)
+def _object_checks(obj: ConfigObject, report: _Reporter, rows: list | None = None) -> None:
+    """The checks that read only the object itself (a cached object passed them when it was cached).
+
+    `rows`: the object's flattened rows. When every child key is text and no two rows share a
+    natural key, no list holds a key twice (two equal keys in one list make equal natural keys), so
+    the walk over every child item, which would find nothing, is skipped."""
+    ck = CONFIG_KINDS[obj.kind]
+    if not (rows is not None and _text_keys(obj.kind) and len(set(map(_ROW_KEY, rows))) == len(rows)):
+        _walk_children(obj, ck.children, obj.spec, ("spec",), obj.name, report)
     _template_checks(obj, report)
+
+
+_ROW_KEY = attrgetter("key")
+
+
+@cache
+def _text_keys(kind: str) -> bool:
+    """Whether every child list of the kind, nested ones included, is keyed by a str field (or is a
+    list of str): the keys whose equality is their text's."""
+
+    def text(annotation: Any) -> bool:
+        return annotation is str
+
+    def walk(model: Any, children: tuple) -> bool:
+        for child in children:
+            info = model.model_fields.get(child.field)
+            args = get_args(info.annotation) if info is not None and get_origin(info.annotation) is list else ()
+            if len(args) != 1:
+                return False
+            item = args[0]
+            if child.key_field is None:
+                if not text(item) or child.children:
+                    return False
+                continue
+            if not (isinstance(item, type) and issubclass(item, BaseModel)):
+                return False
+            key_info = item.model_fields.get(child.key_field)
+            if key_info is None or not text(key_info.annotation) or not walk(item, child.children):
+                return False
+        return True
+
+    ck = CONFIG_KINDS[kind]
+    return walk(ck.spec, ck.children)
 
 
 def _build_spec(obj: ConfigObject, report: _Reporter) -> BaseModel | None:
