@@ -30,6 +30,7 @@ from control_plane.config.model import (  # noqa: F401 (part of this module's AP
     Issue,
     _Reporter,
     issue_at,
+    paused_gc,
     rel,
     sorted_issues,
 )
@@ -222,6 +223,12 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     this one's own checks cover only what the environment changes (own_objects). `disk_cache`
     False: the cache stays in this process (it is also off on disk with CPLANE_NO_CACHE=1).
     """
+    with paused_gc():
+        return _load_config(root, environment, reuse, flatten, disk_cache)
+
+
+def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | None,
+                 flatten: Callable[[ConfigObject], list] | None, disk_cache: bool) -> ConfigSet:
     from control_plane.config.cache import FileCache, digest, pack_rows
 
     root = Path(root)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from control_plane.config.model import paused_gc
 from control_plane.config.validate import ConfigSet, load_config, overlay_environments, sorted_issues
 from control_plane.state.desired import Rows, config_rows, object_rows
 from control_plane.state.limits import column_limit_issues
@@ -21,6 +22,12 @@ def load_checked(root: Path | str, environment: str | None = None,
     `disk_cache`: False keeps the per-file cache in memory (config/cache.py; CPLANE_NO_CACHE=1 does
     that everywhere): for a caller checking a tree it just wrote elsewhere (export's check of its
     output), so that no `.cplane/cache/` appears beside that tree."""
+    with paused_gc():  # the rows below are as many objects again as the load (config/model.py)
+        return _load_checked(root, environment, reuse, disk_cache)
+
+
+def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | None,
+                  disk_cache: bool) -> tuple[ConfigSet, Rows | None]:
     config = load_config(root, environment, reuse=reuse, flatten=object_rows, disk_cache=disk_cache)
     if not config.ok:  # rows can only be built from a config that is valid so far
         return config, None
