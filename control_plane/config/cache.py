@@ -53,8 +53,9 @@ _SALT_MODULES = ("state/desired.py", "state/rows.py", "state/keys.py", "state/li
 ObjectRecord = tuple[str, str, dict, dict, int, int, dict, list]
 # Format 2 packs rows by runs: a taxonomy's rows come in long runs of one kind with the same
 # columns, so each run names its columns once and each row is its key and a tuple of values.
-# Pickling and unpickling that is several times cheaper than one dict per row (format 1), and the
-# in-process memo holds no dict per row either.
+# Pickling and unpickling that is several times cheaper than one dict per row (format 1). In memory
+# the memo holds an entry's rows as Rows once they are unpacked (state/desired.object_rows puts
+# them in the runs' place), shared with the objects made from it: one copy per process.
 
 
 def disabled() -> bool:
@@ -137,6 +138,8 @@ class FileCache:
             return None
 
     def put(self, content: bytes, records: list[ObjectRecord]) -> None:
+        """Records whose rows are Rows (state.rows.Row): kept as they are in the memo (the objects
+        built from them share those lists), packed by runs on disk."""
         self.memo[content] = records
         if self.dir is None:
             return
@@ -144,8 +147,9 @@ class FileCache:
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".tmp-", suffix=".pickle")
+            packed = [(*record[:7], pack_rows(record[7])) for record in records]
             with os.fdopen(fd, "wb") as f:
-                pickle.dump((FORMAT, salt(), content, records), f, protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump((FORMAT, salt(), content, packed), f, protocol=pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, self._path(content))
             tmp = None
             self.writes += 1

@@ -229,7 +229,7 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
 
 def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | None,
                  flatten: Callable[[ConfigObject], list] | None, disk_cache: bool) -> ConfigSet:
-    from control_plane.config.cache import FileCache, digest, pack_rows
+    from control_plane.config.cache import FileCache, digest
 
     root = Path(root)
     report = _Reporter()
@@ -363,7 +363,11 @@ def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | N
             for kind, name, labels, annotations, index, line, refs, rows in records:
                 files.add(path)
                 existing.add((kind, name))
-                add(CachedObject(kind, name, labels, annotations, CachedDocument(path, index, line, source), refs, rows))
+                cached = CachedObject(kind, name, labels, annotations, CachedDocument(path, index, line, source), refs, rows)
+                # Rows read from disk are unpacked now, a file at a time, while the runs just read
+                # are the only other copy (the flatten hook puts the rows in their place).
+                flatten(cached)  # type: ignore[misc]
+                add(cached)
             continue
         loaded = load_bytes(raw_bytes, path)
         del raw_bytes
@@ -402,7 +406,7 @@ def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | N
             raw_spec = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
             refs = {a: raw_spec[a] for a in _ref_aliases(obj.kind) if a in raw_spec}
             file_records.append((obj.kind, obj.name, obj.labels, obj.annotations, obj.doc.index, obj.doc.line, refs,
-                                 pack_rows(rows)))
+                                 rows))
             # From here on the object is its record: the file's models and data are let go.
             result.objects[obj.kind][obj.name] = CachedObject(
                 obj.kind, obj.name, obj.labels, obj.annotations,

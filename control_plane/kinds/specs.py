@@ -92,12 +92,30 @@ def _money(value: Any, handler: Any) -> Any:
     if cls is float:
         if 0 <= value < _MONEY_BOUND:
             text = repr(value)
+            found = _MONEY_SEEN.get(text)
+            if found is not None:
+                return found
             dot = text.find(".")
             if "e" not in text and (dot < 0 or len(text) - dot <= 3):
-                return Decimal(text)
+                return _seen(text, Decimal(text))
     elif cls is int and 0 <= value < _MONEY_BOUND:
-        return Decimal(value)
+        found = _MONEY_SEEN.get(value)
+        return found if found is not None else _seen(value, Decimal(value))
     return handler(_to_decimal(value))
+
+
+# Amounts repeat (prices, CPCs): the same Decimal object is handed out for the same written value
+# (keyed by the float's repr or by the int, so 7, 7.0 and -0.0 stay apart), which keeps one object
+# per distinct amount in memory and in the per-file cache. Decimals are immutable; bounded.
+_MONEY_SEEN: dict[Any, Decimal] = {}
+_MONEY_SEEN_MAX = 65536
+
+
+def _seen(key: Any, amount: Decimal) -> Decimal:
+    if len(_MONEY_SEEN) >= _MONEY_SEEN_MAX:
+        _MONEY_SEEN.clear()
+    _MONEY_SEEN[key] = amount
+    return amount
 
 
 Currency = Annotated[str, BeforeValidator(_check_currency)]

@@ -100,11 +100,13 @@ def object_rows(obj: ConfigObject) -> list[Row]:
     config_rows inserts them."""
     cached = getattr(obj, "cached_rows", None)
     if cached is not None:
-        # Built in this process: Rows; from a cache entry: its packed runs (config/cache.py).
+        # Built in this process: Rows; read from a cache entry: its packed runs (config/cache.py),
+        # unpacked once and put in their place. The list is the one the in-process memo holds too,
+        # so the process keeps one copy of the rows, not the runs and the Rows beside them.
         if cached and cached[0].__class__ is not Row:
             from control_plane.config.cache import unpack_rows
 
-            return unpack_rows(cached, Row)
+            cached[:] = unpack_rows(cached, Row)
         return list(cached)
     ck = CONFIG_KINDS[obj.kind]
     if ck.row_kind is None:
