@@ -126,8 +126,7 @@ class FileCache:
                     if not (isinstance(run, tuple) and len(run) == 6 and isinstance(run[1], tuple)
                             and isinstance(run[4], list) and isinstance(run[5], list) and len(run[4]) == len(run[5])):
                         return None
-                    width = len(run[1])
-                    if not all(isinstance(values, tuple) and len(values) == width for values in run[5]):
+                    if not (set(map(type, run[5])) <= {tuple} and set(map(len, run[5])) <= {len(run[1])}):
                         return None
             try:
                 os.utime(path)  # in use: not pruned
@@ -218,6 +217,7 @@ def unpack_rows(runs: list[tuple], make: Any) -> list:
     """The rows of pack_rows's runs, each built by `make(kind, key, values, secret_refs, prevent_destroy)`."""
     out: list = []
     extend = out.extend
-    for kind, columns, refs, prevent, keys, values in runs:
-        extend([make(kind, key, dict(zip(columns, row)), refs, prevent) for key, row in zip(keys, values)])
+    for kind, columns, refs, prevent, keys, values in runs:  # per row only C-level iteration
+        extend(map(make, repeat(kind), keys, map(dict, map(zip, repeat(columns), values)), repeat(refs),
+                   repeat(prevent)))
     return out

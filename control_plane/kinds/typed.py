@@ -8,6 +8,7 @@ only, and this module only when a typed value is checked.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
@@ -31,20 +32,27 @@ def _refs_in(schema: Any, at: tuple = ()) -> Iterator[tuple[tuple, Any]]:
             yield from _refs_in(value, (*at, i))
 
 
-def _ref_keyword(names: Callable[[str], list[str]]):
+# The names a reference is resolved against, for the value being checked (value_problems sets it):
+# the validator class is built once, not once per value (validators.extend makes a new class).
+_NAMES: ContextVar[Callable[[str], list[str]]] = ContextVar("cplane_typed_names")
+
+
+def _ref_keyword(validator, target, instance, schema):
     from control_plane.config.messages import suggest
 
-    def check(validator, target, instance, schema):
-        if not isinstance(instance, str):
-            if not validator.is_type(instance, "string"):
-                yield ValidationError(f"expected a {target} name, got a {type(instance).__name__}")
-            return
-        known = CATALOGS[target] if target in CATALOGS else names(target)
-        if instance not in known:
-            what = f"unknown {target} {instance!r}" if target in CATALOGS else f"{target} {instance!r} does not exist"
-            yield ValidationError(what + suggest(instance, known))
+    if not isinstance(instance, str):
+        if not validator.is_type(instance, "string"):
+            yield ValidationError(f"expected a {target} name, got a {type(instance).__name__}")
+        return
+    known = CATALOGS[target] if target in CATALOGS else _NAMES.get()(target)
+    if instance not in known:
+        what = f"unknown {target} {instance!r}" if target in CATALOGS else f"{target} {instance!r} does not exist"
+        yield ValidationError(what + suggest(instance, known))
 
-    return check
+
+@cache
+def _ref_validator() -> type:
+    return validators.extend(Draft202012Validator, {REF: _ref_keyword})
 
 
 def _is_name(validator, target, instance, schema):
@@ -79,8 +87,12 @@ def value_problems(schema: dict[str, Any], value: Any,
             bad_refs = True
     if bad_refs:
         return
-    cls = validators.extend(Draft202012Validator, {REF: _ref_keyword(names)})
-    errors = sorted(cls(schema).iter_errors(value), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    token = _NAMES.set(names)
+    try:
+        errors = sorted(_ref_validator()(schema).iter_errors(value),
+                        key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    finally:
+        _NAMES.reset(token)
     for error in errors:
         at = tuple(error.absolute_path)
         yield "value", at, jsonschema_message(field_path(("value", *at)), error).split(": ", 1)[1]
