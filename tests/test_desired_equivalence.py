@@ -214,3 +214,42 @@ money_inputs = st.one_of(
 @given(value=money_inputs)
 def test_money_shortcut_equals_plain_validator(value):
     assert outcome(New, value) == outcome(Old, value)
+
+
+class _Nested(Strict):
+    level: int = 0
+
+
+class _Item(Strict):
+    keyword: str
+    tags: list[str] = []
+    meta: dict[str, int] = {}
+    nested: _Nested | None = None
+    amount: Decimal | None = None
+    note: str | None = None
+
+
+class _Parent(Strict):
+    seed_keywords: list[_Item] = []
+
+
+@settings(max_examples=100, deadline=None)
+@given(items=st.lists(st.fixed_dictionaries(
+    {"keyword": st.text(min_size=1, max_size=3)},
+    optional={"tags": st.lists(st.text(max_size=2), max_size=2),
+              "meta": st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+              "nested": st.one_of(st.none(), st.fixed_dictionaries({"level": st.integers(0, 3)})),
+              "note": st.one_of(st.none(), st.text(max_size=2))}), max_size=5))
+def test_flatten_of_non_scalar_fields_equals_reference(items):
+    """Fields holding lists, maps and models go through _plain, as they always did."""
+    from control_plane.kinds.registry import Child
+    from control_plane.state.desired import _flatten_children
+
+    child = Child("seed_keywords", "SeedKeyword", key_field="keyword")
+    spec = _Parent.model_validate({"seedKeywords": items})
+    ancestors = ["ind", "ind/sec"]
+    rows: list[Row] = []
+    _flatten_children(None, (child,), spec, ancestors, rows)
+    expected: list[Row] = []
+    reference_children((child,), spec, ancestors, expected)
+    assert rows_shape(rows) == rows_shape(expected)

@@ -90,31 +90,32 @@ def _money(value: Any, handler: Any) -> Any:
     quarter of validating a large taxonomy. Anything else takes the checks, with their errors."""
     cls = value.__class__
     if cls is float:
-        if 0 <= value < _MONEY_BOUND:
-            text = repr(value)
-            found = _MONEY_SEEN.get(text)
+        if 0 < value < _MONEY_BOUND:  # not 0.0: it equals -0.0, whose Decimal differs
+            found = _FLOATS_SEEN.get(value)
             if found is not None:
                 return found
+            text = repr(value)
             dot = text.find(".")
             if "e" not in text and (dot < 0 or len(text) - dot <= 3):
-                return _seen(text, Decimal(text))
+                return _seen(_FLOATS_SEEN, value, Decimal(text))
     elif cls is int and 0 <= value < _MONEY_BOUND:
-        found = _MONEY_SEEN.get(value)
-        return found if found is not None else _seen(value, Decimal(value))
+        found = _INTS_SEEN.get(value)
+        return found if found is not None else _seen(_INTS_SEEN, value, Decimal(value))
     return handler(_to_decimal(value))
 
 
 # Amounts repeat (prices, CPCs): the same Decimal object is handed out for the same written value
-# (keyed by the float's repr or by the int, so 7, 7.0 and -0.0 stay apart), which keeps one object
+# (floats and ints apart, since 7 == 7.0 but Decimal 7 is not Decimal 7.0), which keeps one object
 # per distinct amount in memory and in the per-file cache. Decimals are immutable; bounded.
-_MONEY_SEEN: dict[Any, Decimal] = {}
-_MONEY_SEEN_MAX = 65536
+_FLOATS_SEEN: dict[float, Decimal] = {}
+_INTS_SEEN: dict[int, Decimal] = {}
+_SEEN_MAX = 65536
 
 
-def _seen(key: Any, amount: Decimal) -> Decimal:
-    if len(_MONEY_SEEN) >= _MONEY_SEEN_MAX:
-        _MONEY_SEEN.clear()
-    _MONEY_SEEN[key] = amount
+def _seen(seen: dict, key: Any, amount: Decimal) -> Decimal:
+    if len(seen) >= _SEEN_MAX:
+        seen.clear()
+    seen[key] = amount
     return amount
 
 

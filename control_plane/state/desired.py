@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
-from operator import itemgetter
-from typing import Any
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -214,9 +215,9 @@ _SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})
 
 def _flatten_children(obj, children: tuple[Child, ...], spec: Any, ancestors: list[str], out: list[Row]) -> None:
     # The hot loop of large taxonomies (one pass per seed keyword). Per child and item class the
-    # shape is looked up once (_ChildShape): an item's values are one itemgetter over its model's
-    # __dict__ zipped with the columns (scalars are taken as they are, the rare other value goes
-    # through _plain), and its natural key is the ancestors' part of the key joined once per list
+    # shape is looked up once (_ChildShape, _item_builder): an item's values are one call of a
+    # generated dict display over its model's __dict__ (scalars taken as they are, a field that may
+    # hold a model, list or dict through _plain), and its natural key is the ancestors' part of the key joined once per list
     # with the item's own key, which is what natural_key gives for these values (the key columns of
     # a child are its ancestors' reference columns and its key column, nothing else).
     for child in children:
@@ -235,19 +236,15 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: Any, ancestors: li
                 if child.children:
                     _flatten_children(obj, child.children, item, [*ancestors, key], out)
             continue
-        getter = columns = None
-        item_class = None
+        item_class = build = None
+        key_field = child.key_field
         for item in items:
             if item.__class__ is not item_class:
                 item_class = item.__class__
-                getter, columns, plain_at = _item_layout(child, item_class)
+                build = _item_builder(child, item_class)
             fields = item.__dict__
-            found = getter(fields)  # the non-key fields, then the key field
-            if not _SCALAR_TYPES.issuperset(map(type, found)):
-                found = tuple(value if value.__class__ in _SCALAR_TYPES or i not in plain_at else _plain(value)
-                              for i, value in enumerate(found))
-            values = dict(zip(columns, found + ancestor_values))
-            item_key = found[-1]
+            values = build(fields, ancestor_values)
+            item_key = fields[key_field]
             key = f"{before}{item_key}{after}" if before or after else str(item_key)
             append(Row(name, key, values))
             if child.children:
@@ -283,16 +280,46 @@ def _child_shape(child: Child) -> _ChildShape:
 
 
 @cache
-def _item_layout(child: Child, item_class: type[BaseModel]) -> tuple[Any, tuple[str, ...], frozenset[int]]:
-    """(itemgetter of the item's non-key fields then its key field, their columns, the positions of
-    fields that may hold a non-scalar value). The ancestors' columns follow those, so the values
-    are built in the order (and with the overwrites) flattening always had: fields, key, ancestors."""
+def _item_builder(child: Child, item_class: type[BaseModel]) -> Callable[[dict, tuple], dict[str, Any]]:
+    """The function making one item's values from its model's __dict__ and its ancestors' keys: a
+    dict display generated once per child and item class (as dataclasses and namedtuple generate
+    their methods), the cheapest way CPython has to build a dict of known keys. Its entries are
+    in the order flattening always had (the non-key fields, the key field, the ancestors'
+    columns; a repeated column keeps its first place and its last value, as with assignments). A
+    field whose annotation allows a model, list or dict goes through `_plain`; the others (text,
+    numbers, booleans, None, literals, validated strictly) are taken as they are."""
     skip = frozenset({c.field for c in child.children} | {child.key_field})
     pairs = _child_columns(child, item_class, skip)
-    names = (*[f for f, _ in pairs], child.key_field)
-    columns = (*[c for _, c in pairs], child.key_column, *child.ancestor_columns)
-    getter = itemgetter(*names) if len(names) > 1 else (lambda d, n=names[0]: (d[n],))
-    return getter, columns, frozenset(range(len(pairs)))
+    entries = [f"{column!r}: {'_p(f[' + repr(name) + '])' if not _surely_scalar(item_class, name) else 'f[' + repr(name) + ']'}"
+               for name, column in pairs]
+    entries.append(f"{child.key_column!r}: f[{child.key_field!r}]")
+    entries += [f"{column!r}: a[{i}]" for i, column in enumerate(child.ancestor_columns)]
+    source = f"def build(f, a):\n    return {{{', '.join(entries)}}}\n"
+    namespace: dict[str, Any] = {"_p": _plain_value}
+    exec(compile(source, f"<flatten {child.row_kind}>", "exec"), namespace)  # noqa: S102 (our own text)
+    return namespace["build"]
+
+
+def _plain_value(value: Any) -> Any:
+    return value if value.__class__ in _SCALAR_TYPES else _plain(value)
+
+
+def _surely_scalar(item_class: type[BaseModel], name: str) -> bool:
+    """Whether the field's annotation admits only scalars (what strict validation hands back as
+    itself): str, int, bool, float, Decimal, None, Literals of those, and unions of these."""
+    info = item_class.model_fields[name]
+    return _scalar_annotation(info.annotation)
+
+
+def _scalar_annotation(annotation: Any) -> bool:
+    if annotation in _SCALAR_TYPES:
+        return True
+    origin = get_origin(annotation)
+    if origin is Literal:
+        return all(type(v) in _SCALAR_TYPES for v in get_args(annotation))
+    if origin in (Union, UnionType):
+        return all(_scalar_annotation(a) for a in get_args(annotation))
+    return False
 
 
 def _secret_field(row_kind: str, column: str) -> str:
