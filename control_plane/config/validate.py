@@ -456,7 +456,7 @@ def _object_checks(obj: ConfigObject, report: _Reporter, rows: list | None = Non
     natural key, no list holds a key twice (two equal keys in one list make equal natural keys), so
     the walk over every child item, which would find nothing, is skipped."""
     ck = CONFIG_KINDS[obj.kind]
-    if not (rows is not None and _text_keys(obj.kind) and len(set(map(_ROW_KEY, rows))) == len(rows)):
+    if ck.children and not (rows and _text_keys(obj.kind) and len(set(map(_ROW_KEY, rows))) == len(rows)):
         _walk_children(obj, ck.children, obj.spec, ("spec",), obj.name, report)
     _template_checks(obj, report)
 
