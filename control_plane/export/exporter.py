@@ -427,7 +427,7 @@ def read_export(engine: Engine, environment: str | None = None) -> Export:
     with engine.connect() as conn:
         if _schema_revision(conn) is None:
             return build_export(LiveState({}, {}, {}))
-        live = read_rows(conn)
+        live = read_rows(conn, frozenset(ck.row_kind for ck in _exportable_kinds()))
     return build_export(live)
 
 

@@ -79,7 +79,11 @@ def _tables(conn: Connection):
     return False, (lambda rk: rk.table), ManagedObject.__table__
 
 
-def read_rows(conn: Connection) -> LiveState:
+def read_rows(conn: Connection, managed_kinds: frozenset[str] | None = None) -> LiveState:
+    """Every system row of every row kind; the bookkeeping of `managed_kinds` only (None: of every
+    kind). Export reads only its documents' own records (a child row's record says nothing a
+    document holds), and a large taxonomy has a record per keyword: ~0.5 s of 100,000 records
+    built and kept for nothing."""
     untyped, kind_table, mo = _tables(conn)
     present = existing_tables(conn)
     rows: dict[str, dict[str, Row]] = {}
@@ -128,6 +132,9 @@ def read_rows(conn: Connection) -> LiveState:
         refs_column = mo.c.secret_refs if "secret_refs" in {c["name"] for c in inspect(conn).get_columns(mo.name)} \
             else null().label("secret_refs")
         # Only what export reads of the bookkeeping: managed or not, prevent_destroy, secret_refs.
-        for r in conn.execute(select(mo.c.kind, mo.c.name, mo.c.prevent_destroy, refs_column)).all():
+        stmt = select(mo.c.kind, mo.c.name, mo.c.prevent_destroy, refs_column)
+        if managed_kinds is not None:
+            stmt = stmt.where(mo.c.kind.in_(sorted(managed_kinds)))
+        for r in conn.execute(stmt).all():
             managed[r[0]][r[1]] = r
     return LiveState(rows, dict(managed), ids)
