@@ -385,3 +385,46 @@ def test_export_on_untyped_reads_imports_no_models(applied):
             "print(sorted(m for m in sys.modules if m.startswith('control_plane.db.models') or m == 'sqlalchemy.orm'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in yaml_files(root)}
+
+
+def test_rendering_in_two_processes_writes_the_same_bytes(applied, tmp_path):
+    # write_export shares the rendering with a forked child where a second CPU is there: each file
+    # is written by one process from the same document, so the tree is the one a single process
+    # writes, and the paths come back in the objects' order either way.
+    export = read_export(applied)
+    assert len(export.objects) >= 8  # enough for the shared path (_FORK_MIN_OBJECTS)
+    ran = []
+    one = write_export(export, tmp_path / "one", workers=1, meanwhile=lambda: ran.append(1))
+    two = write_export(export, tmp_path / "two", workers=2, meanwhile=lambda: ran.append(2))
+    assert ran == [1, 2]
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two] \
+        == [Path(o.path) for o in export.objects]
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_document_no_writer_reproduces_fails_in_one_line_whichever_process_renders_it(
+        applied, tmp_path, monkeypatch, workers):
+    import control_plane.export.exporter as exporter
+    from control_plane.errors import CplaneError
+
+    export = read_export(applied)
+    bad = {id(export.objects[3]), id(export.objects[-1])}  # one early, one last: the first is reported
+    render = exporter.render_object
+
+    def failing(obj):
+        if id(obj) in bad:  # the same objects in the forked child
+            raise ValueError("no YAML writer reproduces this document exactly")
+        return render(obj)
+
+    monkeypatch.setattr(exporter, "render_object", failing)  # the forked child inherits it
+    with pytest.raises(CplaneError) as err:
+        write_export(export, tmp_path / "out", workers=workers)
+    first = export.objects[3]
+    assert str(err.value) == f"cannot write {first.kind}/{first.name} exactly as YAML: " \
+                             "no YAML writer reproduces this document exactly"
+    assert not (tmp_path / "out" / first.path).exists()

@@ -36,8 +36,9 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""
         raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
                           f"(--skip-invalid writes the rest): {shown}{more}")
-    written = write_export(export, target)
-    issues = check_written(export, target)
+    issues: list = []
+    # The in-memory check runs while a second process renders files (write_export).
+    written = write_export(export, target, meanwhile=lambda: issues.extend(check_written(export, target)))
     if fmt == "json":
         emit_json({
             "out": str(target),
