@@ -167,7 +167,13 @@ def _fields_from_columns(values: dict[str, Any], plan: tuple[tuple[str, str, boo
         elif value.__class__ is default.__class__ and value == default:
             continue
         elif value.__class__ is Decimal:
-            value = _number(value)
+            # Money columns repeat a few thousand values over 100,000 rows: each worked out once.
+            number = _NUMBERS.get(value, _NO_DEFAULT)
+            if number is _NO_DEFAULT:
+                number = _number(value)
+                if number.__class__ is not str and len(_NUMBERS) < 65536:
+                    _NUMBERS[value] = number
+            value = number
         data[alias] = value
     return data
 
@@ -373,6 +379,12 @@ def _problems(model: type[BaseModel], data: dict[str, Any], prefix: str) -> list
     except ValidationError as exc:
         return _messages(exc, prefix)
     return []
+
+
+# Decimal -> `_number` of it, an int or a float (a text result, which keeps the Decimal's own
+# spelling, is never kept). Decimals equal in value (1.5, 1.50) share an entry and get the same
+# number: float(), comparisons by value and Decimal(repr) compared by value depend on the value alone.
+_NUMBERS: dict[Decimal, Any] = {}
 
 
 def _number(value: Decimal) -> Any:
