@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import click
@@ -36,6 +37,10 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""
         raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
                           f"(--skip-invalid writes the rest): {shown}{more}")
+    # Everything read and built stays alive until the process ends: out of the collector's sight,
+    # so that the objects rendering and checking make (yaml-rs's read-back of every document) do not
+    # make it traverse ~1,000,000 of them again (~0.3 s of CPU at 100,000 rows).
+    gc.freeze()
     issues: list = []
     # The in-memory check runs while a second process renders files (write_export).
     written = write_export(export, target, meanwhile=lambda: issues.extend(check_written(export, target)))

@@ -18,6 +18,7 @@ tree is known to validate without being read again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import json
@@ -440,11 +441,27 @@ def read_export(engine: Engine, environment: str | None = None) -> Export:
     from control_plane.db.engine import check_connection
 
     check_connection(engine)
-    with engine.connect() as conn:
-        if _schema_revision(conn) is None:
-            return build_export(LiveState({}, {}, {}))
-        live = read_rows(conn, frozenset(ck.row_kind for ck in _exportable_kinds()))
-    return build_export(live)
+    with _collector_paused():
+        with engine.connect() as conn:
+            if _schema_revision(conn) is None:
+                return build_export(LiveState({}, {}, {}))
+            live = read_rows(conn, frozenset(ck.row_kind for ck in _exportable_kinds()))
+        return build_export(live)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """The cyclic garbage collector off while the rows are read and the documents built: they make
+    ~1,000,000 objects at 100,000 rows, all kept, and the collector traversed them again and again
+    (7 full collections, ~0.6 s of ~1.6 s of CPU) to find no garbage (rows, documents and specs
+    hold no cycles; reference counting frees what they drop). The previous state comes back after."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _schema_revision(conn) -> str | None:
@@ -555,6 +572,7 @@ def _write_shared(objects: list[ExportedObject], out: Path, meanwhile) -> dict[i
     os.close(queue_w)
     # Objects made before the fork are left out of the child's collections (no copy-on-write of
     # every page for the collector's bookkeeping).
+    frozen = gc.get_freeze_count() > 0  # by the caller (cli/export.py): left as it is
     gc.freeze()
     pid = os.fork()
     if pid == 0:  # the child: render what it claims, report failures, exit without any cleanup
@@ -569,7 +587,8 @@ def _write_shared(objects: list[ExportedObject], out: Path, meanwhile) -> dict[i
             status = 1
         finally:
             os._exit(status)  # never the parent's atexit handlers, buffers or database connections
-    gc.unfreeze()
+    if not frozen:
+        gc.unfreeze()
     os.close(result_w)
     try:
         if meanwhile is not None:
