@@ -443,3 +443,69 @@ def test_the_bookkeeping_of_the_documents_kinds_is_all_export_reads(applied):
     a, b = build_export(every), build_export(some)
     assert [(o.path, o.document, o.secret_variables, o.managed) for o in a.objects] == \
         [(o.path, o.document, o.secret_variables, o.managed) for o in b.objects]
+
+
+def test_documents_rendered_while_they_are_validated_are_the_same_bytes(applied, tmp_path):
+    # read_export(prerender=True): a forked child renders the documents during validation and
+    # writes them when write_export names them; the tree is the one a single process writes.
+    import os
+
+    from control_plane.export.exporter import _workers
+
+    if _workers() < 2:
+        pytest.skip("one CPU: no second process")
+    plain = read_export(applied)
+    write_export(plain, tmp_path / "one", workers=1)
+    export = read_export(applied, prerender=True)
+    assert export.prerendered is not None
+    pid = export.prerendered.pid
+    written = write_export(export, tmp_path / "two")
+    export.close()  # after write_export: nothing left to do
+    assert written == [tmp_path / "two" / o.path for o in export.objects]
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+
+
+def test_an_export_closed_unwritten_writes_nothing(applied, tmp_path):
+    import os
+
+    from control_plane.export.exporter import _workers
+
+    if _workers() < 2:
+        pytest.skip("one CPU: no second process")
+    before = set(tmp_path.rglob("*"))
+    export = read_export(applied, prerender=True)
+    pid = export.prerendered.pid
+    export.close()  # the child never had a folder to write to: it exits having written nothing
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_prerendered_document_no_writer_reproduces_fails_in_one_line(applied, tmp_path, monkeypatch):
+    import control_plane.export.exporter as exporter
+    from control_plane.errors import CplaneError
+
+    if exporter._workers() < 2:
+        pytest.skip("one CPU: no second process")
+    render = exporter.render_object
+    names = []
+
+    def failing(obj):
+        if obj.kind == "Plan" and obj.name == names[0]:
+            raise ValueError("no YAML writer reproduces this document exactly")
+        return render(obj)
+
+    names.append(sorted(o.name for o in read_export(applied).objects if o.kind == "Plan")[0])
+    monkeypatch.setattr(exporter, "render_object", failing)  # before the fork: the child has it
+    export = read_export(applied, prerender=True)
+    try:
+        with pytest.raises(CplaneError) as err:
+            write_export(export, tmp_path / "out")
+    finally:
+        export.close()
+    assert str(err.value) == f"cannot write Plan/{names[0]} exactly as YAML: " \
+                             "no YAML writer reproduces this document exactly"
+    assert not (tmp_path / "out" / f"plans/{names[0]}.yaml").exists()
+    assert (tmp_path / "out" / "industries").is_dir()

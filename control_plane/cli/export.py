@@ -26,12 +26,22 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     are listed at the end. Retired rows are exported with `active: false`, unmanaged rows too:
     take them under management with `cplane plan --adopt` / `cplane apply --adopt`.
     """
-    from control_plane.export.exporter import check_written, read_export, write_export
+    from control_plane.export.exporter import read_export
 
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise CplaneError(f"{target} is not empty; export into a new or empty directory")
-    export = read_export(ctx.engine(read_only=True), ctx.environment)
+    # prerender: a second process renders the documents while they are validated (read_export).
+    export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
+    try:
+        return _write(export, target, skip_invalid, fmt)
+    finally:
+        export.close()
+
+
+def _write(export, target: Path, skip_invalid: bool, fmt: str):
+    from control_plane.export.exporter import check_written, write_export
+
     if export.problems and not skip_invalid:
         shown = "; ".join(p.format() for p in export.problems[:MAX_SHOWN])
         more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""
