@@ -509,3 +509,17 @@ def test_a_prerendered_document_no_writer_reproduces_fails_in_one_line(applied, 
                              "no YAML writer reproduces this document exactly"
     assert not (tmp_path / "out" / f"plans/{names[0]}.yaml").exists()
     assert (tmp_path / "out" / "industries").is_dir()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_read_export_leaves_the_collector_as_it_found_it(applied, enabled):
+    # The cyclic collector is paused while rows are read and documents built, then restored.
+    import gc
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        export = read_export(applied)
+        assert gc.isenabled() is enabled
+        assert export.objects and export.problems == []
+    finally:
+        gc.enable()
