@@ -33,10 +33,13 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
         raise CplaneError(f"{target} is not empty; export into a new or empty directory")
     # prerender: a second process renders the documents while they are validated (read_export).
     export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
+    frozen = gc.get_freeze_count() > 0
     try:
         return _write(export, target, skip_invalid, fmt)
     finally:
         export.close()
+        if not frozen:  # in-process callers (tests) get their collector back whole
+            gc.unfreeze()
 
 
 def _write(export, target: Path, skip_invalid: bool, fmt: str):
@@ -47,7 +50,7 @@ def _write(export, target: Path, skip_invalid: bool, fmt: str):
         more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""
         raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
                           f"(--skip-invalid writes the rest): {shown}{more}")
-    # Everything read and built stays alive until the process ends: out of the collector's sight,
+    # Everything read and built stays alive until the command ends: out of the collector's sight,
     # so that the objects rendering and checking make (yaml-rs's read-back of every document) do not
     # make it traverse ~1,000,000 of them again (~0.3 s of CPU at 100,000 rows).
     gc.freeze()
