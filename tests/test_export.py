@@ -385,3 +385,141 @@ def test_export_on_untyped_reads_imports_no_models(applied):
             "print(sorted(m for m in sys.modules if m.startswith('control_plane.db.models') or m == 'sqlalchemy.orm'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in yaml_files(root)}
+
+
+def test_rendering_in_two_processes_writes_the_same_bytes(applied, tmp_path):
+    # write_export shares the rendering with a forked child where a second CPU is there: each file
+    # is written by one process from the same document, so the tree is the one a single process
+    # writes, and the paths come back in the objects' order either way.
+    export = read_export(applied)
+    assert len(export.objects) >= 8  # enough for the shared path (_FORK_MIN_OBJECTS)
+    ran = []
+    one = write_export(export, tmp_path / "one", workers=1, meanwhile=lambda: ran.append(1))
+    two = write_export(export, tmp_path / "two", workers=2, meanwhile=lambda: ran.append(2))
+    assert ran == [1, 2]
+    assert [p.relative_to(tmp_path / "one") for p in one] == [p.relative_to(tmp_path / "two") for p in two] \
+        == [Path(o.path) for o in export.objects]
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_document_no_writer_reproduces_fails_in_one_line_whichever_process_renders_it(
+        applied, tmp_path, monkeypatch, workers):
+    import control_plane.export.exporter as exporter
+    from control_plane.errors import CplaneError
+
+    export = read_export(applied)
+    bad = {id(export.objects[3]), id(export.objects[-1])}  # one early, one last: the first is reported
+    render = exporter.render_object
+
+    def failing(obj):
+        if id(obj) in bad:  # the same objects in the forked child
+            raise ValueError("no YAML writer reproduces this document exactly")
+        return render(obj)
+
+    monkeypatch.setattr(exporter, "render_object", failing)  # the forked child inherits it
+    with pytest.raises(CplaneError) as err:
+        write_export(export, tmp_path / "out", workers=workers)
+    first = export.objects[3]
+    assert str(err.value) == f"cannot write {first.kind}/{first.name} exactly as YAML: " \
+                             "no YAML writer reproduces this document exactly"
+    assert not (tmp_path / "out" / first.path).exists()
+
+
+def test_the_bookkeeping_of_the_documents_kinds_is_all_export_reads(applied):
+    # read_export reads the managed records of its documents' kinds only (not one per keyword):
+    # the same export as with every record read.
+    from control_plane.export.exporter import _exportable_kinds, build_export
+    from control_plane.export.reader import read_rows
+
+    kinds = frozenset(ck.row_kind for ck in _exportable_kinds())
+    with applied.connect() as conn:
+        every, some = read_rows(conn), read_rows(conn, kinds)
+    assert set(some.managed) == kinds & set(every.managed) and set(every.managed) - kinds  # children have records
+    a, b = build_export(every), build_export(some)
+    assert [(o.path, o.document, o.secret_variables, o.managed) for o in a.objects] == \
+        [(o.path, o.document, o.secret_variables, o.managed) for o in b.objects]
+
+
+def test_documents_rendered_while_they_are_validated_are_the_same_bytes(applied, tmp_path):
+    # read_export(prerender=True): a forked child renders the documents during validation and
+    # writes them when write_export names them; the tree is the one a single process writes.
+    import os
+
+    from control_plane.export.exporter import _workers
+
+    if _workers() < 2:
+        pytest.skip("one CPU: no second process")
+    plain = read_export(applied)
+    write_export(plain, tmp_path / "one", workers=1)
+    export = read_export(applied, prerender=True)
+    assert export.prerendered is not None
+    pid = export.prerendered.pid
+    written = write_export(export, tmp_path / "two")
+    export.close()  # after write_export: nothing left to do
+    assert written == [tmp_path / "two" / o.path for o in export.objects]
+    assert _tree(tmp_path / "one") == _tree(tmp_path / "two")
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped
+
+
+def test_an_export_closed_unwritten_writes_nothing(applied, tmp_path):
+    import os
+
+    from control_plane.export.exporter import _workers
+
+    if _workers() < 2:
+        pytest.skip("one CPU: no second process")
+    before = set(tmp_path.rglob("*"))
+    export = read_export(applied, prerender=True)
+    pid = export.prerendered.pid
+    export.close()  # the child never had a folder to write to: it exits having written nothing
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    assert set(tmp_path.rglob("*")) == before
+
+
+def test_a_prerendered_document_no_writer_reproduces_fails_in_one_line(applied, tmp_path, monkeypatch):
+    import control_plane.export.exporter as exporter
+    from control_plane.errors import CplaneError
+
+    if exporter._workers() < 2:
+        pytest.skip("one CPU: no second process")
+    render = exporter.render_object
+    names = []
+
+    def failing(obj):
+        if obj.kind == "Plan" and obj.name == names[0]:
+            raise ValueError("no YAML writer reproduces this document exactly")
+        return render(obj)
+
+    names.append(sorted(o.name for o in read_export(applied).objects if o.kind == "Plan")[0])
+    monkeypatch.setattr(exporter, "render_object", failing)  # before the fork: the child has it
+    export = read_export(applied, prerender=True)
+    try:
+        with pytest.raises(CplaneError) as err:
+            write_export(export, tmp_path / "out")
+    finally:
+        export.close()
+    assert str(err.value) == f"cannot write Plan/{names[0]} exactly as YAML: " \
+                             "no YAML writer reproduces this document exactly"
+    assert not (tmp_path / "out" / f"plans/{names[0]}.yaml").exists()
+    assert (tmp_path / "out" / "industries").is_dir()
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_read_export_leaves_the_collector_as_it_found_it(applied, enabled):
+    # The cyclic collector is paused while rows are read and documents built, then restored.
+    import gc
+
+    (gc.enable if enabled else gc.disable)()
+    try:
+        export = read_export(applied)
+        assert gc.isenabled() is enabled
+        assert export.objects and export.problems == []
+    finally:
+        gc.enable()

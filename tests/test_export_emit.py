@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -134,3 +135,22 @@ def test_text_a_literal_block_cannot_hold_is_double_quoted():
     assert '"a\\r\\nb"' in emit.emit(document("a\r\nb"))
     assert '"nul\\0x"' in emit.emit(document("nul\x00x"))
     assert emit.dump(document(float("nan"))) is None  # NaN never equals itself: never a silent file
+
+
+@settings(deadline=None)
+@given(st.decimals(allow_nan=False, allow_infinity=False) | st.decimals(places=2, min_value=0, max_value=10**10))
+def test_a_cached_number_is_the_number_of_every_decimal_equal_in_value(value):
+    # _fields_from_columns keeps _number's int or float results by Decimal value: whatever the
+    # spelling (trailing zeros, exponent, -0), an equal Decimal gets what _number gives it.
+    from control_plane.export.exporter import _fields_from_columns, _number
+
+    plan = (("cpc", "cpc", True, None),)
+    sign, digits, exponent = value.as_tuple()
+    twins = [value, Decimal((sign, digits + (0, 0), exponent - 2)), Decimal((1 - sign, digits, exponent))]
+    for twin in twins:
+        if twin != value:
+            continue  # -x is a twin of 0 only
+        got, fresh = _fields_from_columns({"cpc": twin}, plan)["cpc"], _number(twin)
+        assert type(got) is type(fresh) and got == fresh
+        if isinstance(fresh, str):
+            assert got == str(twin)  # the Decimal's own spelling, never a cached one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import click
@@ -25,19 +26,37 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     are listed at the end. Retired rows are exported with `active: false`, unmanaged rows too:
     take them under management with `cplane plan --adopt` / `cplane apply --adopt`.
     """
-    from control_plane.export.exporter import check_written, read_export, write_export
+    from control_plane.export.exporter import read_export
 
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise CplaneError(f"{target} is not empty; export into a new or empty directory")
-    export = read_export(ctx.engine(read_only=True), ctx.environment)
+    # prerender: a second process renders the documents while they are validated (read_export).
+    export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
+    frozen = gc.get_freeze_count() > 0
+    try:
+        return _write(export, target, skip_invalid, fmt)
+    finally:
+        export.close()
+        if not frozen:  # in-process callers (tests) get their collector back whole
+            gc.unfreeze()
+
+
+def _write(export, target: Path, skip_invalid: bool, fmt: str):
+    from control_plane.export.exporter import check_written, write_export
+
     if export.problems and not skip_invalid:
         shown = "; ".join(p.format() for p in export.problems[:MAX_SHOWN])
         more = f"; ... and {len(export.problems) - MAX_SHOWN} more" if len(export.problems) > MAX_SHOWN else ""
         raise CplaneError(f"{len(export.problems)} row(s) cannot be written as valid config, nothing was written "
                           f"(--skip-invalid writes the rest): {shown}{more}")
-    written = write_export(export, target)
-    issues = check_written(export, target)
+    # Everything read and built stays alive until the command ends: out of the collector's sight,
+    # so that the objects rendering and checking make (yaml-rs's read-back of every document) do not
+    # make it traverse ~1,000,000 of them again (~0.3 s of CPU at 100,000 rows).
+    gc.freeze()
+    issues: list = []
+    # The in-memory check runs while a second process renders files (write_export).
+    written = write_export(export, target, meanwhile=lambda: issues.extend(check_written(export, target)))
     if fmt == "json":
         emit_json({
             "out": str(target),
