@@ -34,14 +34,17 @@ SUMMARY_ACTIONS = (Action.CREATE, Action.UPDATE, Action.DELETE, Action.RETIRE)
 WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.ADOPT})
 
 
-@dataclass
+# Changes and their fields are slotted: a first apply's plan holds 100,000 creates, and an instance
+# without a __dict__ is about a third of the size (plain data still: the same fields, equality and
+# dataclasses.replace; the saved plan's JSON is unchanged).
+@dataclass(slots=True)
 class FieldChange:
     field: str
     before: Any
     after: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     kind: str
     name: str
