@@ -88,13 +88,22 @@ def test_copy_writes_what_insert_writes(migrated_engine):
                  "secret_refs": None if i % 3 else {"secret_key_encrypted": f"VAR_{i}", "nested": {"a": [1, "x"]}}}
                 for i in range(n)]
 
+    kinds = ("Bulk", "Plain", "Tuples", "FewTuples", "PlainTuples")
+    columns = ["kind", "name", "table_name", "row_id", "fingerprint", "prevent_destroy", "secret_refs"]
     with migrated_engine.begin() as conn:
         for_dialect(conn).bulk_insert(conn, mo, rows("Bulk"))
         Backend().bulk_insert(conn, mo, rows("Plain"))
+        # Tuples in a column order (what _write hands over for the bookkeeping), by COPY/executemany,
+        # below the COPY threshold, and by SQLAlchemy's INSERT: the same rows.
+        for_dialect(conn).bulk_insert_rows(conn, mo, columns, [tuple(r.values()) for r in rows("Tuples")])
+        few = [tuple(r.values()) for r in rows("FewTuples")][:COPY_THRESHOLD - 1]
+        for_dialect(conn).bulk_insert_rows(conn, mo, columns, few)
+        Backend().bulk_insert_rows(conn, mo, columns, [tuple(r.values()) for r in rows("PlainTuples")])
         read = {kind: [dict(r) for r in conn.execute(
             select(mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, mo.c.secret_refs)
-            .where(mo.c.kind == kind).order_by(mo.c.row_id)).mappings()] for kind in ("Bulk", "Plain")}
-    assert read["Bulk"] == read["Plain"] and len(read["Bulk"]) == n
+            .where(mo.c.kind == kind).order_by(mo.c.row_id)).mappings()] for kind in kinds}
+    assert read["Bulk"] == read["Plain"] == read["Tuples"] == read["PlainTuples"] and len(read["Bulk"]) == n
+    assert read["FewTuples"] == read["Bulk"][:COPY_THRESHOLD - 1]
     assert sum(1 for r in read["Bulk"] if r["secret_refs"] is None) == sum(1 for i in range(n) if i % 3)
 
 
