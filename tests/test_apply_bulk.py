@@ -88,13 +88,22 @@ def test_copy_writes_what_insert_writes(migrated_engine):
                  "secret_refs": None if i % 3 else {"secret_key_encrypted": f"VAR_{i}", "nested": {"a": [1, "x"]}}}
                 for i in range(n)]
 
+    kinds = ("Bulk", "Plain", "Tuples", "FewTuples", "PlainTuples")
+    columns = ["kind", "name", "table_name", "row_id", "fingerprint", "prevent_destroy", "secret_refs"]
     with migrated_engine.begin() as conn:
         for_dialect(conn).bulk_insert(conn, mo, rows("Bulk"))
         Backend().bulk_insert(conn, mo, rows("Plain"))
+        # Tuples in a column order (what _write hands over for the bookkeeping), by COPY/executemany,
+        # below the COPY threshold, and by SQLAlchemy's INSERT: the same rows.
+        for_dialect(conn).bulk_insert_rows(conn, mo, columns, [tuple(r.values()) for r in rows("Tuples")])
+        few = [tuple(r.values()) for r in rows("FewTuples")][:COPY_THRESHOLD - 1]
+        for_dialect(conn).bulk_insert_rows(conn, mo, columns, few)
+        Backend().bulk_insert_rows(conn, mo, columns, [tuple(r.values()) for r in rows("PlainTuples")])
         read = {kind: [dict(r) for r in conn.execute(
             select(mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, mo.c.secret_refs)
-            .where(mo.c.kind == kind).order_by(mo.c.row_id)).mappings()] for kind in ("Bulk", "Plain")}
-    assert read["Bulk"] == read["Plain"] and len(read["Bulk"]) == n
+            .where(mo.c.kind == kind).order_by(mo.c.row_id)).mappings()] for kind in kinds}
+    assert read["Bulk"] == read["Plain"] == read["Tuples"] == read["PlainTuples"] and len(read["Bulk"]) == n
+    assert read["FewTuples"] == read["Bulk"][:COPY_THRESHOLD - 1]
     assert sum(1 for r in read["Bulk"] if r["secret_refs"] is None) == sum(1 for i in range(n) if i % 3)
 
 
@@ -135,3 +144,32 @@ def test_ids_returned_by_the_insert_are_the_rows_ids(migrated_engine):
         assert ids == [stored[r["name"]] for r in rows]
     else:
         assert ids is None
+
+
+def test_compare_hands_back_the_fingerprints_kind_digest_would_compute(config_tree, migrated_engine):
+    """compare fills `fingerprints` only for kinds of which it fingerprinted every desired row as it
+    is (the first apply: all creates), with exactly state.rows.rows_fingerprints; the apply's record
+    (Prepared.kind_digest) reuses them instead of hashing every row again."""
+    from control_plane.plans.compare import compare
+    from control_plane.reconcile.controller import prepare
+    from control_plane.state.rows import rows_fingerprints
+
+    prepared = prepare(config_tree.root)
+    box = prepared.box
+    with migrated_engine.connect() as conn:
+        found: dict = {}
+        compare(prepared.desired, read_live(conn, box), box, fingerprints=found)
+    # (a kind with an unset secret variable compares altered rows: left to kind_digest)
+    unset = {p.kind for p in prepared.desired.missing_secrets}
+    kinds = {k for k, rows in prepared.desired.rows.items() if rows and k not in unset}
+    assert set(found) == kinds and "SeedKeyword" in kinds
+    for kind in kinds:
+        assert found[kind] == rows_fingerprints(ROW_KINDS[kind], prepared.desired.rows[kind], box)
+    apply_config(migrated_engine, config_tree.root, actor="test", fast_path=False)
+    with migrated_engine.connect() as conn:
+        found = {}
+        compare(prepared.desired, read_live(conn, box), box, fingerprints=found)
+    assert found == {}  # nothing changed: no row fingerprinted, no kind complete
+    # The applied record's digests are those of every kind's rows, reused or not.
+    fresh = prepare(config_tree.root)
+    assert {k: prepared.kind_digest(k) for k in ROW_KINDS} == {k: fresh.kind_digest(k) for k in ROW_KINDS}

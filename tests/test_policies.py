@@ -368,3 +368,42 @@ def test_a_saved_plan_is_refused_once_the_policies_changed(config_tree, pg_engin
     replace_in(policy, "maxChange: 0.05", "maxChange: 0.2")  # the same policies again: it applies
     applied = run("apply", str(out), "--config", str(config_tree.root), "--database-url", libpq_url(pg_engine))
     assert applied.exit_code == 0, applied.output
+
+
+def test_change_rules_view_cached_objects_and_let_their_files_go(config_tree):
+    """The plan's change rules view each changed object; a cached object's spec is its file parsed
+    again (config/cache.py). The views see the file's values, the violation lands on the right
+    change, and the reparse is not kept (policies.objects.Views(release=True)): a first apply of a
+    large taxonomy otherwise held every industry file's models. Asking again parses again."""
+    from control_plane.config.model import CachedObject
+    from control_plane.plans.compare import compare
+    from control_plane.policies.changes import check_changes
+    from control_plane.reconcile.controller import prepare
+    from control_plane.state.live import LiveState
+
+    config_tree.write("policies/industry-names.yaml", """\
+        apiVersion: cplane/v1
+        kind: Policy
+        metadata:
+          name: industry-names
+        spec:
+          scope: change
+          severity: warning
+          match: {kinds: [Industry]}
+          validations:
+            - expression: object.spec.displayName != "Automotive" && size(object.spec.sectors) > 0
+              message: named Automotive
+        """)
+    prepare(config_tree.root)  # the first load writes the cache entries
+    prepared = prepare(config_tree.root)  # this one reads them: the objects are CachedObjects
+    industries = prepared.config.of_kind("Industry")
+    assert industries and all(isinstance(o, CachedObject) and o._spec is None for o in industries.values())
+    empty = LiveState({}, {}, {})
+    plan = compare(prepared.desired, empty, prepared.box)
+    check_changes(plan, prepared.config, empty)
+    flagged = {c.name for c in plan.changes if c.kind == "Industry" and c.policy_violations}
+    assert flagged == {"automotive"}
+    assert [v["message"] for c in plan.changes if c.name == "automotive" for v in c.policy_violations] \
+        == ["named Automotive"]
+    assert all(o._spec is None for o in industries.values())  # let go once viewed
+    assert industries["automotive"].spec.display_name == "Automotive"  # and parsed again on demand

@@ -463,3 +463,72 @@ def test_create_fast_path_renders_as_the_general_path(values, kind):
     _create_text(change, fast)
     general = [line for path, value in create_attributes(change) for line in _attribute_text(path, value, "      ")]
     assert fast == general
+
+
+def _every_change_type_plan() -> Plan:
+    """A plan with every action and cause, a policy violation, impact, unmanaged rows, a scheduled step,
+    warnings, errors and a pending migration: what the streamed text must reproduce byte for byte."""
+    from control_plane.plans.model import ScheduledStep
+
+    return Plan(
+        changes=[
+            Change("Plan", "enterprise", "create", values={"price_monthly": Decimal("299.0"), "name": "Enterprise",
+                                                           "settings": {"a": [1, {"b": "x\ny"}]}, "is_active": True},
+                   fields=[FieldChange("secret_key_encrypted", None, "(sensitive)")]),
+            Change("SeedKeyword", "tech/ai/llm", "create", values={"keyword": "llm", "search_volume": 10, "cpc": None}),
+            update("Prompt", "content_generation", ("text", PROMPT, EDITED), cause="drift",
+                   policy_violations=[{"policy": "p", "severity": "error", "message": "no"},
+                                      {"policy": "q", "severity": "warning", "message": "hm"}]),
+            Change("Plan", "legacy", "adopt", cause="adopt", fields=[FieldChange("max_sites", 1, 3)],
+                   impact={"accounts": 2}),
+            Change("Industry", "old", "retire", fields=[FieldChange("is_active", True, False)], impact={"sites": 4},
+                   reason="referenced by 4 sites"),
+            Change("Role", "gone", "delete", reason="removed from config", impact={"members": 0}),
+        ],
+        unmanaged=[{"kind": "Plan", "name": "hand-made", "reason": "not in config and not managed by cplane"}],
+        scheduled=[ScheduledStep("2027-01-01T00:00:00Z", ["Plan/pro price"],
+                                 [update("Plan", "pro", ("price_monthly", Decimal("10"), Decimal("12")))])],
+        warnings=["a warning"], errors=["an error"], pending_migrations=2,
+    )
+
+
+@given(st.integers(1, 40))
+@settings(max_examples=25, deadline=None)
+def test_streamed_text_is_the_rendered_text_byte_for_byte(piece_lines):
+    """`cplane plan` and `apply` write the text plan in pieces as it is rendered (render.plan.text_pieces);
+    joined they are exactly render_text + the newline click.echo adds, for every change type, in colour
+    or not, compact or not, whatever the piece size."""
+    import control_plane.render.plan as render_plan
+
+    plan = _every_change_type_plan()
+    kept = render_plan.PIECE_LINES
+    render_plan.PIECE_LINES = piece_lines
+    try:
+        for colour in (False, True):
+            for compact in (False, True):
+                pieces = list(render_plan.text_pieces(plan, colour=colour, compact=compact))
+                assert "".join(pieces) == render_text(plan, colour=colour, compact=compact) + "\n"
+                assert all(p.endswith("\n") for p in pieces)
+        assert "".join(render_plan.text_pieces(Plan())) == render_text(Plan()) + "\n"
+    finally:
+        render_plan.PIECE_LINES = kept
+
+
+def test_cli_plan_text_is_streamed_as_click_echo_wrote_it(monkeypatch):
+    """The CLI's streamed text (echo_text) is the bytes `click.echo(render_text(...))` wrote before."""
+    import click
+
+    from control_plane.cli.reconcile import echo_text
+
+    plan = _every_change_type_plan()
+
+    @click.command()
+    def streamed():
+        echo_text(plan, colour=False)
+
+    @click.command()
+    def whole():
+        click.echo(render_text(plan, colour=False))
+
+    runner = CliRunner()
+    assert runner.invoke(streamed).output_bytes == runner.invoke(whole).output_bytes

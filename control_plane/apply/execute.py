@@ -205,6 +205,7 @@ def _no_cyclic_gc() -> Iterator[None]:
 
 
 def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, saved: bool) -> dict[tuple[str, str], dict]:
+    """Refuses a plan whose rows moved; returns the values (secrets resolved) of the writes that read secrets."""
     moved: list[str] = []
     values: dict[tuple[str, str], dict] = {}
     for change in plan.changes:
@@ -220,14 +221,14 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
             moved.append(f"{label} (changed)")
         if change.action == Action.RETIRE and change.desired_fingerprint is None:
             raise PlanStale(f"refusing to apply: {label}: the plan was made by an older cplane; make a new plan")
-        if change.action in WRITES:
-            full = change.values
-            if change.secret_refs:
-                full = dict(full)
-                # Secrets are the only input not carried by the plan itself: they must still match.
-                full.update(_resolve_secrets(change, environ, current if change.action != Action.CREATE else None))
-                if row_fingerprint(rk, full, box) != change.desired_fingerprint:
-                    moved.append(f"{label} (a secret it reads from the environment differs from when the plan was made)")
+        if change.action in WRITES and change.secret_refs:
+            # Secrets are the only input not carried by the plan itself: they must still match.
+            # (Only these are kept: every other write writes its change's values, a first apply's
+            # 100,000 of them without a dict entry each.)
+            full = dict(change.values)
+            full.update(_resolve_secrets(change, environ, current if change.action != Action.CREATE else None))
+            if row_fingerprint(rk, full, box) != change.desired_fingerprint:
+                moved.append(f"{label} (a secret it reads from the environment differs from when the plan was made)")
             values[(change.kind, change.name)] = full
     if moved:
         shown = ", ".join(moved[:20]) + (f" and {len(moved) - 20} more" if len(moved) > 20 else "")
@@ -236,14 +237,23 @@ def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, sav
     return values
 
 
+# The columns of a new cplane_managed_objects row, in the order _write builds them.
+MANAGED_COLUMNS = ("kind", "name", "table_name", "row_id", "fingerprint", "prevent_destroy", "secret_refs")
+
+
 def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: SecretBox,
            progress: ApplyProgress = QUIET) -> int:
+    """`desired`: the values of the writes whose secrets were resolved (_check_and_resolve); every
+    other write writes its change's values as they are."""
+    def values_of(change: Change) -> dict[str, Any]:
+        return desired.get((change.kind, change.name), change.values) if desired else change.values
+
     by_kind: dict[str, list[Change]] = defaultdict(list)
     for change in plan.changes:
         by_kind[change.kind].append(change)
     ids = {k: dict(v) for k, v in live.ids.items()}
     written = 0
-    bookkeeping_new: list[dict] = []
+    bookkeeping_new: list[tuple] = []
     bookkeeping_update: list[dict] = []
     bookkeeping_delete: list[int] = []
 
@@ -254,40 +264,41 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
         updates = [c for c in changes if c.action in (Action.UPDATE, Action.ADOPT)]
         if creates:
             make = _create_row_maker(rk, ids, box)
-            rows = [make(desired[(kind, c.name)]) for c in creates]
-            if rk.version_column:
-                for row in rows:
-                    row[rk.version_column] = 1
             # The new rows' ids: from the insert itself where the backend hands them out (PostgreSQL),
-            # else read back from the table.
+            # else read back from the table. Rows are made a chunk at a time: never all 100,000 at once.
             new_ids: list[int] | None = []
-            for start in range(0, len(rows), WRITE_CHUNK):
-                got = for_dialect(conn).bulk_insert_ids(conn, rk.table, rows[start : start + WRITE_CHUNK])
+            for start in range(0, len(creates), WRITE_CHUNK):
+                rows = [make(values_of(c)) for c in creates[start : start + WRITE_CHUNK]]
+                if rk.version_column:
+                    for row in rows:
+                        row[rk.version_column] = 1
+                got = for_dialect(conn).bulk_insert_ids(conn, rk.table, rows)
                 new_ids = None if got is None or new_ids is None else new_ids + got
-                progress.wrote(kind, "create", len(rows[start : start + WRITE_CHUNK]))
-            written += len(rows)
+                progress.wrote(kind, "create", len(rows))
+                del rows
+            written += len(creates)
             if new_ids is None:
                 ids[kind] = _read_ids(conn, rk, ids)
             else:
                 ids[kind] = {**ids.get(kind, {}), **dict(zip((c.name for c in creates), new_ids, strict=True))}
             if rk.history is not None:
-                _record_versions(conn, rk, [(ids[kind][c.name], 1, desired[(kind, c.name)]) for c in creates])
+                _record_versions(conn, rk, [(ids[kind][c.name], 1, values_of(c)) for c in creates])
         if updates:
             current = live.rows.get(kind, {})
             rows, versions = [], []
             stored = _latest_versions(conn, rk, [current[c.name].id for c in updates]) if rk.history else {}
             for c in updates:
-                row = _db_row(rk, desired[(kind, c.name)], ids, box, current[c.name])
+                row = _db_row(rk, values_of(c), ids, box, current[c.name])
                 row["_id"] = current[c.name].id
                 if rk.history is not None:
                     before = current[c.name]
                     # A new version only for new text: compared with the latest stored version, so
                     # that healing drift back to it keeps the version (and accounts' customizations current).
                     latest_version, latest_values = stored.get(before.id, (before.version or 1, before.values))
-                    changed = columns_differ(rk, latest_values, desired[(kind, c.name)], rk.history.columns, box)
+                    changed = columns_differ(rk, latest_values, values_of(c), rk.history.columns, box)
                     row[rk.version_column] = max(latest_version, before.version or 1) + 1 if changed else latest_version
                     if changed:
-                        versions.append((before.id, row[rk.version_column], desired[(kind, c.name)]))
+                        versions.append((before.id, row[rk.version_column], values_of(c)))
                 rows.append(row)
             columns = [c for c in rows[0] if c != "_id"]
             stmt = update(rk.table).where(rk.table.c.id == bindparam("_id")).values({c: bindparam(c) for c in columns})
@@ -301,14 +312,13 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
             rk.secret_columns)  # (looked up once per kind: this loop runs once per row written)
         for c in creates + updates:
             record = managed.get(c.name)
-            entry = {"kind": kind, "name": c.name, "table_name": table_name, "row_id": kind_ids[c.name],
-                     "fingerprint": c.desired_fingerprint, "prevent_destroy": c.prevent_destroy,
-                     "secret_refs": secret_refs_recorded(c.secret_refs, desired[(kind, c.name)])
-                     if secret else None}
+            # (a tuple in MANAGED_COLUMNS order: a first apply keeps 100,000 of them until they are written)
+            entry = (kind, c.name, table_name, kind_ids[c.name], c.desired_fingerprint, c.prevent_destroy,
+                     secret_refs_recorded(c.secret_refs, values_of(c)) if secret else None)
             if record is None:
                 bookkeeping_new.append(entry)
             else:
-                bookkeeping_update.append({**entry, "_mid": record.id})
+                bookkeeping_update.append({**dict(zip(MANAGED_COLUMNS, entry, strict=True)), "_mid": record.id})
 
     for kind in reversed(apply_order()):
         rk = ROW_KINDS[kind]
@@ -337,7 +347,7 @@ def _write(conn: Connection, plan: Plan, live: LiveState, desired: dict, box: Se
 
     mo = ManagedObject.__table__
     if bookkeeping_new:
-        for_dialect(conn).bulk_insert(conn, mo, bookkeeping_new)
+        for_dialect(conn).bulk_insert_rows(conn, mo, list(MANAGED_COLUMNS), bookkeeping_new)
     if bookkeeping_update:
         conn.execute(
             update(mo).where(mo.c.id == bindparam("_mid")).values(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
 from typing import Any
@@ -40,8 +40,16 @@ class Backend:
     untyped_reads: bool = False
 
     def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
+        """Insert `rows` (dicts with the same keys)."""
         if rows:
-            conn.execute(insert(table), rows)
+            columns = list(rows[0])
+            self.bulk_insert_rows(conn, table, columns, _Picked(rows, _picker(columns)))
+
+    def bulk_insert_rows(self, conn: Connection, table, columns: list[str], rows: Sequence[tuple]) -> None:
+        """Insert `rows`, each a tuple of values in `columns` order: what a caller writing many rows
+        builds instead of a dict per row (a first apply's 100,000 bookkeeping rows)."""
+        if rows:
+            conn.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
     def bulk_insert_ids(self, conn: Connection, table, rows: list[dict]) -> list[int] | None:
         """Insert `rows` (none carrying `id`) and return the id each got, in the order of `rows`, or
@@ -60,36 +68,47 @@ def _picker(columns: list[str]) -> Callable[[dict], tuple]:
     return itemgetter(*columns)
 
 
+class _Picked(Sequence):
+    """Dict rows seen as tuples in `pick`'s order, made one at a time as they are written."""
+
+    def __init__(self, rows: list[dict], pick: Callable[[dict], tuple]):
+        self.rows, self.pick = rows, pick
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.pick(self.rows[i])
+
+    def __iter__(self) -> Iterator[tuple]:
+        return map(self.pick, self.rows)
+
+
 class SQLite(Backend):
     name = "sqlite"
     # Batched deletes walk the table by rowid (see cleanup.executor).
     batch_walk = "rowid"
 
-    def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
+    def bulk_insert_rows(self, conn: Connection, table, columns: list[str], rows: Sequence[tuple]) -> None:
         """executemany of plain tuples: each column's bind processor (booleans, decimals, JSON)
         applied only where the type has one. SQLAlchemy's own executemany processes every parameter
         set as a dict, which was most of the time of a 100,000-row insert. Tables whose client-side
         defaults would fill columns the rows leave out take SQLAlchemy's path, which applies them."""
-        if len(rows) < COPY_THRESHOLD:
-            super().bulk_insert(conn, table, rows)
-            return
-        columns = list(rows[0])
-        if any(c.default is not None and c.name not in rows[0] for c in table.c):
-            super().bulk_insert(conn, table, rows)
+        if len(rows) < COPY_THRESHOLD or any(c.default is not None and c.name not in columns for c in table.c):
+            super().bulk_insert_rows(conn, table, columns, rows)
             return
         dialect = conn.dialect
         processors = [(i, p) for i, c in enumerate(columns)
                       if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None]
-        pick = _picker(columns)
-        params = []
-        for row in rows:
-            values = pick(row)
-            if processors:
-                values = list(values)
-                for i, process in processors:
-                    values[i] = process(values[i])
-                values = tuple(values)
-            params.append(values)
+        params = rows if isinstance(rows, list) and not processors else []
+        if params is not rows:
+            for values in rows:
+                if processors:
+                    values = list(values)
+                    for i, process in processors:
+                        values[i] = process(values[i])
+                    values = tuple(values)
+                params.append(values)
         quoted = ", ".join(f'"{c}"' for c in columns)
         conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join("?" * len(columns))})', params)
 
@@ -198,27 +217,25 @@ class PostgreSQL(Backend):
             finally:
                 conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": lock_id})
 
-    def bulk_insert(self, conn: Connection, table, rows: list[dict]) -> None:
+    def bulk_insert_rows(self, conn: Connection, table, columns: list[str], rows: Sequence[tuple]) -> None:
         """COPY: an order of magnitude faster than INSERT for large sets. Not into a table under
         row-level security that applies to this role (tenant tables, forced, db/tenancy.py: every
         role but a superuser or BYPASSRLS): PostgreSQL refuses COPY FROM there, so those take INSERT."""
         if len(rows) < COPY_THRESHOLD or conn.execute(
                 text("SELECT row_security_active(to_regclass(:t))"), {"t": f'"{table.name}"'}).scalar():
-            super().bulk_insert(conn, table, rows)
+            super().bulk_insert_rows(conn, table, columns, rows)
             return
-        columns = list(rows[0])
         json_at = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, JSON)]
-        pick = _picker(columns)  # only JSON columns are touched in Python
         raw = conn.connection.driver_connection
         stmt = f'COPY "{table.name}" ({", ".join(chr(34) + c + chr(34) for c in columns)}) FROM STDIN'
         with raw.cursor() as cursor, cursor.copy(stmt) as copy:
             write = copy.write_row
-            if not json_at:
+            if not json_at:  # only JSON columns are touched in Python
                 for row in rows:
-                    write(pick(row))
+                    write(row)
                 return
             for row in rows:
-                values = list(pick(row))
+                values = list(row)
                 for i in json_at:
                     if values[i] is not None:
                         values[i] = json.dumps(values[i], default=str)
@@ -236,7 +253,10 @@ class PostgreSQL(Backend):
             return super().bulk_insert_ids(conn, table, rows)
         ids = list(conn.execute(text("SELECT nextval(:s) FROM generate_series(1, :n)"),
                                 {"s": sequence, "n": len(rows)}).scalars())
-        self.bulk_insert(conn, table, [{"id": row_id, **row} for row_id, row in zip(ids, rows, strict=True)])
+        columns = list(rows[0])
+        pick = _picker(columns)
+        self.bulk_insert_rows(conn, table, ["id", *columns],
+                              [(row_id, *pick(row)) for row_id, row in zip(ids, rows, strict=True)])
         return ids
 
     def set_read_only(self, conn: Connection) -> None:

@@ -34,14 +34,18 @@ SUMMARY_ACTIONS = (Action.CREATE, Action.UPDATE, Action.DELETE, Action.RETIRE)
 WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.ADOPT})
 
 
-@dataclass
+# Changes and their fields are slotted: a first apply's plan holds 100,000 creates, and an instance
+# without a __dict__ is ~50 bytes smaller (5 MB of the plan's ~50 MB there; the rest is each change's
+# own containers and values). Plain data still: the same fields, equality and dataclasses.replace;
+# the saved plan's JSON is unchanged.
+@dataclass(slots=True)
 class FieldChange:
     field: str
     before: Any
     after: Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Change:
     kind: str
     name: str

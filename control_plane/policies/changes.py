@@ -38,7 +38,7 @@ def check_changes(plan: Plan, config: ConfigSet, live: LiveState, declared: Conf
     policies = [p for p in policies if p.scope == "change"]
     if not policies or not (plan.changes or plan.scheduled):
         return
-    views = Views()
+    views = Views(release=True)  # (a plan views each changed object once)
     old = _OldObjects(live)
     statics: dict[tuple[int, int], dict[str, Any]] = {}
     for change in plan.changes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from control_plane.config.model import ConfigObject, ConfigSet, Issue, issue_at
+from control_plane.config.model import CachedObject, ConfigObject, ConfigSet, Issue, issue_at
 from control_plane.policies.compile import (
     CompiledPolicy,
     Rule,
@@ -24,18 +24,40 @@ from control_plane.policies.values import object_view
 
 
 class Views:
-    """Objects as CEL sees them, built once per (object, field names)."""
+    """Objects as CEL sees them, built once per (object, field names).
 
-    def __init__(self):
+    `release`: a cached object (config/cache.py) whose file had to be parsed again for its spec
+    forgets that parse once its view is built, instead of keeping it for the rest of the process.
+    The change rules of a first apply view every created Industry (retire-approval), each a file
+    of thousands of keywords: kept, the models of the whole taxonomy were 170 MB of the apply's
+    peak at 100,000 rows, for views of a few fields. A later demand parses the file again (the
+    content checked against the cache entry as on the first demand)."""
+
+    def __init__(self, release: bool = False):
         self._cache: dict[tuple[int, frozenset[str]], dict[str, Any]] = {}
+        self._release = release
 
     def of(self, obj: ConfigObject, names: frozenset[str]) -> dict[str, Any]:
         key = (id(obj), names)
         view = self._cache.get(key)
         if view is None:
+            source = _unloaded_source(obj) if self._release else None
             view = object_view(obj.kind, obj.name, obj.labels, obj.annotations, obj.spec, names)
+            if source is not None:
+                obj._spec = None
+                source._docs = None
             self._cache[key] = view
         return view
+
+
+def _unloaded_source(obj: ConfigObject):
+    """The file source of a cached object whose spec (and file) is not loaded yet, else None.
+    (CachedObject and config.validate's _FileSource keep what a demand loaded in `_spec` and
+    `_docs`; this is the one place outside config/ that knows it.)"""
+    if not isinstance(obj, CachedObject) or obj._spec is not None:
+        return None
+    source = getattr(obj.doc, "_source", None)
+    return source if source is not None and getattr(source, "_docs", "loaded") is None else None
 
 
 def check_objects(config: ConfigSet) -> tuple[list[Issue], list[Issue]]:

@@ -145,7 +145,10 @@ class Prepared:
         if live is None:
             live = self.read_live(conn, incremental=incremental)
         check_key(conn, self.box, live.unreadable)
-        plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts)
+        found: dict[str, dict[str, str]] = {}
+        plan = compare(self.desired, live, self.box, adopt=self.adopt, reference_counts=counts, fingerprints=found)
+        for kind, fingerprints in found.items():  # (the same values: what kind_digest would compute again)
+            self._fingerprints.setdefault(kind, fingerprints)
         if self.timeline is not None and self.at is not None:
             from control_plane.reconcile.timeline import plan_schedule
 

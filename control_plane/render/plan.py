@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import re
 from collections import defaultdict
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from functools import cache
 from typing import Any
@@ -205,33 +206,57 @@ def _change_text(change: Change, paint: _Painter) -> list[str]:
 def render_text(plan: Plan, colour: bool = False, compact: bool = False) -> str:
     """The whole plan, every change complete. `compact` counts each kind's creates instead of listing
     them (for `cplane plan --compact`; never the default, never at apply's confirmation prompt)."""
+    return "\n".join(_text_lines(plan, colour, compact))
+
+
+# Lines of text per piece `text_pieces` hands out: large enough that writing them is one call per
+# few hundred kilobytes, small enough that the text of 100,000 creates is never held whole.
+PIECE_LINES = 2000
+
+
+def text_pieces(plan: Plan, colour: bool = False, compact: bool = False) -> Iterator[str]:
+    """`render_text(plan) + "\n"` in pieces, each ending with a newline, made as they are written:
+    a first apply of 100,000 rows prints 36 MB of text, which the CLI streams instead of building
+    (and then copying on output) one string. Joined, the pieces are exactly those bytes
+    (tests/test_render_diffs.py)."""
+    batch: list[str] = []
+    for line in _text_lines(plan, colour, compact):
+        batch.append(line)
+        if len(batch) >= PIECE_LINES:
+            batch.append("")
+            yield "\n".join(batch)
+            batch = []
+    if batch:
+        batch.append("")
+        yield "\n".join(batch)
+
+
+def _text_lines(plan: Plan, colour: bool, compact: bool) -> Iterator[str]:
     paint = _Painter(colour)
-    lines: list[str] = []
     if plan.changes:
-        lines.append("cplane will perform the following actions:")
-        lines.append("")
+        yield "cplane will perform the following actions:"
+        yield ""
     for kind, changes in _by_kind(plan).items():
         creates = sum(1 for c in changes if c.action == "create")
         if compact and creates:
-            lines.append(paint(f"  + {kind}: {creates} to create (not listed: --compact)", "green"))
-            lines.append("")
+            yield paint(f"  + {kind}: {creates} to create (not listed: --compact)", "green")
+            yield ""
         for change in changes:
             if not (compact and change.action == "create"):
-                lines += _change_text(change, paint)
+                yield from _change_text(change, paint)
     if plan.unmanaged:
-        lines.append(f"Unmanaged rows (not in config, never touched by apply): {len(plan.unmanaged)}")
+        yield f"Unmanaged rows (not in config, never touched by apply): {len(plan.unmanaged)}"
         for item in plan.unmanaged:
-            lines.append(f"  ? {item['kind']}/{item['name']}: {item['reason']}")
-        lines.append("")
-    lines += scheduled_text(plan)
+            yield f"  ? {item['kind']}/{item['name']}: {item['reason']}"
+        yield ""
+    yield from scheduled_text(plan)
     if plan.schema_note:
-        lines.append(plan.schema_note)
+        yield plan.schema_note
     for warning in plan.warnings:
-        lines.append(f"Warning: {warning}")
+        yield f"Warning: {warning}"
     for error in plan.errors:
-        lines.append(f"Error: {error}")
-    lines.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
-    return "\n".join(lines)
+        yield f"Error: {error}"
+    yield summary_line(plan) if plan.has_changes else NO_CHANGES
 
 
 # --- markdown --------------------------------------------------------------------------------------
