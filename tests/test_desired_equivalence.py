@@ -133,7 +133,7 @@ def test_pack_unpack_is_identity(rows):
     packed = pickle.loads(pickle.dumps(file_cache.pack_rows(rows)))
     back = file_cache.unpack_rows(packed, Row)
     assert rows_shape(back) == rows_shape(rows)
-    assert all(a.values is not b.values for a, b in zip(back, back[1:]))
+    assert all(a.values is not b.values for a, b in zip(back, back[1:], strict=False))
 
 
 # --- issues: the cache path (walk skipped when keys are distinct) vs plain load_config --------------

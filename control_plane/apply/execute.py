@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +13,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from control_plane.apply.audit import audit_form
 from control_plane.apply.lock import APPLY_LOCK_ID, LOCK_MESSAGE, ApplyLocked, apply_lock  # noqa: F401 (re-exported)
 from control_plane.apply.run_rows import post_state, publish_schedule, record_run_rows
+from control_plane.collector import paused_gc
 from control_plane.db.dialect import for_dialect
 from control_plane.db.identity import check_environment, read_identity, record_environment
 from control_plane.db.identity import environment_change as _change
@@ -132,7 +131,7 @@ def execute(
         refuse_unapproved_adoptions(plan, adopt)
     progress.phase("locking")
     # The lock is let go only after the commit (SQLite's lock file; PostgreSQL's goes with the transaction).
-    with _no_cyclic_gc(), engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
+    with paused_gc(), engine.begin() as conn, apply_lock(conn, lock_timeout, progress.waiting):
         if recorder is not None:
             recorder.start(conn)
         identity = read_identity(conn)
@@ -184,24 +183,6 @@ def execute(
         progress.phase("committing")
         conn.commit()
     return ApplyResult(True, plan.summary, written, run_id, plan=plan)
-
-
-@contextmanager
-def _no_cyclic_gc() -> Iterator[None]:
-    """The cyclic garbage collector off for the length of one apply, as it was before afterwards.
-
-    An apply of 100,000 rows holds the desired and live states (millions of container objects) and
-    allocates a few per row more (rows to write, bookkeeping, run rows): every 25% more objects
-    Python rescans the whole heap, which measured a quarter of the write phase (post_state 0.85 s ->
-    0.23 s at 100,000 rows). Reference counting still frees everything that is not a cycle; the few
-    cycles an apply makes (SQLAlchemy's) are collected once the collector is back on."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, saved: bool) -> dict[tuple[str, str], dict]:

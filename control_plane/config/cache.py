@@ -192,7 +192,7 @@ def pack_rows(rows: list) -> list[tuple]:
     order, each with its own values dict. (Per row only C-level calls: map, zip, groupby.)"""
     values = list(map(_VALUES, rows))
     columns = list(map(tuple, values))
-    signature = list(zip(map(_KIND, rows), columns, map(is_not, map(_REFS, rows), repeat(None)), map(_PREVENT, rows)))
+    signature = list(zip(map(_KIND, rows), columns, map(is_not, map(_REFS, rows), repeat(None)), map(_PREVENT, rows), strict=True))
     values = list(map(tuple, map(dict.values, values)))
     keys = list(map(_KEY, rows))
     runs: list[tuple] = []
@@ -202,7 +202,7 @@ def pack_rows(rows: list) -> list[tuple]:
         end = start + count
         if has_refs or prevent:
             runs.extend((kind, row_columns, row.secret_refs, row.prevent_destroy, [row.key], [values[i]])
-                        for i, row in zip(range(start, end), rows[start:end]))
+                        for i, row in zip(range(start, end), rows[start:end], strict=True))
         else:
             runs.append((kind, row_columns, None, False, keys[start:end], values[start:end]))
         start = end

@@ -19,6 +19,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from control_plane.collector import paused_gc
 from control_plane.config.loader import Document, _yaml_files, load_bytes, load_file, locate
 from control_plane.config.messages import expected_got, field_path, pydantic_message, show, suggest
 from control_plane.config.model import (  # noqa: F401 (part of this module's API)
@@ -30,7 +31,6 @@ from control_plane.config.model import (  # noqa: F401 (part of this module's AP
     Issue,
     _Reporter,
     issue_at,
-    paused_gc,
     rel,
     sorted_issues,
 )
@@ -209,6 +209,14 @@ class _FileSource:
                 raise changed from None
             self._docs = docs
         return self._docs
+
+    @property
+    def loaded(self) -> bool:
+        return self._docs is not None
+
+    def release(self) -> None:
+        """Forget the reparsed documents (a later demand parses the file again, checked as above)."""
+        self._docs = None
 
 
 def load_config(root: Path | str, environment: str | None = None, reuse: ConfigSet | None = None,
@@ -401,7 +409,7 @@ def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | N
             continue  # the cross checks report them, as for any object
         source = _FileSource(path, content)
         file_records = []
-        for obj, rows in zip(built, flattened):
+        for obj, rows in zip(built, flattened, strict=True):
             assert obj is not None
             raw_spec = obj.raw_spec if isinstance(obj.raw_spec, dict) else {}
             refs = {a: raw_spec[a] for a in _ref_aliases(obj.kind) if a in raw_spec}

@@ -41,23 +41,12 @@ class Views:
         key = (id(obj), names)
         view = self._cache.get(key)
         if view is None:
-            source = _unloaded_source(obj) if self._release else None
+            transient = self._release and isinstance(obj, CachedObject) and obj.unloaded()
             view = object_view(obj.kind, obj.name, obj.labels, obj.annotations, obj.spec, names)
-            if source is not None:
-                obj._spec = None
-                source._docs = None
+            if transient:
+                obj.release()
             self._cache[key] = view
         return view
-
-
-def _unloaded_source(obj: ConfigObject):
-    """The file source of a cached object whose spec (and file) is not loaded yet, else None.
-    (CachedObject and config.validate's _FileSource keep what a demand loaded in `_spec` and
-    `_docs`; this is the one place outside config/ that knows it.)"""
-    if not isinstance(obj, CachedObject) or obj._spec is not None:
-        return None
-    source = getattr(obj.doc, "_source", None)
-    return source if source is not None and getattr(source, "_docs", "loaded") is None else None
 
 
 def check_objects(config: ConfigSet) -> tuple[list[Issue], list[Issue]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from control_plane.config.model import paused_gc
+from control_plane.collector import paused_gc
 from control_plane.config.validate import ConfigSet, load_config, overlay_environments, sorted_issues
 from control_plane.state.desired import Rows, config_rows, object_rows
 from control_plane.state.limits import column_limit_issues

@@ -230,7 +230,7 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: Any, ancestors: li
         if child.key_field is None:
             columns = (child.key_column, *shape.ancestor_names)
             for item in items:
-                values = dict(zip(columns, (item, *ancestor_values)))
+                values = dict(zip(columns, (item, *ancestor_values), strict=True))
                 key = f"{before}{item}{after}" if before or after else str(item)
                 append(Row(name, key, values))
                 if child.children:
