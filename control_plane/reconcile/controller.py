@@ -104,9 +104,31 @@ class Prepared:
             from control_plane.kinds.registry import ROW_KINDS
             from control_plane.state.rows import rows_digest
 
-            self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),
-                                              self.kind_fingerprints(kind))
+            layout = self.layout()
+            if layout is not None and not ROW_KINDS[kind].secret_columns:
+                # By file: only the files that changed since the recorded apply are fingerprinted.
+                self._digests[kind] = layout.kind_digest(kind)
+            else:
+                self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),
+                                                  self.kind_fingerprints(kind))
         return self._digests[kind]
+
+    _layout: object = None
+
+    def layout(self):
+        """The desired rows by file (reconcile/byfile.Layout), or None: some object did not come
+        through the per-file cache, or the config has timed objects."""
+        if self._layout is None:
+            from control_plane.reconcile.byfile import Layout
+
+            timeless = self.timeline is None or self.timeline is self.config
+            self._layout = (Layout.of(self.config, self.box) if timeless else None) or False
+        return self._layout or None
+
+    def files_record(self):
+        """What the applied-state record keeps of the files (byfile.Layout.record), or None."""
+        layout = self.layout()
+        return layout.record() if layout is not None else None
 
     def scope(self, conn: Connection):
         """What changed since the last recorded apply (reconcile/incremental.Scope); None: read
@@ -116,7 +138,19 @@ class Prepared:
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints)
+        layout = self.layout()
+        tables: dict = {}
+
+        def seen(recorded) -> None:  # the record's per-table part, before any digest is asked for
+            tables["record"] = recorded
+            if layout is not None:
+                layout.seed(recorded)
+
+        def changed(kind: str):
+            return layout.changed_keys(kind, tables.get("record")) if layout is not None else None
+
+        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
+                     on_record=seen, changed=changed)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only what changed since the
@@ -327,7 +361,8 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     _migrate(engine, progress)
     recorder = None
     if inputs is not None and box is not None:
-        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest)
+        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest,
+                                     prepared.files_record)
 
     def read(conn: Connection) -> LiveState:
         return prepared.read_live(conn, incremental=fast_path, carry=True)

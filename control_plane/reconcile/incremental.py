@@ -68,16 +68,23 @@ class Scope:
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
-          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None) -> Scope | None:
+          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None, *,
+          on_record: Callable[[dict | None], None] | None = None,
+          changed: Callable[[str], frozenset[str] | None] | None = None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
     digest of a kind's desired rows, asked only of kinds whose tables did not move;
-    `fingerprints(kind)`: its rows' fingerprints (computed once for both)."""
+    `fingerprints(kind)`: its rows' fingerprints (computed once for both). `on_record(tables)`:
+    told the record's per-table part before any digest is asked for; `changed(kind)`: for a kind
+    only edited in config, the keys whose desired row may differ from the applied one, found
+    without reading the kind's managed records (reconcile/byfile.py), or None: scan them."""
     if fingerprints is None:
         def fingerprints(kind: str) -> dict[str, str]:
             return rows_fingerprints(ROW_KINDS[kind], desired.rows.get(kind, {}), box)
 
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
+    if on_record is not None:
+        on_record(tables if isinstance(tables, dict) else None)
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
         return None
     recorded_kinds: dict[str, str] = tables.get("kinds") or {}
@@ -118,22 +125,44 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         rk = ROW_KINDS[kind]
         if kind in related or rk.parent in read:
             continue
-        keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
+        found = changed(kind) if changed is not None else None
+        if found is not None:
+            keys[kind], managed[kind] = found, _managed_records(conn, rk, found)
+        else:
+            keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
     return Scope(frozenset(read), keys, managed)
+
+
+def _managed_select(rk: RowKind):
+    from sqlalchemy import null, select
+
+    from control_plane.db.models import ManagedObject
+
+    mo = ManagedObject.__table__
+    # (No secret references: only kinds without secret columns get here.)
+    return mo, select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
+                      null().label("secret_refs")).where(mo.c.kind == rk.name)
+
+
+def _managed_records(conn: Connection, rk: RowKind, names: frozenset[str]) -> dict[str, Any]:
+    """The managed records of these rows of a kind (by the (kind, name) unique index), in chunks."""
+    from control_plane.state.live import IN_CHUNK
+
+    mo, stmt = _managed_select(rk)
+    wanted = sorted(names)
+    found: dict[str, Any] = {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        for record in conn.execute(stmt.where(mo.c.name.in_(wanted[i : i + IN_CHUNK]))):
+            found[record[2]] = record
+    return found
 
 
 def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], fingerprints: dict[str, str]):
     """The natural keys of `rows` that compare could find changed, and their managed records:
     rows whose fingerprint or annotation differs from the managed record, new rows, removed rows."""
-    from sqlalchemy import null, select
-
-    from control_plane.db.models import ManagedObject
     from control_plane.state.live import stream
 
-    mo = ManagedObject.__table__
-    # (No secret references: only kinds without secret columns get here.)
-    stmt = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
-                  null().label("secret_refs")).where(mo.c.kind == rk.name)
+    _, stmt = _managed_select(rk)
     wanted: set[str] = set()
     kept: dict[str, Any] = {}
     seen: set[str] = set()
