@@ -201,6 +201,74 @@ def test_a_one_file_apply_rolls_back_exactly(applied, spied):
     assert not make_plan(engine, tree.root, fast_path=False).plan.changes
 
 
+def stored_run(engine, run_id: int) -> dict:
+    import zlib
+
+    with engine.connect() as conn:
+        data = conn.execute(text("SELECT data FROM cplane_run_rows WHERE run_id = :r"), {"r": run_id}).scalar_one()
+    return json.loads(zlib.decompress(bytes(data)))
+
+
+def test_an_incremental_run_record_refers_to_its_base_and_reads_back_whole(applied, monkeypatch):
+    from control_plane.apply import run_rows
+    from control_plane.state.rows import row_fingerprint
+
+    tree, engine = applied
+    with engine.connect() as conn:
+        run1 = conn.execute(text("SELECT max(run_id) FROM cplane_run_rows")).scalar_one()
+    assert stored_run(engine, run1)["format"] == 2  # the first apply read everything: every row
+    monkeypatch.setenv("CPLANE_RUN_ROWS_RETENTION", "1")
+    monkeypatch.setattr(run_rows, "MAX_DEPTH", 2)
+    runs = [run1]
+    for step in range(4):
+        volumes(tree, 200 + step)
+        result = apply_config(engine, tree.root, actor="test")
+        assert result.applied
+        runs.append(result.apply_run_id)
+        stored = stored_run(engine, result.apply_run_id)
+        prepared = prepare(tree.root)
+        with engine.connect() as conn:
+            kept = read_run_rows(conn, result.apply_run_id)
+            ids = sorted(conn.execute(text("SELECT run_id FROM cplane_run_rows")).scalars())
+        # Chains of at most MAX_DEPTH links: the third incremental run stores every row again.
+        if step in (0, 1, 3):
+            assert stored["format"] == 3 and stored["base"] == runs[-2]
+            # Stored: the kinds read (the edited keyword; the secret kinds, always read), no more.
+            secret_kinds = {k for k, rk in ROW_KINDS.items() if rk.secret_columns}
+            assert set(stored["kinds"]) == {"SeedKeyword"} | secret_kinds
+            assert list(stored["kinds"]["SeedKeyword"]["keys"]) == ["test-industry/first/alpha one"]
+            assert stored["from_base"]["SeedKeyword"] == [] and "Plan" in stored["from_base"]
+        else:
+            assert stored["format"] == 2
+        # Retention keeps the newest run and the chain it refers to, nothing else.
+        chain = [runs[-1]] + ([] if stored["format"] == 2 else [stored["base"]])
+        if stored["format"] == 3 and stored_run(engine, stored["base"])["format"] == 3:
+            chain.append(stored_run(engine, stored["base"])["base"])
+        assert ids == sorted(chain)
+        assert {k: sorted(v) for k, v in kept.items() if v} == {
+            k: sorted(v) for k, v in prepared.desired.rows.items() if v}
+        for kind, rows in prepared.desired.rows.items():
+            rk = ROW_KINDS[kind]
+            if rk.secret_columns:
+                continue
+            for key, row in rows.items():
+                assert row_fingerprint(rk, kept[kind][key]["values"], prepared.box) == \
+                    row_fingerprint(rk, row.values, prepared.box), (kind, key)
+                assert kept[kind][key]["prevent_destroy"] == row.prevent_destroy
+    # A rollback to a run stored against its base restores that run's rows.
+    from control_plane.reconcile.controller import apply_plan
+    from control_plane.reconcile.rollback import make_rollback_plan
+
+    monkeypatch.setenv("CPLANE_RUN_ROWS_RETENTION", "100")
+    volumes(tree, 300)
+    assert stored_run(engine, apply_config(engine, tree.root, actor="test").apply_run_id)["format"] == 3
+    plan = make_rollback_plan(engine, tree.root, runs[-1])
+    assert [c.name for c in plan.changes] == ["test-industry/first/alpha one"]
+    assert apply_plan(engine, plan, environment=None, actor="test").applied
+    volumes(tree, 203)
+    assert not make_plan(engine, tree.root, fast_path=False).plan.changes
+
+
 @pytest.mark.parametrize("doubt", ["no-cache", "entries-gone", "entries-corrupt"])
 def test_without_the_applied_contents_entry_the_plan_scans_and_is_the_same(applied, spied, monkeypatch, doubt):
     tree, engine = applied
@@ -362,7 +430,12 @@ def test_incremental_and_full_plans_agree_on_random_edits(applied, monkeypatch, 
         elif edit == "drop-cache":
             shutil.rmtree(tree.root.resolve().parent / ".cplane" / "cache", ignore_errors=True)
         else:
-            apply_config(engine, tree.root, actor="test")
+            result = apply_config(engine, tree.root, actor="test")
+            if result.applied:  # its run rows (format 2, or 3 against its base) read back as the rows applied
+                with engine.connect() as conn:
+                    kept = read_run_rows(conn, result.apply_run_id)
+                assert {k: sorted(v) for k, v in kept.items() if v} == {
+                    k: sorted(v) for k, v in prepare(tree.root).desired.rows.items() if v}
         both(engine, tree.root)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM permissions WHERE codename = 'sql.inserted'"))

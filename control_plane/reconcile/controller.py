@@ -141,16 +141,20 @@ class Prepared:
         layout = self.layout()
         tables: dict = {}
 
-        def seen(recorded) -> None:  # the record's per-table part, before any digest is asked for
+        def seen(recorded, record) -> None:  # the record's per-table part, before any digest is asked for
             tables["record"] = recorded
+            tables["run"] = (record or {}).get("apply_run_id")
             if layout is not None:
                 layout.seed(recorded)
 
         def changed(kind: str):
             return layout.changed_keys(kind, tables.get("record")) if layout is not None else None
 
-        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
-                     on_record=seen, changed=changed)
+        found = scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
+                      on_record=seen, changed=changed)
+        if found is not None:
+            found.base_run = tables.get("run")
+        return found
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only what changed since the
@@ -161,9 +165,10 @@ class Prepared:
             return read_live(conn, self.box)
         live = read_live(conn, self.box, found.full, found.keys, found.managed)
         if carry:
-            from control_plane.reconcile.incremental import carried
+            from control_plane.reconcile.incremental import Carried
 
-            live.carried = carried(self.desired, live)
+            # (Not built: the run record refers to the run the record came from; run_rows.py.)
+            live.carried = Carried(self.desired, live, found.base_run)  # type: ignore[assignment]
         return live
 
     def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0,

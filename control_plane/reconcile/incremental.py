@@ -65,16 +65,18 @@ class Scope:
     full: frozenset[str]
     keys: dict[str, frozenset[str]] = field(default_factory=dict)
     managed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The apply run whose record this scope trusted (its run rows hold the rows not read).
+    base_run: int | None = None
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
           box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None, *,
-          on_record: Callable[[dict | None], None] | None = None,
+          on_record: Callable[[dict | None, dict | None], None] | None = None,
           changed: Callable[[str], frozenset[str] | None] | None = None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
     digest of a kind's desired rows, asked only of kinds whose tables did not move;
-    `fingerprints(kind)`: its rows' fingerprints (computed once for both). `on_record(tables)`:
-    told the record's per-table part before any digest is asked for; `changed(kind)`: for a kind
+    `fingerprints(kind)`: its rows' fingerprints (computed once for both). `on_record(tables, record)`:
+    told the record (and its per-table part) before any digest is asked for; `changed(kind)`: for a kind
     only edited in config, the keys whose desired row may differ from the applied one, found
     without reading the kind's managed records (reconcile/byfile.py), or None: scan them."""
     if fingerprints is None:
@@ -84,7 +86,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
     if on_record is not None:
-        on_record(tables if isinstance(tables, dict) else None)
+        on_record(tables if isinstance(tables, dict) else None, record)
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
         return None
     recorded_kinds: dict[str, str] = tables.get("kinds") or {}
@@ -190,3 +192,39 @@ def carried(desired: DesiredState, live) -> dict[str, dict[str, dict[str, Any]]]
             out[kind] = {key: {"values": _plain(rk, row.values), "secret_refs": {},
                                "prevent_destroy": bool(row.prevent_destroy)} for key, row in rows.items()}
     return out
+
+
+class Carried:
+    """What an apply's run record keeps of the rows it did not read, without building them: they
+    are the rows run `base_run` left (the apply whose record the plan trusted: its tables did not
+    move since, and its desired rows of these keys are the ones still asked for, canonically), so
+    the record can say "kind K as in run N, but for these keys" (apply/run_rows.py, format 3).
+    `rows()` builds them anyway (today's `carried`), for a record that cannot refer to the base."""
+
+    def __init__(self, desired: DesiredState, live, base_run: int | None):
+        self.desired, self.live, self.base_run = desired, live, base_run
+        self._rows: dict[str, dict[str, dict[str, Any]]] | None = None
+
+    def kinds(self) -> list[str]:
+        """The kinds some of whose rows were not read (each is taken from the base, then the rows
+        read override it)."""
+        return [kind for kind in ROW_KINDS if not self.live.is_full(kind) or kind in self.live.keys]
+
+    def count(self) -> int:
+        from control_plane.state.live import out_of_scope
+
+        total = 0
+        for kind in self.kinds():
+            rows = self.desired.rows.get(kind, {})
+            keys = self.live.keys.get(kind) if self.live.is_full(kind) else None
+            total += len(rows) - sum(1 for key in keys if key in rows) if keys is not None else \
+                len(out_of_scope(self.live, kind, rows))
+        return total
+
+    def rows(self) -> dict[str, dict[str, dict[str, Any]]]:
+        if self._rows is None:
+            self._rows = carried(self.desired, self.live)
+        return self._rows
+
+    def items(self):
+        return self.rows().items()
