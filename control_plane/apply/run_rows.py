@@ -5,13 +5,22 @@ Run rows are the managed rows as the run leaves them: the live rows it read unde
 plan's changes laid over them, never re-read. Values only, references by natural key; secret columns
 are never kept, only their references (a rollback reads the values from the environment again, or
 keeps the stored ones). Compressed JSON, one row per run, kept for the newest
-`CPLANE_RUN_ROWS_RETENTION` runs (default 100).
+`CPLANE_RUN_ROWS_RETENTION` runs (default 100) and the runs they refer to (format 3).
 
 Format 2 stores each kind by columns: the column names once, then per row its key and its values as
 a list (a row whose columns differ from the kind's keeps its map); secret references only for the
 rows that have any, `prevent_destroy` as the list of keys that set it. A 100,000-row run encodes in
 about half the time of format 1's map per row (which repeated every column name and both flags per
 row); format 1 runs, written by earlier versions, are still read.
+
+Format 3 is what an incremental apply writes (reconcile/incremental.py): it read only what changed,
+and the rows it did not read are exactly those the run of the record it trusted left (that run's
+id: `base`). It stores format 2 of the rows it read, and per kind it did not read in full the keys
+of the base's rows to drop (`from_base`: the rows read and gone); the rest of such a kind is the
+base's. Its header comes first (`{"format":3,"base":N,"depth":d`), so that retention finds the bases
+of the kept runs from a record's first bytes and keeps them too; a chain is at most MAX_DEPTH links
+(then every row is stored again, as it is when the base is missing). A 100,000-row tree with 1,000
+rows edited records those 1,000, not 100,000.
 """
 
 from __future__ import annotations

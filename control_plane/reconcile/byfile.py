@@ -54,18 +54,18 @@ def _tuple(row: Any) -> RowTuple:
 class Layout:
     """The desired rows of a config whose every object came through the per-file cache, by file."""
 
-    def __init__(self, config: ConfigSet, box: SecretBox,
-                 files: dict[str, tuple[bytes, dict[str, list[RowTuple]]]]):
+    def __init__(self, config: ConfigSet, box: SecretBox, files: dict[str, tuple[bytes, list[CachedObject]]]):
         self.config, self.box = config, box
-        # relative path -> (content digest, {kind: rows in the order config_rows inserts them})
+        # relative path -> (content digest, its objects in the order config_rows takes them)
         self.files = files
+        self._by_kind: dict[str, dict[str, list[RowTuple]]] = {}
         self._recorded: dict[str, list] = {}  # relative path -> [content hex, {kind: digest}] (same salt)
         self._digests: dict[tuple[str, str], str] = {}
 
     @classmethod
     def of(cls, config: ConfigSet, box: SecretBox) -> Layout | None:
         """None unless every object came through the cache (so that its rows are its file's)."""
-        files: dict[str, tuple[bytes, dict[str, list[RowTuple]]]] = {}
+        files: dict[str, tuple[bytes, list[CachedObject]]] = {}
         root = Path(config.root)
         for objects in config.objects.values():
             for obj in objects.values():
@@ -74,13 +74,37 @@ class Layout:
                 path = Path(obj.doc.file)
                 rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
                 content = obj.doc._source.content
-                entry = files.setdefault(rel, (content, {}))
+                entry = files.setdefault(rel, (content, []))
                 if entry[0] != content:
                     return None
+                entry[1].append(obj)
+        return cls(config, box, files)
+
+    def rows(self, rel: str) -> dict[str, list[RowTuple]]:
+        """One file's rows by kind (built when first asked: unchanged files never are)."""
+        found = self._by_kind.get(rel)
+        if found is None:
+            found = {}
+            for obj in self.files[rel][1]:
                 for row in obj.cached_rows:
                     row = _tuple(row)
-                    entry[1].setdefault(row[0], []).append(row)
-        return cls(config, box, files)
+                    found.setdefault(row[0], []).append(row)
+            self._by_kind[rel] = found
+        return found
+
+    def _same(self, rel: str) -> dict[str, str] | None:
+        """The recorded per-kind digests of a file whose content is the recorded one."""
+        recorded = self._recorded.get(rel)
+        if recorded is not None and recorded[0] == self.files[rel][0].hex():
+            return recorded[1]
+        return None
+
+    def kinds(self, rel: str) -> set[str]:
+        """The kinds without secret columns that a file has rows of."""
+        same = self._same(rel)
+        if same is not None:
+            return set(same)
+        return {kind for kind in self.rows(rel) if kind in ROW_KINDS and not ROW_KINDS[kind].secret_columns}
 
     # --- digests ---------------------------------------------------------------------------------
 
@@ -98,12 +122,11 @@ class Layout:
         found = self._digests.get((rel, kind))
         if found is not None:
             return found
-        content, by_kind = self.files[rel]
-        recorded = self._recorded.get(rel)
-        if recorded is not None and recorded[0] == content.hex() and isinstance(recorded[1].get(kind), str):
-            found = recorded[1][kind]
+        same = self._same(rel)
+        if same is not None and isinstance(same.get(kind), str):
+            found = same[kind]
         else:
-            found = _rows_digest(ROW_KINDS[kind], by_kind.get(kind, ()), self.box)
+            found = _rows_digest(ROW_KINDS[kind], self.rows(rel).get(kind, ()), self.box)
         self._digests[(rel, kind)] = found
         return found
 
@@ -112,7 +135,7 @@ class Layout:
         rk = ROW_KINDS[kind]
         h = hashlib.sha256(f"files\0{kind}\0".encode())
         for rel in sorted(self.files):
-            if kind in self.files[rel][1]:
+            if kind in self.kinds(rel):
                 h.update(f"{rel}\0{self.file_digest(rel, kind)}\0".encode())
         produce = CATALOG_ROWS.get(kind)
         if produce is not None:
@@ -126,9 +149,8 @@ class Layout:
         """What an apply records: the salt, and per file its content digest and per-kind digests
         (of the kinds without secret columns: the others are always read)."""
         files = {}
-        for rel, (content, by_kind) in sorted(self.files.items()):
-            files[rel] = [content.hex(), {kind: self.file_digest(rel, kind) for kind in sorted(by_kind)
-                                          if kind in ROW_KINDS and not ROW_KINDS[kind].secret_columns}]
+        for rel, (content, _) in sorted(self.files.items()):
+            files[rel] = [content.hex(), {kind: self.file_digest(rel, kind) for kind in sorted(self.kinds(rel))}]
         return {"salt": salt().hex(), "files": files}
 
     # --- changed rows ----------------------------------------------------------------------------
@@ -161,13 +183,20 @@ class Layout:
                 if records is None:
                     return None
                 old_rows = [row for record in records for row in record[7] if row[0] == kind]
-            new_rows = new[1].get(kind, []) if new is not None else []
-            before = {row[1]: self._state(rk, row) for row in old_rows}
-            after = {row[1]: self._state(rk, row) for row in new_rows}
-            changed.update(key for key in before.keys() | after.keys() if before.get(key) != after.get(key))
+            new_rows = self.rows(rel).get(kind, []) if new is not None else []
+            before = {row[1]: row for row in old_rows}
+            after = {row[1]: row for row in new_rows}
+            for key in before.keys() | after.keys():
+                a, b = before.get(key), after.get(key)
+                if a is None or b is None or (repr(a[2:]) != repr(b[2:])
+                                              and self._state(rk, a) != self._state(rk, b)):
+                    changed.add(key)
         return frozenset(changed)
 
     def _state(self, rk: RowKind, row: RowTuple) -> tuple:
+        """What compare sees of a desired row: its fingerprint, prevent-destroy, secret references.
+        (Rows whose values, references and flag print the same are the same row: plain values of
+        the same types, which is all flattening makes; only the others are fingerprinted.)"""
         _, _, values, refs, prevent = row
         return (fingerprint(canonical(rk, values, self.box)), bool(prevent),
                 json.dumps(refs, sort_keys=True) if refs else "")
