@@ -113,16 +113,18 @@ class Prepared:
                                                   self.kind_fingerprints(kind))
         return self._digests[kind]
 
-    _layout: object = None
+    # Whether `desired` is `config` flattened (prepare); a rollback's desired rows are a run's.
+    from_config: bool = False
+    _layout: object = field(default=None, repr=False, compare=False)
 
     def layout(self):
         """The desired rows by file (reconcile/byfile.Layout), or None: some object did not come
-        through the per-file cache, or the config has timed objects."""
+        through the per-file cache, the config has timed objects, or the rows are not the config's."""
         if self._layout is None:
             from control_plane.reconcile.byfile import Layout
 
-            timeless = self.timeline is None or self.timeline is self.config
-            self._layout = (Layout.of(self.config, self.box) if timeless else None) or False
+            usable = self.from_config and (self.timeline is None or self.timeline is self.config)
+            self._layout = (Layout.of(self.config, self.box) if usable else None) or False
         return self._layout or None
 
     def files_record(self):
@@ -225,7 +227,8 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
     box = SecretBox(environment, database_url)
     digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
-                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline)
+                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline,
+                    from_config=True)
 
 
 def make_plan(
@@ -239,13 +242,16 @@ def make_plan(
     environ=None,
     fast_path: bool = True,
     at: datetime | str | None = None,
+    incremental: bool | None = None,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
     counts the pending migrations, which apply runs first.
 
     fast_path: first ask the record of the last apply whether anything changed at all
-    (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
+    (reconcile/fastpath.py); `No changes` then costs no parse and no row read. incremental (default:
+    fast_path): read and compare only what changed since that record (reconcile/incremental.py); a
+    caller that asked the no-change question itself passes fast_path=False, incremental=True."""
     if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
 
@@ -258,7 +264,7 @@ def make_plan(
                        database_url=engine.url, at=at)
     pending = pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path)
+        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path if incremental is None else incremental)
     return PlanResult(plan, prepared.config)
 
 
@@ -334,7 +340,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                  environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
                  fast_path: bool = True, at: datetime | str | None = None,
                  extra_warnings: tuple[str, ...] = (), prepared: Prepared | None = None,
-                 inputs=None) -> ApplyResult:
+                 inputs=None, incremental: bool | None = None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does). `extra_warnings` go into
     the plan, and so into its audit record (e.g. an apply that overrode a change window).
 
@@ -343,6 +349,8 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     With fast_path, the plan under the lock reads and compares only the tables that changed since
     the last recorded apply (reconcile/incremental.py). `prepared` (with the `inputs` taken before
     it was parsed): a caller that already parsed the config (apply_due) is not made to parse it again.
+    `incremental` (default: fast_path): the plan under the lock reads only what changed; a caller that
+    tried the no-change apply itself (the CLI) passes fast_path=False, incremental=True.
     """
     from control_plane.reconcile import fastpath
 
@@ -370,7 +378,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                                      prepared.files_record)
 
     def read(conn: Connection) -> LiveState:
-        return prepared.read_live(conn, incremental=fast_path, carry=True)
+        return prepared.read_live(conn, incremental=fast_path if incremental is None else incremental, carry=True)
 
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
