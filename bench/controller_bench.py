@@ -10,7 +10,9 @@ For N seed-keyword rows (a large taxonomy, see genconfig.py) every step is a new
 - no-change plan (`cplane plan`), beside the floor (a process that parses the same files with
   yaml-rs and SELECTs the three tables back), and the same plan with --no-fast-path;
 - no-op apply (and the rows it wrote, from pg_stat_user_tables);
-- 1% change: `cplane plan` + `cplane apply --auto-approve` of a tree with 1% of the keywords edited;
+- 1% change: `cplane plan` + `cplane apply --auto-approve` of a tree with 1% of the keywords edited,
+  twice: spread over every industry file (every 100th keyword of each), then all in one industry file
+  (the issue's definition: one file of the taxonomy, 1,000 rows of one table at 100,000 rows);
 - one drifted row: a keyword edited by SQL, `cplane plan` (which must name it as drift);
 - export (`cplane export`), beside the floor (SELECT the three tables, write the documents with
   yaml-rs).
@@ -251,6 +253,9 @@ def floor(name: str, *args: str) -> list[str]:
 def bench(rows: int, work: Path, naive_max: int, repeat: int, steps: tuple[str, ...] = STEPS) -> list[tuple]:
     config = generate(work / f"config-{rows}", rows)
     changed = generate(work / f"config-{rows}-changed", rows, variant=1) if {"change", "drift"} & set(steps) else None
+    # The same tree with rows // 100 keywords of one industry file edited on top (the issue's 1% change:
+    # "one file of a hundred-file taxonomy, or 1,000 rows in one table"), planned after `changed`.
+    one_file = generate(work / f"config-{rows}-one-file", rows, variant=1, one_file=1) if "change" in steps else None
     results = []
 
     def ratio(a, b):
@@ -285,10 +290,13 @@ def bench(rows: int, work: Path, naive_max: int, repeat: int, steps: tuple[str, 
             noop = best([*CPLANE, "apply", "--auto-approve", "--config", str(config), *common], repeat)
             written = db.tuples_written() - before
             add("no-op apply", noop, None, ratio(noop.seconds, floor_plan_run.seconds), f"rows written: {written}")
+        applied = config
         if "change" in steps:
-            _change(add, changed, common, first)
+            _change(add, changed, common, first, "spread over every file")
+            _change(add, one_file, common, first, "one file")
+            applied = one_file
         if "drift" in steps:
-            _drift(add, ratio, db, changed, common, floor_plan_run)
+            _drift(add, ratio, db, applied if "change" in steps else changed, common, floor_plan_run)
         if "export" in steps:
             _export(add, ratio, work, rows, db, common, repeat)
     finally:
@@ -307,12 +315,13 @@ def _plans(add, ratio, config, common, repeat, floor_plan_run) -> None:
     add("no-change plan, --no-fast-path", full, None, ratio(full.seconds, floor_plan_run.seconds), "full plan")
 
 
-def _change(add, changed, common, first) -> None:
+def _change(add, changed, common, first, what: str) -> None:
+    """Plan, then apply, the tree `changed` (1% of the rows edited, `what` says where)."""
     change_plan = run([*CPLANE, "plan", "--config", str(changed), *common])
     change_apply = run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
     n = change_plan.stdout.count("\n  ~ ")
     combined = Run(change_plan.seconds + change_apply.seconds, max(change_plan.rss_mb, change_apply.rss_mb), "", "")
-    add(f"1% change plan + apply ({n} updates)", combined, None, None,
+    add(f"1% change, {what}: plan + apply ({n} updates)", combined, None, None,
         f"plan {change_plan.seconds:.2f} s + apply {change_apply.seconds:.2f} s; "
         f"{combined.seconds / first.seconds:.2f}x the first apply")
 

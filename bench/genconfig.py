@@ -19,7 +19,8 @@ KEYWORDS_PER_SECTOR = 100
 INTENTS = ("informational", "commercial", "transactional", "navigational")
 
 
-def industry_yaml(i: int, sectors: int, keywords: int, rng: random.Random, variant: int = 0) -> str:
+def industry_yaml(i: int, sectors: int, keywords: int, rng: random.Random, variant: int = 0, every: int = 100) -> str:
+    """One industry file; `variant` is added to the search volume of every `every`-th keyword."""
     lines = [
         "# yaml-language-server: $schema=../../schemas/Industry.json",
         "apiVersion: cplane/v1",
@@ -41,7 +42,7 @@ def industry_yaml(i: int, sectors: int, keywords: int, rng: random.Random, varia
             volume = rng.randint(10, 90000)
             lines += [
                 f"        - keyword: keyword {i} {s} {k}",
-                f"          searchVolume: {volume + variant if (k % 100) == 0 else volume}",
+                f"          searchVolume: {volume + variant if (k % every) == 0 else volume}",
                 f"          difficulty: {rng.randint(0, 100)}",
                 f"          cpc: {rng.randint(5, 2000) / 100}",
                 f"          intent: {INTENTS[k % 4]}",
@@ -58,8 +59,11 @@ def _stub(path: Path) -> tuple[str, str]:
                              f"  displayName: {display}", "  sectors: []"]) + "\n"
 
 
-def generate(out: Path, rows: int, variant: int = 0, seed: int = 7) -> Path:
-    """Write a config tree with `rows` seed keywords; variant>0 changes 1% of them."""
+def generate(out: Path, rows: int, variant: int = 0, seed: int = 7, one_file: int = 0) -> Path:
+    """Write a config tree with `rows` seed keywords; variant>0 changes 1% of them, spread over every
+    industry file (every 100th keyword of each). one_file>0, on top of that: 1% of all the keywords
+    (rows // 100, at most the file's) edited in the first industry file only, by `one_file` more than
+    the spread variant (the issue's "1,000 rows in one table", all in one file of the taxonomy)."""
     if out.exists():
         shutil.rmtree(out)
     shutil.copytree(REPO / "config", out)
@@ -73,9 +77,15 @@ def generate(out: Path, rows: int, variant: int = 0, seed: int = 7) -> Path:
     keywords = max(1, rows // (industries * SECTORS_PER_INDUSTRY))
     for i in range(industries):
         rng = random.Random(seed * 1000 + i)
-        (out / "industries" / f"industry-{i:03d}.yaml").write_text(
-            industry_yaml(i, SECTORS_PER_INDUSTRY, keywords, rng, variant)
-        )
+        if one_file and i == 0:
+            # Every `every`-th keyword of the file: rows // 100 of them (of 5,000 per file: every 5th
+            # at 100,000 rows, so 1,000), their volume moved away from the spread variant's.
+            every = max(1, (SECTORS_PER_INDUSTRY * keywords) // max(1, rows // 100))
+            # (`every` divides 100, so the spread variant's edits of this file are among these.)
+            text = industry_yaml(i, SECTORS_PER_INDUSTRY, keywords, rng, variant + one_file, every)
+        else:
+            text = industry_yaml(i, SECTORS_PER_INDUSTRY, keywords, rng, variant)
+        (out / "industries" / f"industry-{i:03d}.yaml").write_text(text)
     return out
 
 
@@ -84,8 +94,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--out", type=Path, default=Path("bench/out/config"))
     parser.add_argument("--variant", type=int, default=0)
+    parser.add_argument("--one-file", type=int, default=0)
     args = parser.parse_args()
-    generate(args.out, args.rows, args.variant)
+    generate(args.out, args.rows, args.variant, one_file=args.one_file)
     print(f"wrote {args.out}")
 
 

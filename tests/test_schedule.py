@@ -386,7 +386,13 @@ def test_rollback_to_a_run_not_kept(config_tree, migrated_engine, monkeypatch):
     monkeypatch.setenv("CPLANE_RUN_ROWS_RETENTION", "1")
     run1 = apply_config(migrated_engine, config_tree.root, actor="test").apply_run_id
     config_tree.test_plan(price="24")
-    apply_config(migrated_engine, config_tree.root, actor="test")
+    # An incremental apply's rows refer to the run before it (run rows format 3): that one is kept too.
+    run2 = apply_config(migrated_engine, config_tree.root, actor="test").apply_run_id
+    with migrated_engine.connect() as conn:
+        assert sorted(conn.execute(text("SELECT run_id FROM cplane_run_rows")).scalars()) == [run1, run2]
+    assert make_rollback_plan(migrated_engine, config_tree.root, run1).changes
+    config_tree.test_plan(price="25")
+    apply_config(migrated_engine, config_tree.root, actor="test", fast_path=False)  # every row: no base
     from control_plane.errors import CplaneError
 
     with pytest.raises(CplaneError, match=f"#{run1} has no kept rows"):

@@ -5,23 +5,33 @@ Run rows are the managed rows as the run leaves them: the live rows it read unde
 plan's changes laid over them, never re-read. Values only, references by natural key; secret columns
 are never kept, only their references (a rollback reads the values from the environment again, or
 keeps the stored ones). Compressed JSON, one row per run, kept for the newest
-`CPLANE_RUN_ROWS_RETENTION` runs (default 100).
+`CPLANE_RUN_ROWS_RETENTION` runs (default 100) and the runs they refer to (format 3).
 
 Format 2 stores each kind by columns: the column names once, then per row its key and its values as
 a list (a row whose columns differ from the kind's keeps its map); secret references only for the
 rows that have any, `prevent_destroy` as the list of keys that set it. A 100,000-row run encodes in
 about half the time of format 1's map per row (which repeated every column name and both flags per
 row); format 1 runs, written by earlier versions, are still read.
+
+Format 3 is what an incremental apply writes (reconcile/incremental.py): it read only what changed,
+and the rows it did not read are exactly those the run of the record it trusted left (that run's
+id: `base`). It stores format 2 of the rows it read, and per kind it did not read in full the keys
+of the base's rows to drop (`from_base`: the rows read and gone); the rest of such a kind is the
+base's. Its header comes first (`{"format":3,"base":N,"depth":d`), so that retention finds the bases
+of the kept runs from a record's first bytes and keeps them too; a chain is at most MAX_DEPTH links
+(then every row is stored again, as it is when the base is missing). A 100,000-row tree with 1,000
+rows edited records those 1,000, not 100,000.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import zlib
 from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, func, insert, select
 
 from control_plane.db.models import RunRows, ScheduledChange
 from control_plane.errors import CplaneError
@@ -34,7 +44,7 @@ from control_plane.state.schedule import parse_time
 RETENTION_VARIABLE = "CPLANE_RUN_ROWS_RETENTION"
 DEFAULT_RETENTION = 100
 FORMAT = 2
-READABLE_FORMATS = (1, 2)
+READABLE_FORMATS = (1, 2, 3)
 
 # {kind: {key: {"values": {...}, "secret_refs": {...}, "prevent_destroy": bool}}}
 RunState = dict[str, dict[str, dict[str, Any]]]
@@ -61,10 +71,24 @@ def _plain(rk, values: dict[str, Any]) -> dict[str, Any]:
     return {c: v for c, v in values.items() if c not in secret}
 
 
+class Delta(dict):
+    """A RunState of the rows an apply read (and wrote), with the rows it did not read left where
+    they are: `carried` (reconcile/incremental.Carried) says which kinds, from which base run."""
+
+    carried: Any = None
+
+
 def post_state(plan: Plan, live: LiveState) -> RunState:
-    """The managed rows once `plan` is applied over `live`."""
-    # Kinds the plan found unchanged were not read: their rows are the ones the last apply left.
-    state: RunState = {kind: dict(rows) for kind, rows in live.carried.items()}
+    """The managed rows once `plan` is applied over `live`. When the rows not read are those of a
+    base run (incremental.Carried), they are not built: a Delta, which record_run_rows stores as
+    "as in the base run" (format 3), or completes."""
+    base = getattr(live.carried, "base_run", None)
+    if base is not None:
+        state: RunState = Delta()
+        state.carried = live.carried  # type: ignore[attr-defined]
+    else:
+        # Kinds the plan found unchanged were not read: their rows are the ones the last apply left.
+        state = {kind: dict(rows) for kind, rows in live.carried.items()}
     for kind, records in live.managed.items():
         rk = ROW_KINDS.get(kind)
         rows = live.rows.get(kind, {})
@@ -121,6 +145,7 @@ def decode_state(stored: dict[str, Any]) -> RunState:
     """The RunState of a stored run, format 1 or 2 (values as JSON gave them, not yet typed)."""
     if stored.get("format") == 1:
         return stored["rows"]
+    # (Format 3 is format 2 of the rows read, plus its base: read_run_rows resolves it.)
     state: RunState = {}
     for kind, data in stored["kinds"].items():
         columns, refs, prevent = data["columns"], data["secret_refs"], set(data["prevent_destroy"])
@@ -131,19 +156,88 @@ def decode_state(stored: dict[str, Any]) -> RunState:
 
 
 def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None) -> None:
-    data = zlib.compress(json.dumps(encode_state(state), default=json_default,
-                                    separators=(",", ":")).encode(), 1)  # fast: applies of large trees stay quick
-    count = sum(len(rows) for rows in state.values())
-    conn.execute(insert(RunRows.__table__), {"run_id": run_id, "row_count": count, "data": data})
-    keep = retention(environ)
     table = RunRows.__table__
+    carried = getattr(state, "carried", None)
+    document: dict[str, Any] | None = None
+    count = sum(len(rows) for rows in state.values())
+    if carried is not None:
+        base = _header(conn, carried.base_run)
+        if base is not None and base[1] < MAX_DEPTH:
+            # The rows not read, by reference: each carried kind is the base run's, less the keys
+            # read and now gone, plus (overriding) the rows read.
+            from_base = {}
+            for kind in carried.kinds():
+                read = carried.live.keys.get(kind, ()) if carried.live.is_full(kind) else ()
+                mine = state.get(kind, {})
+                from_base[kind] = sorted(key for key in read if key not in mine)
+            document = {"format": DELTA_FORMAT, "base": carried.base_run, "depth": base[1] + 1,
+                        "from_base": from_base, **encode_state(state)}
+            document["format"] = DELTA_FORMAT  # (encode_state's own format key came after)
+            count += carried.count()
+        else:  # no base to refer to (pruned, unreadable, or too deep a chain): every row, as always
+            for kind, rows in carried.rows().items():
+                state[kind] = {**rows, **state.get(kind, {})}
+            count = sum(len(rows) for rows in state.values())
+    if document is None:
+        document = encode_state(state)
+    data = zlib.compress(json.dumps(document, default=json_default,
+                                    separators=(",", ":")).encode(), 1)  # fast: applies of large trees stay quick
+    conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": data})
+    keep = retention(environ)
     cutoff = conn.execute(select(table.c.run_id).order_by(table.c.run_id.desc()).offset(keep - 1).limit(1)).scalar()
     if cutoff is not None:
-        conn.execute(delete(table).where(table.c.run_id < cutoff))
+        # The runs kept, and every base one of them is stored against (format 3), however old.
+        kept = set(conn.execute(select(table.c.run_id).where(table.c.run_id >= cutoff)).scalars())
+        needed, frontier = set(kept), set(kept)
+        while frontier:
+            bases = {b for b, _ in _headers(conn, sorted(frontier)).values() if b is not None} - needed
+            needed |= bases
+            frontier = bases
+        old = set(conn.execute(select(table.c.run_id).where(table.c.run_id < cutoff)).scalars()) - needed
+        for i in range(0, len(old), 500):
+            conn.execute(delete(table).where(table.c.run_id.in_(sorted(old)[i : i + 500])))
 
 
-def read_run_rows(conn: Connection, run_id: int) -> RunState | None:
-    """The rows run `run_id` left, typed as the live rows are (None: not kept, or never recorded)."""
+# A format-3 record refers to a base run, which may refer to another: at most this many links
+# before a record stores every row again (a rollback reads the chain).
+MAX_DEPTH = 8
+DELTA_FORMAT = 3
+_HEAD = re.compile(rb'\{"format":(\d+)(?:,"base":(\d+),"depth":(\d+))?')
+
+
+def _headers(conn: Connection, run_ids: list[int]) -> dict[int, tuple[int | None, int]]:
+    """(base run or None, depth) of each stored run of `run_ids`, read from the first bytes of its
+    data (the header format 3 writes first); a run not stored is left out."""
+    table = RunRows.__table__
+    found: dict[int, tuple[int | None, int]] = {}
+    for i in range(0, len(run_ids), 500):
+        chunk = run_ids[i : i + 500]
+        for run_id, head in conn.execute(select(table.c.run_id, func.substr(table.c.data, 1, 1024))
+                                         .where(table.c.run_id.in_(chunk))):
+            try:
+                text_ = zlib.decompressobj().decompress(bytes(head))
+            except (zlib.error, TypeError):
+                text_ = b""
+            match = _HEAD.match(text_)
+            if match is not None:
+                found[run_id] = (int(match.group(2)), int(match.group(3))) if match.group(2) else (None, 0)
+                continue
+            # A header longer than the prefix read (never written so): the whole record.
+            data = conn.execute(select(table.c.data).where(table.c.run_id == run_id)).scalar()
+            try:
+                stored = json.loads(zlib.decompress(data))
+                found[run_id] = (stored.get("base"), int(stored.get("depth") or 0))
+            except (zlib.error, ValueError, TypeError, AttributeError):
+                found[run_id] = (None, 0)
+    return found
+
+
+def _header(conn: Connection, run_id: int | None) -> tuple[int | None, int] | None:
+    return None if run_id is None else _headers(conn, [run_id]).get(run_id)
+
+
+def _read_stored(conn: Connection, run_id: int, depth: int = 0) -> RunState | None:
+    """The untyped RunState of a stored run, its base resolved (format 3)."""
     table = RunRows.__table__
     data = conn.execute(select(table.c.data).where(table.c.run_id == run_id)).scalar()
     if data is None:
@@ -153,6 +247,24 @@ def read_run_rows(conn: Connection, run_id: int) -> RunState | None:
         raise CplaneError(f"apply run #{run_id}: its rows are in format {stored.get('format')!r}; "
                           f"this cplane reads {', '.join(map(str, READABLE_FORMATS))}")
     state = decode_state(stored)
+    if stored.get("format") == DELTA_FORMAT:
+        base = _read_stored(conn, stored["base"], depth + 1) if depth <= MAX_DEPTH else None
+        if base is None:
+            raise CplaneError(f"apply run #{run_id}: the rows of run #{stored['base']} it refers to are not kept")
+        for kind, gone in stored["from_base"].items():
+            rows = base.get(kind, {})
+            for key in gone:
+                rows.pop(key, None)
+            rows.update(state.get(kind, {}))
+            state[kind] = rows
+    return state
+
+
+def read_run_rows(conn: Connection, run_id: int) -> RunState | None:
+    """The rows run `run_id` left, typed as the live rows are (None: not kept, or never recorded)."""
+    state = _read_stored(conn, run_id)
+    if state is None:
+        return None
     for kind, rows in state.items():
         rk = ROW_KINDS.get(kind)
         if rk is None:

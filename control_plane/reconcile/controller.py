@@ -104,9 +104,33 @@ class Prepared:
             from control_plane.kinds.registry import ROW_KINDS
             from control_plane.state.rows import rows_digest
 
-            self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),
-                                              self.kind_fingerprints(kind))
+            layout = self.layout()
+            if layout is not None and not ROW_KINDS[kind].secret_columns:
+                # By file: only the files that changed since the recorded apply are fingerprinted.
+                self._digests[kind] = layout.kind_digest(kind)
+            else:
+                self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),
+                                                  self.kind_fingerprints(kind))
         return self._digests[kind]
+
+    # Whether `desired` is `config` flattened (prepare); a rollback's desired rows are a run's.
+    from_config: bool = False
+    _layout: object = field(default=None, repr=False, compare=False)
+
+    def layout(self):
+        """The desired rows by file (reconcile/byfile.Layout), or None: some object did not come
+        through the per-file cache, the config has timed objects, or the rows are not the config's."""
+        if self._layout is None:
+            from control_plane.reconcile.byfile import Layout
+
+            usable = self.from_config and (self.timeline is None or self.timeline is self.config)
+            self._layout = (Layout.of(self.config, self.box) if usable else None) or False
+        return self._layout or None
+
+    def files_record(self):
+        """What the applied-state record keeps of the files (byfile.Layout.record), or None."""
+        layout = self.layout()
+        return layout.record() if layout is not None else None
 
     def scope(self, conn: Connection):
         """What changed since the last recorded apply (reconcile/incremental.Scope); None: read
@@ -116,7 +140,23 @@ class Prepared:
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints)
+        layout = self.layout()
+        tables: dict = {}
+
+        def seen(recorded, record) -> None:  # the record's per-table part, before any digest is asked for
+            tables["record"] = recorded
+            tables["run"] = (record or {}).get("apply_run_id")
+            if layout is not None:
+                layout.seed(recorded)
+
+        def changed(kind: str):
+            return layout.changed_keys(kind, tables.get("record")) if layout is not None else None
+
+        found = scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
+                      on_record=seen, changed=changed)
+        if found is not None:
+            found.base_run = tables.get("run")
+        return found
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only what changed since the
@@ -127,9 +167,10 @@ class Prepared:
             return read_live(conn, self.box)
         live = read_live(conn, self.box, found.full, found.keys, found.managed)
         if carry:
-            from control_plane.reconcile.incremental import carried
+            from control_plane.reconcile.incremental import Carried
 
-            live.carried = carried(self.desired, live)
+            # (Not built: the run record refers to the run the record came from; run_rows.py.)
+            live.carried = Carried(self.desired, live, found.base_run)  # type: ignore[assignment]
         return live
 
     def plan_against(self, conn: Connection, live: LiveState | None = None, *, pending: int = 0,
@@ -189,7 +230,8 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
     box = SecretBox(environment, database_url)
     digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
-                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline)
+                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline,
+                    from_config=True)
 
 
 def make_plan(
@@ -203,13 +245,16 @@ def make_plan(
     environ=None,
     fast_path: bool = True,
     at: datetime | str | None = None,
+    incremental: bool | None = None,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
     counts the pending migrations, which apply runs first.
 
     fast_path: first ask the record of the last apply whether anything changed at all
-    (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
+    (reconcile/fastpath.py); `No changes` then costs no parse and no row read. incremental (default:
+    fast_path): read and compare only what changed since that record (reconcile/incremental.py); a
+    caller that asked the no-change question itself passes fast_path=False, incremental=True."""
     if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
 
@@ -222,7 +267,7 @@ def make_plan(
                        database_url=engine.url, at=at)
     pending = pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path)
+        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path if incremental is None else incremental)
     return PlanResult(plan, prepared.config)
 
 
@@ -298,7 +343,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                  environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
                  fast_path: bool = True, at: datetime | str | None = None,
                  extra_warnings: tuple[str, ...] = (), prepared: Prepared | None = None,
-                 inputs=None) -> ApplyResult:
+                 inputs=None, incremental: bool | None = None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does). `extra_warnings` go into
     the plan, and so into its audit record (e.g. an apply that overrode a change window).
 
@@ -307,6 +352,8 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     With fast_path, the plan under the lock reads and compares only the tables that changed since
     the last recorded apply (reconcile/incremental.py). `prepared` (with the `inputs` taken before
     it was parsed): a caller that already parsed the config (apply_due) is not made to parse it again.
+    `incremental` (default: fast_path): the plan under the lock reads only what changed; a caller that
+    tried the no-change apply itself (the CLI) passes fast_path=False, incremental=True.
     """
     from control_plane.reconcile import fastpath
 
@@ -330,10 +377,11 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     _migrate(engine, progress)
     recorder = None
     if inputs is not None and box is not None:
-        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest)
+        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest,
+                                     prepared.files_record)
 
     def read(conn: Connection) -> LiveState:
-        return prepared.read_live(conn, incremental=fast_path, carry=True)
+        return prepared.read_live(conn, incremental=fast_path if incremental is None else incremental, carry=True)
 
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,

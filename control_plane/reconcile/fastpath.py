@@ -187,7 +187,8 @@ class Recorder:
     still read as at start(): from then on only this transaction can move them; finish(): the
     versions after the writes, written with the inputs when the result can be vouched for."""
 
-    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str]):
+    def __init__(self, inputs: Inputs, environ, box, desired, digest: Callable[[str], str],
+                 files: Callable[[], dict[str, Any] | None] | None = None):
         self.inputs = inputs
         self.environ = environ
         self.box = box
@@ -195,6 +196,9 @@ class Recorder:
         # Per row kind, the digest of the desired rows (Prepared.kind_digest, computed once per plan and
         # shared with reconcile/incremental.py), recorded beside the versions.
         self.digest = digest
+        # The files the desired rows came from (reconcile/byfile.Layout.record: the cache's salt, each
+        # file's content digest and per-kind digests), or None; kept beside the kinds' digests.
+        self.files = files
         self.tables = plan_tables()
         self.before: dict[str, int] | None = None
         self.clean = True
@@ -251,7 +255,11 @@ class Recorder:
         from control_plane.kinds.registry import ROW_KINDS
 
         digests = {k: self.digest(k) for k in ROW_KINDS}
-        return {"context": self.inputs.context(_schema_revision(conn)), "kinds": digests}
+        tables = {"context": self.inputs.context(_schema_revision(conn)), "kinds": digests}
+        files = self.files() if self.files is not None else None
+        if files is not None:
+            tables.update(files)  # "salt", "files": an older cplane reads the record without them
+        return tables
 
     def _exact(self, plan, live) -> bool:
         """Whether the database holds exactly the config once the plan is applied: every managed row
@@ -268,9 +276,9 @@ class Recorder:
             return False
         managed = sum(len(v) for v in live.managed.values())
         # Kinds the plan did not read are, by the record it trusted, exactly their desired rows.
-        from control_plane.state.live import out_of_scope
+        from control_plane.reconcile.incremental import out_of_scope_count
 
-        managed += sum(len(out_of_scope(live, kind, rows)) for kind, rows in self.desired.rows.items())
+        managed += sum(out_of_scope_count(live, kind, rows) for kind, rows in self.desired.rows.items())
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
         managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)
         return managed == sum(len(v) for v in self.desired.rows.values())

@@ -65,19 +65,28 @@ class Scope:
     full: frozenset[str]
     keys: dict[str, frozenset[str]] = field(default_factory=dict)
     managed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The apply run whose record this scope trusted (its run rows hold the rows not read).
+    base_run: int | None = None
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
-          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None) -> Scope | None:
+          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None, *,
+          on_record: Callable[[dict | None, dict | None], None] | None = None,
+          changed: Callable[[str], frozenset[str] | None] | None = None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
     digest of a kind's desired rows, asked only of kinds whose tables did not move;
-    `fingerprints(kind)`: its rows' fingerprints (computed once for both)."""
+    `fingerprints(kind)`: its rows' fingerprints (computed once for both). `on_record(tables, record)`:
+    told the record (and its per-table part) before any digest is asked for; `changed(kind)`: for a kind
+    only edited in config, the keys whose desired row may differ from the applied one, found
+    without reading the kind's managed records (reconcile/byfile.py), or None: scan them."""
     if fingerprints is None:
         def fingerprints(kind: str) -> dict[str, str]:
             return rows_fingerprints(ROW_KINDS[kind], desired.rows.get(kind, {}), box)
 
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
+    if on_record is not None:
+        on_record(tables if isinstance(tables, dict) else None, record)
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
         return None
     recorded_kinds: dict[str, str] = tables.get("kinds") or {}
@@ -118,22 +127,44 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         rk = ROW_KINDS[kind]
         if kind in related or rk.parent in read:
             continue
-        keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
+        found = changed(kind) if changed is not None else None
+        if found is not None:
+            keys[kind], managed[kind] = found, _managed_records(conn, rk, found)
+        else:
+            keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
     return Scope(frozenset(read), keys, managed)
+
+
+def _managed_select(rk: RowKind):
+    from sqlalchemy import null, select
+
+    from control_plane.db.models import ManagedObject
+
+    mo = ManagedObject.__table__
+    # (No secret references: only kinds without secret columns get here.)
+    return mo, select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
+                      null().label("secret_refs")).where(mo.c.kind == rk.name)
+
+
+def _managed_records(conn: Connection, rk: RowKind, names: frozenset[str]) -> dict[str, Any]:
+    """The managed records of these rows of a kind (by the (kind, name) unique index), in chunks."""
+    from control_plane.state.live import IN_CHUNK
+
+    mo, stmt = _managed_select(rk)
+    wanted = sorted(names)
+    found: dict[str, Any] = {}
+    for i in range(0, len(wanted), IN_CHUNK):
+        for record in conn.execute(stmt.where(mo.c.name.in_(wanted[i : i + IN_CHUNK]))):
+            found[record[2]] = record
+    return found
 
 
 def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], fingerprints: dict[str, str]):
     """The natural keys of `rows` that compare could find changed, and their managed records:
     rows whose fingerprint or annotation differs from the managed record, new rows, removed rows."""
-    from sqlalchemy import null, select
-
-    from control_plane.db.models import ManagedObject
     from control_plane.state.live import stream
 
-    mo = ManagedObject.__table__
-    # (No secret references: only kinds without secret columns get here.)
-    stmt = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
-                  null().label("secret_refs")).where(mo.c.kind == rk.name)
+    _, stmt = _managed_select(rk)
     wanted: set[str] = set()
     kept: dict[str, Any] = {}
     seen: set[str] = set()
@@ -161,3 +192,39 @@ def carried(desired: DesiredState, live) -> dict[str, dict[str, dict[str, Any]]]
             out[kind] = {key: {"values": _plain(rk, row.values), "secret_refs": {},
                                "prevent_destroy": bool(row.prevent_destroy)} for key, row in rows.items()}
     return out
+
+
+def out_of_scope_count(live, kind: str, rows: dict[str, Row]) -> int:
+    """len(state.live.out_of_scope(live, kind, rows)), without building it (100,000 rows)."""
+    if not live.is_full(kind):
+        return len(rows)
+    keys = live.keys.get(kind)
+    return 0 if keys is None else len(rows) - sum(1 for key in keys if key in rows)
+
+
+class Carried:
+    """What an apply's run record keeps of the rows it did not read, without building them: they
+    are the rows run `base_run` left (the apply whose record the plan trusted: its tables did not
+    move since, and its desired rows of these keys are the ones still asked for, canonically), so
+    the record can say "kind K as in run N, but for these keys" (apply/run_rows.py, format 3).
+    `rows()` builds them anyway (today's `carried`), for a record that cannot refer to the base."""
+
+    def __init__(self, desired: DesiredState, live, base_run: int | None):
+        self.desired, self.live, self.base_run = desired, live, base_run
+        self._rows: dict[str, dict[str, dict[str, Any]]] | None = None
+
+    def kinds(self) -> list[str]:
+        """The kinds some of whose rows were not read (each is taken from the base, then the rows
+        read override it)."""
+        return [kind for kind in ROW_KINDS if not self.live.is_full(kind) or kind in self.live.keys]
+
+    def count(self) -> int:
+        return sum(out_of_scope_count(self.live, kind, self.desired.rows.get(kind, {})) for kind in self.kinds())
+
+    def rows(self) -> dict[str, dict[str, dict[str, Any]]]:
+        if self._rows is None:
+            self._rows = carried(self.desired, self.live)
+        return self._rows
+
+    def items(self):
+        return self.rows().items()
