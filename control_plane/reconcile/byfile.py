@@ -37,7 +37,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from control_plane.config.cache import FileCache, salt
+from control_plane.config.cache import FileCache, salt, unpack_rows
 from control_plane.config.model import CachedObject, ConfigSet
 from control_plane.kinds.registry import CATALOG_ROWS, ROW_KINDS, RowKind
 from control_plane.secrets import SecretBox
@@ -49,6 +49,19 @@ RowTuple = tuple
 
 def _tuple(row: Any) -> RowTuple:
     return row if row.__class__ is tuple else (row.kind, row.key, row.values, row.secret_refs, row.prevent_destroy)
+
+
+def _as_tuple(*row: Any) -> RowTuple:
+    return row
+
+
+def _row_tuples(rows: list) -> list[RowTuple]:
+    """A cache record's rows as RowTuples, whichever form they are in: Rows (built in this process,
+    or unpacked by state.desired.object_rows) or the packed runs an entry read from disk holds
+    until then (config/cache.py, format 2)."""
+    if rows and rows[0].__class__ is tuple:
+        return unpack_rows(rows, _as_tuple)
+    return [_tuple(row) for row in rows]
 
 
 class Layout:
@@ -86,8 +99,7 @@ class Layout:
         if found is None:
             found = {}
             for obj in self.files[rel][1]:
-                for row in obj.cached_rows:
-                    row = _tuple(row)
+                for row in _row_tuples(obj.cached_rows):
                     found.setdefault(row[0], []).append(row)
             self._by_kind[rel] = found
         return found
@@ -182,7 +194,7 @@ class Layout:
                     return None
                 if records is None:
                     return None
-                old_rows = [row for record in records for row in record[7] if row[0] == kind]
+                old_rows = [row for record in records for row in _row_tuples(record[7]) if row[0] == kind]
             new_rows = self.rows(rel).get(kind, []) if new is not None else []
             before = {row[1]: row for row in old_rows}
             after = {row[1]: row for row in new_rows}
