@@ -125,7 +125,7 @@ class Prepared:
         found = self.scope(conn) if incremental else None
         if found is None:
             return read_live(conn, self.box)
-        live = read_live(conn, self.box, found.full, found.keys, found.managed)
+        live = read_live(conn, self.box, found.full, found.keys, found.managed, found.changed)
         if carry:
             from control_plane.reconcile.incremental import carried
 

@@ -40,7 +40,15 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.reconcile import fastpath
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState
+from control_plane.state.live import ChangedRows
 from control_plane.state.rows import Row, rows_fingerprints
+
+
+# A drifted table is read by row when the row-change log names at most this share of its rows
+# (a quarter), within these bounds: past that, one streamed SELECT of the table costs less than
+# reading by id.
+ROW_LOG_MIN = 100
+ROW_LOG_MAX = 20_000
 
 
 def kind_tables(rk: RowKind) -> list[str]:
@@ -65,6 +73,9 @@ class Scope:
     full: frozenset[str]
     keys: dict[str, frozenset[str]] = field(default_factory=dict)
     managed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Kinds of `keys` whose table moved only by the rows the row-change log names: those ids are
+    # read too (state.live.read_live, which reads the table whole if they do not account for it).
+    changed: dict[str, ChangedRows] = field(default_factory=dict)
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
@@ -119,7 +130,50 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         if kind in related or rk.parent in read:
             continue
         keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
-    return Scope(frozenset(read), keys, managed)
+    changed: dict[str, ChangedRows] = {}
+    for kind in sorted(read - edited - set(keys)):
+        found = _logged_rows(conn, ROW_KINDS[kind], desired.rows.get(kind, {}), digest, recorded_kinds[kind],
+                             recorded, current, moved, read, related, unset)
+        if found is not None:
+            changed[kind], managed[kind] = found
+            keys[kind] = frozenset(managed[kind])
+    return Scope(frozenset(read), keys, managed, changed)
+
+
+def _logged_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], digest: Callable[[str], str], recorded_digest: str,
+                 recorded: dict[str, int], current: dict[str, int], moved: set[str], read: set[str],
+                 related: set[str], unset: set[str]) -> tuple[ChangedRows, dict[str, Any]] | None:
+    """Of a kind read because its live side moved: the rows the row-change log names (and the
+    managed records of the rows those ids were), when that is all that moved; None: read it whole.
+
+    By row only when nothing but its own table moved, and only by logged rows (db/counters.py:
+    the log accounts for every version since the record, and names few rows); when its desired
+    rows are the ones the last apply applied (digest), so every other row is as that apply left it,
+    which is the desired row; and under the same conditions as a kind edited in config (no secret
+    columns, no unset variable, no children, nothing references it, its parent not read, none of
+    its references moved). state.live.read_live then checks that the ids account for the table."""
+    from sqlalchemy import select
+
+    from control_plane.db.counters import LOGGED_TABLES, row_changes
+    from control_plane.db.models import ManagedObject
+    from control_plane.state.live import IN_CHUNK
+
+    table = rk.table_name
+    if (rk.secret_columns or rk.name in unset or rk.name in related or rk.parent in read or table not in LOGGED_TABLES
+            or any(target in moved for target in rk.refs.values())
+            or any(current[t] != recorded[t] for t in kind_tables(rk) if t != table)):
+        return None
+    limit = min(ROW_LOG_MAX, max(ROW_LOG_MIN, len(rows) // 4))
+    ids = row_changes(conn, table, recorded[table], current[table], limit)
+    if ids is None or digest(rk.name) != recorded_digest:
+        return None
+    mo = ManagedObject.__table__
+    base = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
+                  mo.c.secret_refs).where(mo.c.kind == rk.name)
+    wanted = sorted(ids)
+    records = {r.name: r for i in range(0, len(wanted), IN_CHUNK)
+               for r in conn.execute(base.where(mo.c.row_id.in_(wanted[i : i + IN_CHUNK])))}
+    return ChangedRows(ids, len(rows)), records
 
 
 def _edited_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], fingerprints: dict[str, str]):
