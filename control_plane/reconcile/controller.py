@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Any
 from datetime import datetime
 from pathlib import Path
 
@@ -90,6 +91,10 @@ class Prepared:
     # only for the kinds that need them (a kind whose table moved is read whatever its digest).
     _digests: dict[str, str] = field(default_factory=dict)
     _fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The inputs (fastpath.Inputs) hashed before the config was read, and the environment the
+    # secrets came from: when they are the record's, the desired rows are the ones it applied.
+    inputs: Any = None
+    environ: Any = None
 
     def kind_fingerprints(self, kind: str) -> dict[str, str]:
         if kind not in self._fingerprints:
@@ -116,7 +121,8 @@ class Prepared:
 
         if self.timeline is not None and self.timeline is not self.config:
             return None
-        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints)
+        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
+                     inputs=self.inputs, environ=self.environ)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only what changed since the
@@ -186,7 +192,8 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
     box = SecretBox(environment, database_url)
     digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
-                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline)
+                    config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline,
+                    environ=environ)
 
 
 def make_plan(
@@ -214,9 +221,16 @@ def make_plan(
                               environ=environ)
         if fast is not None:
             return PlanResult(fast, None, fast_path=True)
+    inputs = None
+    if fast_path and at is None:
+        from control_plane.reconcile import fastpath
+
+        if (box := fastpath.secret_box(environment, engine.url)) is not None:
+            inputs = fastpath.inputs(Path(config_dir), environment, box)  # before the config is read (Prepared.inputs)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
                        database_url=engine.url, at=at)
+    prepared.inputs = inputs
     pending = pending_migrations(engine)
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending, incremental=fast_path)
@@ -324,6 +338,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                            allow_environment_change=allow_environment_change, environ=environ,
                            database_url=engine.url, at=at)
     prepared.warnings.extend(extra_warnings)
+    prepared.inputs = prepared.inputs or inputs
     _migrate(engine, progress)
     recorder = None
     if inputs is not None and box is not None:

@@ -79,10 +79,13 @@ class Scope:
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
-          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None) -> Scope | None:
+          box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None, *,
+          inputs: fastpath.Inputs | None = None, environ=None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
-    digest of a kind's desired rows, asked only of kinds whose tables did not move;
-    `fingerprints(kind)`: its rows' fingerprints (computed once for both)."""
+    digest of a kind's desired rows, asked only of kinds whose tables did not move (and of a kind
+    that may be read by row); `fingerprints(kind)`: its rows' fingerprints (computed once for both).
+    `inputs` (hashed before the config was read) and `environ`: when they are the record's, the
+    desired rows are the ones the recorded apply applied, and no digest is computed."""
     if fingerprints is None:
         def fingerprints(kind: str) -> dict[str, str]:
             return rows_fingerprints(ROW_KINDS[kind], desired.rows.get(kind, {}), box)
@@ -95,6 +98,8 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
     recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
     if set(recorded_kinds) != set(ROW_KINDS) or not recorded:
         return None
+    if applied_inputs(conn, record, inputs, environ, box):
+        digest = recorded_kinds.__getitem__  # the same desired rows as the recorded apply's
     current = fastpath._current_versions(conn, sorted(recorded))
     if current is None or any(t not in recorded for t in fastpath.plan_tables()):
         return None
@@ -138,6 +143,22 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
             changed[kind], managed[kind] = found
             keys[kind] = frozenset(managed[kind])
     return Scope(frozenset(read), keys, managed, changed)
+
+
+def applied_inputs(conn: Connection, record: dict[str, Any], inputs: fastpath.Inputs | None, environ,
+                   box: SecretBox) -> bool:
+    """Whether the desired state is the one the recorded apply applied: the same files, overlay,
+    cplane version, migrations, key, schedule bucket and schema revision (`inputs`, hashed before
+    the config was read, so an edit made while it was read can only make this False) and the same
+    secret values (their HMAC). The no-change fast path decides on exactly these; here the tables
+    may have moved, and each kind's desired digest is then the recorded one without computing it."""
+    if inputs is None:
+        return False
+    import os
+
+    environ = os.environ if environ is None else environ
+    return (inputs.digest(fastpath._schema_revision(conn)) == record["inputs_digest"]
+            and fastpath.secrets_digest(record["variables"] or [], environ, box) == record["secrets_digest"])
 
 
 def _logged_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], digest: Callable[[str], str], recorded_digest: str,
