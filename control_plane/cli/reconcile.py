@@ -72,7 +72,7 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
 
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False, at=at).plan
+                         fast_path=False, incremental=not no_fast_path, at=at).plan
     if fast and ctx.debug:
         click.echo("plan: nothing changed since the last apply (its recorded state: config digest, secrets, table "
                    "versions); --no-fast-path makes the full plan", err=True)
@@ -167,6 +167,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
                                   require_secrets=require_secrets, allow_environment_change=allow_environment_change,
                                   lock_timeout=lock_timeout, progress=reporter, fast_path=False,
+                                  incremental=not no_fast_path,
                                   extra_warnings=(window_note,) if window_note else ())
         finally:
             reporter.close()
@@ -185,7 +186,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False).plan  # (the fast path was tried above)
+                         fast_path=False, incremental=not no_fast_path).plan  # (the fast path was tried above)
     show(plan)
     if not plan.has_changes:
         if fmt == "json":

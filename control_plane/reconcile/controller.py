@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import Any
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -61,8 +61,8 @@ def config_digest(config: ConfigSet) -> str:
     return digest.hexdigest()
 
 
-def load_valid_config(config_dir: Path, environment: str | None) -> tuple[ConfigSet, Rows]:
-    config, rows = load_checked(config_dir, environment)
+def load_valid_config(config_dir: Path, environment: str | None, *, limits: bool = True) -> tuple[ConfigSet, Rows]:
+    config, rows = load_checked(config_dir, environment, limits=limits)
     if not config.ok:
         shown = "\n".join(i.format() for i in config.issues[:50])
         more = f"\n... and {len(config.issues) - 50} more" if len(config.issues) > 50 else ""
@@ -174,13 +174,15 @@ class Prepared:
 
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
             require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
-            database_url=None, at: datetime | str | None = None) -> Prepared:
+            database_url=None, at: datetime | str | None = None, checked: bool = False) -> Prepared:
     """The desired state at `at` (state.schedule.now: --at, CPLANE_NOW or the system clock). A
     secret variable that is not set is an error in production or with `require_secrets`;
-    elsewhere compare keeps the stored value (or leaves it unset) and warns."""
+    elsewhere compare keeps the stored value (or leaves it unset) and warns. checked: the inputs
+    are those of the recorded apply (reconcile/incremental.inputs_applied), whose config passed
+    every check: the column limits, a function of the same rows, are not checked again."""
     environ = os.environ if environ is None else environ
     t = clock(at, environ)
-    timeline, rows = load_valid_config(Path(config_dir), environment)
+    timeline, rows = load_valid_config(Path(config_dir), environment, limits=not checked)
     config = config_now(timeline, t)
     if config is not timeline:
         rows = config_rows(config)
@@ -207,13 +209,17 @@ def make_plan(
     environ=None,
     fast_path: bool = True,
     at: datetime | str | None = None,
+    incremental: bool | None = None,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
     counts the pending migrations, which apply runs first.
 
     fast_path: first ask the record of the last apply whether anything changed at all
-    (reconcile/fastpath.py); `No changes` then costs no parse and no row read."""
+    (reconcile/fastpath.py); `No changes` then costs no parse and no row read. incremental (default:
+    fast_path): read and compare only what changed since that record (reconcile/incremental.py);
+    the CLI, which asked the record itself already, passes fast_path=False, incremental=True."""
+    incremental = fast_path if incremental is None else incremental
     if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
 
@@ -221,19 +227,23 @@ def make_plan(
                               environ=environ)
         if fast is not None:
             return PlanResult(fast, None, fast_path=True)
-    inputs = None
-    if fast_path and at is None:
+    inputs, applied = None, False
+    if incremental and at is None:
         from control_plane.reconcile import fastpath
+        from control_plane.reconcile.incremental import inputs_applied
 
         if (box := fastpath.secret_box(environment, engine.url)) is not None:
             inputs = fastpath.inputs(Path(config_dir), environment, box)  # before the config is read (Prepared.inputs)
+            applied = inputs_applied(engine, inputs, environ, box)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url, at=at)
+                       database_url=engine.url, at=at, checked=applied)
     prepared.inputs = inputs
-    pending = pending_migrations(engine)
+    # The recorded apply migrated to the head of these very migrations first, and the schema is
+    # still at the revision it recorded (both are in the inputs): nothing is pending.
+    pending = 0 if applied else pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path)
+        plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
     return PlanResult(plan, prepared.config)
 
 
@@ -309,7 +319,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                  environ=None, lock_timeout: float = 0, progress: ApplyProgress | None = None,
                  fast_path: bool = True, at: datetime | str | None = None,
                  extra_warnings: tuple[str, ...] = (), prepared: Prepared | None = None,
-                 inputs=None) -> ApplyResult:
+                 inputs=None, incremental: bool | None = None) -> ApplyResult:
     """Plan and apply in one go (what `cplane apply --auto-approve` does). `extra_warnings` go into
     the plan, and so into its audit record (e.g. an apply that overrode a change window).
 
@@ -318,8 +328,11 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     With fast_path, the plan under the lock reads and compares only the tables that changed since
     the last recorded apply (reconcile/incremental.py). `prepared` (with the `inputs` taken before
     it was parsed): a caller that already parsed the config (apply_due) is not made to parse it again.
+    incremental (default: fast_path): as make_plan's; the CLI tried the no-change apply itself.
     """
     from control_plane.reconcile import fastpath
+
+    incremental = fast_path if incremental is None else incremental
 
     progress = progress or QUIET
     environ = os.environ if environ is None else environ
@@ -345,7 +358,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
         recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest)
 
     def read(conn: Connection) -> LiveState:
-        return prepared.read_live(conn, incremental=fast_path, carry=True)
+        return prepared.read_live(conn, incremental=incremental, carry=True)
 
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,

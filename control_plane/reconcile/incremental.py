@@ -43,7 +43,6 @@ from control_plane.state.desired import DesiredState
 from control_plane.state.live import ChangedRows
 from control_plane.state.rows import Row, rows_fingerprints
 
-
 # A drifted table is read by row when the row-change log names at most this share of its rows
 # (a quarter), within these bounds: past that, one streamed SELECT of the table costs less than
 # reading by id.
@@ -159,6 +158,17 @@ def applied_inputs(conn: Connection, record: dict[str, Any], inputs: fastpath.In
     environ = os.environ if environ is None else environ
     return (inputs.digest(fastpath._schema_revision(conn)) == record["inputs_digest"]
             and fastpath.secrets_digest(record["variables"] or [], environ, box) == record["secrets_digest"])
+
+
+def inputs_applied(engine, inputs: fastpath.Inputs, environ, box: SecretBox) -> bool:
+    """applied_inputs against the record as it is now, on a connection of its own (before the
+    config is read: what the parse may leave out)."""
+    from control_plane.db.engine import check_connection
+
+    check_connection(engine)
+    with engine.connect() as conn:
+        record = fastpath.read_record(conn)
+        return record is not None and applied_inputs(conn, record, inputs, environ, box)
 
 
 def _logged_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], digest: Callable[[str], str], recorded_digest: str,
