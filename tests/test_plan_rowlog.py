@@ -1,7 +1,7 @@
 """The row-change log (db/counters.py, revision 0014): after an apply, a row edited by SQL is read
 and compared by id, not its whole table, and the plan is the full plan; whenever the log does not
-account for every write since the record (a statement that touched no row, a TRUNCATE, a log
-deleted by hand, a write while cplane applies) the table is read whole, and the plan is the same."""
+account for every write since the record (a TRUNCATE, a log deleted by hand, a write while cplane
+applies, SQLite's REPLACE) the table is read whole, and the plan is the same."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import re
 import threading
 
 import pytest
-from sqlalchemy import create_engine, text
+from click.testing import CliRunner
+from sqlalchemy import Engine, create_engine, event, text
 
+from control_plane.cli.main import main
 from control_plane.db.counters import LOGGED_TABLES, counted_tables
 from control_plane.kinds.registry import ROW_KINDS
 from control_plane.reconcile import fastpath
@@ -63,9 +65,15 @@ def keyword_id(engine, keyword="alpha one") -> int:
 
 
 def log_entries(engine, table="seed_keywords") -> list[tuple[int, int]]:
+    """The log's entries of `table`, without PostgreSQL's statement markers (row id 0)."""
     with engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(
-            "SELECT version, row_id FROM cplane_row_changes WHERE table_name = :t ORDER BY version"), {"t": table})]
+            "SELECT version, row_id FROM cplane_row_changes WHERE table_name = :t AND row_id <> 0 "
+            "ORDER BY version"), {"t": table})]
+
+
+def changed_ids(found) -> set[int]:
+    return set(found.changed[KEYWORD].ids) - {0}  # (0: PostgreSQL's statement marker)
 
 
 def test_every_row_kind_table_is_logged_and_migrated_with_its_triggers(migrated_engine):
@@ -98,7 +106,7 @@ def test_a_keyword_edited_by_sql_is_read_by_row_and_named_as_drift(applied):
     with engine.begin() as conn:
         conn.execute(text("UPDATE seed_keywords SET search_volume = 7 WHERE id = :i"), {"i": row})
     found = found_scope(engine, tree.root)
-    assert found is not None and set(found.changed) == {KEYWORD} and found.changed[KEYWORD].ids == {row}
+    assert found is not None and set(found.changed) == {KEYWORD} and changed_ids(found) == {row}
     assert found.keys[KEYWORD] == frozenset({ALPHA})
     plan, seen, full = both(engine, tree.root)
     assert by_row(seen)
@@ -146,16 +154,27 @@ def test_a_keyword_renamed_and_another_inserted_with_its_old_name(applied):
     assert plan.unmanaged and plan.changes
 
 
-@pytest.mark.parametrize("doubt", ["no-row", "log-deleted", "sql-while-applying", "truncate", "log-dropped"])
+def test_a_statement_that_touched_no_row_is_accounted_for(applied):
+    """PostgreSQL counts the statement and logs its marker; SQLite counts nothing: by row on both."""
+    tree, engine = applied
+    row = keyword_id(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE seed_keywords SET search_volume = 7 WHERE id = :i"), {"i": row})
+        conn.execute(text("UPDATE seed_keywords SET search_volume = 1 WHERE keyword = 'no such keyword'"))
+    found = found_scope(engine, tree.root)
+    assert found is not None and changed_ids(found) == {row}
+    plan, seen, full = both(engine, tree.root)
+    assert by_row(seen) and [(c.kind, c.name, c.cause) for c in plan.changes] == [(KEYWORD, ALPHA, "drift")]
+
+
+@pytest.mark.parametrize("doubt", ["log-deleted", "sql-while-applying", "truncate", "log-dropped"])
 def test_a_write_the_log_does_not_account_for_reads_the_table_whole(applied, doubt):
     tree, engine = applied
     pg = engine.dialect.name == "postgresql"
     row = keyword_id(engine)
     with engine.begin() as conn:
         conn.execute(text("UPDATE seed_keywords SET search_volume = 7 WHERE id = :i"), {"i": row})
-        if doubt == "no-row":  # PostgreSQL counts the statement, which logs no row; SQLite counts no row
-            conn.execute(text("UPDATE seed_keywords SET search_volume = 1 WHERE keyword = 'no such keyword'"))
-        elif doubt == "log-deleted":
+        if doubt == "log-deleted":
             conn.execute(text("DELETE FROM cplane_row_changes"))
         elif doubt == "sql-while-applying":  # a writer that claims to be cplane's apply is not logged
             if pg:
@@ -178,9 +197,6 @@ def test_a_write_the_log_does_not_account_for_reads_the_table_whole(applied, dou
                 counters.uninstall_row_log(conn, LOGGED_TABLES)
             conn.execute(text("UPDATE seed_keywords SET difficulty = 3 WHERE keyword = 'alpha one'"))
     found = found_scope(engine, tree.root)
-    if doubt == "no-row" and not pg:
-        assert found is not None and found.changed[KEYWORD].ids == {row}  # nothing to account for
-        return
     assert found is not None and KEYWORD in found.full and KEYWORD not in found.changed and KEYWORD not in found.keys
     plan, seen, full = both(engine, tree.root)
     assert keyword_reads(seen) and not by_row(seen)
@@ -234,7 +250,7 @@ def test_concurrent_sql_writers_are_both_logged(applied):
     finally:
         other.dispose()
     found = found_scope(engine, tree.root)
-    assert found is not None and found.changed[KEYWORD].ids == set(rows)
+    assert found is not None and changed_ids(found) == set(rows)
     plan, seen, full = both(engine, tree.root)
     assert by_row(seen) and len(plan.changes) == 2
 
@@ -270,3 +286,29 @@ def _has(engine, keyword: str) -> bool:
 def _two_ids(engine):
     with engine.connect() as conn:
         return conn.execute(text("SELECT id FROM seed_keywords WHERE account_id IS NULL ORDER BY id LIMIT 2")).scalars().all()
+
+
+def test_the_cplane_plan_command_reads_the_drifted_row_only(applied):
+    """The CLI asks the record first itself, then makes the plan incrementally (not in full), and
+    `--no-fast-path` still reads every row."""
+    tree, engine = applied
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE seed_keywords SET search_volume = 7 WHERE keyword = 'alpha one'"))
+    url = engine.url.render_as_string(hide_password=False)
+    outputs = {}
+    for args in ([], ["--no-fast-path"]):
+        seen: list[str] = []
+
+        def record(conn, cursor, statement, parameters, context, executemany, seen=seen):
+            seen.append(statement)
+
+        event.listen(Engine, "before_cursor_execute", record)
+        try:
+            result = CliRunner().invoke(main, ["plan", *args, "--config", str(tree.root), "--database-url", url],
+                                        catch_exceptions=False)
+        finally:
+            event.remove(Engine, "before_cursor_execute", record)
+        assert result.exit_code == 0, result.output
+        outputs[bool(args)] = (result.output, by_row(seen))
+    assert outputs[False][1] and not outputs[True][1]
+    assert outputs[False][0] == outputs[True][0] and f"~ {KEYWORD}/{ALPHA}" in outputs[False][0]

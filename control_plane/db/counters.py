@@ -8,8 +8,9 @@ the versions in one query.
 The row-change log (revision 0014, `cplane_row_changes`) says which rows moved: the same triggers
 log, for the row kinds' tables, the ids each write touched with the version it produced, so that a
 plan reads a drifted table by row (`row_changes`). The log is exact only when it accounts for every
-version of the range asked (anything else, a TRUNCATE, a statement that touched no row, a write of
-cplane's own apply, a pruned or deleted log, reads as "unknown": the caller reads the table).
+version of the range asked (anything else, a TRUNCATE, a write of cplane's own apply, a pruned or
+deleted log, reads as "unknown": the caller reads the table). A PostgreSQL statement logs row id 0
+as well, its marker: one that touched no row still accounts for its version.
 """
 
 from __future__ import annotations

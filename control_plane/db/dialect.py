@@ -313,9 +313,10 @@ class PostgreSQL(Backend):
         the ids the statement touched in one INSERT ... SELECT, with the counter's version.
         Triggers of one event fire in the order of their names, so cplane_count_changes has
         bumped the counter (and holds its row lock until commit) when cplane_log_changes_* reads
-        it: the version read is this statement's own. A TRUNCATE and a statement that touched no
-        row log nothing (their versions stay unaccounted for: a plan reads the table whole), and
-        neither does a statement of cplane's apply (`cplane.applying`, unlogged_writes)."""
+        it: the version read is this statement's own. Each statement also logs row id 0, so that
+        one that touched no row still accounts for its version. A TRUNCATE logs nothing (its
+        version stays unaccounted for: a plan reads the table whole), and neither does a statement
+        of cplane's apply (`cplane.applying`, unlogged_writes)."""
         statements = [
             """CREATE OR REPLACE FUNCTION cplane_log_row_changes() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
@@ -326,15 +327,18 @@ class PostgreSQL(Backend):
                     RETURN NULL;
                 END IF;
                 SELECT version INTO v FROM cplane_change_counters WHERE table_name = TG_TABLE_NAME;
+                -- Row id 0 marks the statement itself, so that one that touched no row is accounted
+                -- for too (reading id 0 as well is harmless: a row is only ever read more).
                 IF TG_OP = 'INSERT' THEN
                     INSERT INTO cplane_row_changes (table_name, version, row_id)
-                    SELECT TG_TABLE_NAME, v, id FROM cplane_new;
+                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, 0;
                 ELSIF TG_OP = 'DELETE' THEN
                     INSERT INTO cplane_row_changes (table_name, version, row_id)
-                    SELECT TG_TABLE_NAME, v, id FROM cplane_old;
+                    SELECT TG_TABLE_NAME, v, id FROM cplane_old UNION SELECT TG_TABLE_NAME, v, 0;
                 ELSE
                     INSERT INTO cplane_row_changes (table_name, version, row_id)
-                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, id FROM cplane_old;
+                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, id FROM cplane_old
+                    UNION SELECT TG_TABLE_NAME, v, 0;
                 END IF;
                 RETURN NULL;
             END $$"""
