@@ -11,7 +11,10 @@ tables' versions all match the record would compare to nothing: it is neither re
 read in full references it). Finer, for a kind only edited in config (its tables did not move):
 its rows are still the ones the last apply wrote, whose fingerprints cplane_managed_objects
 holds, so only the rows whose desired fingerprint differs from the recorded one (and the rows
-created or removed) are read and compared, by id; the rest compare to nothing.
+created or removed) are read and compared, by id; the rest compare to nothing. Finer on the live
+side too: a kind whose table moved only by writes the row-change log names (db/counters.py) is
+read and compared for those rows only (`_logged_rows`; state.live.read_live checks that they
+account for the table, else reads it whole).
 
 Doubt sends a kind, or the whole plan, the full way:
 - no record, a record of an older cplane (no per-table part), another context, a counter or
