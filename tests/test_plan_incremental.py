@@ -338,7 +338,7 @@ def test_an_overlay_change_is_exact(applied, spied):
 
 EDITS = st.lists(st.sampled_from([
     "price", "sector", "keywords", "volume", "remove-plan", "restore-plan", "sql-update", "sql-revert", "sql-insert",
-    "sql-delete", "sql-keyword", "secret", "apply",
+    "sql-delete", "sql-keyword", "sql-keyword-insert", "sql-keyword-none", "secret", "apply",
     # File-level edits (reconcile/byfile.py): a renamed, merged or split file, the cache off or gone.
     "rename-plan", "merge-plan", "split-plan", "no-cache", "drop-cache",
 ]), min_size=1, max_size=6)
@@ -415,6 +415,15 @@ def test_incremental_and_full_plans_agree_on_random_edits(applied, monkeypatch, 
             with engine.begin() as conn:
                 conn.execute(text("UPDATE seed_keywords SET search_volume = COALESCE(search_volume, 0) + 1 "
                                   "WHERE keyword = 'alpha one'"))
+        elif edit == "sql-keyword-insert":  # an unmanaged keyword, read by row (the row-change log)
+            with engine.begin() as conn:
+                conn.execute(text("INSERT INTO seed_keywords (industry_id, sector_id, keyword, intent, is_active) "
+                                  "SELECT industry_id, sector_id, 'by sql', 'informational', true FROM seed_keywords "
+                                  "WHERE keyword = 'alpha one' AND account_id IS NULL AND NOT EXISTS "
+                                  "(SELECT 1 FROM seed_keywords WHERE keyword = 'by sql')"))
+        elif edit == "sql-keyword-none":  # a statement that touches no row (its marker, on PostgreSQL)
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE seed_keywords SET difficulty = 1 WHERE keyword = 'no such keyword'"))
         elif edit == "secret":
             monkeypatch.setenv("OPENAI_API_KEY", f"oa_{step}")
         elif edit in ("rename-plan", "merge-plan", "split-plan"):
@@ -439,6 +448,7 @@ def test_incremental_and_full_plans_agree_on_random_edits(applied, monkeypatch, 
         both(engine, tree.root)
     with engine.begin() as conn:
         conn.execute(text("DELETE FROM permissions WHERE codename = 'sql.inserted'"))
+        conn.execute(text("DELETE FROM seed_keywords WHERE keyword = 'by sql'"))
     apply_config(engine, tree.root, actor="test")
     # (Not always the no-change fast path: a managed row deleted by SQL leaves a record that the
     # apply's exactness check does not vouch for, so the next plans stay full. Still equal.)

@@ -14,6 +14,7 @@ from control_plane.apply.audit import audit_form
 from control_plane.apply.lock import APPLY_LOCK_ID, LOCK_MESSAGE, ApplyLocked, apply_lock  # noqa: F401 (re-exported)
 from control_plane.apply.run_rows import post_state, publish_schedule, record_run_rows
 from control_plane.collector import paused_gc
+from control_plane.db.counters import unlogged
 from control_plane.db.dialect import for_dialect
 from control_plane.db.identity import check_environment, read_identity, record_environment
 from control_plane.db.identity import environment_change as _change
@@ -155,7 +156,8 @@ def execute(
         if recorder is not None:
             recorder.lock(conn)
         progress.start_writes(len(plan.changes))
-        written = _write(conn, plan, live, desired_values, box, progress)
+        with unlogged(conn):  # counted, not logged row by row: the record covers cplane's own writes
+            written = _write(conn, plan, live, desired_values, box, progress)
         record_key(conn, box, actor)
         run_id = conn.execute(
             insert(ApplyRun.__table__).returning(ApplyRun.__table__.c.id),

@@ -26,7 +26,7 @@ from control_plane.cleanup.manifest import Manifest, registry_boundary
 from control_plane.cleanup.planner import CleanupPlan, Step, SystemTableRefused, build_plan
 from control_plane.cleanup.schema import Schema, quote_ident, reflect_schema
 from control_plane.db.dialect import for_dialect
-from control_plane.db.models.controller import ChangeCounter, CleanupRun, ManagedObject
+from control_plane.db.models.controller import ChangeCounter, CleanupRun, ManagedObject, RowChange
 from control_plane.environment import default_actor, is_production
 from control_plane.errors import CplaneError
 from control_plane.kinds import conditions
@@ -102,8 +102,9 @@ def guard(manifest: Manifest, profile_name: str, environment: str | None, allow_
 
 
 # System tables whose content moves with writes to other tables, by design: the change counters
-# count cleanup's own deletes of user rows in mixed tables. They are left out of the snapshot.
-CHANGES_WITH_ANY_WRITE = frozenset({ChangeCounter.__tablename__})
+# count cleanup's own deletes of user rows in mixed tables, and the row-change log names them.
+# They are left out of the snapshot.
+CHANGES_WITH_ANY_WRITE = frozenset({ChangeCounter.__tablename__, RowChange.__tablename__})
 
 
 def system_scopes(manifest: Manifest, schema: Schema) -> list[tuple[str, ColumnElement[bool] | None]]:

@@ -220,7 +220,8 @@ class _FileSource:
 
 
 def load_config(root: Path | str, environment: str | None = None, reuse: ConfigSet | None = None,
-                flatten: Callable[[ConfigObject], list] | None = None, disk_cache: bool = True) -> ConfigSet:
+                flatten: Callable[[ConfigObject], list] | None = None, disk_cache: bool = True,
+                cross_checks: bool = True) -> ConfigSet:
     """Parse and validate the tree, with `environment`'s overlay applied; every overlay is checked.
 
     Files are taken one at a time (parse, envelope, spec, the objects' own checks), so that what is
@@ -230,13 +231,15 @@ def load_config(root: Path | str, environment: str | None = None, reuse: ConfigS
     `reuse`: a ConfigSet of the same tree made with `flatten`: its in-process cache is shared, and
     this one's own checks cover only what the environment changes (own_objects). `disk_cache`
     False: the cache stays in this process (it is also off on disk with CPLANE_NO_CACHE=1).
+    `cross_checks` False: the caller knows these exact inputs passed them (they only report).
     """
     with paused_gc():
-        return _load_config(root, environment, reuse, flatten, disk_cache)
+        return _load_config(root, environment, reuse, flatten, disk_cache, cross_checks)
 
 
 def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | None,
-                 flatten: Callable[[ConfigObject], list] | None, disk_cache: bool) -> ConfigSet:
+                 flatten: Callable[[ConfigObject], list] | None, disk_cache: bool,
+                 cross_checks: bool) -> ConfigSet:
     from control_plane.config.cache import FileCache, digest
 
     root = Path(root)
@@ -442,7 +445,7 @@ def _load_config(root: Path | str, environment: str | None, reuse: ConfigSet | N
     if reuse is not None:
         result.own_objects = set(patched) | {(r.env.kind, r.env.metadata.name) for r in overlay_objects}
 
-    for check in CROSS_CHECKS:
+    for check in CROSS_CHECKS if cross_checks else ():
         check(result, report)
     if any(o.timing is not None for objects in result.objects.values() for o in objects.values()):
         from control_plane.config import schedule as timeline

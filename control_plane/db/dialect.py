@@ -24,6 +24,9 @@ LOCK_POLL_MAX = 0.25
 
 OnWait = Callable[[float], None]  # called once with the timeout when a lock is found held
 
+# The row-change log's marker (SQLite) that cplane is applying: a table name no table has.
+UNLOGGED_MARK = ""
+
 # Below this many rows COPY's set-up costs more than executemany saves.
 COPY_THRESHOLD = 200
 
@@ -168,6 +171,42 @@ class SQLite(Backend):
     def drop_change_counter_ddl(self, tables: list[str]) -> list[str]:
         return [f'DROP TRIGGER IF EXISTS "{_trigger_name(t, e)}"' for t in tables for e in ("INSERT", "UPDATE", "DELETE")]
 
+    def row_log_ddl(self, tables: list[str]) -> list[str]:
+        """The row-change log (db/counters.py): each counting trigger of `tables` is replaced by one
+        that bumps the counter and then logs the row's id with the version it just produced (an
+        UPDATE that moves the id logs both). Same names, so counted_tables still finds them, and one
+        trigger body, so the order of the two is the statement order (SQLite does not promise an
+        order between triggers). Not logged while cplane applies (unlogged_writes' marker row)."""
+        statements = []
+        for table in tables:
+            for event in ("INSERT", "UPDATE", "DELETE"):
+                name = _trigger_name(table, event)
+                ids = {"INSERT": [("NEW.id", "")], "DELETE": [("OLD.id", "")],
+                       "UPDATE": [("NEW.id", ""), ("OLD.id", " AND OLD.id IS NOT NEW.id")]}[event]
+                body = f"UPDATE cplane_change_counters SET version = version + 1 WHERE table_name = '{table}'; "
+                for ref, extra in ids:
+                    body += (f"INSERT INTO cplane_row_changes (table_name, version, row_id) "
+                             f"SELECT '{table}', version, {ref} FROM cplane_change_counters "
+                             f"WHERE table_name = '{table}'{extra} AND NOT EXISTS "
+                             f"(SELECT 1 FROM cplane_row_changes WHERE table_name = '{UNLOGGED_MARK}'); ")
+                statements.append(f'DROP TRIGGER IF EXISTS "{name}"')
+                statements.append(f'CREATE TRIGGER "{name}" AFTER {event} ON "{table}" BEGIN {body}END')
+        return statements
+
+    def drop_row_log_ddl(self, tables: list[str]) -> list[str]:
+        """Back to the counting triggers alone."""
+        return self.drop_change_counter_ddl(tables) + self.change_counter_ddl(tables)
+
+    def unlogged_writes(self, conn: Connection, on: bool) -> None:
+        """Turn the row-change log off (on=True) for the rest of this transaction's writes, or back
+        on. SQLite has no transaction-local setting: a marker row the triggers look for, which only
+        this transaction sees (SQLite has one writer at a time) and which is gone with a rollback."""
+        if on:
+            conn.execute(text(f"INSERT INTO cplane_row_changes (table_name, version, row_id) "
+                              f"VALUES ('{UNLOGGED_MARK}', 0, 0)"))
+        else:
+            conn.execute(text(f"DELETE FROM cplane_row_changes WHERE table_name = '{UNLOGGED_MARK}'"))
+
     def counted_tables(self, conn: Connection) -> set[str]:
         """Tables that carry all of cplane's change-counting triggers."""
         # The SQL and its reading live in db/raw.py, which the raw-driver fast path runs too.
@@ -287,6 +326,62 @@ class PostgreSQL(Backend):
         return [f'DROP TRIGGER IF EXISTS cplane_count_changes ON "{t}"' for t in tables] + [
             "DROP FUNCTION IF EXISTS cplane_bump_change_counter()"
         ]
+
+    def row_log_ddl(self, tables: list[str]) -> list[str]:
+        """The row-change log (db/counters.py): per table, three statement-level triggers with
+        transition tables (PostgreSQL allows those only on triggers of one event), each logging
+        the ids the statement touched in one INSERT ... SELECT, with the counter's version.
+        Triggers of one event fire in the order of their names, so cplane_count_changes has
+        bumped the counter (and holds its row lock until commit) when cplane_log_changes_* reads
+        it: the version read is this statement's own. Each statement also logs row id 0, so that
+        one that touched no row still accounts for its version. A TRUNCATE logs nothing (its
+        version stays unaccounted for: a plan reads the table whole), and neither does a statement
+        of cplane's apply (`cplane.applying`, unlogged_writes)."""
+        statements = [
+            """CREATE OR REPLACE FUNCTION cplane_log_row_changes() RETURNS trigger
+            LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+            DECLARE v bigint;
+            BEGIN
+                -- (A log table dropped by hand: the counter still moves, the versions go unaccounted.)
+                IF current_setting('cplane.applying', true) = 'on' OR to_regclass('cplane_row_changes') IS NULL THEN
+                    RETURN NULL;
+                END IF;
+                SELECT version INTO v FROM cplane_change_counters WHERE table_name = TG_TABLE_NAME;
+                -- Row id 0 marks the statement itself, so that one that touched no row is accounted
+                -- for too (reading id 0 as well is harmless: a row is only ever read more).
+                IF TG_OP = 'INSERT' THEN
+                    INSERT INTO cplane_row_changes (table_name, version, row_id)
+                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, 0;
+                ELSIF TG_OP = 'DELETE' THEN
+                    INSERT INTO cplane_row_changes (table_name, version, row_id)
+                    SELECT TG_TABLE_NAME, v, id FROM cplane_old UNION SELECT TG_TABLE_NAME, v, 0;
+                ELSE
+                    INSERT INTO cplane_row_changes (table_name, version, row_id)
+                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, id FROM cplane_old
+                    UNION SELECT TG_TABLE_NAME, v, 0;
+                END IF;
+                RETURN NULL;
+            END $$"""
+        ]
+        for table in tables:
+            for event, suffix, referencing in (("INSERT", "ins", "NEW TABLE AS cplane_new"),
+                                               ("UPDATE", "upd", "OLD TABLE AS cplane_old NEW TABLE AS cplane_new"),
+                                               ("DELETE", "del", "OLD TABLE AS cplane_old")):
+                statements.append(f'DROP TRIGGER IF EXISTS cplane_log_changes_{suffix} ON "{table}"')
+                statements.append(
+                    f'CREATE TRIGGER cplane_log_changes_{suffix} AFTER {event} ON "{table}" '
+                    f"REFERENCING {referencing} FOR EACH STATEMENT EXECUTE FUNCTION cplane_log_row_changes()")
+        return statements
+
+    def drop_row_log_ddl(self, tables: list[str]) -> list[str]:
+        return [f'DROP TRIGGER IF EXISTS cplane_log_changes_{s} ON "{t}"' for t in tables for s in ("ins", "upd", "del")] + [
+            "DROP FUNCTION IF EXISTS cplane_log_row_changes()"
+        ]
+
+    def unlogged_writes(self, conn: Connection, on: bool) -> None:
+        """Turn the row-change log off (on=True) for the rest of this transaction, or back on: a
+        transaction-local setting, gone with the transaction whatever happens."""
+        conn.execute(text("SELECT set_config('cplane.applying', :v, true)"), {"v": "on" if on else "off"})
 
     def counted_tables(self, conn: Connection) -> set[str]:
         """Tables that carry cplane's change-counting trigger."""

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
@@ -60,8 +61,8 @@ def config_digest(config: ConfigSet) -> str:
     return digest.hexdigest()
 
 
-def load_valid_config(config_dir: Path, environment: str | None) -> tuple[ConfigSet, Rows]:
-    config, rows = load_checked(config_dir, environment)
+def load_valid_config(config_dir: Path, environment: str | None, *, applied: bool = False) -> tuple[ConfigSet, Rows]:
+    config, rows = load_checked(config_dir, environment, applied=applied)
     if not config.ok:
         shown = "\n".join(i.format() for i in config.issues[:50])
         more = f"\n... and {len(config.issues) - 50} more" if len(config.issues) > 50 else ""
@@ -90,6 +91,10 @@ class Prepared:
     # only for the kinds that need them (a kind whose table moved is read whatever its digest).
     _digests: dict[str, str] = field(default_factory=dict)
     _fingerprints: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The inputs (fastpath.Inputs) hashed before the config was read, and the environment the
+    # secrets came from: when they are the record's, the desired rows are the ones it applied.
+    inputs: Any = None
+    environ: Any = None
 
     def kind_fingerprints(self, kind: str) -> dict[str, str]:
         if kind not in self._fingerprints:
@@ -153,7 +158,7 @@ class Prepared:
             return layout.changed_keys(kind, tables.get("record")) if layout is not None else None
 
         found = scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
-                      on_record=seen, changed=changed)
+                      on_record=seen, changed_keys=changed, inputs=self.inputs, environ=self.environ)
         if found is not None:
             found.base_run = tables.get("run")
         return found
@@ -165,7 +170,7 @@ class Prepared:
         found = self.scope(conn) if incremental else None
         if found is None:
             return read_live(conn, self.box)
-        live = read_live(conn, self.box, found.full, found.keys, found.managed)
+        live = read_live(conn, self.box, found.full, found.keys, found.managed, found.changed)
         if carry:
             from control_plane.reconcile.incremental import Carried
 
@@ -212,13 +217,16 @@ class Prepared:
 
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
             require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
-            database_url=None, at: datetime | str | None = None) -> Prepared:
+            database_url=None, at: datetime | str | None = None, applied: bool = False) -> Prepared:
     """The desired state at `at` (state.schedule.now: --at, CPLANE_NOW or the system clock). A
     secret variable that is not set is an error in production or with `require_secrets`;
-    elsewhere compare keeps the stored value (or leaves it unset) and warns."""
+    elsewhere compare keeps the stored value (or leaves it unset) and warns. applied: the inputs
+    are those of the recorded apply (reconcile/incremental.inputs_applied), whose config passed
+    every check: the checks across files and the column limits are not run again
+    (reconcile/validation.load_checked)."""
     environ = os.environ if environ is None else environ
     t = clock(at, environ)
-    timeline, rows = load_valid_config(Path(config_dir), environment)
+    timeline, rows = load_valid_config(Path(config_dir), environment, applied=applied)
     config = config_now(timeline, t)
     if config is not timeline:
         rows = config_rows(config)
@@ -231,7 +239,7 @@ def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = F
     digest = config_digest(config)
     return Prepared(config, desired, box, environment, adopt, warnings,
                     config_revision(Path(config_dir), digest), digest, allow_environment_change, t, timeline,
-                    from_config=True)
+                    from_config=True, environ=environ)
 
 
 def make_plan(
@@ -253,8 +261,9 @@ def make_plan(
 
     fast_path: first ask the record of the last apply whether anything changed at all
     (reconcile/fastpath.py); `No changes` then costs no parse and no row read. incremental (default:
-    fast_path): read and compare only what changed since that record (reconcile/incremental.py); a
-    caller that asked the no-change question itself passes fast_path=False, incremental=True."""
+    fast_path): read and compare only what changed since that record (reconcile/incremental.py);
+    the CLI, which asked the record itself already, passes fast_path=False, incremental=True."""
+    incremental = fast_path if incremental is None else incremental
     if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
 
@@ -262,12 +271,23 @@ def make_plan(
                               environ=environ)
         if fast is not None:
             return PlanResult(fast, None, fast_path=True)
+    inputs, applied = None, False
+    if incremental and at is None:
+        from control_plane.reconcile import fastpath
+        from control_plane.reconcile.incremental import inputs_applied
+
+        if (box := fastpath.secret_box(environment, engine.url)) is not None:
+            inputs = fastpath.inputs(Path(config_dir), environment, box)  # before the config is read (Prepared.inputs)
+            applied = inputs_applied(engine, inputs, environ, box)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url, at=at)
-    pending = pending_migrations(engine)
+                       database_url=engine.url, at=at, applied=applied)
+    prepared.inputs = inputs
+    # The recorded apply migrated to the head of these very migrations first, and the schema is
+    # still at the revision it recorded (both are in the inputs): nothing is pending.
+    pending = 0 if applied else pending_migrations(engine)
     with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending, incremental=fast_path if incremental is None else incremental)
+        plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
     return PlanResult(plan, prepared.config)
 
 
@@ -352,10 +372,11 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     With fast_path, the plan under the lock reads and compares only the tables that changed since
     the last recorded apply (reconcile/incremental.py). `prepared` (with the `inputs` taken before
     it was parsed): a caller that already parsed the config (apply_due) is not made to parse it again.
-    `incremental` (default: fast_path): the plan under the lock reads only what changed; a caller that
-    tried the no-change apply itself (the CLI) passes fast_path=False, incremental=True.
+    incremental (default: fast_path): as make_plan's; the CLI tried the no-change apply itself.
     """
     from control_plane.reconcile import fastpath
+
+    incremental = fast_path if incremental is None else incremental
 
     progress = progress or QUIET
     environ = os.environ if environ is None else environ
@@ -374,6 +395,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                            allow_environment_change=allow_environment_change, environ=environ,
                            database_url=engine.url, at=at)
     prepared.warnings.extend(extra_warnings)
+    prepared.inputs = prepared.inputs or inputs
     _migrate(engine, progress)
     recorder = None
     if inputs is not None and box is not None:
@@ -381,7 +403,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                                      prepared.files_record)
 
     def read(conn: Connection) -> LiveState:
-        return prepared.read_live(conn, incremental=fast_path if incremental is None else incremental, carry=True)
+        return prepared.read_live(conn, incremental=incremental, carry=True)
 
     return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
                    environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,

@@ -243,6 +243,9 @@ class Recorder:
                                 and record["secrets_digest"] == secrets and record["tables"] == tables):
                 return  # a no-op apply writes nothing it does not have to
         conn.execute(delete(table))
+        from control_plane.db.counters import prune
+
+        prune(conn)  # the row-change log below the versions of now: no record needs it any more
         if not eligible:
             return
         conn.execute(insert(table).values(

@@ -11,7 +11,10 @@ tables' versions all match the record would compare to nothing: it is neither re
 read in full references it). Finer, for a kind only edited in config (its tables did not move):
 its rows are still the ones the last apply wrote, whose fingerprints cplane_managed_objects
 holds, so only the rows whose desired fingerprint differs from the recorded one (and the rows
-created or removed) are read and compared, by id; the rest compare to nothing.
+created or removed) are read and compared, by id; the rest compare to nothing. Finer on the live
+side too: a kind whose table moved only by writes the row-change log names (db/counters.py) is
+read and compared for those rows only (`_logged_rows`; state.live.read_live checks that they
+account for the table, else reads it whole).
 
 Doubt sends a kind, or the whole plan, the full way:
 - no record, a record of an older cplane (no per-table part), another context, a counter or
@@ -40,7 +43,14 @@ from control_plane.kinds.registry import ROW_KINDS, RowKind
 from control_plane.reconcile import fastpath
 from control_plane.secrets import SecretBox
 from control_plane.state.desired import DesiredState
+from control_plane.state.live import ChangedRows
 from control_plane.state.rows import Row, rows_fingerprints
+
+# A drifted table is read by row when the row-change log names at most this share of its rows
+# (a quarter), within these bounds: past that, one streamed SELECT of the table costs less than
+# reading by id.
+ROW_LOG_MIN = 100
+ROW_LOG_MAX = 20_000
 
 
 def kind_tables(rk: RowKind) -> list[str]:
@@ -67,18 +77,24 @@ class Scope:
     managed: dict[str, dict[str, Any]] = field(default_factory=dict)
     # The apply run whose record this scope trusted (its run rows hold the rows not read).
     base_run: int | None = None
+    # Kinds of `keys` whose table moved only by the rows the row-change log names: those ids are
+    # read too (state.live.read_live, which reads the table whole if they do not account for it).
+    changed: dict[str, ChangedRows] = field(default_factory=dict)
 
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
           box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None, *,
           on_record: Callable[[dict | None, dict | None], None] | None = None,
-          changed: Callable[[str], frozenset[str] | None] | None = None) -> Scope | None:
+          changed_keys: Callable[[str], frozenset[str] | None] | None = None,
+          inputs: fastpath.Inputs | None = None, environ=None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
-    digest of a kind's desired rows, asked only of kinds whose tables did not move;
-    `fingerprints(kind)`: its rows' fingerprints (computed once for both). `on_record(tables, record)`:
-    told the record (and its per-table part) before any digest is asked for; `changed(kind)`: for a kind
-    only edited in config, the keys whose desired row may differ from the applied one, found
-    without reading the kind's managed records (reconcile/byfile.py), or None: scan them."""
+    digest of a kind's desired rows, asked only of kinds whose tables did not move (and of a kind
+    that may be read by row); `fingerprints(kind)`: its rows' fingerprints (computed once for both).
+    `on_record(tables, record)`: told the record (and its per-table part) before any digest is asked
+    for; `changed_keys(kind)`: for a kind only edited in config, the keys whose desired row may differ
+    from the applied one, found without reading the kind's managed records (reconcile/byfile.py), or
+    None: scan them. `inputs` (hashed before the config was read) and `environ`: when they are the
+    record's, the desired rows are the ones the recorded apply applied, and no digest is computed."""
     if fingerprints is None:
         def fingerprints(kind: str) -> dict[str, str]:
             return rows_fingerprints(ROW_KINDS[kind], desired.rows.get(kind, {}), box)
@@ -93,6 +109,8 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
     recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
     if set(recorded_kinds) != set(ROW_KINDS) or not recorded:
         return None
+    if applied_inputs(conn, record, inputs, environ, box):
+        digest = recorded_kinds.__getitem__  # the same desired rows as the recorded apply's
     current = fastpath._current_versions(conn, sorted(recorded))
     if current is None or any(t not in recorded for t in fastpath.plan_tables()):
         return None
@@ -127,12 +145,82 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         rk = ROW_KINDS[kind]
         if kind in related or rk.parent in read:
             continue
-        found = changed(kind) if changed is not None else None
+        found = changed_keys(kind) if changed_keys is not None else None
         if found is not None:
             keys[kind], managed[kind] = found, _managed_records(conn, rk, found)
         else:
             keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
-    return Scope(frozenset(read), keys, managed)
+    logged: dict[str, ChangedRows] = {}
+    for kind in sorted(read - edited - set(keys)):
+        found = _logged_rows(conn, ROW_KINDS[kind], desired.rows.get(kind, {}), digest, recorded_kinds[kind],
+                             recorded, current, moved, read, related, unset)
+        if found is not None:
+            logged[kind], managed[kind] = found
+            keys[kind] = frozenset(managed[kind])
+    return Scope(frozenset(read), keys, managed, logged)
+
+
+def applied_inputs(conn: Connection, record: dict[str, Any], inputs: fastpath.Inputs | None, environ,
+                   box: SecretBox) -> bool:
+    """Whether the desired state is the one the recorded apply applied: the same files, overlay,
+    cplane version, migrations, key, schedule bucket and schema revision (`inputs`, hashed before
+    the config was read, so an edit made while it was read can only make this False) and the same
+    secret values (their HMAC). The no-change fast path decides on exactly these; here the tables
+    may have moved, and each kind's desired digest is then the recorded one without computing it."""
+    if inputs is None:
+        return False
+    import os
+
+    environ = os.environ if environ is None else environ
+    return (inputs.digest(fastpath._schema_revision(conn)) == record["inputs_digest"]
+            and fastpath.secrets_digest(record["variables"] or [], environ, box) == record["secrets_digest"])
+
+
+def inputs_applied(engine, inputs: fastpath.Inputs, environ, box: SecretBox) -> bool:
+    """applied_inputs against the record as it is now, on a connection of its own (before the
+    config is read: what the parse may leave out)."""
+    from control_plane.db.engine import check_connection
+
+    check_connection(engine)
+    with engine.connect() as conn:
+        record = fastpath.read_record(conn)
+        return record is not None and applied_inputs(conn, record, inputs, environ, box)
+
+
+def _logged_rows(conn: Connection, rk: RowKind, rows: dict[str, Row], digest: Callable[[str], str], recorded_digest: str,
+                 recorded: dict[str, int], current: dict[str, int], moved: set[str], read: set[str],
+                 related: set[str], unset: set[str]) -> tuple[ChangedRows, dict[str, Any]] | None:
+    """Of a kind read because its live side moved: the rows the row-change log names (and the
+    managed records of the rows those ids were), when that is all that moved; None: read it whole.
+
+    By row only when nothing but its own table moved, and only by logged rows (db/counters.py:
+    the log accounts for every version since the record, and names few rows); when its desired
+    rows are the ones the last apply applied (digest), so every other row is as that apply left it,
+    which is the desired row; and under the same conditions as a kind edited in config (no secret
+    columns, no unset variable, no children, nothing references it, its parent not read, none of
+    its references moved). state.live.read_live then checks that the ids account for the table."""
+    from sqlalchemy import select
+
+    from control_plane.db.counters import LOGGED_TABLES, row_changes
+    from control_plane.db.models import ManagedObject
+    from control_plane.state.live import IN_CHUNK
+
+    table = rk.table_name
+    if (rk.secret_columns or rk.name in unset or rk.name in related or rk.parent in read or table not in LOGGED_TABLES
+            or any(target in moved for target in rk.refs.values())
+            or any(current[t] != recorded[t] for t in kind_tables(rk) if t != table)):
+        return None
+    limit = min(ROW_LOG_MAX, max(ROW_LOG_MIN, len(rows) // 4))
+    ids = row_changes(conn, table, recorded[table], current[table], limit)
+    if ids is None or digest(rk.name) != recorded_digest:
+        return None
+    mo = ManagedObject.__table__
+    base = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy,
+                  mo.c.secret_refs).where(mo.c.kind == rk.name)
+    wanted = sorted(ids)
+    records = {r.name: r for i in range(0, len(wanted), IN_CHUNK)
+               for r in conn.execute(base.where(mo.c.row_id.in_(wanted[i : i + IN_CHUNK])))}
+    return ChangedRows(ids, len(rows)), records
 
 
 def _managed_select(rk: RowKind):

@@ -15,20 +15,26 @@ from control_plane.state.limits import column_limit_issues
 
 
 def load_checked(root: Path | str, environment: str | None = None,
-                 reuse: ConfigSet | None = None, disk_cache: bool = True) -> tuple[ConfigSet, Rows | None]:
+                 reuse: ConfigSet | None = None, disk_cache: bool = True, *,
+                 applied: bool = False) -> tuple[ConfigSet, Rows | None]:
     """load_config plus column limits; with the rows flattened for the check (None when the config
     is invalid, or when `reuse` made the check cover only this environment's own objects).
+    applied: the caller knows these exact inputs passed every check (a plan whose inputs are those
+    of the recorded apply, reconcile/incremental.inputs_applied, which checked them with this same
+    cplane): the checks across files and the column limits, which only report and are functions of
+    the same files and rows, are not run again; each file's own checks are its cache entry's.
 
     `disk_cache`: False keeps the per-file cache in memory (config/cache.py; CPLANE_NO_CACHE=1 does
     that everywhere): for a caller checking a tree it just wrote elsewhere (export's check of its
     output), so that no `.cplane/cache/` appears beside that tree."""
-    with paused_gc():  # the rows below are as many objects again as the load (config/model.py)
-        return _load_checked(root, environment, reuse, disk_cache)
+    with paused_gc():  # the rows below are as many objects again as the load (collector.py)
+        return _load_checked(root, environment, reuse, disk_cache, applied)
 
 
 def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | None,
-                  disk_cache: bool) -> tuple[ConfigSet, Rows | None]:
-    config = load_config(root, environment, reuse=reuse, flatten=object_rows, disk_cache=disk_cache)
+                  disk_cache: bool, applied: bool) -> tuple[ConfigSet, Rows | None]:
+    config = load_config(root, environment, reuse=reuse, flatten=object_rows, disk_cache=disk_cache,
+                         cross_checks=not applied)
     if not config.ok:  # rows can only be built from a config that is valid so far
         return config, None
     checked = config
@@ -38,6 +44,8 @@ def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | 
             if name in config.of_kind(kind):
                 checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
     rows = config_rows(checked)
+    if applied and checked is config:
+        return config, rows
     issues = column_limit_issues(config, rows)
     issues += _limits_at_change_points(checked, issues)
     if issues:

@@ -43,6 +43,16 @@ BATCH = 5000
 IN_CHUNK = 1000
 
 
+@dataclass(frozen=True)
+class ChangedRows:
+    """Of a kind read by row (reconcile/incremental.py): the ids of its rows written since the last
+    recorded apply (db/counters.row_changes), and how many system rows its table held then (the
+    kind's desired rows, which that apply left exactly)."""
+
+    ids: frozenset[int]
+    count: int
+
+
 @dataclass
 class LiveState:
     rows: dict[str, dict[str, Row]]
@@ -115,13 +125,20 @@ def _needed_keys(full: frozenset[str] | None) -> set[str]:
 
 def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
               keys: dict[str, frozenset[str]] | None = None,
-              records: dict[str, dict[str, ManagedRecord]] | None = None) -> LiveState:
+              records: dict[str, dict[str, ManagedRecord]] | None = None,
+              changed: dict[str, ChangedRows] | None = None) -> LiveState:
     """The system rows of every row kind (of the kinds in `full`, when given), one streamed SELECT
     per table, references mapped to natural keys. Kinds outside `full` are read only as far as
     others need them: ids and natural keys. Kinds in `keys` only for those rows, found by the ids
-    of their managed `records` (which the caller read: they are not read again)."""
+    of their managed `records` (which the caller read: they are not read again). Kinds in
+    `changed` (also in `keys`, with the records of the rows those ids were) only for the rows of
+    those ids: their keys join the kind's, and the kind is read whole after all when the ids do not
+    account for the table (`_by_row_holds`)."""
     from control_plane.db.models import ManagedObject
 
+    keys = dict(keys or {})
+    records = dict(records or {})
+    changed = changed or {}
     present = existing_tables(conn)
     rows: dict[str, dict[str, Row]] = {}
     ids: dict[str, dict[str, int]] = {}
@@ -144,11 +161,15 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         selected = [table.c.id, *(table.c[c] for c in columns)]
         if rk.version_column:
             selected.append(table.c[rk.version_column])
-        stmts = [rk.only_system_rows(select(*selected))]
-        if keys and kind in keys:
-            found = (records or {}).get(kind, {})
-            wanted = sorted(found[k].row_id for k in keys[kind] if k in found)
-            stmts = [stmts[0].where(table.c.id.in_(wanted[i : i + IN_CHUNK])) for i in range(0, len(wanted), IN_CHUNK)]
+        whole_stmt = rk.only_system_rows(select(*selected))
+        stmts = [whole_stmt]
+        if kind in keys:
+            found = records.get(kind, {})
+            wanted = {found[k].row_id for k in keys[kind] if k in found}
+            if kind in changed:
+                wanted |= changed[kind].ids
+            wanted = sorted(wanted)
+            stmts = [whole_stmt.where(table.c.id.in_(wanted[i : i + IN_CHUNK])) for i in range(0, len(wanted), IN_CHUNK)]
         kind_rows: dict[str, Row] = {}
         kind_ids: dict[str, int] = {}
         n = len(columns)
@@ -157,7 +178,10 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         key_positions = [columns.index(c) for c in rk.key_columns]
         single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
-        for record in (r for stmt in stmts for r in stream(conn, stmt)):
+
+        def add(record, kind=kind, kind_rows=kind_rows, kind_ids=kind_ids, columns=columns, n=n,
+                ref_positions=ref_positions, secret_positions=secret_positions, key_positions=key_positions,
+                single=single, versioned=versioned) -> None:
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -173,6 +197,20 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
             kind_rows[key] = Row(kind, key, dict(zip(columns, vals, strict=True)), None, False, record[0],
                                  record[-1] if versioned else None, stored)
             kind_ids[key] = record[0]
+
+        for stmt in stmts:
+            for record in stream(conn, stmt):
+                add(record)
+        if kind in changed:
+            if _by_row_holds(conn, rk, changed[kind], kind_rows, records.get(kind, {})):
+                keys[kind] = keys[kind] | frozenset(kind_rows)
+            else:  # the ids do not account for the table: read it whole, as without the log
+                kind_rows.clear()
+                kind_ids.clear()
+                del keys[kind]
+                records.pop(kind, None)
+                for record in stream(conn, whole_stmt):
+                    add(record)
         rows[kind] = kind_rows
         ids[kind] = kind_ids
         key_by_id[kind] = {v: k for k, v in kind_ids.items()}
@@ -185,14 +223,40 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         base = select(mo.c.id, mo.c.kind, mo.c.name, mo.c.row_id, mo.c.fingerprint, mo.c.prevent_destroy, refs)
         stmts = [base]
         if full is not None:
-            whole = sorted(k for k in full if k not in (keys or {}))
+            whole = sorted(k for k in full if k not in keys)
             stmts = [base.where(mo.c.kind.in_(whole))] if whole else []
-            for kind in keys or {}:
-                managed[kind] = dict((records or {}).get(kind, {}))
+            for kind in keys:
+                managed[kind] = dict(records.get(kind, {}))
         for stmt in stmts:
             for r in stream(conn, stmt):
                 managed[r.kind][r.name] = r
-    return LiveState(rows, dict(managed), ids, unreadable, full, keys=dict(keys or {}))
+    return LiveState(rows, dict(managed), ids, unreadable, full, keys=keys)
+
+
+def _by_row_holds(conn: Connection, rk, changed: ChangedRows, read: dict[str, Row],
+                  records: dict[str, ManagedRecord]) -> bool:
+    """Whether the rows read by id (`read`, by natural key) and the managed `records` of the rows
+    those ids were account for the kind's whole table: every row not named by the log is as the
+    last apply left it, so it is neither read nor compared. Checked here, where the rows are:
+
+    - no row read carries the key of a managed record outside the ids (a second row with the key
+      of a row that did not move: the table is not what the record says);
+    - the table's system rows number what the record left, minus the rows those ids were, plus
+      those they are now. A write that bypasses the triggers (SQLite's REPLACE deletes the rows it
+      conflicts with without firing delete triggers) shows here as one row too few."""
+    from sqlalchemy import func
+
+    from control_plane.db.models import ManagedObject
+
+    mo = ManagedObject.__table__
+    others = sorted(k for k in read if k not in records)
+    for i in range(0, len(others), IN_CHUNK):
+        stmt = select(mo.c.row_id).where(mo.c.kind == rk.name, mo.c.name.in_(others[i : i + IN_CHUNK]))
+        if any(row_id not in changed.ids for row_id in conn.execute(stmt).scalars()):
+            return False
+    was = sum(1 for r in records.values() if r.row_id in changed.ids)
+    now = conn.execute(rk.only_system_rows(select(func.count()).select_from(rk.table))).scalar_one()
+    return now == changed.count - was + len(read)
 
 
 def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:

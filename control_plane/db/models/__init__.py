@@ -9,6 +9,7 @@ from control_plane.db.models.controller import (
     DatabaseIdentity,
     ManagedObject,
     Operator,
+    RowChange,
     RunRows,
     ScheduledChange,
     SecretKey,
@@ -19,4 +20,4 @@ from control_plane.db.models.user import *  # noqa: F403
 metadata = Base.metadata
 
 __all__ = ["Base", "metadata", "AppliedState", "ApplyRun", "ChangeCounter", "CleanupRun", "DatabaseIdentity", "ManagedObject",
-           "Operator", "RunRows", "ScheduledChange", "SecretKey"]
+           "Operator", "RowChange", "RunRows", "ScheduledChange", "SecretKey"]

@@ -176,3 +176,21 @@ class AppliedState(Base):
     # its desired rows}}; None: every table is read (reconcile/incremental.py).
     tables: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     recorded_at: Mapped[datetime] = mapped_column(server_default=func.now())
+
+
+class RowChange(Base):
+    """The row-change log (revision 0014): which rows of a logged table a write touched, and the
+    table's change-counter version that write produced (db/counters.py, db/dialect.py).
+
+    The same triggers that move the counter write it, after the bump: one INSERT ... SELECT per
+    statement on PostgreSQL (from its transition tables), one row per row on SQLite. A plan whose
+    record says a table was at version v0 and finds it at v1 reads the entries of (v0, v1]; they
+    say which rows moved only when every version of that range has an entry (a TRUNCATE, a
+    statement that changed no row, a write while cplane applies leave none: the table is read
+    whole). cplane's own apply is not logged, and prunes what its record made obsolete.
+    """
+
+    __tablename__ = "cplane_row_changes"
+    table_name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    row_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
