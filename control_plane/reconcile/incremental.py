@@ -157,7 +157,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         if found is not None:
             logged[kind], managed[kind] = found
             keys[kind] = frozenset(managed[kind])
-    return Scope(frozenset(read), keys, managed, logged)
+    return Scope(frozenset(read), keys, managed, changed=logged)
 
 
 def applied_inputs(conn: Connection, record: dict[str, Any], inputs: fastpath.Inputs | None, environ,
