@@ -279,7 +279,7 @@ class Recorder:
             return False
         managed = sum(len(v) for v in live.managed.values())
         # Kinds the plan did not read are, by the record it trusted, exactly their desired rows.
-        from control_plane.reconcile.incremental import out_of_scope_count
+        from control_plane.state.live import out_of_scope_count
 
         managed += sum(out_of_scope_count(live, kind, rows) for kind, rows in self.desired.rows.items())
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))

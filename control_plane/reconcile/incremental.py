@@ -282,14 +282,6 @@ def carried(desired: DesiredState, live) -> dict[str, dict[str, dict[str, Any]]]
     return out
 
 
-def out_of_scope_count(live, kind: str, rows: dict[str, Row]) -> int:
-    """len(state.live.out_of_scope(live, kind, rows)), without building it (100,000 rows)."""
-    if not live.is_full(kind):
-        return len(rows)
-    keys = live.keys.get(kind)
-    return 0 if keys is None else len(rows) - sum(1 for key in keys if key in rows)
-
-
 class Carried:
     """What an apply's run record keeps of the rows it did not read, without building them: they
     are the rows run `base_run` left (the apply whose record the plan trusted: its tables did not
@@ -307,6 +299,8 @@ class Carried:
         return [kind for kind in ROW_KINDS if not self.live.is_full(kind) or kind in self.live.keys]
 
     def count(self) -> int:
+        from control_plane.state.live import out_of_scope_count
+
         return sum(out_of_scope_count(self.live, kind, self.desired.rows.get(kind, {})) for kind in self.kinds())
 
     def rows(self) -> dict[str, dict[str, dict[str, Any]]]:
