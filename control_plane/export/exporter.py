@@ -576,6 +576,28 @@ def _render_claimed(objects: list[ExportedObject], out: Path, queue: int, step: 
     return failures
 
 
+def _fork(child: typing.Callable[[], None]) -> int:
+    """A forked child that runs `child` with its collector off and exits with 0 (1 if it raised),
+    never running the parent's atexit handlers, buffers or database connections; the child's pid.
+    Objects made before the fork are frozen out of the child's collections (no copy-on-write of every
+    page for the collector's bookkeeping); a freeze the caller made (cli/export.py) is left as it is."""
+    frozen = gc.get_freeze_count() > 0
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            gc.disable()
+            child()
+        except BaseException:  # noqa: BLE001 (the parent reports the missing result)
+            status = 1
+        finally:
+            os._exit(status)
+    if not frozen:
+        gc.unfreeze()
+    return pid
+
+
 def _write_shared(objects: list[ExportedObject], out: Path, meanwhile) -> dict[int, str]:
     """Render `objects` in this process and a forked child; {index: one-line message} of failures."""
     queue_r, queue_w = os.pipe()
@@ -586,25 +608,13 @@ def _write_shared(objects: list[ExportedObject], out: Path, meanwhile) -> dict[i
     payload = b"".join(_INDEX.pack(i) for i in range(0, len(objects), step))
     os.write(queue_w, payload)
     os.close(queue_w)
-    # Objects made before the fork are left out of the child's collections (no copy-on-write of
-    # every page for the collector's bookkeeping).
-    frozen = gc.get_freeze_count() > 0  # by the caller (cli/export.py): left as it is
-    gc.freeze()
-    pid = os.fork()
-    if pid == 0:  # the child: render what it claims, report failures, exit without any cleanup
-        status = 0
-        try:
-            os.close(result_r)
-            gc.disable()
-            report = json.dumps(_render_claimed(objects, out, queue_r, step)).encode()
-            while report:
-                report = report[os.write(result_w, report):]
-        except BaseException:  # noqa: BLE001 (the parent reports the missing result)
-            status = 1
-        finally:
-            os._exit(status)  # never the parent's atexit handlers, buffers or database connections
-    if not frozen:
-        gc.unfreeze()
+    def child() -> None:  # render what it claims, report failures
+        os.close(result_r)
+        report = json.dumps(_render_claimed(objects, out, queue_r, step)).encode()
+        while report:
+            report = report[os.write(result_w, report):]
+
+    pid = _fork(child)
     os.close(result_w)
     try:
         if meanwhile is not None:
@@ -644,21 +654,12 @@ class _Prerender:
             return None
         command_r, command_w = os.pipe()
         result_r, result_w = os.pipe()
-        frozen = gc.get_freeze_count() > 0
-        gc.freeze()  # the child's collections (none: it disables them) and its pages left alone
-        pid = os.fork()
-        if pid == 0:
-            status = 0
-            try:
-                os.close(command_w), os.close(result_r)
-                gc.disable()
-                _prerender_child(objects, command_r, result_w)
-            except BaseException:  # noqa: BLE001 (the parent reports the missing result)
-                status = 1
-            finally:
-                os._exit(status)  # never the parent's atexit handlers, buffers or database connections
-        if not frozen:
-            gc.unfreeze()
+
+        def child() -> None:
+            os.close(command_w), os.close(result_r)
+            _prerender_child(objects, command_r, result_w)
+
+        pid = _fork(child)
         os.close(command_r), os.close(result_w)
         return cls(pid, command_w, result_r, {id(obj): i for i, obj in enumerate(objects)})
 
