@@ -24,23 +24,6 @@ from sqlalchemy import Connection, inspect, select, text
 from control_plane.db.dialect import for_dialect
 from control_plane.db.models.controller import ChangeCounter, RowChange
 
-# Every table a plan reads (the system tables of the registry's row kinds, the prompt version
-# history, cplane's bookkeeping that decides drift and secrets) and every table a runtime cache
-# serves. tests/test_schema.py checks that the registry's tables are all here and that a migrated
-# database carries the triggers of each. A migration that adds a table to this list installs its
-# triggers with install() (and one that rebuilds a counted table on SQLite, batch mode, reinstalls
-# them: SQLite drops a table's triggers with it).
-COUNTED_TABLES: tuple[str, ...] = (
-    "ai_integration_settings", "content_templates", "content_type_configs", "credit_cost_configs",
-    "credit_packages", "global_ai_prompts", "global_author_profiles", "global_strategies", "industries",
-    "industry_sectors", "notification_configs", "payment_method_configs", "permissions", "plans",
-    "publishing_channels", "role_permissions", "roles", "seed_keywords", "system_settings",
-    "taxonomy_configs",
-    "global_ai_prompt_versions", "ai_prompts",
-    "cplane_managed_objects", "cplane_secret_keys", "cplane_database",
-)
-
-
 # The tables whose writes the row-change log names row by row: the row kinds' own tables (each
 # with an integer `id`), which a plan can read by id. The bookkeeping tables are left out (any
 # write to them sends the plan the full way) and so are the version history and runtime tables
@@ -51,6 +34,18 @@ LOGGED_TABLES: tuple[str, ...] = (
     "industry_sectors", "notification_configs", "payment_method_configs", "permissions", "plans",
     "publishing_channels", "role_permissions", "roles", "seed_keywords", "system_settings",
     "taxonomy_configs",
+)
+
+# Every table a plan reads (the system tables of the registry's row kinds, the prompt version
+# history, cplane's bookkeeping that decides drift and secrets) and every table a runtime cache
+# serves. tests/test_schema.py checks that the registry's tables are all here and that a migrated
+# database carries the triggers of each. A migration that adds a table to this list installs its
+# triggers with install() (and one that rebuilds a counted table on SQLite, batch mode, reinstalls
+# them: SQLite drops a table's triggers with it).
+COUNTED_TABLES: tuple[str, ...] = (
+    *LOGGED_TABLES,
+    "global_ai_prompt_versions", "ai_prompts",
+    "cplane_managed_objects", "cplane_secret_keys", "cplane_database",
 )
 
 
