@@ -146,22 +146,10 @@ class Prepared:
         if self.timeline is not None and self.timeline is not self.config:
             return None
         layout = self.layout()
-        tables: dict = {}
-
-        def seen(recorded, record) -> None:  # the record's per-table part, before any digest is asked for
-            tables["record"] = recorded
-            tables["run"] = (record or {}).get("apply_run_id")
-            if layout is not None:
-                layout.seed(recorded)
-
-        def changed(kind: str):
-            return layout.changed_keys(kind, tables.get("record")) if layout is not None else None
-
-        found = scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
-                      on_record=seen, changed_keys=changed, inputs=self.inputs, environ=self.environ)
-        if found is not None:
-            found.base_run = tables.get("run")
-        return found
+        return scope(conn, self.desired, self.kind_digest, self.environment, self.box, self.kind_fingerprints,
+                     on_record=layout.seed if layout is not None else None,
+                     changed_keys=layout.changed_keys if layout is not None else None,
+                     inputs=self.inputs, environ=self.environ)
 
     def read_live(self, conn: Connection, *, incremental: bool = True, carry: bool = False) -> LiveState:
         """The live state a plan compares: every kind, or (incremental) only what changed since the

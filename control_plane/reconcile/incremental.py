@@ -84,14 +84,14 @@ class Scope:
 
 def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str], environment: str | None,
           box: SecretBox, fingerprints: Callable[[str], dict[str, str]] | None = None, *,
-          on_record: Callable[[dict | None, dict | None], None] | None = None,
-          changed_keys: Callable[[str], frozenset[str] | None] | None = None,
+          on_record: Callable[[dict | None], None] | None = None,
+          changed_keys: Callable[[str, dict], frozenset[str] | None] | None = None,
           inputs: fastpath.Inputs | None = None, environ=None) -> Scope | None:
     """What a plan must read and compare; None: everything (no usable record). `digest(kind)`: the
     digest of a kind's desired rows, asked only of kinds whose tables did not move (and of a kind
     that may be read by row); `fingerprints(kind)`: its rows' fingerprints (computed once for both).
-    `on_record(tables, record)`: told the record (and its per-table part) before any digest is asked
-    for; `changed_keys(kind)`: for a kind only edited in config, the keys whose desired row may differ
+    `on_record(tables)`: told the record's per-table part before any digest is asked for;
+    `changed_keys(kind, tables)`: for a kind only edited in config, the keys whose desired row may differ
     from the applied one, found without reading the kind's managed records (reconcile/byfile.py), or
     None: scan them. `inputs` (hashed before the config was read) and `environ`: when they are the
     record's, the desired rows are the ones the recorded apply applied, and no digest is computed."""
@@ -102,7 +102,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
     record = fastpath.read_record(conn)
     tables = fastpath._json(record.get("tables")) if record is not None else None
     if on_record is not None:
-        on_record(tables if isinstance(tables, dict) else None, record)
+        on_record(tables if isinstance(tables, dict) else None)
     if not isinstance(tables, dict) or tables.get("context") != context_digest(conn, environment, box):
         return None
     recorded_kinds: dict[str, str] = tables.get("kinds") or {}
@@ -145,7 +145,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         rk = ROW_KINDS[kind]
         if kind in related or rk.parent in read:
             continue
-        found = changed_keys(kind) if changed_keys is not None else None
+        found = changed_keys(kind, tables) if changed_keys is not None else None
         if found is not None:
             keys[kind], managed[kind] = found, _managed_records(conn, rk, found)
         else:
@@ -157,7 +157,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         if found is not None:
             logged[kind], managed[kind] = found
             keys[kind] = frozenset(managed[kind])
-    return Scope(frozenset(read), keys, managed, changed=logged)
+    return Scope(frozenset(read), keys, managed, base_run=record.get("apply_run_id"), changed=logged)
 
 
 def applied_inputs(conn: Connection, record: dict[str, Any], inputs: fastpath.Inputs | None, environ,
