@@ -41,7 +41,7 @@ from control_plane.config.cache import FileCache, salt, unpack_rows
 from control_plane.config.model import CachedObject, ConfigSet
 from control_plane.kinds.registry import CATALOG_ROWS, ROW_KINDS, RowKind
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import Row, canonical, fingerprint, natural_key, rows_digest
+from control_plane.state.rows import Row, natural_key, row_fingerprint, rows_digest, rows_fingerprints
 
 # A row as the cache keeps it: (kind, key, values, secret_refs, prevent_destroy).
 RowTuple = tuple
@@ -210,7 +210,7 @@ class Layout:
         (Rows whose values, references and flag print the same are the same row: plain values of
         the same types, which is all flattening makes; only the others are fingerprinted.)"""
         _, _, values, refs, prevent = row
-        return (fingerprint(canonical(rk, values, self.box)), bool(prevent),
+        return (row_fingerprint(rk, values, self.box), bool(prevent),
                 json.dumps(refs, sort_keys=True) if refs else "")
 
 
@@ -219,5 +219,4 @@ def _rows_digest(rk: RowKind, rows, box: SecretBox) -> str:
     for row in rows:
         kind, key, values, refs, prevent = _tuple(row)
         by_key[key] = Row(kind, key, values, refs, prevent)
-    fingerprints = {key: fingerprint(canonical(rk, row.values, box)) for key, row in by_key.items()}
-    return rows_digest(rk, by_key, fingerprints)
+    return rows_digest(rk, by_key, rows_fingerprints(rk, by_key, box))
