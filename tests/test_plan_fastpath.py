@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 
 from control_plane.cli import entry
 from control_plane.cli.main import main
+from control_plane.db import counters
 from control_plane.kinds.registry import ROW_KINDS
 from control_plane.plans import planfile
 from control_plane.reconcile import nochange
@@ -230,7 +231,6 @@ def test_another_cplane_version_another_key_or_adopt_fall_back(applied, monkeypa
 
 def test_a_missing_counter_or_trigger_falls_back(applied):
     tree, engine = applied
-    from control_plane.db import counters
     from control_plane.db.dialect import for_dialect
 
     with engine.begin() as conn:
@@ -242,6 +242,42 @@ def test_a_missing_counter_or_trigger_falls_back(applied):
         counters.install(conn, ["seed_keywords"])
         conn.execute(text("DELETE FROM cplane_change_counters WHERE table_name = 'plans'"))
     assert not fast_both(engine, tree.root)
+
+
+def test_a_write_in_replica_mode_or_under_a_disabled_trigger_is_not_missed(applied):
+    """PostgreSQL skips ordinary triggers in a session_replication_role = 'replica' session and
+    skips a trigger disabled by hand: cplane's triggers fire ALWAYS, and a plan that finds one in
+    any other state does not trust its table's counter."""
+    tree, engine = applied
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite triggers cannot be disabled or skipped by a session")
+    with engine.begin() as conn:
+        conn.execute(text("SET LOCAL session_replication_role = replica"))
+        conn.execute(text("UPDATE plans SET name = 'Edited by a replica' WHERE slug = 'test-plan'"))
+    fast, full = plan_both(engine, tree.root)
+    assert not fast.fast_path
+    [change] = fast.plan.changes
+    assert (change.kind, change.name, change.cause) == ("Plan", "test-plan", "drift")
+    assert apply_config(engine, tree.root, actor="test").applied
+    assert fast_both(engine, tree.root)
+
+    # Disabled by hand, then a write nothing counts: the plan reads the table and names it.
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE plans DISABLE TRIGGER cplane_count_changes"))
+        conn.execute(text("UPDATE plans SET name = 'Edited unseen' WHERE slug = 'test-plan'"))
+    fast, full = plan_both(engine, tree.root)
+    assert not fast.fast_path
+    [change] = fast.plan.changes
+    assert (change.kind, change.name, change.cause) == ("Plan", "test-plan", "drift")
+    # Enabled again, but only for 'origin' sessions (what a bare ENABLE does): still not trusted.
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE plans ENABLE TRIGGER cplane_count_changes"))
+    assert apply_config(engine, tree.root, actor="test").applied
+    assert not fast_both(engine, tree.root)
+    with engine.begin() as conn:
+        counters.triggers_always(conn)
+    assert apply_config(engine, tree.root, actor="test").applied is False
+    assert fast_both(engine, tree.root)
 
 
 def test_a_saved_plan_apply_leaves_no_record_it_cannot_vouch_for(applied, tmp_path):

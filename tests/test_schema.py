@@ -22,7 +22,7 @@ def test_upgrade_creates_every_table_and_is_idempotent(db_url, engine_for):
     engine = engine_for(db_url)
     before, head = db.upgrade(engine)
     assert before is None
-    assert head == "0014_row_changes"
+    assert head == "0015_triggers_always"
     assert db.current_revision(engine) == head
     tables = _live_tables(engine)
     assert set(metadata.tables) - tables == set(), "tables missing after upgrade"
@@ -55,6 +55,26 @@ def test_downgrade_then_upgrade(db_url, engine_for):
     assert _live_tables(engine) == set()
     command.upgrade(cfg, "head")
     assert set(metadata.tables) <= _live_tables(engine)
+
+
+def test_counting_triggers_fire_in_every_session_after_0015(db_url, engine_for):
+    """0015 turns the triggers installed before it to ENABLE ALWAYS, and a table whose trigger is
+    in any other state is not counted (the plan reads it)."""
+    from control_plane.db import counters
+
+    engine = engine_for(db_url)
+    db.upgrade(engine)
+    with engine.connect() as conn:
+        counted = counters.counted_tables(conn)
+    assert set(counters.COUNTED_TABLES) <= counted
+    cfg = db.alembic_config(engine)
+    command.downgrade(cfg, "0014_row_changes")
+    with engine.connect() as conn:
+        left = counters.counted_tables(conn)
+    assert left == (set() if engine.dialect.name == "postgresql" else counted)
+    command.upgrade(cfg, "head")
+    with engine.connect() as conn:
+        assert counters.counted_tables(conn) == counted
 
 
 def test_partial_unique_indexes_are_partial(migrated_engine):

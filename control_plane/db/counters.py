@@ -81,6 +81,13 @@ def counted_tables(conn: Connection) -> set[str]:
     return for_dialect(conn).counted_tables(conn)
 
 
+def triggers_always(conn: Connection) -> None:
+    """Every counting and logging trigger of this database enabled ALWAYS (revision 0015); the
+    DDL of install() and install_row_log() does it already for what they create."""
+    for statement in for_dialect(conn).triggers_always_ddl(conn):
+        conn.execute(text(statement))
+
+
 def install_row_log(conn: Connection, tables: Iterable[str]) -> None:
     """The row-change log's triggers on `tables` (counted already); idempotent. A migration that
     rebuilds a logged table on SQLite reinstalls them after install() (which writes the plain

@@ -62,6 +62,11 @@ class Backend:
         self.bulk_insert(conn, table, rows)
         return None
 
+    def triggers_always_ddl(self, conn: Connection) -> list[str]:
+        """Statements that make every installed counting and logging trigger fire in any session
+        (PostgreSQL's ENABLE ALWAYS, see _always). SQLite triggers always fire: nothing to do."""
+        return []
+
 
 def _picker(columns: list[str]) -> Callable[[dict], tuple]:
     """A row's values in `columns` order, one C call per row."""
@@ -320,6 +325,7 @@ class PostgreSQL(Backend):
                 f'CREATE TRIGGER cplane_count_changes AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON "{table}" '
                 "FOR EACH STATEMENT EXECUTE FUNCTION cplane_bump_change_counter()"
             )
+            statements.append(_always(table, "cplane_count_changes"))
         return statements
 
     def drop_change_counter_ddl(self, tables: list[str]) -> list[str]:
@@ -371,6 +377,7 @@ class PostgreSQL(Backend):
                 statements.append(
                     f'CREATE TRIGGER cplane_log_changes_{suffix} AFTER {event} ON "{table}" '
                     f"REFERENCING {referencing} FOR EACH STATEMENT EXECUTE FUNCTION cplane_log_row_changes()")
+                statements.append(_always(table, f"cplane_log_changes_{suffix}"))
         return statements
 
     def drop_row_log_ddl(self, tables: list[str]) -> list[str]:
@@ -382,6 +389,13 @@ class PostgreSQL(Backend):
         """Turn the row-change log off (on=True) for the rest of this transaction, or back on: a
         transaction-local setting, gone with the transaction whatever happens."""
         conn.execute(text("SELECT set_config('cplane.applying', :v, true)"), {"v": "on" if on else "off"})
+
+    def triggers_always_ddl(self, conn: Connection) -> list[str]:
+        found = conn.execute(text(
+            "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+            "WHERE NOT t.tgisinternal AND (t.tgname = 'cplane_count_changes' OR t.tgname LIKE 'cplane_log_changes_%') "
+            "ORDER BY 1, 2")).all()
+        return [_always(table, trigger) for table, trigger in found]
 
     def counted_tables(self, conn: Connection) -> set[str]:
         """Tables that carry cplane's change-counting trigger."""
@@ -400,6 +414,15 @@ class PostgreSQL(Backend):
             stmt = stmt.where(where)
         row = conn.execute(stmt).one()
         return int(row[0]), row[1]
+
+
+def _always(table: str, trigger: str) -> str:
+    """A PostgreSQL trigger fires only in the default session_replication_role ('origin') unless
+    enabled ALWAYS: a session in 'replica' mode (pg_restore --disable-triggers aside, logical
+    replication, a hand-run bulk fix) would write uncounted, and a plan would trust a counter that
+    did not move. ALWAYS makes every session count; db/raw.py's catalog query trusts no other state
+    (a trigger disabled by hand reads as missing, which sends the plan the full way)."""
+    return f'ALTER TABLE "{table}" ENABLE ALWAYS TRIGGER {trigger}'
 
 
 def _trigger_name(table: str, event: str) -> str:
