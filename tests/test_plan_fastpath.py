@@ -250,7 +250,7 @@ def test_a_write_in_replica_mode_or_under_a_disabled_trigger_is_not_missed(appli
     any other state does not trust its table's counter."""
     tree, engine = applied
     if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite triggers cannot be disabled or skipped by a session")
+        pytest.skip("PostgreSQL's replication role and trigger states")
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text("UPDATE plans SET name = 'Edited by a replica' WHERE slug = 'test-plan'"))
