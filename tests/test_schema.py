@@ -22,7 +22,7 @@ def test_upgrade_creates_every_table_and_is_idempotent(db_url, engine_for):
     engine = engine_for(db_url)
     before, head = db.upgrade(engine)
     assert before is None
-    assert head == "0015_triggers_always"
+    assert head == "0016_system_row_log"
     assert db.current_revision(engine) == head
     tables = _live_tables(engine)
     assert set(metadata.tables) - tables == set(), "tables missing after upgrade"

@@ -36,6 +36,12 @@ LOGGED_TABLES: tuple[str, ...] = (
     "taxonomy_configs",
 )
 
+# The mixed tables among them and the column whose NULL marks a system row (the registry's
+# system_rows of their row kinds; tests/test_schema.py checks the two agree). A tenant's write to
+# one logs its statement marker only (revision 0016): it accounts for the version and names no
+# row, so the plan's fast path still holds while tenants write their own rows.
+TENANT_COLUMNS: dict[str, str] = {"seed_keywords": "account_id", "ai_integration_settings": "account_id"}
+
 # Every table a plan reads (the system tables of the registry's row kinds, the prompt version
 # history, cplane's bookkeeping that decides drift and secrets) and every table a runtime cache
 # serves. tests/test_schema.py checks that the registry's tables are all here and that a migrated
@@ -88,11 +94,11 @@ def triggers_always(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
-def install_row_log(conn: Connection, tables: Iterable[str]) -> None:
+def install_row_log(conn: Connection, tables: Iterable[str], tenant_columns: dict[str, str] | None = None) -> None:
     """The row-change log's triggers on `tables` (counted already); idempotent. A migration that
     rebuilds a logged table on SQLite reinstalls them after install() (which writes the plain
     counting triggers): without them the log misses that table's versions and plans read it whole."""
-    for statement in for_dialect(conn).row_log_ddl(list(tables)):
+    for statement in for_dialect(conn).row_log_ddl(list(tables), tenant_columns):
         conn.execute(text(statement))
 
 

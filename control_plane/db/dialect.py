@@ -176,20 +176,32 @@ class SQLite(Backend):
     def drop_change_counter_ddl(self, tables: list[str]) -> list[str]:
         return [f'DROP TRIGGER IF EXISTS "{_trigger_name(t, e)}"' for t in tables for e in ("INSERT", "UPDATE", "DELETE")]
 
-    def row_log_ddl(self, tables: list[str]) -> list[str]:
+    def row_log_ddl(self, tables: list[str], tenant_columns: dict[str, str] | None = None) -> list[str]:
         """The row-change log (db/counters.py): each counting trigger of `tables` is replaced by one
         that bumps the counter and then logs the row's id with the version it just produced (an
         UPDATE that moves the id logs both). Same names, so counted_tables still finds them, and one
         trigger body, so the order of the two is the statement order (SQLite does not promise an
-        order between triggers). Not logged while cplane applies (unlogged_writes' marker row)."""
+        order between triggers). Not logged while cplane applies (unlogged_writes' marker row).
+        A table in `tenant_columns` (a mixed table: rows whose column is NULL are system rows) logs
+        a write that touched only a tenant row as row id 0, which accounts for its version and
+        names no row a plan reads."""
+        tenant_columns = tenant_columns or {}
         statements = []
         for table in tables:
+            column = tenant_columns.get(table)
             for event in ("INSERT", "UPDATE", "DELETE"):
                 name = _trigger_name(table, event)
+                sides = {"INSERT": ("NEW",), "DELETE": ("OLD",), "UPDATE": ("NEW", "OLD")}[event]
+                system = " OR ".join(f"{side}.{column} IS NULL" for side in sides) if column else None
                 ids = {"INSERT": [("NEW.id", "")], "DELETE": [("OLD.id", "")],
                        "UPDATE": [("NEW.id", ""), ("OLD.id", " AND OLD.id IS NOT NEW.id")]}[event]
                 body = f"UPDATE cplane_change_counters SET version = version + 1 WHERE table_name = '{table}'; "
-                for ref, extra in ids:
+                for position, (ref, extra) in enumerate(ids):
+                    if system is not None:
+                        # The first entry logs 0 for a tenant row; a second one (the id an UPDATE
+                        # moved) only for a system row: one marker per version is all the key allows.
+                        ref, extra = ((f"CASE WHEN {system} THEN {ref} ELSE 0 END", extra) if position == 0
+                                      else (ref, f"{extra} AND ({system})"))
                     body += (f"INSERT INTO cplane_row_changes (table_name, version, row_id) "
                              f"SELECT '{table}', version, {ref} FROM cplane_change_counters "
                              f"WHERE table_name = '{table}'{extra} AND NOT EXISTS "
@@ -333,7 +345,7 @@ class PostgreSQL(Backend):
             "DROP FUNCTION IF EXISTS cplane_bump_change_counter()"
         ]
 
-    def row_log_ddl(self, tables: list[str]) -> list[str]:
+    def row_log_ddl(self, tables: list[str], tenant_columns: dict[str, str] | None = None) -> list[str]:
         """The row-change log (db/counters.py): per table, three statement-level triggers with
         transition tables (PostgreSQL allows those only on triggers of one event), each logging
         the ids the statement touched in one INSERT ... SELECT, with the counter's version.
@@ -342,11 +354,15 @@ class PostgreSQL(Backend):
         it: the version read is this statement's own. Each statement also logs row id 0, so that
         one that touched no row still accounts for its version. A TRUNCATE logs nothing (its
         version stays unaccounted for: a plan reads the table whole), and neither does a statement
-        of cplane's apply (`cplane.applying`, unlogged_writes)."""
+        of cplane's apply (`cplane.applying`, unlogged_writes). A table in `tenant_columns` (a
+        mixed table) passes its column to the function, which logs only the rows that are system
+        rows (the column NULL) before or after: a tenant's write logs its marker alone, so a
+        plan knows that no system row moved without reading one."""
+        tenant_columns = tenant_columns or {}
         statements = [
             """CREATE OR REPLACE FUNCTION cplane_log_row_changes() RETURNS trigger
             LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
-            DECLARE v bigint;
+            DECLARE v bigint; tenant text := TG_ARGV[0];
             BEGIN
                 -- (A log table dropped by hand: the counter still moves, the versions go unaccounted.)
                 IF current_setting('cplane.applying', true) = 'on' OR to_regclass('cplane_row_changes') IS NULL THEN
@@ -354,29 +370,41 @@ class PostgreSQL(Backend):
                 END IF;
                 SELECT version INTO v FROM cplane_change_counters WHERE table_name = TG_TABLE_NAME;
                 -- Row id 0 marks the statement itself, so that one that touched no row is accounted
-                -- for too (reading id 0 as well is harmless: a row is only ever read more).
+                -- for too (reading id 0 as well is harmless: a row is only ever read more). With a
+                -- tenant column (TG_ARGV[0]) only system rows are named.
                 IF TG_OP = 'INSERT' THEN
                     INSERT INTO cplane_row_changes (table_name, version, row_id)
-                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, 0;
+                    SELECT TG_TABLE_NAME, v, r.id FROM cplane_new r
+                    WHERE tenant IS NULL OR to_jsonb(r) ->> tenant IS NULL
+                    UNION SELECT TG_TABLE_NAME, v, 0;
                 ELSIF TG_OP = 'DELETE' THEN
                     INSERT INTO cplane_row_changes (table_name, version, row_id)
-                    SELECT TG_TABLE_NAME, v, id FROM cplane_old UNION SELECT TG_TABLE_NAME, v, 0;
+                    SELECT TG_TABLE_NAME, v, r.id FROM cplane_old r
+                    WHERE tenant IS NULL OR to_jsonb(r) ->> tenant IS NULL
+                    UNION SELECT TG_TABLE_NAME, v, 0;
                 ELSE
+                    -- A row counts as a system row when it is one before or after the write.
                     INSERT INTO cplane_row_changes (table_name, version, row_id)
-                    SELECT TG_TABLE_NAME, v, id FROM cplane_new UNION SELECT TG_TABLE_NAME, v, id FROM cplane_old
+                    SELECT TG_TABLE_NAME, v, r.id FROM cplane_new r
+                    WHERE tenant IS NULL OR to_jsonb(r) ->> tenant IS NULL
+                       OR r.id IN (SELECT o.id FROM cplane_old o WHERE to_jsonb(o) ->> tenant IS NULL)
+                    UNION SELECT TG_TABLE_NAME, v, r.id FROM cplane_old r
+                    WHERE tenant IS NULL OR to_jsonb(r) ->> tenant IS NULL
+                       OR r.id IN (SELECT n.id FROM cplane_new n WHERE to_jsonb(n) ->> tenant IS NULL)
                     UNION SELECT TG_TABLE_NAME, v, 0;
                 END IF;
                 RETURN NULL;
             END $$"""
         ]
         for table in tables:
+            argument = f"'{tenant_columns[table]}'" if table in tenant_columns else ""
             for event, suffix, referencing in (("INSERT", "ins", "NEW TABLE AS cplane_new"),
                                                ("UPDATE", "upd", "OLD TABLE AS cplane_old NEW TABLE AS cplane_new"),
                                                ("DELETE", "del", "OLD TABLE AS cplane_old")):
                 statements.append(f'DROP TRIGGER IF EXISTS cplane_log_changes_{suffix} ON "{table}"')
                 statements.append(
                     f'CREATE TRIGGER cplane_log_changes_{suffix} AFTER {event} ON "{table}" '
-                    f"REFERENCING {referencing} FOR EACH STATEMENT EXECUTE FUNCTION cplane_log_row_changes()")
+                    f"REFERENCING {referencing} FOR EACH STATEMENT EXECUTE FUNCTION cplane_log_row_changes({argument})")
                 statements.append(_always(table, f"cplane_log_changes_{suffix}"))
         return statements
 

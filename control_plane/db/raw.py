@@ -166,6 +166,15 @@ COUNTED_TABLES_SQL = {
     "sqlite": "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger'",
 }
 COUNTED_EVENTS = ("INSERT", "UPDATE", "DELETE")
+# For a table whose counter moved from {since} to {until}: how many of those versions the row-change
+# log accounts for and whether any entry names a row (row id 0 is a write's marker). A range fully
+# accounted for by markers alone moved no system row (db/counters.TENANT_COLUMNS: a tenant's write).
+# PostgreSQL only: SQLite's REPLACE deletes the rows it conflicts with without firing their delete
+# triggers, so there a marker does not prove that no system row went; its plans read the table.
+QUIET_RANGE_SQL = {
+    "postgresql": "SELECT count(DISTINCT version), coalesce(max(row_id), 0) FROM cplane_row_changes "
+                  "WHERE table_name = '{table}' AND version > {since} AND version <= {until}",
+}
 
 
 def trigger_name(table: str, event: str) -> str:
@@ -190,6 +199,16 @@ def counted_from_rows(dialect: str, rows) -> set[str]:
     found = {(tbl, name) for name, tbl in rows}
     tables = {tbl for tbl, _ in found}
     return {t for t in tables if all((t, trigger_name(t, e)) in found for e in COUNTED_EVENTS)}
+
+
+def moved_no_system_row(source, table: str, since: int, until: int) -> bool:
+    """Whether every write that moved `table`'s counter from `since` to `until` is logged and
+    touched no system row (QUIET_RANGE_SQL); False whenever that cannot be told."""
+    query = QUIET_RANGE_SQL.get(source.dialect)
+    if query is None or until <= since or not has_table(source, "cplane_row_changes"):
+        return False
+    [(accounted, named)] = source.rows(query.format(table=_literal(table), since=int(since), until=int(until)))
+    return int(accounted) == until - since and int(named) == 0
 
 
 def counted_tables(source) -> set[str]:
