@@ -31,9 +31,19 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise CplaneError(f"{target} is not empty; export into a new or empty directory")
-    # prerender: a second process renders the documents while they are validated (read_export).
-    export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
     frozen = gc.get_freeze_count() > 0
+    # The collector stays off until what the export read and built is frozen out of its sight:
+    # turned back on first (read_export's own pause), its next collection would traverse the
+    # ~1,000,000 objects once more for no garbage (~0.05-0.09 s at 100,000 rows).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        # prerender: a second process renders the documents while they are validated (read_export).
+        export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
+        gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
     try:
         return _write(export, target, skip_invalid, fmt)
     finally:
