@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -327,6 +328,24 @@ def test_fields_from_columns_leave_out_defaults_of_their_own_type_only():
     assert _fields_from_columns({"a": False, "b": 3, "c": Decimal("1.50"), "d": Decimal("2.00"), "e": False}, plan) \
         == {"a": False, "b": 3, "c": 1.5, "d": 2, "e": False}
     assert _fields_from_columns({}, plan) == {}  # fields without a column are left to their defaults
+
+
+_PLAN_VALUES = st.sampled_from([None, True, False, 0, 1, 3, 0.7, "", "x", "informational", [], [1],
+                                 Decimal("0.7"), Decimal("0.70"), Decimal("1.50"), Decimal("2.00"),
+                                 Decimal("NaN"), Decimal("1.005")])
+
+
+@given(st.dictionaries(st.sampled_from("abcdefg"), _PLAN_VALUES))
+def test_a_plans_written_out_builder_gives_the_dict_fields_from_columns_gives(values):
+    # _fields_builder writes a plan's tests out once: the same keys, values and order for any row.
+    from control_plane.export.exporter import _NO_DEFAULT, _fields_builder, _fields_from_columns
+
+    plan = (("a", "a", True, True), ("b", "b", False, None), ("c", "c", False, Decimal("0.7")),
+            ("d", "d", False, _NO_DEFAULT), ("e", "e", True, 0), ("f", "f", False, True), ("gg", "g", True, []))
+    expected = _fields_from_columns(values, plan)
+    got = _fields_builder(plan)(values)
+    assert list(got.items()) == list(expected.items())
+    assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
 
 
 @given(st.decimals(allow_nan=True, allow_infinity=True) | st.decimals(places=2, min_value=0, max_value=10**10))

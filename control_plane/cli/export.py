@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 from pathlib import Path
 
@@ -31,15 +32,39 @@ def export_command(ctx: Context, out: str, skip_invalid: bool, fmt: str):
     target = Path(out)
     if target.exists() and any(target.iterdir()):
         raise CplaneError(f"{target} is not empty; export into a new or empty directory")
-    # prerender: a second process renders the documents while they are validated (read_export).
-    export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
     frozen = gc.get_freeze_count() > 0
+    # The collector stays off until what the export read and built is frozen out of its sight:
+    # turned back on first (read_export's own pause), its next collection would traverse the
+    # ~1,000,000 objects once more for no garbage (~0.05-0.09 s at 100,000 rows).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        # prerender: a second process renders the documents while they are validated (read_export).
+        export = read_export(ctx.engine(read_only=True), ctx.environment, prerender=True)
+        gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
     try:
         return _write(export, target, skip_invalid, fmt)
     finally:
         export.close()
         if not frozen:  # in-process callers (tests) get their collector back whole
             gc.unfreeze()
+            _freeze_at_exit()
+
+
+_FREEZE_AT_EXIT: list[bool] = []
+
+
+def _freeze_at_exit() -> None:
+    """Everything still alive frozen again when the process ends: the interpreter's collection at
+    shutdown would otherwise traverse the export's ~1,000,000 objects once more for no garbage
+    (~0.1 s of CPU at 100,000 rows, after the last file is written); reference counting still
+    frees them. Registered once per process."""
+    if not _FREEZE_AT_EXIT:
+        _FREEZE_AT_EXIT.append(True)
+        atexit.register(gc.freeze)
 
 
 def _write(export, target: Path, skip_invalid: bool, fmt: str):

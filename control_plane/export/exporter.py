@@ -48,7 +48,7 @@ from control_plane.kinds.registry import (
     ConfigKind,
 )
 from control_plane.kinds.specs import API_VERSION, Metadata, SecretRef
-from control_plane.state.live import LiveState
+from control_plane.state.live import LiveState, existing_tables
 from control_plane.state.rows import Row
 
 MODELINE = "yaml-language-server: $schema=../../schemas/{kind}.json"
@@ -84,7 +84,7 @@ class Export:
     # The live rows the documents were built from (the rows they flatten to again).
     rows: dict[str, dict[str, Row]] = field(default_factory=dict, repr=False)
     # The child process rendering documents while they are validated (build_export(prerender=True)).
-    prerendered: _Prerender | None = field(default=None, repr=False)
+    prerendered: _Renderer | None = field(default=None, repr=False)
 
     def close(self) -> None:
         """End the rendering child, if any, writing nothing more (after write_export: a no-op)."""
@@ -176,14 +176,50 @@ def _fields_from_columns(values: dict[str, Any], plan: tuple[tuple[str, str, boo
             continue
         elif value.__class__ is Decimal:
             # Money columns repeat a few thousand values over 100,000 rows: each worked out once.
-            number = _NUMBERS.get(value, _NO_DEFAULT)
-            if number is _NO_DEFAULT:
-                number = _number(value)
-                if number.__class__ is not str and len(_NUMBERS) < 65536:
-                    _NUMBERS[value] = number
-            value = number
+            value = _decimal_number(value)
         data[alias] = value
     return data
+
+
+_ABSENT = object()
+
+
+def _decimal_number(value: Decimal) -> Any:
+    """`_number` of a column's Decimal, worked out once per value (`_fields_from_columns`)."""
+    number = _NUMBERS.get(value, _NO_DEFAULT)
+    if number is _NO_DEFAULT:
+        number = _number(value)
+        if number.__class__ is not str and len(_NUMBERS) < 65536:
+            _NUMBERS[value] = number
+    return number
+
+
+def _fields_builder(plan: tuple[tuple[str, str, bool, Any], ...]) -> typing.Callable[[dict[str, Any]], dict[str, Any]]:
+    """`functools.partial(_fields_from_columns, plan=plan)`, as a function written out for the plan
+    (its tests in the plan's field order decided once, not once per row: ~half the time over the
+    100,000 rows of one child kind). The same dict, key for key and in the same order: a test
+    compares the two on every case of the plan."""
+    lines = ["def build(values):", "    data = {}"]
+    env: dict[str, Any] = {"_ABSENT": _ABSENT, "_NO_DEFAULT": _NO_DEFAULT, "_NUMBERS": _NUMBERS,
+                           "Decimal": Decimal, "_decimal_number": _decimal_number}
+    for i, (alias, column, null_is_default, default) in enumerate(plan):
+        env[f"d{i}"], env[f"c{i}"] = default, default.__class__
+        lines.append(f"    value = values.get({column!r}, _ABSENT)")
+        lines.append("    if value is not _ABSENT:")
+        lines.append("        if value is None:")
+        # NULL: left out when the field has a default (it applies), else written as null.
+        lines.append("            pass" if null_is_default or default is None else f"            data[{alias!r}] = None")
+        if default is not _NO_DEFAULT and default is not None:  # equal to its default and of its type: left out
+            lines.append(f"        elif value.__class__ is c{i} and value == d{i}:")
+            lines.append("            pass")
+        lines.append("        else:")
+        lines.append("            if value.__class__ is Decimal:")
+        lines.append("                number = _NUMBERS.get(value, _NO_DEFAULT)")
+        lines.append("                value = number if number is not _NO_DEFAULT else _decimal_number(value)")
+        lines.append(f"            data[{alias!r}] = value")
+    lines.append("    return data")
+    exec("\n".join(lines), env)  # noqa: S102 (names and defaults come from the registry and models)
+    return env["build"]
 
 
 def _holds_model(annotation: Any) -> bool:
@@ -235,7 +271,7 @@ class _Exporter:
         self.secret_claims: dict[str, set[tuple[str, str, str]]] = defaultdict(set)
         # (kind, name, field.sub) of the provider-keyed references derived here (not recorded).
         self.generated: set[tuple[str, str, str]] = set()
-        self.plans: dict[Child, tuple[tuple[str, str, bool, Any], ...]] = {}
+        self.builders: dict[Child, typing.Callable[[dict[str, Any]], dict[str, Any]]] = {}
 
     def children_by_parent(self, child: Child) -> dict[str, list[Row]]:
         parent_column = next(c for c, depth in child.ancestor_columns.items() if depth == 0)
@@ -246,6 +282,14 @@ class _Exporter:
             rows.sort(key=lambda r: (r.id is None, r.id or 0, r.key))
         return grouped
 
+    def index_children(self, children: tuple[Child, ...], index: dict[str, dict[str, list[Row]]]) -> None:
+        """Each child kind's rows by parent, into `index` (a method, not a recursive closure: that
+        would be a reference cycle keeping the grouped rows and the read state alive until a
+        collection, which an export runs without: ~24 MB at 100,000 rows)."""
+        for child in children:
+            index[child.row_kind] = self.children_by_parent(child)
+            self.index_children(child.children, index)
+
     def child_items(self, child: Child, model: type[BaseModel], parent_key: str, index: dict) -> list[Any]:
         rows = index[child.row_kind].get(parent_key, [])
         if child.key_field is None:
@@ -254,15 +298,15 @@ class _Exporter:
         if item_model is None:
             raise RuntimeError(f"{model.__name__}.{child.field} is not a list of models")
         skip = frozenset(c.field for c in child.children)
-        plan = self.plans.get(child)
-        if plan is None:
-            plan = self.plans[child] = _field_plan(
+        build = self.builders.get(child)
+        if build is None:
+            build = self.builders[child] = _fields_builder(_field_plan(
                 item_model,
                 lambda f: child.key_column if f == child.key_field
-                else child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip)
+                else child.columns.get(f) or COMMON_COLUMN_NAMES.get(f, f), skip))
         items = []
         for row in rows:
-            item = _fields_from_columns(row.values, plan)
+            item = build(row.values)
             if child.children:
                 for grandchild in child.children:
                     _put_child(item_model, item, grandchild.field,
@@ -312,27 +356,21 @@ def build_export(live: LiveState, prerender: bool = False) -> Export:
 
     `prerender`: a forked child renders the documents (emit.render, the read-back included) while
     this process validates them, and writes them when write_export says which (the valid ones, at
-    the place it names); see _Prerender."""
+    the place it names); see _Renderer."""
     exporter = _Exporter(live)
     result = Export(rows=live.rows)
     child_index: dict[str, dict[str, list[Row]]] = {}
-
-    def index_children(children: tuple[Child, ...]) -> None:
-        for child in children:
-            child_index[child.row_kind] = exporter.children_by_parent(child)
-            index_children(child.children)
-
     pending: list[tuple[ConfigKind, Row, ExportedObject, dict[str, Any]]] = []
     for ck in _exportable_kinds():
-        index_children(ck.children)
+        exporter.index_children(ck.children, child_index)
         rk = ROW_KINDS[ck.row_kind]
         managed = live.managed.get(rk.name, {})
         skip = frozenset(set(ck.child_fields) | set(ck.secrets)
                          | {f for f in ck.spec.model_fields if ck.column_for(f) == ck.key_column})
-        plan = _field_plan(ck.spec, ck.column_for, skip)
+        build = _fields_builder(_field_plan(ck.spec, ck.column_for, skip))
         dumped = _dumped(ck.spec, ck.children, set(ck.secrets))
         for row in sorted(live.rows.get(rk.name, {}).values(), key=lambda r: r.key):
-            data = _fields_from_columns(row.values, plan)
+            data = build(row.values)
             for child in ck.children:
                 _put_child(ck.spec, data, child.field, exporter.child_items(child, ck.spec, row.key, child_index))
             record = managed.get(row.key)
@@ -366,7 +404,7 @@ def build_export(live: LiveState, prerender: bool = False) -> Export:
         built.append((ck, row, obj, data, metadata, dumped))
 
     if prerender:
-        result.prerendered = _Prerender.start([obj for _, _, obj, _, _, dumped in built if not dumped])
+        result.prerendered = _Renderer.start([obj for _, _, obj, _, _, dumped in built if not dumped])
     try:
         for ck, row, obj, data, metadata, dumped in built:
             # One validation per spec, of the very dict that is written, as the loader validates it
@@ -469,18 +507,20 @@ def read_export(engine: Engine, environment: str | None = None, prerender: bool 
     check_connection(engine)
     with paused_gc():
         with engine.connect() as conn:
-            if _schema_revision(conn) is None:
+            present = existing_tables(conn)
+            if _schema_revision(conn, present) is None:
                 return build_export(LiveState({}, {}, {}))
-            live = read_rows(conn, frozenset(ck.row_kind for ck in _exportable_kinds()))
+            live = read_rows(conn, frozenset(ck.row_kind for ck in _exportable_kinds()), present)
         return build_export(live, prerender=prerender and _workers() > 1)
 
 
-def _schema_revision(conn) -> str | None:
+def _schema_revision(conn, present: set[str]) -> str | None:
     """The revision Alembic recorded, read as Alembic reads it (its version table; none when the
-    table is missing or empty) without importing Alembic (~0.2 s of a process that takes ~1 s)."""
-    from sqlalchemy import inspect, text
+    table is missing or empty) without importing Alembic (~0.2 s of a process that takes ~1 s).
+    `present`: the tables the database has (`existing_tables`, listed once for the reader too)."""
+    from sqlalchemy import text
 
-    if not inspect(conn).has_table("alembic_version"):
+    if "alembic_version" not in present:
         return None
     return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
@@ -524,56 +564,30 @@ def write_export(export: Export, out: Path, workers: int | None = None,
     (its text is not kept); returns the paths written, in the objects' order.
 
     Rendering (yaml-rs's dump and the read-back of every document) is ~a quarter of an export; with
-    `workers` 2 (default: when a second CPU is there, see `_workers`) a forked child renders and
-    writes part of the objects while this process does the rest: each file is written by exactly
-    one process from the same document, so the tree is byte-for-byte the one a single process
-    writes. Objects are handed out one by one through a pipe (largest documents balance
-    themselves); a failure is reported as the first failing object in the objects' order, one line
-    as before. `meanwhile` (e.g. `check_written`, which needs no file) runs in this process while
-    the child renders, or after the files when there is no child."""
+    `workers` 2 (default: when a second CPU is there, see `_workers`) a forked child renders part
+    of the objects (`_Renderer`, the same child `read_export(prerender=True)` starts before
+    validation) while this process runs `meanwhile` (e.g. `check_written`, which needs no file)
+    and then renders the rest: each file is written by exactly one process from the same
+    document, so the tree is byte-for-byte the one a single process writes. A failure is reported
+    as the first failing object in the objects' order, one line as before. Without a child,
+    `meanwhile` runs after the files."""
     folders = {(out / obj.path).parent for obj in export.objects}
     for folder in sorted(folders):
         folder.mkdir(parents=True, exist_ok=True)
     objects = export.objects
-    if export.prerendered is not None:
-        failures = export.prerendered.finish(objects, out, meanwhile)
-        if failures:
-            raise CplaneError(failures[min(failures)])
-        return [out / obj.path for obj in objects]
-    workers = _workers() if workers is None else workers
-    if workers < 2 or len(objects) < _FORK_MIN_OBJECTS:
+    renderer = export.prerendered
+    if renderer is None and (_workers() if workers is None else workers) >= 2:
+        renderer = _Renderer.start(objects)
+    if renderer is None:
         for obj in objects:
             _write_one(obj, out)
         if meanwhile is not None:
             meanwhile()
         return [out / obj.path for obj in objects]
-    failures = _write_shared(objects, out, meanwhile)
+    failures = renderer.finish(objects, out, meanwhile)
     if failures:
         raise CplaneError(failures[min(failures)])
     return [out / obj.path for obj in objects]
-
-
-def _claims(queue: int):
-    """Object indexes taken from the shared queue until it is empty (a 4-byte read from a pipe is
-    atomic between the two readers: every index was written whole, before either read)."""
-    while True:
-        data = os.read(queue, _INDEX.size)
-        if not data:
-            return
-        yield _INDEX.unpack(data)[0]
-
-
-def _render_claimed(objects: list[ExportedObject], out: Path, queue: int, step: int) -> dict[int, str]:
-    failures: dict[int, str] = {}
-    for start in _claims(queue):
-        for index in range(start, min(start + step, len(objects))):
-            try:
-                _write_one(objects[index], out)
-            except CplaneError as exc:
-                failures[index] = str(exc)
-            except Exception as exc:  # noqa: BLE001 (reported as the one process would have failed)
-                failures[index] = f"cannot write {objects[index].kind}/{objects[index].name}: {exc}"
-    return failures
 
 
 def _fork(child: typing.Callable[[], None]) -> int:
@@ -598,76 +612,84 @@ def _fork(child: typing.Callable[[], None]) -> int:
     return pid
 
 
-def _write_shared(objects: list[ExportedObject], out: Path, meanwhile) -> dict[int, str]:
-    """Render `objects` in this process and a forked child; {index: one-line message} of failures."""
-    queue_r, queue_w = os.pipe()
-    result_r, result_w = os.pipe()
-    # Every claim is in the pipe before the fork, at most 16,000 of them (64 KB, a pipe's buffer):
-    # a claim is a run of `step` objects (one object each below 16,000 objects).
-    step = -(-len(objects) // 16000)
-    payload = b"".join(_INDEX.pack(i) for i in range(0, len(objects), step))
-    os.write(queue_w, payload)
-    os.close(queue_w)
-    def child() -> None:  # render what it claims, report failures
-        os.close(result_r)
-        report = json.dumps(_render_claimed(objects, out, queue_r, step)).encode()
-        while report:
-            report = report[os.write(result_w, report):]
-
-    pid = _fork(child)
-    os.close(result_w)
-    try:
-        if meanwhile is not None:
-            meanwhile()
-        failures = _render_claimed(objects, out, queue_r, step)
-    finally:
-        os.close(queue_r)
-        chunks = []
-        while chunk := os.read(result_r, 65536):
-            chunks.append(chunk)
-        os.close(result_r)
-        _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or not chunks:
-        raise CplaneError("the process writing part of the export failed; the export is incomplete")
-    failures.update({int(k): v for k, v in json.loads(b"".join(chunks)).items()})
-    return failures
+def _claims(queue: int):
+    """Object indexes taken from the shared queue until it is empty (a 4-byte read from a pipe is
+    atomic between the two readers: every index was written whole, before either read)."""
+    while True:
+        data = os.read(queue, _INDEX.size)
+        if not data:
+            return
+        yield _INDEX.unpack(data)[0]
 
 
-class _Prerender:
-    """A forked child rendering documents while this process validates them.
+def _items(value: Any) -> int:
+    """About how many list items a document holds, at any depth (its size as far as rendering
+    goes; only an order of work, so a list's items are taken to be like its first one)."""
+    if value.__class__ is dict:
+        return sum(_items(v) for v in value.values() if v.__class__ is dict or v.__class__ is list)
+    if value.__class__ is list and value:
+        return len(value) * (1 + _items(value[0]))
+    return 0
 
-    Rendering (yaml-rs's dump and the read-back of every document, ~0.7 s of CPU at 100,000 rows)
-    and validation (~0.55 s) need nothing of each other: the child renders every document that is
-    final before validation (all but the kinds dumped from their model) and keeps the texts; it
-    writes nothing until `finish` names the objects to write (the valid ones; none at all when the
-    export stops on a problem) and the folder, so a file is written only for a document that
-    validated, and each from the same document a single process renders: the same bytes. Render
-    failures come back as the one-line messages `_write_one` raises."""
 
-    def __init__(self, pid: int, command: int, result: int, index: dict[int, int]):
-        self.pid, self.command, self.result, self.index = pid, command, result, index
+def _render_failure(obj: ExportedObject, exc: Exception) -> str:
+    """The one-line message `_write_one` raises for a document no writer reproduces."""
+    if isinstance(exc, ValueError):
+        return f"cannot write {obj.kind}/{obj.name} exactly as YAML: {exc}"
+    return f"cannot write {obj.kind}/{obj.name}: {exc}"
+
+
+class _Renderer:
+    """A forked child rendering documents while this process validates and checks them.
+
+    Rendering (yaml-rs's dump and the read-back of every document, ~0.4 s of CPU at 100,000 rows)
+    needs nothing of validation and the in-memory checks: the child takes documents one by one
+    from a queue of the renderable ones (every document final before validation: all but the
+    kinds dumped from their model) and keeps the texts; this process, once it has validated and
+    checked, takes the rest from the same queue, so whichever finishes first helps the other.
+    The child writes nothing until `finish` names the folder and the objects to write (the valid
+    ones; none at all when the export stops on a problem: `close`), so a file is written only for
+    a document that validated, each by one process from the same document: the bytes a single
+    process writes. Render failures come back as the one-line messages `_write_one` raises."""
+
+    def __init__(self, pid: int, command: int, result: int, queue: int, step: int, objects: list[ExportedObject]):
+        self.pid, self.command, self.result, self.queue, self.step = pid, command, result, queue, step
+        self.objects = objects
+        self.index = {id(obj): i for i, obj in enumerate(objects)}
         self.done = False
 
     @classmethod
-    def start(cls, objects: list[ExportedObject]) -> _Prerender | None:
+    def start(cls, objects: list[ExportedObject]) -> _Renderer | None:
         if len(objects) < _FORK_MIN_OBJECTS:
             return None
+        # Every claim is in the queue before the fork, at most 16,000 of them (64 KB, a pipe's
+        # buffer): a claim is a run of `step` objects (one object each below 16,000 objects).
+        # Largest first: the child starts on the large documents while this process validates,
+        # and what is left for this process to take at the end is small (it keeps the two
+        # finishing together, and the large read-backs out of this process's peak memory).
+        step = -(-len(objects) // 16000)
+        starts = sorted(range(0, len(objects), step),
+                        key=lambda start: -sum(_items(o.document) for o in objects[start:start + step]))
+        queue_r, queue_w = os.pipe()
+        os.write(queue_w, b"".join(_INDEX.pack(i) for i in starts))
+        os.close(queue_w)
         command_r, command_w = os.pipe()
         result_r, result_w = os.pipe()
 
         def child() -> None:
             os.close(command_w), os.close(result_r)
-            _prerender_child(objects, command_r, result_w)
+            _render_child(objects, step, queue_r, command_r, result_w)
 
         pid = _fork(child)
         os.close(command_r), os.close(result_w)
-        return cls(pid, command_w, result_r, {id(obj): i for i, obj in enumerate(objects)})
+        return cls(pid, command_w, result_r, queue_r, step, objects)
 
     def finish(self, objects: list[ExportedObject], out: Path, meanwhile) -> dict[int, str]:
-        """Have the child write its rendered documents among `objects` under `out`; render and write
-        the others here, run `meanwhile`; {index in objects: message} of the failures."""
-        theirs = {i: self.index[id(obj)] for i, obj in enumerate(objects) if id(obj) in self.index}
-        order = json.dumps({"out": str(out), "write": [[j, objects[i].path] for i, j in theirs.items()]})
+        """Have the child write its rendered documents among `objects` under `out`; run
+        `meanwhile`, then render and write the rest here; {index in objects: message} of the
+        failures."""
+        position = {self.index[id(obj)]: i for i, obj in enumerate(objects) if id(obj) in self.index}
+        order = json.dumps({"out": str(out), "write": [[j, objects[i].path] for j, i in position.items()]})
         try:
             _write_all(self.command, order.encode())
         finally:
@@ -678,18 +700,23 @@ class _Prerender:
             if meanwhile is not None:
                 meanwhile()
             for i, obj in enumerate(objects):
-                if i not in theirs:
-                    try:
-                        _write_one(obj, out)
-                    except CplaneError as exc:
-                        failures[i] = str(exc)
+                if id(obj) not in self.index:  # not renderable before validation: this process's
+                    _write_into(failures, i, obj, out)
+            for start in _claims(self.queue):  # what the child has not taken yet
+                for j in range(start, min(start + self.step, len(self.objects))):
+                    i = position.get(j)
+                    if i is None:
+                        continue  # not valid: not written
+                    _write_into(failures, i, objects[i], out)
         finally:
             report = self._collect()
-        back = {j: i for i, j in theirs.items()}
-        failures.update({back[int(j)]: message for j, message in report.items()})
+        failures.update({position[int(j)]: message for j, message in report.items()})
         return failures
 
     def _collect(self) -> dict[str, str]:
+        if self.queue >= 0:
+            os.close(self.queue)
+            self.queue = -1
         chunks = []
         while chunk := os.read(self.result, 65536):
             chunks.append(chunk)
@@ -701,15 +728,27 @@ class _Prerender:
         return json.loads(b"".join(chunks))
 
     def close(self) -> None:
+        """End the child writing nothing (after finish: a no-op)."""
         if self.done:
             return
         if self.command >= 0:
             os.close(self.command)  # no order: the child writes nothing and exits
             self.command = -1
+        for _ in _claims(self.queue):  # the child renders what it holds, then finds the queue empty
+            pass
         try:
             self._collect()
         except CplaneError:
             pass
+
+
+def _write_into(failures: dict[int, str], i: int, obj: ExportedObject, out: Path) -> None:
+    try:
+        _write_one(obj, out)
+    except CplaneError as exc:
+        failures[i] = str(exc)
+    except Exception as exc:  # noqa: BLE001 (reported as the one process would have failed)
+        failures[i] = _render_failure(obj, exc)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -717,18 +756,15 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
-def _prerender_child(objects: list[ExportedObject], command: int, result: int) -> None:
-    texts: list[str | None] = []
+def _render_child(objects: list[ExportedObject], step: int, queue: int, command: int, result: int) -> None:
+    texts: dict[int, str] = {}
     errors: dict[int, str] = {}
-    for i, obj in enumerate(objects):
-        try:
-            texts.append(render_object(obj))
-        except ValueError as exc:
-            texts.append(None)
-            errors[i] = f"cannot write {obj.kind}/{obj.name} exactly as YAML: {exc}"
-        except Exception as exc:  # noqa: BLE001 (reported as the one process would have failed)
-            texts.append(None)
-            errors[i] = f"cannot write {obj.kind}/{obj.name}: {exc}"
+    for start in _claims(queue):
+        for i in range(start, min(start + step, len(objects))):
+            try:
+                texts[i] = render_object(objects[i])
+            except Exception as exc:  # noqa: BLE001 (reported as the one process would have failed)
+                errors[i] = _render_failure(objects[i], exc)
     chunks = []
     while chunk := os.read(command, 65536):
         chunks.append(chunk)
@@ -737,10 +773,12 @@ def _prerender_child(objects: list[ExportedObject], command: int, result: int) -
         order = json.loads(b"".join(chunks))
         out = Path(order["out"])
         for i, path in order["write"]:
-            text = texts[i]
-            if text is None:
+            if i in errors:
                 failures[i] = errors[i]
                 continue
+            text = texts.get(i)
+            if text is None:
+                continue  # this process's claim
             try:
                 (out / path).write_text(text, encoding="utf-8")
             except OSError as exc:
