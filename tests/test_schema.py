@@ -12,6 +12,7 @@ from control_plane.db import engine as db
 from control_plane.db.models import metadata
 from control_plane.db.models import system as system_models
 from control_plane.db.models.user import USER_TABLES
+from control_plane.errors import DatabaseUnavailable
 
 
 def _live_tables(engine) -> set[str]:
@@ -277,3 +278,54 @@ def test_validate_imports_neither_sqlalchemy_nor_the_models():
 
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
+
+
+def _alembic_scripts():
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(db.alembic_config(None))
+
+
+def test_the_known_revisions_are_the_scripts_alembic_reads():
+    """db/engine.py's REVISIONS (what a plan compares the database's revision with, without
+    Alembic) is Alembic's history, oldest first; a new migration is added there too."""
+    script = _alembic_scripts()
+    chain = [rev.revision for rev in script.walk_revisions("base", "heads")][::-1]
+    assert list(db.REVISIONS) == chain
+    assert script.get_heads() == [db.REVISIONS[-1]]
+    assert db.known_revisions() == db.REVISIONS
+    assert db.head_revision() == script.get_current_head()
+
+
+def test_other_scripts_than_the_known_ones_leave_the_count_to_alembic(tmp_path, monkeypatch):
+    versions = tmp_path / "migrations" / "versions"
+    versions.mkdir(parents=True)
+    for name in db.REVISIONS:
+        (versions / f"{name}.py").write_text("")
+    monkeypatch.setattr(db, "MIGRATIONS_DIR", tmp_path / "migrations")
+    assert db.known_revisions.__wrapped__() == db.REVISIONS
+    (versions / "0015_new.py").write_text("")
+    assert db.known_revisions.__wrapped__() is None
+
+
+def test_pending_migrations_count_as_alembic_counts(db_url, engine_for):
+    """At each revision (and before any), the count without Alembic is Alembic's."""
+    engine = engine_for(db_url)
+    script = _alembic_scripts()
+    cfg = db.alembic_config(engine)
+    assert db.current_revision(engine) is None
+    assert db.pending_migrations(engine) == len(list(script.iterate_revisions("heads", "base"))) == len(db.REVISIONS)
+    for revision in db.REVISIONS[::4] + db.REVISIONS[-1:]:
+        command.upgrade(cfg, revision)
+        with engine.connect() as conn:
+            assert db.current_revision(engine) == MigrationContext.configure(conn).get_current_revision() == revision
+        assert db.pending_migrations(engine) == len(list(script.iterate_revisions("heads", revision)))
+    assert db.pending_migrations(engine) == 0
+
+
+def test_a_revision_this_cplane_does_not_know_is_refused(migrated_engine):
+    with migrated_engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+    assert db.current_revision(migrated_engine) == "0099_from_the_future"
+    with pytest.raises(DatabaseUnavailable, match="0099_from_the_future.*newer than this cplane"):
+        db.pending_migrations(migrated_engine)

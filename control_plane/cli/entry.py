@@ -137,9 +137,29 @@ def _open(options: dict[str, object]):
     return target, conn, SecretBox(environment, material=material)
 
 
-def no_change(options: dict[str, object], *, under_apply_lock: bool = False):
+# When the raw path read the record and it did not vouch for `No changes`, the click command of
+# the same process (cli/reconcile.py) does not ask it again: main() keeps here the command line's
+# options and the inputs the decision hashed (nochange.Inputs, hashed before anything was read),
+# which the command takes once (take_decided) for its incremental plan instead of hashing the tree
+# again. Only main() keeps them, and only for the one click command it runs next.
+_DECIDED: list[tuple[dict[str, object], object]] = []
+
+
+def take_decided(command: str, config_dir, environment: str | None, database_url: str | None):
+    """The inputs the raw path hashed in this process before it found that the record does not
+    vouch for `No changes`, when that was for this command and these options; else None."""
+    if not _DECIDED:
+        return None
+    options, wanted = _DECIDED.pop()
+    same = (options["command"] == command and Path(options["config_dir"]) == Path(config_dir)
+            and options["environment"] == environment and options["database_url"] == database_url)
+    return wanted if same else None
+
+
+def no_change(options: dict[str, object], *, under_apply_lock: bool = False, decided: list | None = None):
     """The no-change answer from the raw driver (reconcile/nochange.NoChange), or None. With
-    `under_apply_lock`, confirmed under the apply lock (None when another apply holds it)."""
+    `under_apply_lock`, confirmed under the apply lock (None when another apply holds it).
+    `decided`: where to keep (options, inputs) when the record was read and said no (_DECIDED)."""
     from control_plane.db import raw
     from control_plane.reconcile import nochange
 
@@ -149,12 +169,15 @@ def no_change(options: dict[str, object], *, under_apply_lock: bool = False):
     target, conn, box = opened
     source = raw.RawSource(conn, target.dialect)
 
-    def decide():
+    def decide(wanted=None):
         return nochange.decide(source, options["config_dir"], box, environment=options["environment"],
-                               require_secrets=options["require_secrets"])
+                               require_secrets=options["require_secrets"], wanted=wanted)
 
     try:
-        answer = decide()
+        wanted = nochange.inputs(options["config_dir"], options["environment"], box)
+        answer = decide(wanted)
+        if answer is None and decided is not None:
+            decided.append((options, wanted))
         if answer is None or not under_apply_lock:
             return answer
         # As fastpath.no_change_apply: the answer again, under the apply lock.
@@ -186,9 +209,9 @@ def render(options: dict[str, object], answer) -> tuple[str, str]:
     return render_markdown(plan, artifact=options["artifact"], compact=options["compact"]) + "\n", err
 
 
-def fast_answer(argv: list[str]) -> tuple[str, str] | None:
+def fast_answer(argv: list[str], decided: list | None = None) -> tuple[str, str] | None:
     """(stdout, stderr) of a no-change `cplane plan` or no-op `cplane apply`, or None: the click
-    command answers."""
+    command answers (`decided`: as no_change's)."""
     options = parse(argv)
     if options is None:
         return None
@@ -198,9 +221,11 @@ def fast_answer(argv: list[str]) -> tuple[str, str] | None:
 
             if Path(options["config_dir"]).is_dir() and mentions(Path(options["config_dir"]), b"SyncWindow"):
                 return None  # a deny window may refuse the apply: the click command evaluates it
-        answer = no_change(options, under_apply_lock=options["command"] == "apply")
+        answer = no_change(options, under_apply_lock=options["command"] == "apply", decided=decided)
         return None if answer is None else render(options, answer)
     except Exception:  # any doubt: the full path, which reports errors as cplane does
+        if decided:
+            decided.clear()
         return None
 
 
@@ -210,7 +235,8 @@ def fast_plan(argv: list[str]) -> tuple[str, str] | None:
 
 
 def main() -> None:
-    answered = fast_answer(sys.argv[1:])
+    _DECIDED.clear()
+    answered = fast_answer(sys.argv[1:], decided=_DECIDED)
     if answered is not None:
         out, err = answered
         if err:
@@ -221,4 +247,7 @@ def main() -> None:
         sys.exit(0)  # no changes: 0, with or without --detailed-exitcode
     from control_plane.cli.main import main as cli
 
-    cli(prog_name="cplane")
+    try:
+        cli(prog_name="cplane")
+    finally:
+        _DECIDED.clear()

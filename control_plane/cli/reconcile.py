@@ -37,6 +37,14 @@ def echo_text(plan, *, colour: bool, compact: bool = False) -> None:
         click.echo(piece, nl=False)
 
 
+def _raw_decided(ctx: Context, command: str):
+    """The inputs cli/entry.py's raw path hashed in this process before the record it read said
+    that something changed (reconcile/nochange.Inputs), for this command line; else None."""
+    from control_plane.cli.entry import take_decided
+
+    return take_decided(command, ctx.config_dir, ctx.environment, ctx.database_url)
+
+
 def _plan_options(func):
     func = click.option("--adopt", is_flag=True, help="Take existing rows with the same natural key under management.")(func)
     func = click.option("--require-secrets", is_flag=True, help="Fail when a referenced secret variable is unset.")(func)
@@ -68,14 +76,21 @@ def _fast_path_option(func):
 def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: bool, compact: bool, artifact: str | None,
                  adopt: bool, require_secrets: bool, allow_environment_change: bool, at: str | None, no_fast_path: bool):
     """Compute the changes that would make the database match the config."""
-    from control_plane.reconcile.fastpath import no_change_plan
+    from control_plane.reconcile import fastpath
     from control_plane.render.plan import render_json, render_markdown
 
     engine = ctx.engine(read_only=True)
-    # First the record of the last apply (light: no parse, no row, not even the models imported).
+    # First the record of the last apply (light: no parse, no row, not even the models imported),
+    # unless the raw path (cli/entry.py) of this process asked it already and it said no. The
+    # inputs hashed for that question serve the incremental plan too: the tree is hashed once.
     # A plan for another time (--at) is never the recorded one.
-    plan = None if no_fast_path or at is not None else no_change_plan(
-        engine, ctx.config_dir, environment=ctx.environment, adopt=adopt, require_secrets=require_secrets)
+    plan = hashed = None
+    if not no_fast_path and at is None:
+        hashed = _raw_decided(ctx, "plan")
+        if hashed is None and not adopt and (box := fastpath.secret_box(ctx.environment, engine.url)) is not None:
+            hashed = fastpath.inputs(ctx.config_dir, ctx.environment, box)
+            plan = fastpath.no_change_plan(engine, ctx.config_dir, environment=ctx.environment,
+                                           require_secrets=require_secrets, box=box, wanted=hashed)
     fast = plan is not None
     if plan is None:
         from control_plane.reconcile.controller import make_plan
@@ -83,7 +98,7 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
         # (The no-change question was asked above; the plan is still incremental unless --no-fast-path.)
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False, incremental=not no_fast_path, at=at).plan
+                         fast_path=False, incremental=not no_fast_path, at=at, inputs=hashed).plan
     if fast and ctx.debug:
         click.echo("plan: nothing changed since the last apply (its recorded state: config digest, secrets, table "
                    "versions); --no-fast-path makes the full plan", err=True)
@@ -149,7 +164,9 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             click.echo(f"Apply complete. {summary_line(plan)[len('Plan: '):]}")
 
     engine = ctx.engine()
-    if planfile is None and not no_fast_path:
+    # As plan's: the raw path's inputs when it read the record and found that something changed.
+    hashed = _raw_decided(ctx, "apply") if planfile is None and not no_fast_path else None
+    if planfile is None and not no_fast_path and hashed is None:
         # Nothing changed since the last apply (confirmed under the apply lock): nothing to do, nothing imported.
         try:
             plan = fastpath.no_change_apply(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
@@ -178,7 +195,7 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
             result = apply_config(engine, ctx.config_dir, environment=ctx.environment, actor=actor, adopt=adopt,
                                   require_secrets=require_secrets, allow_environment_change=allow_environment_change,
                                   lock_timeout=lock_timeout, progress=reporter, fast_path=False,
-                                  incremental=not no_fast_path,
+                                  incremental=not no_fast_path, inputs=hashed,
                                   extra_warnings=(window_note,) if window_note else ())
         finally:
             reporter.close()
@@ -197,7 +214,8 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False, incremental=not no_fast_path).plan  # (the fast path was tried above)
+                         fast_path=False, incremental=not no_fast_path,
+                         inputs=hashed).plan  # (the fast path was tried above)
     show(plan)
     if not plan.has_changes:
         if fmt == "json":

@@ -31,14 +31,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from io import StringIO
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml_rs
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from ruamel.yaml.scalarstring import LiteralScalarString
+
+if TYPE_CHECKING:
+    # ruamel.yaml only where a file is composed again (a problem's position, `locate`, dumping):
+    # the fast path (yaml-rs) never imports it.
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+    from ruamel.yaml.nodes import Node, ScalarNode
 
 __all__ = [
     "ALIAS_LIMITS",
@@ -398,6 +400,8 @@ def _apply_merges(node: Any, memo: dict[int, Any]) -> Any:
 
 
 def _ruamel() -> YAML:
+    from ruamel.yaml import YAML
+
     yaml = YAML(typ="rt")
     yaml.version = (1, 2)
     yaml.allow_duplicate_keys = False
@@ -409,6 +413,8 @@ def _one_line(message: str) -> str:
 
 
 def _diagnose(text: str, path: Path, exc: BaseException) -> list[LoadError]:
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
     rs_message = str(exc)
     if "recursion limit exceeded" in rs_message:
         # yaml-rs already knows where: ruamel's scanner is quadratic on deep flow collections
@@ -482,6 +488,8 @@ def _key_identity(node: ScalarNode) -> Any:
 
 
 def _find_duplicates(docs: Iterable[Node | None], path: Path) -> list[LoadError]:
+    from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
     errors: list[LoadError] = []
     seen: set[int] = set()
     stack: list[Node] = [d for d in docs if d is not None][::-1]
@@ -674,6 +682,8 @@ def locate(doc: Document, path: tuple[str | int, ...], at_value: bool = False) -
     (a missing field), the deepest node that does exist is returned. The document is parsed once
     (ruamel round-trip, YAML 1.2) and cached; if it cannot be, the document start is returned.
     """
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
     fallback = (doc.line, 1)
     entry = _positions.get(Path(doc.file))
     found = entry.tree(doc.index, doc.line) if entry is not None else None
@@ -713,6 +723,8 @@ def _own_position(node: Any) -> tuple[int, int] | None:
 
 
 def _map_step(node: CommentedMap, step: Any, at_value: bool = False) -> tuple[tuple[int, int], Any] | None:
+    from ruamel.yaml.comments import CommentedMap
+
     try:
         if step not in node:
             return None
@@ -743,6 +755,8 @@ def dump_documents(docs: list[dict], header: str | None = None) -> str:
     ``header`` becomes leading comment lines. Keys keep insertion order, no anchors are emitted
     for shared objects, and strings containing newlines are written as literal blocks (``|``).
     """
+    from ruamel.yaml import YAML
+
     yaml = None
     out = StringIO()
     if header:
@@ -792,6 +806,9 @@ def _has_multiline(value: Any) -> bool:
 
 
 def _to_round_trip(value: Any) -> Any:
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+    from ruamel.yaml.scalarstring import LiteralScalarString
+
     if isinstance(value, dict):
         cm = CommentedMap()
         for k, v in value.items():

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -122,35 +123,83 @@ def alembic_config(engine: Engine):
     return cfg
 
 
+# The migrations this cplane ships, oldest first: a linear history, each file in
+# migrations/versions named after its revision. Known here so that a plan or an apply at head asks
+# the database its revision and compares, without importing Alembic (and Mako, and Pygments) to read
+# the scripts; tests/test_schema.py checks this is what Alembic reads. Whenever the directory holds
+# other files than these (a migration added without adding it here), Alembic answers instead.
+REVISIONS = (
+    "0001_initial",
+    "0002_prompt_variants",
+    "0003_runtime_operators",
+    "0005_secret_keys",
+    "0006_setting_schema",
+    "0007_plan_trust",
+    "0008_change_counters",
+    "0009_tenant_rls",
+    "0010_run_desired_rows",
+    "0012_plan_fastpath",
+    "0013_plan_tables",
+    "0014_row_changes",
+)
+VERSION_TABLE = "alembic_version"
+
+
 @lru_cache(maxsize=1)
-def head_revision() -> str:
+def known_revisions() -> tuple[str, ...] | None:
+    """REVISIONS when migrations/versions holds exactly their scripts, else None (ask Alembic)."""
+    try:
+        found = {entry.name[:-3] for entry in os.scandir(MIGRATIONS_DIR / "versions")
+                 if entry.name.endswith(".py") and entry.is_file()}
+    except OSError:
+        return None
+    return REVISIONS if found == set(REVISIONS) else None
+
+
+def _script_directory():
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(cfg)
+
+
+@lru_cache(maxsize=1)
+def head_revision() -> str:
+    known = known_revisions()
+    return known[-1] if known is not None else _script_directory().get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
+    """The database's schema revision (None: never migrated), as Alembic's MigrationContext reads
+    it (its version table, never created here); Alembic itself only for what is not one plain row."""
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        rows = conn.execute(text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+        if len(rows) <= 1:
+            return rows[0] if rows else None
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(conn).get_current_revision()  # (raises: more than one head)
 
 
 def pending_migrations(engine: Engine) -> int:
-    """How many migrations `upgrade` would run: Alembic's current revision (read without creating
-    alembic_version) against the script directory. Writes nothing."""
-    from alembic.script import ScriptDirectory
-    from alembic.util import CommandError
-
+    """How many migrations `upgrade` would run: the current revision (read without creating
+    alembic_version) against the migrations this cplane ships. Writes nothing."""
     check_connection(engine)
     current = current_revision(engine)
-    script = ScriptDirectory.from_config(alembic_config(engine))
+    known = known_revisions()
+    if known is not None and (current is None or current in known):
+        return len(known) - (known.index(current) + 1 if current is not None else 0)
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    script = _script_directory()
     try:
         return sum(1 for _ in script.iterate_revisions("heads", current or "base"))
-    except CommandError:
+    except (CommandError, RevisionError):  # (an unknown revision is a ResolutionError)
         raise DatabaseUnavailable(
             f"{redact(engine.url)} is at schema revision {current!r}, which this cplane does not know "
             f"(head {head_revision()}): is it newer than this cplane?"
@@ -161,9 +210,8 @@ MIGRATION_LOCK_ID = 0x63706C616E6D  # "cplanm": one migration at a time per Post
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
-    """Migrate to head; returns (revision before, revision after). Running it twice changes nothing."""
-    from alembic import command
-
+    """Migrate to head; returns (revision before, revision after). Running it twice changes nothing
+    (and, at head, imports no Alembic)."""
     check_connection(engine)
     before = current_revision(engine)
     head = head_revision()
@@ -171,6 +219,8 @@ def upgrade(engine: Engine) -> tuple[str | None, str]:
         with for_dialect(engine).migration_lock(engine, MIGRATION_LOCK_ID):
             before = current_revision(engine)  # another process may have migrated while this one waited
             if before != head:
+                from alembic import command
+
                 try:
                     command.upgrade(alembic_config(engine), "head")
                 except OperationalError as exc:

@@ -293,14 +293,31 @@ def _describe(impact: dict[str, int]) -> str:
     return ", ".join(f"{n} {label}" for label, n in impact.items())
 
 
+def _referencing_table(ref):
+    """The table a user reference counts in: a system table's model (kinds/columns.py names them),
+    else, for a plain count, only the reference column (an integer: every system table's id), so
+    that counting never declares the user-data models; a scoped count of a user table takes them."""
+    from sqlalchemy import Integer, column, table
+
+    from control_plane.kinds.columns import MODELS
+    from control_plane.kinds.registry import model_class
+
+    for model_name, (table_name, _columns) in MODELS.items():
+        if table_name == ref.table:
+            return model_class(model_name).__table__
+    if ref.scope is None:
+        return table(ref.table, column(ref.column, Integer()))
+    from control_plane.db.models import metadata
+
+    return metadata.tables[ref.table]
+
+
 def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[str, dict[int, dict[str, int]]]:
     """User rows pointing at each system row, one GROUP BY per reference.
 
     Per row id: {label: count} for the impact shown in plans, plus BLOCKING: every user row that
     points at it whatever its state (what makes a delete impossible and a retire necessary).
     """
-    from control_plane.db.models import metadata
-
     present = existing_tables(conn)
     result: dict[str, dict[int, dict[str, int]]] = {}
     for kind, rk in ROW_KINDS.items():
@@ -310,7 +327,7 @@ def reference_counts(conn: Connection, kinds: set[str] | None = None) -> dict[st
         for ref in rk.user_refs:
             if ref.table not in present:  # a database not migrated yet has no user rows
                 continue
-            table = metadata.tables[ref.table]
+            table = _referencing_table(ref)
             column = table.c[ref.column]
             base = select(column, func.count()).where(column.is_not(None)).group_by(column)
             if ref.scope is not None:

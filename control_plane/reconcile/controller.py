@@ -7,19 +7,11 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, func, select
 
 from control_plane import __version__
-from control_plane.apply.execute import (
-    QUIET,
-    ApplyProgress,
-    ApplyResult,
-    PlanStale,
-    execute,
-    refuse_unapproved_adoptions,
-)
 from control_plane.config.model import ConfigSet
 from control_plane.db.engine import (
     check_connection,
@@ -42,6 +34,10 @@ from control_plane.state.keys import check_key
 from control_plane.state.live import LiveState, read_live
 from control_plane.state.schedule import config_now
 from control_plane.state.schedule import now as clock
+
+if TYPE_CHECKING:
+    # Apply's machinery (apply/execute.py) is imported by the functions that apply: a plan never loads it.
+    from control_plane.apply.execute import ApplyProgress, ApplyResult
 
 
 @dataclass
@@ -242,6 +238,7 @@ def make_plan(
     fast_path: bool = True,
     at: datetime | str | None = None,
     incremental: bool | None = None,
+    inputs=None,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
@@ -250,7 +247,8 @@ def make_plan(
     fast_path: first ask the record of the last apply whether anything changed at all
     (reconcile/fastpath.py); `No changes` then costs no parse and no row read. incremental (default:
     fast_path): read and compare only what changed since that record (reconcile/incremental.py);
-    the CLI, which asked the record itself already, passes fast_path=False, incremental=True."""
+    the CLI, which asked the record itself already, passes fast_path=False, incremental=True, and
+    the `inputs` (fastpath.Inputs) it hashed then, if any, which are not hashed again."""
     incremental = fast_path if incremental is None else incremental
     if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
@@ -259,13 +257,14 @@ def make_plan(
                               environ=environ)
         if fast is not None:
             return PlanResult(fast, None, fast_path=True)
-    inputs, applied = None, False
+    hashed, inputs, applied = inputs, None, False
     if incremental and at is None:
         from control_plane.reconcile import fastpath
         from control_plane.reconcile.incremental import inputs_applied
 
         if (box := fastpath.secret_box(environment, engine.url)) is not None:
-            inputs = fastpath.inputs(Path(config_dir), environment, box)  # before the config is read (Prepared.inputs)
+            # Before the config is read (Prepared.inputs).
+            inputs = hashed if _inputs_for(hashed, environment, box) else fastpath.inputs(Path(config_dir), environment, box)
             applied = inputs_applied(engine, inputs, environ, box)
     prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
                        allow_environment_change=allow_environment_change, environ=environ,
@@ -277,6 +276,15 @@ def make_plan(
     with engine.connect() as conn:
         plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
     return PlanResult(plan, prepared.config)
+
+
+def _inputs_for(inputs, environment: str | None, box: SecretBox) -> bool:
+    """Whether `inputs` (hashed by the caller before anything was read) are this run's: the same
+    environment, secret key and schedule bucket (now's; the config tree is the caller's)."""
+    from control_plane.reconcile.nochange import schedule_bucket
+
+    return (inputs is not None and inputs.environment == environment and inputs.key_id == box.key_id
+            and inputs.bucket == schedule_bucket(environment))
 
 
 def _migrate(engine: Engine, progress: ApplyProgress) -> None:
@@ -333,6 +341,7 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
         check_binding(engine, plan, environment)
         if config_dir is not None:
             check_policies_unchanged(plan, Path(config_dir), environment)
+    from control_plane.apply.execute import QUIET, execute, refuse_unapproved_adoptions
     from control_plane.reconcile.timeline import check_fresh
 
     check_fresh(plan, clock(None, environ))
@@ -362,6 +371,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     it was parsed): a caller that already parsed the config (apply_due) is not made to parse it again.
     incremental (default: fast_path): as make_plan's; the CLI tried the no-change apply itself.
     """
+    from control_plane.apply.execute import QUIET, ApplyResult, execute
     from control_plane.reconcile import fastpath
 
     incremental = fast_path if incremental is None else incremental
@@ -370,7 +380,7 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
     environ = os.environ if environ is None else environ
     box = fastpath.secret_box(environment, engine.url)  # None: prepare() reports why
     # Before the config is read: an edit made meanwhile can only make the record miss, never lie.
-    if prepared is None:
+    if prepared is None and not (box is not None and at is None and _inputs_for(inputs, environment, box)):
         inputs = fastpath.inputs(Path(config_dir), environment, box) if box is not None else None
     if fast_path and box is not None and at is None and prepared is None:
         fast = fastpath.no_change_apply(engine, config_dir, environment=environment, adopt=adopt,
@@ -403,6 +413,7 @@ def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = Non
     """Apply what is due at `at` (default: now), as `cplane apply --auto-approve` does; what a
     control loop calls when a scheduled change falls due. Refuses while the database is rolled back
     and the config is the one it was rolled back from (see `rollback_hold`)."""
+    from control_plane.apply.execute import PlanStale
     from control_plane.reconcile import fastpath
     from control_plane.reconcile.timeline import rollback_hold
 

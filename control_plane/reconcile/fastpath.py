@@ -139,10 +139,11 @@ def secret_box(environment: str | None, database_url):
 
 def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None = None, adopt: bool = False,
                    require_secrets: bool = False, environ=None, conn: Connection | None = None,
-                   box=None) -> Plan | None:
+                   box=None, wanted: Inputs | None = None) -> Plan | None:
     """`No changes`, from the record of the last apply, when nothing changed since; None at any
     doubt (then the full plan answers). Reads a handful of small rows, no config object, no system row.
-    The decision is reconcile/nochange.py's, which the raw-driver path (cli/entry.py) makes too."""
+    The decision is reconcile/nochange.py's, which the raw-driver path (cli/entry.py) makes too.
+    `wanted`: the inputs (`inputs` of this config, environment and `box`), hashed by the caller."""
     from control_plane.db.engine import check_connection
 
     if adopt:
@@ -154,9 +155,9 @@ def no_change_plan(engine: Engine, config_dir: Path, *, environment: str | None 
         check_connection(engine)
         with engine.connect() as own:
             return no_change_plan(engine, config_dir, environment=environment, require_secrets=require_secrets,
-                                  environ=environ, conn=own, box=box)
+                                  environ=environ, conn=own, box=box, wanted=wanted)
     answer = nochange.decide(SQLAlchemySource(conn), Path(config_dir), box, environment=environment,
-                             require_secrets=require_secrets, environ=environ)
+                             require_secrets=require_secrets, environ=environ, wanted=wanted)
     return None if answer is None else nochange.plan_of(answer, Path(config_dir), environment)
 
 

@@ -163,16 +163,17 @@ class Recorded:
 
 
 def try_no_change(db: Source, config_dir: Path, environment: str | None, box: Key, environ=None,
-                  *, adopt: bool = False) -> Recorded | None:
+                  *, adopt: bool = False, wanted: Inputs | None = None) -> Recorded | None:
     """The record when the database holds exactly what the last apply left and the desired state
-    is the one it applied; None at any doubt (the caller then makes the full plan)."""
+    is the one it applied; None at any doubt (the caller then makes the full plan). `wanted`: the
+    inputs, hashed by the caller (`inputs` of the same config, environment and key) just before."""
     if adopt:
         return None
     environ = os.environ if environ is None else environ
     record = read_record(db)
     if record is None:
         return None
-    wanted = inputs(config_dir, environment, box)
+    wanted = wanted if wanted is not None else inputs(config_dir, environment, box)
     if wanted.digest(schema_revision(db)) != record["inputs_digest"]:
         return None
     if secrets_digest(record["variables"] or [], environ, box) != record["secrets_digest"]:
@@ -209,11 +210,12 @@ class NoChange:
 
 
 def decide(db: Source, config_dir: Path, box: Key, *, environment: str | None = None, adopt: bool = False,
-           require_secrets: bool = False, environ=None) -> NoChange | None:
-    """`No changes` from the record of the last apply when nothing changed since; None at any doubt."""
+           require_secrets: bool = False, environ=None, wanted: Inputs | None = None) -> NoChange | None:
+    """`No changes` from the record of the last apply when nothing changed since; None at any doubt.
+    `wanted`: as try_no_change's."""
     if adopt:
         return None
-    recorded = try_no_change(db, Path(config_dir), environment, box, environ)
+    recorded = try_no_change(db, Path(config_dir), environment, box, environ, wanted=wanted)
     if recorded is None or (recorded.unset and (require_secrets or is_production(environment))):
         return None  # (an unset secret variable is an error there: the full plan says which)
     database = identity(db)

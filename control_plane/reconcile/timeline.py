@@ -9,8 +9,6 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, select
 
-from control_plane.apply.execute import PlanStale
-from control_plane.apply.run_rows import schedule_entries
 from control_plane.config.model import ConfigSet
 from control_plane.db.models import ApplyRun, ScheduledChange
 from control_plane.plans.model import Plan
@@ -40,6 +38,8 @@ def plan_schedule(plan: Plan, conn: Connection, config: ConfigSet, t: datetime, 
                   counts: Callable[[str], dict[int, dict[str, int]]]) -> None:
     """The plan's clock and Scheduled steps; and whether apply must publish them (the announced
     upcoming changes differ)."""
+    from control_plane.apply.run_rows import schedule_entries  # (apply's module: a plan needs only this)
+
     attach_schedule(plan, config, t, box, live, counts)
     plan.publish_schedule = _key(schedule_entries(plan)) != _key(published_schedule(conn))
 
@@ -51,6 +51,8 @@ def _key(entries: list[dict]) -> list:
 def check_fresh(plan: Plan, now: datetime) -> None:
     """A plan holds for the time window it was computed for: refused at or after `valid_until` (a
     scheduled change fell due, the desired state moved), and before `at` (a plan for a later time)."""
+    from control_plane.apply.execute import PlanStale
+
     if plan.valid_until and now >= parse_time(plan.valid_until):
         raise PlanStale(f"refusing to apply: the plan is stale: it was computed for {plan.at}, and the desired "
                         f"state changed at {plan.valid_until} (a scheduled change fell due); make a new plan")
