@@ -141,6 +141,8 @@ REVISIONS = (
     "0012_plan_fastpath",
     "0013_plan_tables",
     "0014_row_changes",
+    "0015_triggers_always",
+    "0016_system_row_log",
 )
 VERSION_TABLE = "alembic_version"
 
