@@ -16,7 +16,7 @@ from control_plane.state.limits import column_limit_issues
 
 def load_checked(root: Path | str, environment: str | None = None,
                  reuse: ConfigSet | None = None, disk_cache: bool = True, *,
-                 applied: bool = False) -> tuple[ConfigSet, Rows | None]:
+                 applied: bool = False, lazy: bool = False) -> tuple[ConfigSet, Rows | None]:
     """load_config plus column limits; with the rows flattened for the check (None when the config
     is invalid, or when `reuse` made the check cover only this environment's own objects).
     applied: the caller knows these exact inputs passed every check (a plan whose inputs are those
@@ -26,15 +26,25 @@ def load_checked(root: Path | str, environment: str | None = None,
 
     `disk_cache`: False keeps the per-file cache in memory (config/cache.py; CPLANE_NO_CACHE=1 does
     that everywhere): for a caller checking a tree it just wrote elsewhere (export's check of its
-    output), so that no `.cplane/cache/` appears beside that tree."""
+    output), so that no `.cplane/cache/` appears beside that tree.
+
+    lazy: the rows of cache entries read from disk stay packed until asked for (config_rows(lazy=True),
+    state/lazyrows.py): for an incremental plan, which compares a few of them."""
     with paused_gc():  # the rows below are as many objects again as the load (collector.py)
-        return _load_checked(root, environment, reuse, disk_cache, applied)
+        return _load_checked(root, environment, reuse, disk_cache, applied, lazy)
+
+
+def _packed(obj) -> list:
+    """load_config's flatten hook for a lazy load: an object from the cache keeps its rows as they
+    are (packed runs when read from disk); any other object is flattened."""
+    cached = getattr(obj, "cached_rows", None)
+    return cached if cached is not None else object_rows(obj)
 
 
 def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | None,
-                  disk_cache: bool, applied: bool) -> tuple[ConfigSet, Rows | None]:
-    config = load_config(root, environment, reuse=reuse, flatten=object_rows, disk_cache=disk_cache,
-                         cross_checks=not applied)
+                  disk_cache: bool, applied: bool, lazy: bool) -> tuple[ConfigSet, Rows | None]:
+    config = load_config(root, environment, reuse=reuse, flatten=_packed if lazy else object_rows,
+                         disk_cache=disk_cache, cross_checks=not applied)
     if not config.ok:  # rows can only be built from a config that is valid so far
         return config, None
     checked = config
@@ -43,7 +53,7 @@ def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | 
         for kind, name in config.own_objects:
             if name in config.of_kind(kind):
                 checked.objects.setdefault(kind, {})[name] = config.of_kind(kind)[name]
-    rows = config_rows(checked)
+    rows = config_rows(checked, lazy=lazy)
     if applied and checked is config:
         return config, rows
     issues = column_limit_issues(config, rows)
