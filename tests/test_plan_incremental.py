@@ -497,3 +497,38 @@ def test_an_incremental_plan_builds_only_the_rows_it_compares(applied, edit):
     # And the apply (which plans again under its lock) records what a later plan trusts.
     assert apply_config(engine, tree.root, actor="test").applied
     assert make_plan(engine, tree.root).fast_path
+
+
+def test_column_limits_are_checked_for_the_files_not_marked_as_passed(applied, monkeypatch):
+    from control_plane.errors import ConfigInvalid
+    from control_plane.reconcile import validation
+
+    tree, engine = applied
+    assert list(cache_dir(tree).glob("*.limits"))  # the apply's config passed: its files are marked
+    checked: list[set[str]] = []
+    limits = validation.column_limit_issues
+
+    def spy(config, rows):
+        checked.append({key.split("/")[0] for kind_rows in rows.values() for key in kind_rows})
+        return limits(config, rows)
+
+    monkeypatch.setattr(validation, "column_limit_issues", spy)
+    volumes(tree, 121)
+    plan, _ = both(engine, tree.root)
+    assert [c.name for c in plan.changes] == ["test-industry/first/alpha one"]
+    # The incremental plan checked the edited file's rows (and the catalog's), not the marked ones.
+    assert "test-industry" in checked[0] and "test-plan" not in checked[0]
+    assert "test-plan" in checked[1]  # the full plan (--no-fast-path) checks every row, as always
+    # A value too long in the edited file is found, whatever is marked.
+    path = tree.root / "author_profiles" / "long.yaml"
+    path.write_text("apiVersion: cplane/v1\nkind: AuthorProfile\nmetadata:\n  name: long\nspec:\n"
+                    f"  displayName: Long\n  tone: calm\n  vocabulary: {'x' * 300}\n")
+    with pytest.raises(ConfigInvalid, match="vocabulary is 300 characters; at most 100 fit"):
+        make_plan(engine, tree.root)
+    # And a marked file whose marker is gone is checked again (markers only skip, never report).
+    for marker in cache_dir(tree).glob("*.limits"):
+        marker.unlink()
+    path.unlink()
+    checked.clear()
+    assert make_plan(engine, tree.root).plan.changes
+    assert "test-plan" in checked[0]

@@ -108,6 +108,27 @@ class FileCache:
             self.hits += 1
         return found
 
+    def limits_checked(self, content: bytes) -> bool:
+        """Whether the rows of the entry of `content` passed the column limits (state/limits.py,
+        in the salt like everything that decides the rows): a marker beside the entry, written by
+        mark_limits_checked once a whole config with this file passed them."""
+        if self.dir is None:
+            return False
+        try:
+            return self._path(content).with_suffix(".limits").exists()
+        except OSError:
+            return False
+
+    def mark_limits_checked(self, content: bytes) -> None:
+        if self.dir is None:
+            return
+        try:
+            marker = self._path(content).with_suffix(".limits")
+            if not marker.exists():
+                marker.touch()
+        except OSError:  # (only a cache: the limits are checked again next time)
+            pass
+
     def _read(self, content: bytes) -> list[ObjectRecord] | None:
         try:
             path = self._path(content)
@@ -175,7 +196,7 @@ class FileCache:
             return
         for name in names:
             limit = MAX_TMP_AGE_SECONDS if name.startswith(".tmp-") else MAX_AGE_SECONDS
-            if not name.endswith(".pickle"):
+            if not name.endswith((".pickle", ".limits")):
                 continue
             path = self.dir / name
             try:

@@ -56,12 +56,44 @@ def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | 
     rows = config_rows(checked, lazy=lazy)
     if applied and checked is config:
         return config, rows
-    issues = column_limit_issues(config, rows)
+    limited, passed = (_unchecked_rows(config, rows) if lazy and checked is config else (rows, None))
+    issues = column_limit_issues(config, limited)
     issues += _limits_at_change_points(checked, issues)
     if issues:
         config.issues = sorted_issues(issues)
         return config, None
+    if passed is not None:
+        for content in passed:
+            config._loaded.mark_limits_checked(content)  # type: ignore[union-attr]
     return config, rows if checked is config else None
+
+
+def _unchecked_rows(config: ConfigSet, rows: Rows) -> tuple[Rows, set[bytes] | None]:
+    """For the column limits of a lazy load: the rows of the objects whose file's cache entry is not
+    marked as having passed them (config/cache.FileCache.limits_checked), and the contents of every
+    cached file, to mark once the config passed. A marked file's rows are a function of its content
+    and the salt (limits.py and the column sizes among it), which passed: checking them again finds
+    nothing. (Without a disk cache, or when nothing is marked: every row, as always.)"""
+    from control_plane.config.cache import FileCache
+    from control_plane.config.model import CachedObject
+
+    cache = getattr(config, "_loaded", None)
+    if not isinstance(cache, FileCache) or cache.dir is None:
+        return rows, None
+    marked: dict[bytes, bool] = {}
+    subset = ConfigSet(config.root, config.environment, objects={})
+    skipped = False
+    for kind, objects in config.objects.items():
+        for name, obj in objects.items():
+            if isinstance(obj, CachedObject):
+                content = obj.doc._source.content
+                if content not in marked:
+                    marked[content] = cache.limits_checked(content)
+                if marked[content]:
+                    skipped = True
+                    continue
+            subset.objects.setdefault(kind, {})[name] = obj
+    return (config_rows(subset, lazy=True) if skipped else rows), set(marked)
 
 
 def _limits_at_change_points(config: ConfigSet, base: list) -> list:

@@ -20,7 +20,7 @@ variables), and each text column's values (`column_values`, the column limits).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from itertools import count, repeat
+from itertools import repeat
 from operator import itemgetter
 from typing import Any
 
@@ -28,44 +28,51 @@ from control_plane.state.rows import Row
 
 
 class KindRows(Mapping):
-    __slots__ = ("_items", "_dict", "_index", "_built")
+    __slots__ = ("_items", "_dict", "_index", "_built", "_runs")
 
     def __init__(self) -> None:
         self._items: list[Any] = []  # Rows and packed runs (tuples), in config_rows' order
         self._dict: dict[str, Row] | None = None
-        self._index: dict[str, tuple[int, int]] | None = None  # key -> (item, position in its run)
+        self._index: dict[str, int] | None = None  # key -> the item its row comes from (the last)
+        self._runs: dict[int, dict[str, int]] = {}  # item -> key -> position, for the runs looked into
         self._built: dict[str, Row] = {}
 
     def add_row(self, row: Row) -> None:
+        assert self._dict is None, "rows are added before any is asked for"
         self._items.append(row)
-        self._dict = self._index = None
+        self._index = None
 
     def add_run(self, run: tuple) -> None:
+        assert self._dict is None, "rows are added before any is asked for"
         self._items.append(run)
-        self._dict = self._index = None
+        self._index = None
 
     # --- without building every row ------------------------------------------------------------
 
-    def _positions(self) -> dict[str, tuple[int, int]]:
+    def _positions(self) -> dict[str, int]:
         if self._index is None:
-            index: dict[str, tuple[int, int]] = {}
+            index: dict[str, int] = {}
+            update = index.update
             for i, item in enumerate(self._items):
                 if item.__class__ is tuple:
-                    index.update(zip(item[4], zip(repeat(i), count()), strict=False))
+                    update(dict.fromkeys(item[4], i))  # (C-level: no object per row)
                 else:
-                    index[item.key] = (i, -1)
+                    index[item.key] = i
             self._index = index
         return self._index
 
-    def _build(self, key: str, at: tuple[int, int]) -> Row:
+    def _build(self, key: str, i: int) -> Row:
         row = self._built.get(key)
         if row is None:
-            item = self._items[at[0]]
-            if at[1] < 0:
+            item = self._items[i]
+            if item.__class__ is not tuple:
                 row = item
             else:
-                kind, columns, refs, prevent, _keys, values = item
-                row = Row(kind, key, dict(zip(columns, values[at[1]], strict=True)), refs, prevent)
+                kind, columns, refs, prevent, keys, values = item
+                at = self._runs.get(i)
+                if at is None:
+                    at = self._runs[i] = dict(zip(keys, range(len(keys)), strict=True))  # (the last of a key)
+                row = Row(kind, key, dict(zip(columns, values[at[key]], strict=True)), refs, prevent)
             self._built[key] = row
         return row
 
@@ -91,15 +98,17 @@ class KindRows(Mapping):
         gives), in order."""
         if self._dict is not None:
             return [r for r in self._dict.values() if r.secret_refs]
+        if not any(item[2] if item.__class__ is tuple else item.secret_refs for item in self._items):
+            return []  # (the usual case, decided per run: no index of the keys)
         index = self._positions()
         found: dict[str, Row] = {}
         for i, item in enumerate(self._items):
             if item.__class__ is tuple:
                 if item[2]:
-                    for j, key in enumerate(item[4]):
-                        if index[key] == (i, j):
-                            found[key] = self._build(key, (i, j))
-            elif item.secret_refs and index[item.key] == (i, -1):
+                    for key in item[4]:
+                        if index[key] == i:
+                            found[key] = self._build(key, i)
+            elif item.secret_refs and index[item.key] == i:
                 found[item.key] = item
         # (In the dict's order: a key's first appearance.)
         order = {key: n for n, key in enumerate(self._first_order(found))}
@@ -116,7 +125,7 @@ class KindRows(Mapping):
         return seen
 
     def column_values(self, column: str) -> list[Any]:
-        """The value of `column` of every row that has it (rows without it left out), as
+        """The value of `column` of every row (None where it has none), as
         `[r.values.get(column) for r in rows.values()]` would hold them, but not in order and
         including rows a later one of the same key replaces when keys repeat (then every row is
         built: `rows()`). For checks that look at every value (the column limits)."""
@@ -128,6 +137,8 @@ class KindRows(Mapping):
                 columns = item[1]
                 if column in columns:
                     out.extend(map(itemgetter(columns.index(column)), item[5]))
+                else:
+                    out.extend(repeat(None, len(item[5])))
             else:
                 out.append(item.values.get(column))
         return out
@@ -153,7 +164,8 @@ class KindRows(Mapping):
                 if rows.get(key) is not row and key in rows:
                     rows[key] = row
             self._dict = rows
-            self._built = {}
+            # (The runs stay in the cache's memo; this no longer holds them, nor their index.)
+            self._built, self._items, self._index, self._runs = {}, [], None, {}
         return self._dict
 
     def __iter__(self) -> Iterator[str]:
