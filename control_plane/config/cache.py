@@ -17,7 +17,9 @@ Where: ``.cplane/cache/`` beside the config directory (git-ignored with the rest
 one pickle per entry, written to a temporary file and renamed (atomic; concurrent processes write
 the same content under the same name). An entry that cannot be read, does not unpickle, has another
 format, salt or digest, or a directory that cannot be written: ignored, and the full path is taken.
-``CPLANE_NO_CACHE=1`` turns the disk cache off (the in-process memo that lets ``cplane validate``
+Beside an entry, a ``.limits`` marker says its rows passed the column limits (written by
+reconcile/validation.py once a whole config with the file passed them; an incremental plan checks
+only unmarked files' rows). ``CPLANE_NO_CACHE=1`` turns the disk cache off (the in-process memo that lets ``cplane validate``
 check every environment in one pass stays).
 """
 
