@@ -271,15 +271,21 @@ def make_plan(
         if (box := fastpath.secret_box(environment, engine.url)) is not None:
             inputs = fastpath.inputs(Path(config_dir), environment, box)  # before the config is read (Prepared.inputs)
             applied = inputs_applied(engine, inputs, environ, box)
-    prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url, at=at, applied=applied, lazy=incremental)
-    prepared.inputs = inputs
-    # The recorded apply migrated to the head of these very migrations first, and the schema is
-    # still at the revision it recorded (both are in the inputs): nothing is pending.
-    pending = 0 if applied else pending_migrations(engine)
-    with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
+    from control_plane.collector import paused_gc
+
+    # The collector off while the plan is made, as apply's plan is (apply/execute.py): the config
+    # just loaded is hundreds of thousands of objects that stay alive, which each full collection
+    # would walk again to find nothing (collector.py); whatever cycle there is is collected after.
+    with paused_gc():
+        prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                           allow_environment_change=allow_environment_change, environ=environ,
+                           database_url=engine.url, at=at, applied=applied, lazy=incremental)
+        prepared.inputs = inputs
+        # The recorded apply migrated to the head of these very migrations first, and the schema is
+        # still at the revision it recorded (both are in the inputs): nothing is pending.
+        pending = 0 if applied else pending_migrations(engine)
+        with engine.connect() as conn:
+            plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
     return PlanResult(plan, prepared.config)
 
 
@@ -382,24 +388,28 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                                         lock_timeout=lock_timeout, progress=progress)
         if fast is not None:
             return ApplyResult(False, fast.summary, plan=fast)
-    if prepared is None:
-        prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                           allow_environment_change=allow_environment_change, environ=environ,
-                           database_url=engine.url, at=at, lazy=incremental)
-    prepared.warnings.extend(extra_warnings)
-    prepared.inputs = prepared.inputs or inputs
-    _migrate(engine, progress)
-    recorder = None
-    if inputs is not None and box is not None:
-        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest,
-                                     prepared.files_record)
+    from control_plane.collector import paused_gc
 
-    def read(conn: Connection) -> LiveState:
-        return prepared.read_live(conn, incremental=incremental, carry=True)
+    # The collector off from the parse to the commit (as make_plan's; execute pauses it too).
+    with paused_gc():
+        if prepared is None:
+            prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                               allow_environment_change=allow_environment_change, environ=environ,
+                               database_url=engine.url, at=at, lazy=incremental)
+        prepared.warnings.extend(extra_warnings)
+        prepared.inputs = prepared.inputs or inputs
+        _migrate(engine, progress)
+        recorder = None
+        if inputs is not None and box is not None:
+            recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest,
+                                         prepared.files_record)
 
-    return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
-                   environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
-                   environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder, read=read)
+        def read(conn: Connection) -> LiveState:
+            return prepared.read_live(conn, incremental=incremental, carry=True)
+
+        return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
+                       environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
+                       environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder, read=read)
 
 
 def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
