@@ -460,3 +460,75 @@ def test_incremental_and_full_plans_agree_on_random_edits(applied, monkeypatch, 
     # apply's exactness check does not vouch for, so the next plans stay full. Still equal.)
     incremental, full = both(engine, tree.root)
     assert not full.changes
+
+
+# --- lazy desired rows (state/lazyrows.py): an incremental plan builds only the rows it compares ---
+
+
+def lazy_kinds(prepared) -> dict[str, bool]:
+    """Per kind whose desired rows are a KindRows: whether every row of it was built."""
+    from control_plane.state.lazyrows import KindRows
+
+    return {kind: rows._dict is not None for kind, rows in prepared.desired.rows.items() if isinstance(rows, KindRows)}
+
+
+@pytest.mark.parametrize("edit", ["file", "sql"])
+def test_an_incremental_plan_builds_only_the_rows_it_compares(applied, edit):
+    tree, engine = applied
+    if edit == "file":
+        volumes(tree, 111)
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE seed_keywords SET search_volume = 7 WHERE keyword = 'alpha one'"))
+    prepared = prepare(tree.root, lazy=True, database_url=engine.url)
+    built = lazy_kinds(prepared)
+    # The cached files' rows are still packed runs: SeedKeyword (and its parents) among them.
+    assert built and not any(built.values()) and "SeedKeyword" in built
+    with engine.connect() as conn:
+        plan = prepared.plan_against(conn, incremental=True)
+    assert [(c.kind, c.name) for c in plan.changes] == [("SeedKeyword", "test-industry/first/alpha one")]
+    assert lazy_kinds(prepared)["SeedKeyword"] is False  # compared by key: the one row built
+    full = make_plan(engine, tree.root, fast_path=False).plan
+    assert shape(plan) == shape(full)
+    # The same desired rows, lazily or not, in the same order.
+    eager = prepare(tree.root, database_url=engine.url)
+    for kind, rows in eager.desired.rows.items():
+        assert list(prepared.desired.rows[kind].items()) == list(rows.items()), kind
+    # And the apply (which plans again under its lock) records what a later plan trusts.
+    assert apply_config(engine, tree.root, actor="test").applied
+    assert make_plan(engine, tree.root).fast_path
+
+
+def test_column_limits_are_checked_for_the_files_not_marked_as_passed(applied, monkeypatch):
+    from control_plane.errors import ConfigInvalid
+    from control_plane.reconcile import validation
+
+    tree, engine = applied
+    assert list(cache_dir(tree).glob("*.limits"))  # the apply's config passed: its files are marked
+    checked: list[set[str]] = []
+    limits = validation.column_limit_issues
+
+    def spy(config, rows):
+        checked.append({key.split("/")[0] for kind_rows in rows.values() for key in kind_rows})
+        return limits(config, rows)
+
+    monkeypatch.setattr(validation, "column_limit_issues", spy)
+    volumes(tree, 121)
+    plan, _ = both(engine, tree.root)
+    assert [c.name for c in plan.changes] == ["test-industry/first/alpha one"]
+    # The incremental plan checked the edited file's rows (and the catalog's), not the marked ones.
+    assert "test-industry" in checked[0] and "test-plan" not in checked[0]
+    assert "test-plan" in checked[1]  # the full plan (--no-fast-path) checks every row, as always
+    # A value too long in the edited file is found, whatever is marked.
+    path = tree.root / "author_profiles" / "long.yaml"
+    path.write_text("apiVersion: cplane/v1\nkind: AuthorProfile\nmetadata:\n  name: long\nspec:\n"
+                    f"  displayName: Long\n  tone: calm\n  vocabulary: {'x' * 300}\n")
+    with pytest.raises(ConfigInvalid, match="vocabulary is 300 characters; at most 100 fit"):
+        make_plan(engine, tree.root)
+    # And a marked file whose marker is gone is checked again (markers only skip, never report).
+    for marker in cache_dir(tree).glob("*.limits"):
+        marker.unlink()
+    path.unlink()
+    checked.clear()
+    assert make_plan(engine, tree.root).plan.changes
+    assert "test-plan" in checked[0]

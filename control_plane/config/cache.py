@@ -17,7 +17,9 @@ Where: ``.cplane/cache/`` beside the config directory (git-ignored with the rest
 one pickle per entry, written to a temporary file and renamed (atomic; concurrent processes write
 the same content under the same name). An entry that cannot be read, does not unpickle, has another
 format, salt or digest, or a directory that cannot be written: ignored, and the full path is taken.
-``CPLANE_NO_CACHE=1`` turns the disk cache off (the in-process memo that lets ``cplane validate``
+Beside an entry, a ``.limits`` marker says its rows passed the column limits (written by
+reconcile/validation.py once a whole config with the file passed them; an incremental plan checks
+only unmarked files' rows). ``CPLANE_NO_CACHE=1`` turns the disk cache off (the in-process memo that lets ``cplane validate``
 check every environment in one pass stays).
 """
 
@@ -108,6 +110,27 @@ class FileCache:
             self.hits += 1
         return found
 
+    def limits_checked(self, content: bytes) -> bool:
+        """Whether the rows of the entry of `content` passed the column limits (state/limits.py,
+        in the salt like everything that decides the rows): a marker beside the entry, written by
+        mark_limits_checked once a whole config with this file passed them."""
+        if self.dir is None:
+            return False
+        try:
+            return self._path(content).with_suffix(".limits").exists()
+        except OSError:
+            return False
+
+    def mark_limits_checked(self, content: bytes) -> None:
+        if self.dir is None:
+            return
+        try:
+            marker = self._path(content).with_suffix(".limits")
+            if not marker.exists():
+                marker.touch()
+        except OSError:  # (only a cache: the limits are checked again next time)
+            pass
+
     def _read(self, content: bytes) -> list[ObjectRecord] | None:
         try:
             path = self._path(content)
@@ -175,7 +198,7 @@ class FileCache:
             return
         for name in names:
             limit = MAX_TMP_AGE_SECONDS if name.startswith(".tmp-") else MAX_AGE_SECONDS
-            if not name.endswith(".pickle"):
+            if not name.endswith((".pickle", ".limits")):
                 continue
             path = self.dir / name
             try:

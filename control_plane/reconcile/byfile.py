@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -194,14 +195,16 @@ class Layout:
                     return None
                 if records is None:
                     return None
-                old_rows = [row for record in records for row in _row_tuples(record[7]) if row[0] == kind]
-            new_rows = self.rows(rel).get(kind, []) if new is not None else []
-            before = {row[1]: row for row in old_rows}
-            after = {row[1]: row for row in new_rows}
+                old_rows = [record[7] for record in records]
+            before: dict[str, tuple] = {}
+            for rows in old_rows:
+                before.update(_signatures(rows, kind))
+            after = _signatures(self.rows(rel).get(kind, []), kind) if new is not None else {}
             for key in before.keys() | after.keys():
                 a, b = before.get(key), after.get(key)
-                if a is None or b is None or (repr(a[2:]) != repr(b[2:])
-                                              and self._state(rk, a) != self._state(rk, b)):
+                if a is None or b is None or (repr(a) != repr(b)
+                                              and self._state(rk, _from_signature(key, kind, a))
+                                              != self._state(rk, _from_signature(key, kind, b))):
                     changed.add(key)
         return frozenset(changed)
 
@@ -212,6 +215,30 @@ class Layout:
         _, _, values, refs, prevent = row
         return (row_fingerprint(rk, values, self.box), bool(prevent),
                 json.dumps(refs, sort_keys=True) if refs else "")
+
+
+def _signatures(rows: list, kind: str) -> dict[str, tuple]:
+    """Per natural key of `kind`, its row as (columns, values in column order, secret_refs,
+    prevent_destroy), whichever form `rows` are in (Rows, RowTuples or a cache entry's packed
+    runs, which are read without building a values dict per row). Two rows whose signatures print
+    the same are rows whose values dicts, references and flag print the same (the test
+    changed_keys makes before fingerprinting); a later row of a key replaces an earlier one."""
+    out: dict[str, tuple] = {}
+    if rows and rows[0].__class__ is tuple and len(rows[0]) == 6 and rows[0][1].__class__ is tuple:
+        for run_kind, columns, refs, prevent, keys, values in rows:  # packed runs (config/cache.py)
+            if run_kind == kind:
+                out.update(zip(keys, zip(repeat(columns), values, repeat(refs), repeat(prevent)), strict=True))
+        return out
+    for row in rows:
+        row_kind, key, values, refs, prevent = _tuple(row)
+        if row_kind == kind:
+            out[key] = (tuple(values), tuple(values.values()), refs, prevent)
+    return out
+
+
+def _from_signature(key: str, kind: str, signature: tuple) -> RowTuple:
+    columns, values, refs, prevent = signature
+    return (kind, key, dict(zip(columns, values, strict=True)), refs, prevent)
 
 
 def _rows_digest(rk: RowKind, rows, box: SecretBox) -> str:

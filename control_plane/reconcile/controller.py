@@ -57,8 +57,9 @@ def config_digest(config: ConfigSet) -> str:
     return digest.hexdigest()
 
 
-def load_valid_config(config_dir: Path, environment: str | None, *, applied: bool = False) -> tuple[ConfigSet, Rows]:
-    config, rows = load_checked(config_dir, environment, applied=applied)
+def load_valid_config(config_dir: Path, environment: str | None, *, applied: bool = False,
+                      lazy: bool = False) -> tuple[ConfigSet, Rows]:
+    config, rows = load_checked(config_dir, environment, applied=applied, lazy=lazy)
     if not config.ok:
         shown = "\n".join(i.format() for i in config.issues[:50])
         more = f"\n... and {len(config.issues) - 50} more" if len(config.issues) > 50 else ""
@@ -201,16 +202,19 @@ class Prepared:
 
 def prepare(config_dir: Path, *, environment: str | None = None, adopt: bool = False,
             require_secrets: bool = False, allow_environment_change: bool = False, environ=None,
-            database_url=None, at: datetime | str | None = None, applied: bool = False) -> Prepared:
+            database_url=None, at: datetime | str | None = None, applied: bool = False,
+            lazy: bool = False) -> Prepared:
     """The desired state at `at` (state.schedule.now: --at, CPLANE_NOW or the system clock). A
     secret variable that is not set is an error in production or with `require_secrets`;
     elsewhere compare keeps the stored value (or leaves it unset) and warns. applied: the inputs
     are those of the recorded apply (reconcile/incremental.inputs_applied), whose config passed
     every check: the checks across files and the column limits are not run again
-    (reconcile/validation.load_checked)."""
+    (reconcile/validation.load_checked). lazy: for an incremental plan, the desired rows of cache
+    entries read from disk are built only when asked for (state/lazyrows.py): the scope compares few.
+    """
     environ = os.environ if environ is None else environ
     t = clock(at, environ)
-    timeline, rows = load_valid_config(Path(config_dir), environment, applied=applied)
+    timeline, rows = load_valid_config(Path(config_dir), environment, applied=applied, lazy=lazy)
     config = config_now(timeline, t)
     if config is not timeline:
         rows = config_rows(config)
@@ -266,15 +270,21 @@ def make_plan(
             # Before the config is read (Prepared.inputs).
             inputs = hashed if _inputs_for(hashed, environment, box) else fastpath.inputs(Path(config_dir), environment, box)
             applied = inputs_applied(engine, inputs, environ, box)
-    prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                       allow_environment_change=allow_environment_change, environ=environ,
-                       database_url=engine.url, at=at, applied=applied)
-    prepared.inputs = inputs
-    # The recorded apply migrated to the head of these very migrations first, and the schema is
-    # still at the revision it recorded (both are in the inputs): nothing is pending.
-    pending = 0 if applied else pending_migrations(engine)
-    with engine.connect() as conn:
-        plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
+    from control_plane.collector import paused_gc
+
+    # The collector off while the plan is made, as apply's plan is (apply/execute.py): the config
+    # just loaded is hundreds of thousands of objects that stay alive, which each full collection
+    # would walk again to find nothing (collector.py); whatever cycle there is is collected after.
+    with paused_gc():
+        prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                           allow_environment_change=allow_environment_change, environ=environ,
+                           database_url=engine.url, at=at, applied=applied, lazy=incremental)
+        prepared.inputs = inputs
+        # The recorded apply migrated to the head of these very migrations first, and the schema is
+        # still at the revision it recorded (both are in the inputs): nothing is pending.
+        pending = 0 if applied else pending_migrations(engine)
+        with engine.connect() as conn:
+            plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
     return PlanResult(plan, prepared.config)
 
 
@@ -388,24 +398,28 @@ def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = 
                                         lock_timeout=lock_timeout, progress=progress)
         if fast is not None:
             return ApplyResult(False, fast.summary, plan=fast)
-    if prepared is None:
-        prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
-                           allow_environment_change=allow_environment_change, environ=environ,
-                           database_url=engine.url, at=at)
-    prepared.warnings.extend(extra_warnings)
-    prepared.inputs = prepared.inputs or inputs
-    _migrate(engine, progress)
-    recorder = None
-    if inputs is not None and box is not None:
-        recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest,
-                                     prepared.files_record)
+    from control_plane.collector import paused_gc
 
-    def read(conn: Connection) -> LiveState:
-        return prepared.read_live(conn, incremental=incremental, carry=True)
+    # The collector off from the parse to the commit (as make_plan's; execute pauses it too).
+    with paused_gc():
+        if prepared is None:
+            prepared = prepare(config_dir, environment=environment, adopt=adopt, require_secrets=require_secrets,
+                               allow_environment_change=allow_environment_change, environ=environ,
+                               database_url=engine.url, at=at, lazy=incremental)
+        prepared.warnings.extend(extra_warnings)
+        prepared.inputs = prepared.inputs or inputs
+        _migrate(engine, progress)
+        recorder = None
+        if inputs is not None and box is not None:
+            recorder = fastpath.Recorder(inputs, environ, box, prepared.desired, prepared.kind_digest,
+                                         prepared.files_record)
 
-    return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
-                   environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
-                   environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder, read=read)
+        def read(conn: Connection) -> LiveState:
+            return prepared.read_live(conn, incremental=incremental, carry=True)
+
+        return execute(engine, prepared.plan_against, prepared.box, actor=actor or default_actor(),
+                       environment=environment, adopt=adopt, allow_environment_change=allow_environment_change,
+                       environ=environ, lock_timeout=lock_timeout, progress=progress, recorder=recorder, read=read)
 
 
 def apply_due(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,

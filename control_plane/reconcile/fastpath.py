@@ -71,9 +71,11 @@ def inputs(config_dir: Path, environment: str | None, box, at: datetime | None =
 
 def secret_variables(desired) -> list[str]:
     """Every environment variable the desired rows' secrets name."""
+    from control_plane.state.lazyrows import secret_rows
+
     names: set[str] = set()
     for rows in desired.rows.values():
-        for row in rows.values():
+        for row in secret_rows(rows):  # (the others name none; a lazy kind builds only these)
             for ref in (row.secret_refs or {}).values():
                 if isinstance(ref, dict):
                     names.update(ref.values())

@@ -75,13 +75,17 @@ def _secret_ref(value: Any) -> Any:
 Rows = dict[str, dict[str, Row]]
 
 
-def config_rows(config: ConfigSet) -> Rows:
+def config_rows(config: ConfigSet, *, lazy: bool = False) -> Rows:
     """Flatten validated objects (and nested children) into rows, secrets still unresolved.
 
     Validation (column limits) and planning both read them: whoever runs both computes them once
     and passes them on (see reconcile.validation), the ConfigSet itself caches nothing. An object
     from the per-file cache (config/cache.py) carries its rows already: they are taken as they are.
+    lazy: a kind some of whose rows are still the packed runs of a cache entry read from disk is a
+    state.lazyrows.KindRows, which builds a row when it is asked for (the same rows, the same order).
     """
+    if lazy:
+        return _lazy_config_rows(config)
     rows: dict[str, dict[str, Row]] = defaultdict(dict)
     for objects in config.objects.values():
         for obj in objects.values():
@@ -94,6 +98,38 @@ def config_rows(config: ConfigSet) -> Rows:
             row = Row(kind, natural_key(rk, values), values)
             rows[kind][row.key] = row
     return dict(rows)
+
+
+def _lazy_config_rows(config: ConfigSet) -> Rows:
+    from control_plane.state.lazyrows import KindRows
+
+    items: dict[str, list] = defaultdict(list)  # per kind: Rows and packed runs, in order
+    for objects in config.objects.values():
+        for obj in objects.values():
+            cached = getattr(obj, "cached_rows", None)
+            if cached and cached[0].__class__ is tuple:  # packed runs (config/cache.py), still unbuilt
+                for run in cached:
+                    items[run[0]].append(run)
+            else:
+                for row in object_rows(obj):
+                    items[row.kind].append(row)
+    for kind, produce in CATALOG_ROWS.items():
+        rk = ROW_KINDS[kind]
+        for _key, values in produce():
+            items[kind].append(Row(kind, natural_key(rk, values), values))
+    rows: Rows = {}
+    for kind, found in items.items():
+        if any(item.__class__ is tuple for item in found):
+            lazy = KindRows()
+            for item in found:
+                if item.__class__ is tuple:
+                    lazy.add_run(item)
+                else:
+                    lazy.add_row(item)
+            rows[kind] = lazy  # type: ignore[assignment]
+        else:
+            rows[kind] = {row.key: row for row in found}
+    return rows
 
 
 def object_rows(obj: ConfigObject) -> list[Row]:
@@ -130,14 +166,16 @@ def build_desired(config: ConfigSet, environ: dict[str, str] | None = None, rows
     """The rows config asks for, with secrets resolved from `environ` (missing ones reported).
 
     `rows`: config_rows(config) when the caller has them already (they are not modified)."""
+    from control_plane.state.lazyrows import secret_rows
+
     environ = os.environ if environ is None else environ
     missing: list[SecretProblem] = []
     rows = dict(config_rows(config) if rows is None else rows)
     for kind in list(rows):
-        with_secrets = [r for r in rows[kind].values() if r.secret_refs]
+        with_secrets = secret_rows(rows[kind])
         if not with_secrets:
             continue
-        rows[kind] = dict(rows[kind])
+        rows[kind] = dict(rows[kind].items())
         for row in with_secrets:
             values = dict(row.values)
             for column, ref in row.secret_refs.items():

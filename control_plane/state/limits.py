@@ -8,6 +8,7 @@ from operator import attrgetter, methodcaller
 from control_plane.config.model import ConfigObject, ConfigSet, Issue, issue_at
 from control_plane.kinds.registry import ROW_KINDS, RowKind, config_kind_for_row_kind
 from control_plane.state.desired import Rows
+from control_plane.state.lazyrows import KindRows
 from control_plane.state.rows import managed_columns
 
 
@@ -52,6 +53,12 @@ def column_limit_issues(config: ConfigSet, rows: Rows) -> list[Issue]:
 
 def _any_too_long(kind_rows: dict, limits: tuple[tuple[str, int], ...]) -> bool:
     """Whether any row holds text longer than its column: the loop above finds which."""
+    if isinstance(kind_rows, KindRows):  # (rows not built yet: their values, column by column)
+        for column, length in limits:
+            texts = [v for v in kind_rows.column_values(column) if v.__class__ is str or isinstance(v, str)]
+            if texts and max(map(len, texts)) > length:
+                return True
+        return False
     values = list(map(_VALUES, kind_rows.values()))
     for column, length in limits:
         texts = [v for v in map(methodcaller("get", column), values) if v.__class__ is str or isinstance(v, str)]
