@@ -11,6 +11,7 @@ cycles of their own); whatever cycle there is gets collected once the collector 
 
 from __future__ import annotations
 
+import atexit
 import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,3 +27,18 @@ def paused_gc() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+_FREEZE_AT_EXIT: list[bool] = []
+
+
+def freeze_at_exit() -> None:
+    """Everything alive frozen out of the collector's sight when the process ends. The
+    interpreter's collection at shutdown would otherwise traverse a large command's heap once
+    more for no garbage (measured ~0.06-0.1 s of CPU after a 100,000-row plan, apply or export
+    had written its last byte); reference counting still frees what it frees. Registered once,
+    by the process entry (cli/entry.py) before anything else, so it runs after every other exit
+    handler. In-process callers (tests) never register it."""
+    if not _FREEZE_AT_EXIT:
+        _FREEZE_AT_EXIT.append(True)
+        atexit.register(gc.freeze)

@@ -235,6 +235,9 @@ def fast_plan(argv: list[str]) -> tuple[str, str] | None:
 
 
 def main() -> None:
+    from control_plane.collector import freeze_at_exit
+
+    freeze_at_exit()
     _DECIDED.clear()
     answered = fast_answer(sys.argv[1:], decided=_DECIDED)
     if answered is not None:
