@@ -46,7 +46,7 @@ def check_changes(plan: Plan, config: ConfigSet, live: LiveState, declared: Conf
         if change.action in ("delete", "retire"):
             obj = declared.of_kind(change.kind).get(change.name) if declared is not None else None
         before = (lambda rule, ch=change: old.view(CONFIG_KINDS[ch.kind], ch, rule.names)) \
-            if change.action != "create" else None
+            if change.action != "create" and old.exists(change) else None
         _check(plan, policies, change, obj, before, config, views, statics, f"{change.kind}/{change.name} ({change.action})")
     _check_scheduled(plan, policies, declared or config, views, statics)
 
@@ -90,20 +90,55 @@ def _check(plan: Plan, policies: list, change: Change, obj, before, config: Conf
             if key not in statics:
                 statics[key] = static_variables(config, policy, rule, views)
             data = dict(statics[key])
-            data["object"] = views.of(obj, rule.names) if obj is not None else None
-            data["oldObject"] = before(rule) if before is not None else None
             data["change"] = change_view(change)
-            outcome = evaluate(rule, data, subject)
+            # `object` and `oldObject` are built when the expression reads them, not before: a
+            # rule that decides on `change` alone (retire-approval's `change.references == 0` for
+            # every create of a first apply) never views the object, so a cached Industry's file is
+            # not parsed again for a view nobody reads. A null one is a plain variable.
+            lazy: dict[str, Any] = {}
+            if obj is None:
+                data["object"] = None
+            else:
+                lazy["object"] = lambda o=obj, names=rule.names: views.of(o, names)
+            if before is None:
+                data["oldObject"] = None
+            else:
+                lazy["oldObject"] = lambda b=before, r=rule: b(r)
+            data = _Lazy(data, lazy)
+            outcome = evaluate(rule, data.context, subject)
             if isinstance(outcome, str):
                 text = f"spec.validations[{rule.index}].expression: {outcome}"
                 change.policy_violations.append({"policy": policy.name, "severity": "error", "message": text})
                 plan.errors.append(f"policy {policy.name}: {text}")
             elif outcome is False:
-                text = message(rule, data)
+                text = message(rule, data.context)
                 change.policy_violations.append({"policy": policy.name, "severity": policy.severity,
                                                  "message": text})
                 if policy.severity == "error":
                     plan.errors.append(f"policy {policy.name}: {subject}: {text}")
+
+
+class _Lazy:
+    """The variables of one evaluation as a CEL context: `plain` ones converted up front, `lazy`
+    ones (name -> builder of a value that is never None) built on the first read and kept."""
+
+    def __init__(self, plain: dict[str, Any], lazy: dict[str, Any]):
+        from control_plane.policies.compile import _cel
+
+        self._lazy = lazy
+        self._built: dict[str, Any] = {}
+        self.context = _cel().Context(plain)
+        if lazy:
+            self.context.set_variable_resolver(self._resolve)
+
+    def _resolve(self, name: str) -> Any:
+        value = self._built.get(name)
+        if value is None:
+            build = self._lazy.get(name)
+            if build is None:
+                return None  # (not lazy: the context's own variable)
+            value = self._built[name] = build()
+        return value
 
 
 def change_view(change: Change) -> dict[str, Any]:
@@ -126,6 +161,10 @@ class _OldObjects:
     def __init__(self, live: LiveState):
         self.live = live
         self._children: dict[str, dict[str, list[Row]]] = {}
+
+    def exists(self, change: Change) -> bool:
+        """Whether the database holds the changed object (else its oldObject is null)."""
+        return change.name in self.live.rows.get(change.kind, {})
 
     def view(self, ck: ConfigKind, change: Change, names: frozenset[str]) -> dict[str, Any] | None:
         row = self.live.rows.get(change.kind, {}).get(change.name)
