@@ -12,6 +12,7 @@ is also a plan error, so the plan exits 1 and nothing can be applied.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from control_plane.config.model import ConfigSet
@@ -42,6 +43,8 @@ def check_changes(plan: Plan, config: ConfigSet, live: LiveState, declared: Conf
     old = _OldObjects(live)
     statics: dict[tuple[int, int], dict[str, Any]] = {}
     for change in plan.changes:
+        if not _own_row(change.kind):
+            continue  # nested rows are seen through their object (a first apply's 100,000 keywords)
         obj = config.of_kind(change.kind).get(change.name)
         if change.action in ("delete", "retire"):
             obj = declared.of_kind(change.kind).get(change.name) if declared is not None else None
@@ -79,8 +82,7 @@ def _check_scheduled(plan: Plan, policies: list, timeline: ConfigSet, views: Vie
 def _check(plan: Plan, policies: list, change: Change, obj, before, config: ConfigSet, views: Views,
            statics: dict, subject: str) -> None:
     """Run every matching change rule over one change; `before(rule)` is its oldObject (None: null)."""
-    ck = CONFIG_KINDS.get(change.kind)
-    if ck is None or ck.row_kind != change.kind:
+    if not _own_row(change.kind):
         return  # nested rows are seen through their object
     for policy in policies:
         if not policy.matches(change.kind, change.name, obj.labels if obj is not None else {}):
@@ -116,6 +118,13 @@ def _check(plan: Plan, policies: list, change: Change, obj, before, config: Conf
                                                  "message": text})
                 if policy.severity == "error":
                     plan.errors.append(f"policy {policy.name}: {subject}: {text}")
+
+
+@cache
+def _own_row(kind: str) -> bool:
+    """Whether a change of `kind` is the change of a config object (not of a nested row)."""
+    ck = CONFIG_KINDS.get(kind)
+    return ck is not None and ck.row_kind == kind
 
 
 class _Lazy:
