@@ -108,12 +108,14 @@ def _check(plan: Plan, policies: list, change: Change, obj, before, config: Conf
                 lazy["oldObject"] = lambda b=before, r=rule: b(r)
             data = _Lazy(data, lazy)
             outcome = evaluate(rule, data.context, subject)
+            data.reraise()  # (a view that could not be built is that error, not a policy's)
             if isinstance(outcome, str):
                 text = f"spec.validations[{rule.index}].expression: {outcome}"
                 change.policy_violations.append({"policy": policy.name, "severity": "error", "message": text})
                 plan.errors.append(f"policy {policy.name}: {text}")
             elif outcome is False:
                 text = message(rule, data.context)
+                data.reraise()
                 change.policy_violations.append({"policy": policy.name, "severity": policy.severity,
                                                  "message": text})
                 if policy.severity == "error":
@@ -136,6 +138,7 @@ class _Lazy:
 
         self._lazy = lazy
         self._built: dict[str, Any] = {}
+        self._error: BaseException | None = None
         self.context = _cel().Context(plain)
         if lazy:
             self.context.set_variable_resolver(self._resolve)
@@ -146,8 +149,17 @@ class _Lazy:
             build = self._lazy.get(name)
             if build is None:
                 return None  # (not lazy: the context's own variable)
-            value = self._built[name] = build()
+            try:
+                value = self._built[name] = build()
+            except BaseException as exc:
+                self._error = exc  # CEL would report it as an undefined variable: reraise() raises it
+                raise
         return value
+
+    def reraise(self) -> None:
+        """Raise what building a lazy variable raised, as building it up front would have."""
+        if self._error is not None:
+            raise self._error
 
 
 def change_view(change: Change) -> dict[str, Any]:
