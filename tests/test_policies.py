@@ -407,3 +407,54 @@ def test_change_rules_view_cached_objects_and_let_their_files_go(config_tree):
         == ["named Automotive"]
     assert all(o._spec is None for o in industries.values())  # let go once viewed
     assert industries["automotive"].spec.display_name == "Automotive"  # and parsed again on demand
+
+
+def test_change_rules_build_object_views_only_when_the_expression_reads_them(config_tree):
+    """`object` and `oldObject` reach CEL through a resolver (policies.changes._Lazy): a rule that
+    decides on `change` alone (retire-approval's `change.references == 0` for a create) never
+    views the object, so a cached Industry's file is not parsed again; where the expression does
+    read `object` (the right side of the ||), it sees the object's values, and `oldObject` of a
+    create is null."""
+    from unittest import mock
+
+    from control_plane.config.model import CachedObject
+    from control_plane.plans.compare import compare
+    from control_plane.policies.changes import check_changes
+    from control_plane.reconcile.controller import prepare
+    from control_plane.state.live import LiveState
+
+    config_tree.write("policies/industry-lazy.yaml", """\
+        apiVersion: cplane/v1
+        kind: Policy
+        metadata:
+          name: industry-lazy
+        spec:
+          scope: change
+          severity: warning
+          match: {kinds: [Industry]}
+          validations:
+            - expression: >-
+                change.name != "automotive" || oldObject == null
+                  && (object.spec.displayName != "Automotive" || size(object.spec.sectors) == 0)
+              message: named Automotive
+        """)
+    prepare(config_tree.root)  # the first load writes the cache entries
+    prepared = prepare(config_tree.root)  # this one reads them: the objects are CachedObjects
+    industries = prepared.config.of_kind("Industry")
+    assert industries and all(isinstance(o, CachedObject) and o._spec is None for o in industries.values())
+    empty = LiveState({}, {}, {})
+    plan = compare(prepared.desired, empty, prepared.box)
+    viewed = []
+    real = CachedObject.spec.fget
+
+    def spec(obj):
+        viewed.append((obj.kind, obj.name))
+        return real(obj)
+
+    with mock.patch.object(CachedObject, "spec", property(spec)):
+        check_changes(plan, prepared.config, empty)
+    flagged = {c.name for c in plan.changes if c.kind == "Industry" and c.policy_violations}
+    assert flagged == {"automotive"}
+    # Of the industries, only the one whose change made the rule read `object` had its spec built
+    # (the Policy documents' own specs are read to compile them).
+    assert {name for kind, name in viewed if kind == "Industry"} == {"automotive"}

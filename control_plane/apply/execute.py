@@ -6,13 +6,14 @@ import os
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, text, update
 
 from control_plane.apply.audit import audit_form
 from control_plane.apply.lock import APPLY_LOCK_ID, LOCK_MESSAGE, ApplyLocked, apply_lock  # noqa: F401 (re-exported)
-from control_plane.apply.run_rows import post_state, publish_schedule, record_run_rows
+from control_plane.apply.run_rows import encoded_run_rows, post_state, publish_schedule, record_run_rows
 from control_plane.collector import paused_gc
 from control_plane.db.counters import unlogged
 from control_plane.db.dialect import for_dialect
@@ -156,8 +157,16 @@ def execute(
         if recorder is not None:
             recorder.lock(conn)
         progress.start_writes(len(plan.changes))
-        with unlogged(conn):  # counted, not logged row by row: the record covers cplane's own writes
-            written = _write(conn, plan, live, desired_values, box, progress)
+        # The run's rows are encoded (and the recorder's digests computed) by a second thread while
+        # this one waits on the database for the writes (COPY is the server's work): the plan, the
+        # live state and the desired rows are only read by both.
+        run_rows = _Background(lambda: _run_rows(plan, live, recorder))
+        try:
+            with unlogged(conn):  # counted, not logged row by row: the record covers cplane's own writes
+                written = _write(conn, plan, live, desired_values, box, progress)
+        except BaseException:
+            run_rows.join()
+            raise
         record_key(conn, box, actor)
         run_id = conn.execute(
             insert(ApplyRun.__table__).returning(ApplyRun.__table__.c.id),
@@ -173,7 +182,9 @@ def execute(
                 "finished_at": None,
             },
         ).scalar_one()
-        record_run_rows(conn, run_id, post_state(plan, live), environ)
+        state, encoded = run_rows.result()
+        record_run_rows(conn, run_id, state, environ, encoded=encoded)
+        del state, encoded
         if plan.rollback_to is None:  # a rollback leaves the config's schedule announced as it was
             publish_schedule(conn, plan, run_id)
         record_environment(conn, environment)
@@ -185,6 +196,49 @@ def execute(
         progress.phase("committing")
         conn.commit()
     return ApplyResult(True, plan.summary, written, run_id, plan=plan)
+
+
+def _run_rows(plan: Plan, live: LiveState, recorder=None) -> tuple[Any, tuple[int, bytes] | None]:
+    """(the run's rows, None) when they refer to a base run, else (None, their stored form); the
+    recorder's digests prepared on the way."""
+    if recorder is not None:
+        try:
+            recorder.prepare(plan, live)
+        except Exception:  # noqa: BLE001 - only a head start: finish() computes what it needs (and raises) itself
+            pass
+    state = post_state(plan, live)
+    encoded = encoded_run_rows(state)
+    return (None, encoded) if encoded is not None else (state, None)
+
+
+class _Background:
+    """`work()` in a thread of its own, started at once; result() waits for it and returns its
+    value or raises its exception."""
+
+    def __init__(self, work: Callable[[], Any]):
+        import threading
+
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = work()
+            except BaseException as exc:  # noqa: BLE001 - handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="cplane-run-rows", daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        value, self._value = self._value, None
+        return value
 
 
 def _check_and_resolve(plan: Plan, live: LiveState, box: SecretBox, environ, saved: bool) -> dict[tuple[str, str], dict]:
@@ -353,10 +407,10 @@ def _create_row_maker(rk: RowKind, ids: dict[str, dict[str, int]], box: SecretBo
         return lambda values: _db_row(rk, values, ids, box)
     columns = managed_columns(rk)
     refs = [(column, rk.refs[column], ids.get(rk.refs[column], {})) for column in columns if column in rk.refs]
+    pick = _values_picker(tuple(columns))
 
     def make(values: dict[str, Any]) -> dict[str, Any]:
-        get = values.get
-        row = {column: get(column) for column in columns}
+        row = pick(values.get)
         for column, target_kind, target in refs:
             value = row[column]
             if value is not None:
@@ -366,6 +420,16 @@ def _create_row_maker(rk: RowKind, ids: dict[str, dict[str, int]], box: SecretBo
         return row
 
     return make
+
+
+@cache
+def _values_picker(columns: tuple[str, ...]) -> Callable[[Callable[[str], Any]], dict[str, Any]]:
+    """`lambda get: {column: get(column) for column in columns}` as one dict display (generated
+    once per column list): a first apply makes 100,000 rows of one kind with it."""
+    entries = ", ".join(f"{column!r}: get({column!r})" for column in columns)
+    namespace: dict[str, Any] = {}
+    exec(compile(f"def pick(get):\n    return {{{entries}}}\n", "<apply row>", "exec"), namespace)  # noqa: S102 (our own text)
+    return namespace["pick"]
 
 
 def _db_row(rk: RowKind, values: dict[str, Any], ids: dict[str, dict[str, int]], box: SecretBox,

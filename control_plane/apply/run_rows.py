@@ -155,8 +155,70 @@ def decode_state(stored: dict[str, Any]) -> RunState:
     return state
 
 
-def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None) -> None:
+def encoded_run_rows(state: RunState) -> tuple[int, bytes] | None:
+    """(row count, stored bytes) of a run's rows that refer to no base run (not a Delta): what
+    record_run_rows stores for them, computed without a connection (so that an apply can encode
+    them while the database is busy with its writes). None for a Delta, which is encoded against
+    its base run by record_run_rows itself."""
+    if getattr(state, "carried", None) is not None:
+        return None
+    return sum(len(rows) for rows in state.values()), _compress(encode_state(state))
+
+
+def _compress(document: dict[str, Any]) -> bytes:
+    """The document's compact JSON, compressed (level 1: applies of large trees stay quick) as it is
+    written out a few thousand list items at a time: a 100,000-row run is 14 MB of JSON, never
+    held whole (nor its bytes beside it). The text is exactly `json.dumps(document)`'s."""
+    compressor = zlib.compressobj(1)
+    out: list[bytes] = []
+    batch: list[str] = []
+    size = 0
+    for piece in _json_pieces(document):
+        batch.append(piece)
+        size += len(piece)
+        if size >= 1 << 20:
+            out.append(compressor.compress("".join(batch).encode()))
+            batch, size = [], 0
+    out.append(compressor.compress("".join(batch).encode()))
+    out.append(compressor.flush())
+    return b"".join(out)
+
+
+_JSON_SLICE = 2000  # list items dumped per piece
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=json_default, separators=(",", ":"))
+
+
+def _json_pieces(value: Any):
+    """`_dumps(value)` in pieces: dicts with string keys and long lists are walked, anything
+    else (and every short list) is dumped whole."""
+    if value.__class__ is dict and all(k.__class__ is str for k in value):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield f"{',' if i else ''}{_dumps(key)}:"
+            yield from _json_pieces(item)
+        yield "}"
+    elif value.__class__ is list and len(value) > _JSON_SLICE:
+        yield "["
+        for start in range(0, len(value), _JSON_SLICE):
+            text = _dumps(value[start : start + _JSON_SLICE])
+            yield f"{',' if start else ''}{text[1:-1]}"
+        yield "]"
+    else:
+        yield _dumps(value)
+
+
+def record_run_rows(conn: Connection, run_id: int, state: RunState | None, environ=None,
+                    encoded: tuple[int, bytes] | None = None) -> None:
+    """Store the rows run `run_id` left: `state`, or `encoded` (encoded_run_rows of it) when given."""
     table = RunRows.__table__
+    if encoded is not None:
+        count, data = encoded
+        conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": data})
+        _prune(conn, environ)
+        return
     carried = getattr(state, "carried", None)
     document: dict[str, Any] | None = None
     count = sum(len(rows) for rows in state.values())
@@ -180,9 +242,13 @@ def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None
             count = sum(len(rows) for rows in state.values())
     if document is None:
         document = encode_state(state)
-    data = zlib.compress(json.dumps(document, default=json_default,
-                                    separators=(",", ":")).encode(), 1)  # fast: applies of large trees stay quick
-    conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": data})
+    conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": _compress(document)})
+    _prune(conn, environ)
+
+
+def _prune(conn: Connection, environ) -> None:
+    """Retention: the newest runs are kept, and every base one of them is stored against."""
+    table = RunRows.__table__
     keep = retention(environ)
     cutoff = conn.execute(select(table.c.run_id).order_by(table.c.run_id.desc()).offset(keep - 1).limit(1)).scalar()
     if cutoff is not None:

@@ -122,7 +122,10 @@ class Plan:
 
     @property
     def summary(self) -> dict[str, int]:
-        counts = Counter(Action.UPDATE if c.action == Action.ADOPT else c.action for c in self.changes)
+        counts = Counter([c.action for c in self.changes])  # (an adoption counts as an update)
+        adopted = counts.pop(Action.ADOPT, 0)
+        if adopted:
+            counts[Action.UPDATE] += adopted
         return {str(action): counts.get(action, 0) for action in SUMMARY_ACTIONS}
 
     @property

@@ -12,6 +12,7 @@ is also a plan error, so the plan exits 1 and nothing can be applied.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 from control_plane.config.model import ConfigSet
@@ -42,11 +43,13 @@ def check_changes(plan: Plan, config: ConfigSet, live: LiveState, declared: Conf
     old = _OldObjects(live)
     statics: dict[tuple[int, int], dict[str, Any]] = {}
     for change in plan.changes:
+        if not _own_row(change.kind):
+            continue  # nested rows are seen through their object (a first apply's 100,000 keywords)
         obj = config.of_kind(change.kind).get(change.name)
         if change.action in ("delete", "retire"):
             obj = declared.of_kind(change.kind).get(change.name) if declared is not None else None
         before = (lambda rule, ch=change: old.view(CONFIG_KINDS[ch.kind], ch, rule.names)) \
-            if change.action != "create" else None
+            if change.action != "create" and old.exists(change) else None
         _check(plan, policies, change, obj, before, config, views, statics, f"{change.kind}/{change.name} ({change.action})")
     _check_scheduled(plan, policies, declared or config, views, statics)
 
@@ -79,8 +82,7 @@ def _check_scheduled(plan: Plan, policies: list, timeline: ConfigSet, views: Vie
 def _check(plan: Plan, policies: list, change: Change, obj, before, config: ConfigSet, views: Views,
            statics: dict, subject: str) -> None:
     """Run every matching change rule over one change; `before(rule)` is its oldObject (None: null)."""
-    ck = CONFIG_KINDS.get(change.kind)
-    if ck is None or ck.row_kind != change.kind:
+    if not _own_row(change.kind):
         return  # nested rows are seen through their object
     for policy in policies:
         if not policy.matches(change.kind, change.name, obj.labels if obj is not None else {}):
@@ -90,20 +92,74 @@ def _check(plan: Plan, policies: list, change: Change, obj, before, config: Conf
             if key not in statics:
                 statics[key] = static_variables(config, policy, rule, views)
             data = dict(statics[key])
-            data["object"] = views.of(obj, rule.names) if obj is not None else None
-            data["oldObject"] = before(rule) if before is not None else None
             data["change"] = change_view(change)
-            outcome = evaluate(rule, data, subject)
+            # `object` and `oldObject` are built when the expression reads them, not before: a
+            # rule that decides on `change` alone (retire-approval's `change.references == 0` for
+            # every create of a first apply) never views the object, so a cached Industry's file is
+            # not parsed again for a view nobody reads. A null one is a plain variable.
+            lazy: dict[str, Any] = {}
+            if obj is None:
+                data["object"] = None
+            else:
+                lazy["object"] = lambda o=obj, names=rule.names: views.of(o, names)
+            if before is None:
+                data["oldObject"] = None
+            else:
+                lazy["oldObject"] = lambda b=before, r=rule: b(r)
+            data = _Lazy(data, lazy)
+            outcome = evaluate(rule, data.context, subject)
+            data.reraise()  # (a view that could not be built is that error, not a policy's)
             if isinstance(outcome, str):
                 text = f"spec.validations[{rule.index}].expression: {outcome}"
                 change.policy_violations.append({"policy": policy.name, "severity": "error", "message": text})
                 plan.errors.append(f"policy {policy.name}: {text}")
             elif outcome is False:
-                text = message(rule, data)
+                text = message(rule, data.context)
+                data.reraise()
                 change.policy_violations.append({"policy": policy.name, "severity": policy.severity,
                                                  "message": text})
                 if policy.severity == "error":
                     plan.errors.append(f"policy {policy.name}: {subject}: {text}")
+
+
+@cache
+def _own_row(kind: str) -> bool:
+    """Whether a change of `kind` is the change of a config object (not of a nested row)."""
+    ck = CONFIG_KINDS.get(kind)
+    return ck is not None and ck.row_kind == kind
+
+
+class _Lazy:
+    """The variables of one evaluation as a CEL context: `plain` ones converted up front, `lazy`
+    ones (name -> builder of a value that is never None) built on the first read and kept."""
+
+    def __init__(self, plain: dict[str, Any], lazy: dict[str, Any]):
+        from control_plane.policies.compile import _cel
+
+        self._lazy = lazy
+        self._built: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self.context = _cel().Context(plain)
+        if lazy:
+            self.context.set_variable_resolver(self._resolve)
+
+    def _resolve(self, name: str) -> Any:
+        value = self._built.get(name)
+        if value is None:
+            build = self._lazy.get(name)
+            if build is None:
+                return None  # (not lazy: the context's own variable)
+            try:
+                value = self._built[name] = build()
+            except BaseException as exc:
+                self._error = exc  # CEL would report it as an undefined variable: reraise() raises it
+                raise
+        return value
+
+    def reraise(self) -> None:
+        """Raise what building a lazy variable raised, as building it up front would have."""
+        if self._error is not None:
+            raise self._error
 
 
 def change_view(change: Change) -> dict[str, Any]:
@@ -126,6 +182,10 @@ class _OldObjects:
     def __init__(self, live: LiveState):
         self.live = live
         self._children: dict[str, dict[str, list[Row]]] = {}
+
+    def exists(self, change: Change) -> bool:
+        """Whether the database holds the changed object (else its oldObject is null)."""
+        return change.name in self.live.rows.get(change.kind, {})
 
     def view(self, ck: ConfigKind, change: Change, names: frozenset[str]) -> dict[str, Any] | None:
         row = self.live.rows.get(change.kind, {}).get(change.name)

@@ -75,6 +75,10 @@ class Layout:
         self._by_kind: dict[str, dict[str, list[RowTuple]]] = {}
         self._recorded: dict[str, list] = {}  # relative path -> [content hex, {kind: digest}] (same salt)
         self._digests: dict[tuple[str, str], str] = {}
+        # Per kind, fingerprints already computed of the desired rows by key (compare's, for a kind
+        # it fingerprinted whole) and those rows: a file's row that is that very Row takes its
+        # fingerprint from there instead of hashing it again (a first apply's 100,000).
+        self.known: dict[str, tuple[dict[str, Row], dict[str, str]]] = {}
 
     @classmethod
     def of(cls, config: ConfigSet, box: SecretBox) -> Layout | None:
@@ -139,7 +143,7 @@ class Layout:
         if same is not None and isinstance(same.get(kind), str):
             found = same[kind]
         else:
-            found = _rows_digest(ROW_KINDS[kind], self.rows(rel).get(kind, ()), self.box)
+            found = _rows_digest(ROW_KINDS[kind], self.rows(rel).get(kind, ()), self.box, self.known.get(kind))
         self._digests[(rel, kind)] = found
         return found
 
@@ -241,9 +245,20 @@ def _from_signature(key: str, kind: str, signature: tuple) -> RowTuple:
     return (kind, key, dict(zip(columns, values, strict=True)), refs, prevent)
 
 
-def _rows_digest(rk: RowKind, rows, box: SecretBox) -> str:
+def _rows_digest(rk: RowKind, rows, box: SecretBox,
+                 known: tuple[dict[str, Row], dict[str, str]] | None = None) -> str:
     by_key = {}
     for row in rows:
         kind, key, values, refs, prevent = _tuple(row)
         by_key[key] = Row(kind, key, values, refs, prevent)
-    return rows_digest(rk, by_key, rows_fingerprints(rk, by_key, box))
+    if known is None:
+        return rows_digest(rk, by_key, rows_fingerprints(rk, by_key, box))
+    # A row whose values are the very dict of the desired row that was fingerprinted (the same
+    # Row's) has that fingerprint; any other is hashed here.
+    desired, fingerprints = known
+    found = {}
+    for key, row in by_key.items():
+        same = desired.get(key)
+        fp = fingerprints.get(key) if same is not None and same.values is row.values else None
+        found[key] = fp if fp is not None else row_fingerprint(rk, row.values, box)
+    return rows_digest(rk, by_key, found)

@@ -108,7 +108,10 @@ class Prepared:
 
             layout = self.layout()
             if layout is not None and not ROW_KINDS[kind].secret_columns:
-                # By file: only the files that changed since the recorded apply are fingerprinted.
+                # By file: only the files that changed since the recorded apply are fingerprinted
+                # (and not again where compare fingerprinted the kind's rows already).
+                if kind in self._fingerprints:
+                    layout.known[kind] = (self.desired.rows.get(kind, {}), self._fingerprints[kind])
                 self._digests[kind] = layout.kind_digest(kind)
             else:
                 self._digests[kind] = rows_digest(ROW_KINDS[kind], self.desired.rows.get(kind, {}),

@@ -223,6 +223,16 @@ class Recorder:
         locked = {name: int(version) for name, version in conn.execute(stmt)}
         self.clean = locked == self.before
 
+    def prepare(self, plan, live) -> None:
+        """Before the writes (apply/execute runs it in a second thread while the database writes):
+        the kinds' digests that finish() will record, when it looks like it will record, so that
+        finish() finds them computed. Only reads the plan, the live state and the desired rows."""
+        if self.clean and self._exact(plan, live):
+            from control_plane.kinds.registry import ROW_KINDS
+
+            for kind in ROW_KINDS:
+                self.digest(kind)
+
     def finish(self, conn: Connection, plan, live, run_id: int | None, *, wrote: bool) -> None:
         """After the apply's last write (or, for a no-op apply, after planning): replace the record."""
         from sqlalchemy import insert

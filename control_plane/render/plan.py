@@ -142,32 +142,38 @@ def _create_text(change: Change, lines: list[str]) -> None:
 
     A large first apply is 100,000 creates of a few scalar columns each, so the common leaves (a
     one-line string, an int, a bool, null, in a column without a numeric scale) are formatted here
-    directly; anything else (numeric columns, maps, lists, multi-line text, the secrets in `fields`)
-    takes the general path. tests/test_render.py checks both give the same text."""
+    directly, each column's line prefix and scale looked up once per kind (`_columns`); anything
+    else (numeric columns, maps, lists, multi-line text, the secrets in `fields`) takes the general
+    path. tests/test_render.py checks both give the same text."""
     kind = change.kind
     values = change.values
+    known = _columns(kind)
+    append = lines.append
     for column, value in values.items():
+        info = known.get(column)
+        if info is None:
+            info = known[column] = _column_info(kind, column)
+        prefix, scale, quantum = info
         cls = value.__class__
-        scale = _scale(kind, column)
-        if scale and cls is Decimal:  # a price or cost: canonical_decimal with the column's scale
+        if quantum is not None and cls is Decimal:  # a price or cost: canonical_decimal with the column's scale
             try:
-                lines.append(f"      {column}: {_encode_str(format(value.quantize(_quantum(scale)), 'f'))}")
+                append(prefix + _encode_str(format(value.quantize(quantum), "f")))
                 continue
             except InvalidOperation:
                 pass  # (too many digits for the scale: shown as the general path shows it)
         elif scale is None or cls is bool:
             if cls is str:
                 if "\n" not in value:
-                    lines.append(f"      {column}: {_encode_str(value)}")
+                    append(prefix + _encode_str(value))
                     continue
             elif cls is int:
-                lines.append(f"      {column}: {int.__repr__(value)}")
+                append(prefix + int.__repr__(value))
                 continue
             elif cls is bool:
-                lines.append(f"      {column}: true" if value else f"      {column}: false")
+                append(prefix + ("true" if value else "false"))
                 continue
             elif value is None:
-                lines.append(f"      {column}: null")
+                append(prefix + "null")
                 continue
         for path, leaf in flatten(column, column_value(kind, column, value)):
             lines += _attribute_text(path, leaf, "      ")
@@ -178,6 +184,18 @@ def _create_text(change: Change, lines: list[str]) -> None:
 
 
 @cache
+def _columns(kind: str) -> dict[str, tuple[str, int | None, Decimal | None]]:
+    """Per kind, the columns `_create_text` met: (line prefix, numeric scale, its quantum when the
+    scale is not 0 or None), filled as columns are met."""
+    return {}
+
+
+def _column_info(kind: str, column: str) -> tuple[str, int | None, Decimal | None]:
+    scale = _scale(kind, column)
+    return f"      {column}: ", scale, _quantum(scale) if scale else None
+
+
+@cache
 def _quantum(scale: int) -> Decimal:
     return Decimal(1).scaleb(-scale)
 
@@ -185,8 +203,9 @@ def _quantum(scale: int) -> Decimal:
 def _change_text(change: Change, paint: _Painter) -> list[str]:
     marker = MARKERS[change.action]
     note = " (drift: edited outside cplane)" if change.cause == "drift" else ""
-    lines = [f"  # {change.kind}/{change.name} {VERBS[change.action]}{note}",
-             paint(f"  {marker} {change.kind}/{change.name}", COLOURS.get(marker))]
+    subject = f"{change.kind}/{change.name}"
+    lines = [f"  # {subject} {VERBS[change.action]}{note}",
+             paint(f"  {marker} {subject}", COLOURS.get(marker)) if paint.colour else f"  {marker} {subject}"]
     if change.action == "create":
         _create_text(change, lines)
     else:
@@ -218,10 +237,11 @@ def text_pieces(plan: Plan, colour: bool = False, compact: bool = False) -> Iter
     """`render_text(plan) + "\n"` in pieces, each ending with a newline, made as they are written:
     a first apply of 100,000 rows prints 36 MB of text, which the CLI streams instead of building
     (and then copying on output) one string. Joined, the pieces are exactly those bytes
-    (tests/test_render_diffs.py)."""
+    (tests/test_render_diffs.py). A piece is whole blocks (a change's lines) of at least
+    PIECE_LINES lines, or the rest."""
     batch: list[str] = []
-    for line in _text_lines(plan, colour, compact):
-        batch.append(line)
+    for block in _text_blocks(plan, colour, compact):
+        batch += block
         if len(batch) >= PIECE_LINES:
             batch.append("")
             yield "\n".join(batch)
@@ -232,31 +252,37 @@ def text_pieces(plan: Plan, colour: bool = False, compact: bool = False) -> Iter
 
 
 def _text_lines(plan: Plan, colour: bool, compact: bool) -> Iterator[str]:
+    for block in _text_blocks(plan, colour, compact):
+        yield from block
+
+
+def _text_blocks(plan: Plan, colour: bool, compact: bool) -> Iterator[list[str]]:
+    """The text's lines, a list at a time (a change's lines together)."""
     paint = _Painter(colour)
     if plan.changes:
-        yield "cplane will perform the following actions:"
-        yield ""
+        yield ["cplane will perform the following actions:", ""]
     for kind, changes in _by_kind(plan).items():
         creates = sum(1 for c in changes if c.action == "create")
         if compact and creates:
-            yield paint(f"  + {kind}: {creates} to create (not listed: --compact)", "green")
-            yield ""
+            yield [paint(f"  + {kind}: {creates} to create (not listed: --compact)", "green"), ""]
         for change in changes:
             if not (compact and change.action == "create"):
-                yield from _change_text(change, paint)
+                yield _change_text(change, paint)
+    tail: list[str] = []
     if plan.unmanaged:
-        yield f"Unmanaged rows (not in config, never touched by apply): {len(plan.unmanaged)}"
+        tail.append(f"Unmanaged rows (not in config, never touched by apply): {len(plan.unmanaged)}")
         for item in plan.unmanaged:
-            yield f"  ? {item['kind']}/{item['name']}: {item['reason']}"
-        yield ""
-    yield from scheduled_text(plan)
+            tail.append(f"  ? {item['kind']}/{item['name']}: {item['reason']}")
+        tail.append("")
+    tail += scheduled_text(plan)
     if plan.schema_note:
-        yield plan.schema_note
+        tail.append(plan.schema_note)
     for warning in plan.warnings:
-        yield f"Warning: {warning}"
+        tail.append(f"Warning: {warning}")
     for error in plan.errors:
-        yield f"Error: {error}"
-    yield summary_line(plan) if plan.has_changes else NO_CHANGES
+        tail.append(f"Error: {error}")
+    tail.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
+    yield tail
 
 
 # --- markdown --------------------------------------------------------------------------------------
