@@ -180,8 +180,7 @@ def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None
             count = sum(len(rows) for rows in state.values())
     if document is None:
         document = encode_state(state)
-    data = zlib.compress(json.dumps(document, default=json_default,
-                                    separators=(",", ":")).encode(), 1)  # fast: applies of large trees stay quick
+    data = compress_json(document)
     conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": data})
     keep = retention(environ)
     cutoff = conn.execute(select(table.c.run_id).order_by(table.c.run_id.desc()).offset(keep - 1).limit(1)).scalar()
@@ -196,6 +195,42 @@ def record_run_rows(conn: Connection, run_id: int, state: RunState, environ=None
         old = set(conn.execute(select(table.c.run_id).where(table.c.run_id < cutoff)).scalars()) - needed
         for i in range(0, len(old), 500):
             conn.execute(delete(table).where(table.c.run_id.in_(sorted(old)[i : i + 500])))
+
+
+# Rows per piece when a run's document is encoded: what is held at once besides the document.
+ENCODE_CHUNK = 5000
+
+
+def compress_json(document: Any) -> bytes:
+    """zlib (level 1: applies of large trees stay quick) of `document`'s compact JSON, the same
+    text `json.dumps(document, default=json_default, separators=(",", ":"))` is, encoded and
+    compressed a piece at a time: a 100,000-row run never holds its whole text (~13 MB) and its
+    bytes (as many again) at once, only a few thousand rows of it."""
+    compressor = zlib.compressobj(1)
+    out: list[bytes] = []
+    encode = json.JSONEncoder(default=json_default, separators=(",", ":")).encode
+
+    def write(text: str) -> None:
+        out.append(compressor.compress(text.encode()))
+
+    def emit(value: Any) -> None:
+        if isinstance(value, dict) and all(k.__class__ is str for k in value):
+            write("{")
+            for i, (k, v) in enumerate(value.items()):
+                write(("," if i else "") + encode(k) + ":")
+                emit(v)
+            write("}")
+        elif isinstance(value, list) and len(value) > ENCODE_CHUNK:
+            write("[")
+            for i in range(0, len(value), ENCODE_CHUNK):
+                write(("," if i else "") + encode(value[i : i + ENCODE_CHUNK])[1:-1])
+            write("]")
+        else:
+            write(encode(value))
+
+    emit(document)
+    out.append(compressor.flush())
+    return b"".join(out)
 
 
 # A format-3 record refers to a base run, which may refer to another: at most this many links
