@@ -60,6 +60,7 @@ def test_live_rows_read_beside_the_desired_ones_are_the_same(config_tree, migrat
             assert (other.kind, other.key, other.id, other.version, other.stored) == (row.kind, row.key, row.id, row.version, row.stored)
             assert list(other.values.items()) == list(row.values.items())
             assert all(type(other.values[c]) is type(v) for c, v in row.values.items())
+            assert [repr(v) for v in other.values.values()] == [repr(v) for v in row.values.values()]
     shared = beside.rows["SeedKeyword"]
     desired = prepared.desired.rows["SeedKeyword"]
     key = next(iter(desired))

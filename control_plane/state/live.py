@@ -162,7 +162,8 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
 
     `desired` (the desired rows, when the caller has them): a live row's natural key and its text
     values equal to its desired row's are kept as the desired row's strings, not as second copies
-    (at 100,000 rows ~20 MB of a full plan); nothing else about the rows differs."""
+    (at 100,000 rows ~20 MB of a full plan), and so are its integers; equal decimals of a column
+    are one object. Nothing else about the rows differs."""
     from control_plane.db.models import ManagedObject
 
     keys = dict(keys or {})
@@ -211,15 +212,19 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         versioned = rk.version_column is not None
         make = values_maker(columns)
         wanted_rows = (desired or {}).get(kind) or {}
-        # Text columns (neither references, already the referenced keys, nor secrets): shared with
-        # the desired row's equal strings.
-        text_columns = [(i, c) for i, c in enumerate(columns) if c not in rk.refs and c not in rk.secret_columns
-                        and _is_text(rk.table.c[c].type)]
+        # Text and integer columns (neither references, already the referenced keys, nor secrets):
+        # shared with the desired row's equal values of the same type.
+        shared_columns = [(i, c, _shared_type(rk.table.c[c].type)) for i, c in enumerate(columns)
+                          if c not in rk.refs and c not in rk.secret_columns and _shared_type(rk.table.c[c].type)]
+        # Decimals of a fixed scale (every one of a column has the same exponent, so equal ones are
+        # the same value in every respect; zero is left alone, it has a sign): one object per value.
+        decimal_columns = [(i, {}) for i, c in enumerate(columns)
+                           if c not in rk.secret_columns and _fixed_decimal(rk.table.c[c].type)]
 
         def add(record, kind=kind, kind_rows=kind_rows, kind_ids=kind_ids, columns=columns, n=n,
                 ref_positions=ref_positions, secret_positions=secret_positions, key_positions=key_positions,
                 single=single, versioned=versioned, make=make, wanted_rows=wanted_rows,
-                text_columns=text_columns) -> None:
+                shared_columns=shared_columns, decimal_columns=decimal_columns) -> None:
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -236,10 +241,14 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
             if want is not None:
                 key = want.key
                 get = want.values.get
-                for i, c in text_columns:
+                for i, c, cls in shared_columns:
                     other = get(c)
-                    if other.__class__ is str and vals[i] == other:
+                    if other.__class__ is cls and vals[i].__class__ is cls and vals[i] == other:
                         vals[i] = other
+            for i, seen in decimal_columns:
+                value = vals[i]
+                if value and len(seen) < DECIMALS_KEPT:
+                    vals[i] = seen.setdefault(value, value)
             kind_rows[key] = Row(kind, key, make(vals), None, False, record[0],
                                  record[-1] if versioned else None, stored)
             kind_ids[key] = record[0]
@@ -277,7 +286,11 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
             for id_, kind, name, row_id, fp, prevent, secret_refs in stream(conn, stmt):
                 # (The natural key is the live row's own string when there is one: not a second copy.)
                 row = rows.get(kind, {}).get(name)
-                managed[kind][name if row is None else row.key] = Managed(id_, row_id, fp, prevent, secret_refs)
+                if row is not None:
+                    name = row.key
+                    if row.id == row_id:
+                        row_id = row.id
+                managed[kind][name] = Managed(id_, row_id, fp, prevent, secret_refs)
     return LiveState(rows, dict(managed), ids, unreadable, full, keys=keys)
 
 
@@ -307,11 +320,21 @@ def _by_row_holds(conn: Connection, rk, changed: ChangedRows, read: dict[str, Ro
     return now == changed.count - was + len(read)
 
 
-def _is_text(column_type) -> bool:
-    """Whether a column's values read as str (a String or Text column; not JSON, numbers, times)."""
-    from sqlalchemy import String
+def _shared_type(column_type) -> type | None:
+    """str for a String or Text column, int for an Integer one (not JSON, decimals, times, booleans)."""
+    from sqlalchemy import Integer, String
 
-    return isinstance(column_type, String)
+    return str if isinstance(column_type, String) else int if isinstance(column_type, Integer) else None
+
+
+def _fixed_decimal(column_type) -> bool:
+    from sqlalchemy import Numeric
+
+    return isinstance(column_type, Numeric) and column_type.asdecimal and column_type.scale is not None
+
+
+# Distinct decimals kept per column for sharing (prices and the like repeat; beyond this, each is its own).
+DECIMALS_KEPT = 4096
 
 
 def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:
