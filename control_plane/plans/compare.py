@@ -210,7 +210,7 @@ def compare(
                                  prevent_destroy=row.prevent_destroy, impact=_impact(counts_for(kind), current.id)))
         if seen is not None and len(seen) == len(want):
             fingerprints[kind] = seen
-        for key in sorted(set(have) - set(want)):
+        for key in sorted([key for key in have if key not in want]):  # (no two 100,000-key sets)
             current = have[key]
             record = managed.get(key)
             if record is None:
