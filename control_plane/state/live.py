@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, inspect, null, select
@@ -216,10 +217,10 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         # shared with the desired row's equal values of the same type.
         shared_columns = [(i, c, _shared_type(rk.table.c[c].type)) for i, c in enumerate(columns)
                           if c not in rk.refs and c not in rk.secret_columns and _shared_type(rk.table.c[c].type)]
-        # Decimals of a fixed scale (every one of a column has the same exponent, so equal ones are
-        # the same value in every respect; zero is left alone, it has a sign): one object per value.
+        # Decimal columns: equal decimals of the same representation (digits, exponent and sign:
+        # compare_total) are one object.
         decimal_columns = [(i, {}) for i, c in enumerate(columns)
-                           if c not in rk.secret_columns and _fixed_decimal(rk.table.c[c].type)]
+                           if c not in rk.secret_columns and _decimal_column(rk.table.c[c].type)]
 
         def add(record, kind=kind, kind_rows=kind_rows, kind_ids=kind_ids, columns=columns, n=n,
                 ref_positions=ref_positions, secret_positions=secret_positions, key_positions=key_positions,
@@ -247,8 +248,13 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
                         vals[i] = other
             for i, seen in decimal_columns:
                 value = vals[i]
-                if value and len(seen) < DECIMALS_KEPT:
-                    vals[i] = seen.setdefault(value, value)
+                if value.__class__ is Decimal:
+                    kept = seen.get(value)
+                    if kept is None:
+                        if len(seen) < DECIMALS_KEPT:
+                            seen[value] = value
+                    elif not kept.compare_total(value):  # (7.5 and 7.50, or 0 and -0, stay apart)
+                        vals[i] = kept
             kind_rows[key] = Row(kind, key, make(vals), None, False, record[0],
                                  record[-1] if versioned else None, stored)
             kind_ids[key] = record[0]
@@ -327,13 +333,13 @@ def _shared_type(column_type) -> type | None:
     return str if isinstance(column_type, String) else int if isinstance(column_type, Integer) else None
 
 
-def _fixed_decimal(column_type) -> bool:
+def _decimal_column(column_type) -> bool:
     from sqlalchemy import Numeric
 
-    return isinstance(column_type, Numeric) and column_type.asdecimal and column_type.scale is not None
+    return isinstance(column_type, Numeric) and bool(column_type.asdecimal)
 
 
-# Distinct decimals kept per column for sharing (prices and the like repeat; beyond this, each is its own).
+# Distinct decimals kept per column for sharing (prices and the like repeat; beyond this, a new one is its own).
 DECIMALS_KEPT = 4096
 
 
