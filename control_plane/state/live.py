@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, inspect, null, select
@@ -24,16 +24,22 @@ class ManagedRecord(Protocol):
     secret_refs: dict[str, Any] | None
 
 
-class Managed:
-    """A managed record as read_live keeps it: what plans and applies read of it, in a slotted
-    object (~90 bytes beside its values) rather than the SQLAlchemy row with its kind and name
-    (~250: at 100,000 rows, 16 MB of a full plan)."""
+class Managed(tuple):
+    """A managed record as read_live keeps it: what plans and applies read of it (id, row_id,
+    fingerprint, prevent_destroy, secret_refs), a tuple of five (~80 bytes beside its values)
+    rather than the SQLAlchemy row with its kind and name (~250: at 100,000 rows, 16 MB of a full
+    plan); made by tuple.__new__, without a Python-level __init__ per row."""
 
-    __slots__ = ("id", "row_id", "fingerprint", "prevent_destroy", "secret_refs")
+    __slots__ = ()
 
-    def __init__(self, id: int, row_id: int, fingerprint: str, prevent_destroy: bool, secret_refs: Any):
-        self.id, self.row_id, self.fingerprint = id, row_id, fingerprint
-        self.prevent_destroy, self.secret_refs = prevent_destroy, secret_refs
+    def __new__(cls, id: int, row_id: int, fingerprint: str, prevent_destroy: bool, secret_refs: Any):
+        return tuple.__new__(cls, (id, row_id, fingerprint, prevent_destroy, secret_refs))
+
+    id = property(itemgetter(0))
+    row_id = property(itemgetter(1))
+    fingerprint = property(itemgetter(2))
+    prevent_destroy = property(itemgetter(3))
+    secret_refs = property(itemgetter(4))
 
     def __repr__(self) -> str:
         return (f"Managed(id={self.id!r}, row_id={self.row_id!r}, fingerprint={self.fingerprint!r}, "
@@ -165,6 +171,19 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
     values equal to its desired row's are kept as the desired row's strings, not as second copies
     (at 100,000 rows ~20 MB of a full plan), and so are its integers; equal decimals of a column
     are one object. Nothing else about the rows differs."""
+    from control_plane.collector import paused_gc
+
+    # (Hundreds of thousands of rows that stay alive: the cyclic collector would rescan them again
+    # and again, finding nothing; collector.py.)
+    with paused_gc():
+        return _read_live(conn, box, full, keys, records, changed, desired)
+
+
+def _read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
+              keys: dict[str, frozenset[str]] | None = None,
+              records: dict[str, dict[str, ManagedRecord]] | None = None,
+              changed: dict[str, ChangedRows] | None = None,
+              desired: dict[str, dict[str, Row]] | None = None) -> LiveState:
     from control_plane.db.models import ManagedObject
 
     keys = dict(keys or {})
@@ -211,20 +230,21 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         key_positions = [columns.index(c) for c in rk.key_columns]
         single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
-        make = values_maker(columns)
+        holder = values_maker(columns).holder  # (make() inlined in add: one call less per row)
         wanted_rows = (desired or {}).get(kind) or {}
         # Text and integer columns (neither references, already the referenced keys, nor secrets):
         # shared with the desired row's equal values of the same type.
         shared_columns = [(i, c, _shared_type(rk.table.c[c].type)) for i, c in enumerate(columns)
                           if c not in rk.refs and c not in rk.secret_columns and _shared_type(rk.table.c[c].type)]
-        # Decimal columns: equal decimals of the same representation (digits, exponent and sign:
-        # compare_total) are one object.
+        # Decimals of a fixed scale (the database gives every one of such a column the same
+        # exponent, so equal ones are the same value in every respect; zero is left alone, it may
+        # carry a sign): one object per value.
         decimal_columns = [(i, {}) for i, c in enumerate(columns)
-                           if c not in rk.secret_columns and _decimal_column(rk.table.c[c].type)]
+                           if c not in rk.secret_columns and _fixed_decimal(rk.table.c[c].type)]
 
         def add(record, kind=kind, kind_rows=kind_rows, kind_ids=kind_ids, columns=columns, n=n,
                 ref_positions=ref_positions, secret_positions=secret_positions, key_positions=key_positions,
-                single=single, versioned=versioned, make=make, wanted_rows=wanted_rows,
+                single=single, versioned=versioned, holder=holder, wanted_rows=wanted_rows,
                 shared_columns=shared_columns, decimal_columns=decimal_columns) -> None:
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
@@ -248,14 +268,11 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
                         vals[i] = other
             for i, seen in decimal_columns:
                 value = vals[i]
-                if value.__class__ is Decimal:
-                    kept = seen.get(value)
-                    if kept is None:
-                        if len(seen) < DECIMALS_KEPT:
-                            seen[value] = value
-                    elif not kept.compare_total(value):  # (7.5 and 7.50, or 0 and -0, stay apart)
-                        vals[i] = kept
-            kind_rows[key] = Row(kind, key, make(vals), None, False, record[0],
+                if value and len(seen) < DECIMALS_KEPT:
+                    vals[i] = seen.setdefault(value, value)
+            values = holder().__dict__
+            values.update(zip(columns, vals, strict=True))
+            kind_rows[key] = Row(kind, key, values, None, False, record[0],
                                  record[-1] if versioned else None, stored)
             kind_ids[key] = record[0]
 
@@ -288,6 +305,7 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
             stmts = [base.where(mo.c.kind.in_(whole))] if whole else []
             for kind in keys:
                 managed[kind] = dict(records.get(kind, {}))
+        new_managed = tuple.__new__
         for stmt in stmts:
             for id_, kind, name, row_id, fp, prevent, secret_refs in stream(conn, stmt):
                 # (The natural key is the live row's own string when there is one: not a second copy.)
@@ -296,7 +314,7 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
                     name = row.key
                     if row.id == row_id:
                         row_id = row.id
-                managed[kind][name] = Managed(id_, row_id, fp, prevent, secret_refs)
+                managed[kind][name] = new_managed(Managed, (id_, row_id, fp, prevent, secret_refs))
     return LiveState(rows, dict(managed), ids, unreadable, full, keys=keys)
 
 
@@ -333,10 +351,10 @@ def _shared_type(column_type) -> type | None:
     return str if isinstance(column_type, String) else int if isinstance(column_type, Integer) else None
 
 
-def _decimal_column(column_type) -> bool:
+def _fixed_decimal(column_type) -> bool:
     from sqlalchemy import Numeric
 
-    return isinstance(column_type, Numeric) and bool(column_type.asdecimal)
+    return isinstance(column_type, Numeric) and bool(column_type.asdecimal) and column_type.scale is not None
 
 
 # Distinct decimals kept per column for sharing (prices and the like repeat; beyond this, a new one is its own).
