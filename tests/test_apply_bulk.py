@@ -200,6 +200,6 @@ def test_run_rows_are_compressed_from_exactly_the_json_of_the_document(document,
     try:
         expected = json.dumps(document, default=json_default, separators=(",", ":"))
         assert "".join(run_rows._json_pieces(document)) == expected
-        assert zlib.decompress(run_rows._compress(document)).decode() == expected
+        assert zlib.decompress(run_rows.compress_json(document)).decode() == expected
     finally:
         run_rows._JSON_SLICE = kept

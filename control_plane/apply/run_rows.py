@@ -39,6 +39,7 @@ from control_plane.kinds.registry import ROW_KINDS
 from control_plane.plans.model import WRITES, Action, Plan
 from control_plane.plans.planfile import _typed, json_default
 from control_plane.state.live import LiveState
+from control_plane.state.rows import values_maker
 from control_plane.state.schedule import parse_time
 
 RETENTION_VARIABLE = "CPLANE_RUN_ROWS_RETENTION"
@@ -78,6 +79,11 @@ class Delta(dict):
     carried: Any = None
 
 
+# A RunState entry: {"values", "secret_refs", "prevent_destroy"}, as dicts sharing their keys
+# (state.rows.values_maker: ~80 bytes less per row, 8 MB of a 100,000-row first apply's record).
+_entry = values_maker(("values", "secret_refs", "prevent_destroy"))
+
+
 def post_state(plan: Plan, live: LiveState) -> RunState:
     """The managed rows once `plan` is applied over `live`. When the rows not read are those of a
     base run (incremental.Carried), they are not built: a Delta, which record_run_rows stores as
@@ -100,16 +106,13 @@ def post_state(plan: Plan, live: LiveState) -> RunState:
                 refs = dict(getattr(record, "secret_refs", None) or {})
                 for column in rk.secret_columns:  # a secret left unset: keep its shape (an empty map, or none)
                     refs.setdefault(column, {} if isinstance(row.values.get(column), dict) else None)
-                state.setdefault(kind, {})[key] = {
-                    "values": _plain(rk, row.values), "secret_refs": refs,
-                    "prevent_destroy": bool(record.prevent_destroy)}
+                state.setdefault(kind, {})[key] = _entry((_plain(rk, row.values), refs, bool(record.prevent_destroy)))
     for change in plan.changes:
         rk = ROW_KINDS[change.kind]
         if change.action in WRITES:
             # The references as the config named them (a variable unset then may be set by the rollback).
-            state.setdefault(change.kind, {})[change.name] = {
-                "values": _plain(rk, change.values), "secret_refs": dict(change.secret_refs or {}),
-                "prevent_destroy": change.prevent_destroy}
+            state.setdefault(change.kind, {})[change.name] = _entry(
+                (_plain(rk, change.values), dict(change.secret_refs or {}), change.prevent_destroy))
         elif change.action == Action.RETIRE:
             entry = state.get(change.kind, {}).get(change.name)
             if entry is not None:
@@ -162,10 +165,10 @@ def encoded_run_rows(state: RunState) -> tuple[int, bytes] | None:
     its base run by record_run_rows itself."""
     if getattr(state, "carried", None) is not None:
         return None
-    return sum(len(rows) for rows in state.values()), _compress(encode_state(state))
+    return sum(len(rows) for rows in state.values()), compress_json(encode_state(state))
 
 
-def _compress(document: dict[str, Any]) -> bytes:
+def compress_json(document: dict[str, Any]) -> bytes:
     """The document's compact JSON, compressed (level 1: applies of large trees stay quick) as it is
     written out a few thousand list items at a time: a 100,000-row run is 14 MB of JSON, never
     held whole (nor its bytes beside it). The text is exactly `json.dumps(document)`'s."""
@@ -242,7 +245,7 @@ def record_run_rows(conn: Connection, run_id: int, state: RunState | None, envir
             count = sum(len(rows) for rows in state.values())
     if document is None:
         document = encode_state(state)
-    conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": _compress(document)})
+    conn.execute(insert(table), {"run_id": run_id, "row_count": count, "data": compress_json(document)})
     _prune(conn, environ)
 
 

@@ -236,11 +236,12 @@ _VALUES, _KIND, _KEY = attrgetter("values"), attrgetter("kind"), attrgetter("key
 _REFS, _PREVENT = attrgetter("secret_refs"), attrgetter("prevent_destroy")
 
 
-def unpack_rows(runs: list[tuple], make: Any) -> list:
-    """The rows of pack_rows's runs, each built by `make(kind, key, values, secret_refs, prevent_destroy)`."""
+def unpack_rows(runs: list[tuple], make: Any, values_for: Any = None) -> list:
+    """The rows of pack_rows's runs, each built by `make(kind, key, values, secret_refs, prevent_destroy)`;
+    values: `values_for(columns)(value tuple)` when given (state.rows.values_maker), else a dict."""
     out: list = []
     extend = out.extend
     for kind, columns, refs, prevent, keys, values in runs:  # per row only C-level iteration
-        extend(map(make, repeat(kind), keys, map(dict, map(zip, repeat(columns), values)), repeat(refs),
-                   repeat(prevent)))
+        made = map(values_for(columns), values) if values_for is not None else map(dict, map(zip, repeat(columns), values))
+        extend(map(make, repeat(kind), keys, made, repeat(refs), repeat(prevent)))
     return out

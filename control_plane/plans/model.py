@@ -34,6 +34,32 @@ SUMMARY_ACTIONS = (Action.CREATE, Action.UPDATE, Action.DELETE, Action.RETIRE)
 WRITES = frozenset({Action.CREATE, Action.UPDATE, Action.ADOPT})
 
 
+class _Frozen:
+    def _refuse(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("an empty shared by many changes: assign a new container instead of changing it")
+
+
+class EmptyDict(_Frozen, dict):
+    """The empty mapping compare gives every create that has no impact or secret references: a
+    dict to every reader (equality, JSON, copies), one object for all of them instead of one
+    empty dict each (at 100,000 creates, 13 MB); changing it in place is refused."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = update = setdefault = pop = popitem = clear = __ior__ = _Frozen._refuse
+
+
+class EmptyList(_Frozen, list):
+    """As EmptyDict, for the field changes of a create that sets no secret."""
+
+    __slots__ = ()
+    __setitem__ = __delitem__ = append = extend = insert = pop = remove = clear = sort = reverse = \
+        __iadd__ = __imul__ = _Frozen._refuse
+
+
+NO_FIELDS: list = EmptyList()
+NOTHING: dict = EmptyDict()
+
+
 # Changes and their fields are slotted: a first apply's plan holds 100,000 creates, and an instance
 # without a __dict__ is ~50 bytes smaller (5 MB of the plan's ~50 MB there; the rest is each change's
 # own containers and values). Plain data still: the same fields, equality and dataclasses.replace;

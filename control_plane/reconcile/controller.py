@@ -157,8 +157,8 @@ class Prepared:
         for its run record."""
         found = self.scope(conn) if incremental else None
         if found is None:
-            return read_live(conn, self.box)
-        live = read_live(conn, self.box, found.full, found.keys, found.managed, found.changed)
+            return read_live(conn, self.box, desired=self.desired.rows)
+        live = read_live(conn, self.box, found.full, found.keys, found.managed, found.changed, desired=self.desired.rows)
         if carry:
             from control_plane.reconcile.incremental import Carried
 

@@ -22,7 +22,7 @@ from control_plane.kinds.registry import (
     Child,
     config_kind_for_row_kind,
 )
-from control_plane.state.rows import PLAIN, Row, natural_key
+from control_plane.state.rows import PLAIN, Row, natural_key, values_maker
 
 
 @dataclass
@@ -143,7 +143,7 @@ def object_rows(obj: ConfigObject) -> list[Row]:
         if cached and cached[0].__class__ is not Row:
             from control_plane.config.cache import unpack_rows
 
-            cached[:] = unpack_rows(cached, Row)
+            cached[:] = unpack_rows(cached, Row, values_maker)
         return list(cached)
     ck = CONFIG_KINDS[obj.kind]
     if ck.row_kind is None:
@@ -254,7 +254,7 @@ _SCALAR_TYPES = frozenset({str, int, bool, float, Decimal, type(None)})
 def _flatten_children(obj, children: tuple[Child, ...], spec: Any, ancestors: list[str], out: list[Row]) -> None:
     # The hot loop of large taxonomies (one pass per seed keyword). Per child and item class the
     # shape is looked up once (_ChildShape, _item_builder): an item's values are one call of a
-    # generated dict display over its model's __dict__ (scalars taken as they are, a field that may
+    # generated tuple display (a dict of shared keys) over its model's __dict__ (scalars taken as they are, a field that may
     # hold a model, list or dict through _plain), and its natural key is the ancestors' part of the key joined once per list
     # with the item's own key, which is what natural_key gives for these values (the key columns of
     # a child are its ancestors' reference columns and its key column, nothing else).
@@ -266,9 +266,9 @@ def _flatten_children(obj, children: tuple[Child, ...], spec: Any, ancestors: li
         ancestor_values = tuple(ancestors[-1 - depth] for depth in shape.ancestor_depths)
         items = getattr(spec, child.field)
         if child.key_field is None:
-            columns = (child.key_column, *shape.ancestor_names)
+            make = values_maker((child.key_column, *shape.ancestor_names))
             for item in items:
-                values = dict(zip(columns, (item, *ancestor_values), strict=True))
+                values = make((item, *ancestor_values))
                 key = f"{before}{item}{after}" if before or after else str(item)
                 append(Row(name, key, values))
                 if child.children:
@@ -320,20 +320,25 @@ def _child_shape(child: Child) -> _ChildShape:
 @cache
 def _item_builder(child: Child, item_class: type[BaseModel]) -> Callable[[dict, tuple], dict[str, Any]]:
     """The function making one item's values from its model's __dict__ and its ancestors' keys: a
-    dict display generated once per child and item class (as dataclasses and namedtuple generate
-    their methods), the cheapest way CPython has to build a dict of known keys. Its entries are
+    tuple display generated once per child and item class (as dataclasses and namedtuple generate
+    their methods) made into a dict of shared keys (state.rows.values_maker). Its entries are
     in the order flattening always had (the non-key fields, the key field, the ancestors'
     columns; a repeated column keeps its first place and its last value, as with assignments). A
     field whose annotation allows a model, list or dict goes through `_plain`; the others (text,
     numbers, booleans, None, literals, validated strictly) are taken as they are."""
     skip = frozenset({c.field for c in child.children} | {child.key_field})
     pairs = _child_columns(child, item_class, skip)
-    entries = [f"{column!r}: {'_p(f[' + repr(name) + '])' if not _surely_scalar(item_class, name) else 'f[' + repr(name) + ']'}"
+    entries = [(column, f"_p(f[{name!r}])" if not _surely_scalar(item_class, name) else f"f[{name!r}]")
                for name, column in pairs]
-    entries.append(f"{child.key_column!r}: f[{child.key_field!r}]")
-    entries += [f"{column!r}: a[{i}]" for i, column in enumerate(child.ancestor_columns)]
-    source = f"def build(f, a):\n    return {{{', '.join(entries)}}}\n"
-    namespace: dict[str, Any] = {"_p": _plain_value}
+    entries.append((child.key_column, f"f[{child.key_field!r}]"))
+    entries += [(column, f"a[{i}]") for i, column in enumerate(child.ancestor_columns)]
+    # As a dict display would: a repeated column keeps its first place and its last value. The
+    # values go through state.rows.values_maker (dicts sharing their keys: the bulk of the rows).
+    placed: dict[str, str] = {}
+    for column, expression in entries:
+        placed[column] = expression
+    source = f"def build(f, a):\n    return _m(({', '.join(placed.values())},))\n"
+    namespace: dict[str, Any] = {"_p": _plain_value, "_m": values_maker(tuple(placed))}
     exec(compile(source, f"<flatten {child.row_kind}>", "exec"), namespace)  # noqa: S102 (our own text)
     return namespace["build"]
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, inspect, null, select
 
 from control_plane.kinds.registry import ROW_KINDS, apply_order
 from control_plane.secrets import SecretBox
-from control_plane.state.rows import Row, managed_columns
+from control_plane.state.rows import Row, managed_columns, values_maker
 
 
 class ManagedRecord(Protocol):
@@ -21,6 +22,28 @@ class ManagedRecord(Protocol):
     fingerprint: str
     prevent_destroy: bool
     secret_refs: dict[str, Any] | None
+
+
+class Managed(tuple):
+    """A managed record as read_live keeps it: what plans and applies read of it (id, row_id,
+    fingerprint, prevent_destroy, secret_refs), a tuple of five (~80 bytes beside its values)
+    rather than the SQLAlchemy row with its kind and name (~250: at 100,000 rows, 16 MB of a full
+    plan); made by tuple.__new__, without a Python-level __init__ per row."""
+
+    __slots__ = ()
+
+    def __new__(cls, id: int, row_id: int, fingerprint: str, prevent_destroy: bool, secret_refs: Any):
+        return tuple.__new__(cls, (id, row_id, fingerprint, prevent_destroy, secret_refs))
+
+    id = property(itemgetter(0))
+    row_id = property(itemgetter(1))
+    fingerprint = property(itemgetter(2))
+    prevent_destroy = property(itemgetter(3))
+    secret_refs = property(itemgetter(4))
+
+    def __repr__(self) -> str:
+        return (f"Managed(id={self.id!r}, row_id={self.row_id!r}, fingerprint={self.fingerprint!r}, "
+                f"prevent_destroy={self.prevent_destroy!r}, secret_refs={self.secret_refs!r})")
 
 
 class Unreadable:
@@ -134,14 +157,33 @@ def _needed_keys(full: frozenset[str] | None) -> set[str]:
 def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
               keys: dict[str, frozenset[str]] | None = None,
               records: dict[str, dict[str, ManagedRecord]] | None = None,
-              changed: dict[str, ChangedRows] | None = None) -> LiveState:
+              changed: dict[str, ChangedRows] | None = None,
+              desired: dict[str, dict[str, Row]] | None = None) -> LiveState:
     """The system rows of every row kind (of the kinds in `full`, when given), one streamed SELECT
     per table, references mapped to natural keys. Kinds outside `full` are read only as far as
     others need them: ids and natural keys. Kinds in `keys` only for those rows, found by the ids
     of their managed `records` (which the caller read: they are not read again). Kinds in
     `changed` (also in `keys`, with the records of the rows those ids were) only for the rows of
     those ids: their keys join the kind's, and the kind is read whole after all when the ids do not
-    account for the table (`_by_row_holds`)."""
+    account for the table (`_by_row_holds`).
+
+    `desired` (the desired rows, when the caller has them): a live row's natural key and its text
+    values equal to its desired row's are kept as the desired row's strings, not as second copies
+    (at 100,000 rows ~20 MB of a full plan), and so are its integers; equal decimals of a column
+    are one object. Nothing else about the rows differs."""
+    from control_plane.collector import paused_gc
+
+    # (Hundreds of thousands of rows that stay alive: the cyclic collector would rescan them again
+    # and again, finding nothing; collector.py.)
+    with paused_gc():
+        return _read_live(conn, box, full, keys, records, changed, desired)
+
+
+def _read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = None,
+              keys: dict[str, frozenset[str]] | None = None,
+              records: dict[str, dict[str, ManagedRecord]] | None = None,
+              changed: dict[str, ChangedRows] | None = None,
+              desired: dict[str, dict[str, Row]] | None = None) -> LiveState:
     from control_plane.db.models import ManagedObject
 
     keys = dict(keys or {})
@@ -153,6 +195,8 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
     key_by_id: dict[str, dict[int, str]] = {}
     unreadable: list[str] = []
     keys_only = _needed_keys(full)
+    # Kinds whose ids another kind's references are mapped from (the others keep no id -> key map).
+    referenced = {target for other in ROW_KINDS.values() for target in other.refs.values()}
     for kind in apply_order():
         rk = ROW_KINDS[kind]
         whole = full is None or kind in full
@@ -186,10 +230,22 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
         key_positions = [columns.index(c) for c in rk.key_columns]
         single = key_positions[0] if len(key_positions) == 1 else None
         versioned = rk.version_column is not None
+        holder = values_maker(columns).holder  # (make() inlined in add: one call less per row)
+        wanted_rows = (desired or {}).get(kind) or {}
+        # Text and integer columns (neither references, already the referenced keys, nor secrets):
+        # shared with the desired row's equal values of the same type.
+        shared_columns = [(i, c, _shared_type(rk.table.c[c].type)) for i, c in enumerate(columns)
+                          if c not in rk.refs and c not in rk.secret_columns and _shared_type(rk.table.c[c].type)]
+        # Decimals of a fixed scale (the database gives every one of such a column the same
+        # exponent, so equal ones are the same value in every respect; zero is left alone, it may
+        # carry a sign): one object per value.
+        decimal_columns = [(i, {}) for i, c in enumerate(columns)
+                           if c not in rk.secret_columns and _fixed_decimal(rk.table.c[c].type)]
 
         def add(record, kind=kind, kind_rows=kind_rows, kind_ids=kind_ids, columns=columns, n=n,
                 ref_positions=ref_positions, secret_positions=secret_positions, key_positions=key_positions,
-                single=single, versioned=versioned) -> None:
+                single=single, versioned=versioned, holder=holder, wanted_rows=wanted_rows,
+                shared_columns=shared_columns, decimal_columns=decimal_columns) -> None:
             vals = list(record[1 : 1 + n])
             for i, names in ref_positions:
                 if vals[i] is not None:
@@ -202,7 +258,21 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
             key = str(vals[single]) if single is not None else "/".join([str(vals[i]) for i in key_positions])
             if secret_positions and any(_has_unreadable(vals[i]) for i in secret_positions):
                 unreadable.append(f"{kind}/{key}")
-            kind_rows[key] = Row(kind, key, dict(zip(columns, vals, strict=True)), None, False, record[0],
+            want = wanted_rows.get(key)
+            if want is not None:
+                key = want.key
+                get = want.values.get
+                for i, c, cls in shared_columns:
+                    other = get(c)
+                    if other.__class__ is cls and vals[i].__class__ is cls and vals[i] == other:
+                        vals[i] = other
+            for i, seen in decimal_columns:
+                value = vals[i]
+                if value and len(seen) < DECIMALS_KEPT:
+                    vals[i] = seen.setdefault(value, value)
+            values = holder().__dict__
+            values.update(zip(columns, vals, strict=True))
+            kind_rows[key] = Row(kind, key, values, None, False, record[0],
                                  record[-1] if versioned else None, stored)
             kind_ids[key] = record[0]
 
@@ -221,7 +291,7 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
                     add(record)
         rows[kind] = kind_rows
         ids[kind] = kind_ids
-        key_by_id[kind] = {v: k for k, v in kind_ids.items()}
+        key_by_id[kind] = {v: k for k, v in kind_ids.items()} if kind in referenced else {}
 
     managed: dict[str, dict[str, ManagedRecord]] = defaultdict(dict)
     mo = ManagedObject.__table__
@@ -235,9 +305,16 @@ def read_live(conn: Connection, box: SecretBox, full: frozenset[str] | None = No
             stmts = [base.where(mo.c.kind.in_(whole))] if whole else []
             for kind in keys:
                 managed[kind] = dict(records.get(kind, {}))
+        new_managed = tuple.__new__
         for stmt in stmts:
-            for r in stream(conn, stmt):
-                managed[r.kind][r.name] = r
+            for id_, kind, name, row_id, fp, prevent, secret_refs in stream(conn, stmt):
+                # (The natural key is the live row's own string when there is one: not a second copy.)
+                row = rows.get(kind, {}).get(name)
+                if row is not None:
+                    name = row.key
+                    if row.id == row_id:
+                        row_id = row.id
+                managed[kind][name] = new_managed(Managed, (id_, row_id, fp, prevent, secret_refs))
     return LiveState(rows, dict(managed), ids, unreadable, full, keys=keys)
 
 
@@ -265,6 +342,23 @@ def _by_row_holds(conn: Connection, rk, changed: ChangedRows, read: dict[str, Ro
     was = sum(1 for r in records.values() if r.row_id in changed.ids)
     now = conn.execute(rk.only_system_rows(select(func.count()).select_from(rk.table))).scalar_one()
     return now == changed.count - was + len(read)
+
+
+def _shared_type(column_type) -> type | None:
+    """str for a String or Text column, int for an Integer one (not JSON, decimals, times, booleans)."""
+    from sqlalchemy import Integer, String
+
+    return str if isinstance(column_type, String) else int if isinstance(column_type, Integer) else None
+
+
+def _fixed_decimal(column_type) -> bool:
+    from sqlalchemy import Numeric
+
+    return isinstance(column_type, Numeric) and bool(column_type.asdecimal) and column_type.scale is not None
+
+
+# Distinct decimals kept per column for sharing (prices and the like repeat; beyond this, a new one is its own).
+DECIMALS_KEPT = 4096
 
 
 def _read_keys(conn: Connection, rk, key_by_id: dict[str, dict[int, str]]) -> dict[str, int]:

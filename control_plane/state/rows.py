@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache
@@ -42,6 +43,29 @@ class Row:
     version: int | None = None
     # Live rows only: the stored ciphertext of each secret column (values hold them decrypted).
     stored: dict[str, Any] | None = None
+
+
+@cache
+def values_maker(columns: tuple[str, ...]) -> Callable[[Iterable[Any]], dict[str, Any]]:
+    """The function making a row's values dict from its values in `columns` order, as
+    `dict(zip(columns, values))` does, in less memory: the dicts of one column tuple share their
+    keys (CPython's split-table dicts, those of instances of one class: the key table is stored
+    once and each dict holds only its values, ~160 instead of ~280 bytes for 8 columns). They are
+    plain dicts in every other respect (equality, order, copies, JSON, pickling), and one that is
+    given another key becomes an ordinary dict. At 100,000 rows per side of a plan: ~12 MB each."""
+    holder = type("RowValues", (), {"__slots__": ("__dict__",)})
+    first = holder()
+    for column in columns:  # the shared key table, in column order
+        setattr(first, column, None)
+    del first
+
+    def make(values: Iterable[Any], holder=holder, columns=columns, zip=zip) -> dict[str, Any]:
+        d = holder().__dict__
+        d.update(zip(columns, values))
+        return d
+
+    make.holder = holder  # type: ignore[attr-defined]  (for a hot loop that inlines make)
+    return make
 
 
 def natural_key(rk: RowKind, values: dict[str, Any]) -> str:
