@@ -204,7 +204,9 @@ def naive_load(url: str, config: Path) -> None:
     from sqlalchemy.orm import Session
 
     from control_plane.db.engine import make_engine
-    from control_plane.db.models import Industry, IndustrySector, SeedKeyword
+    from control_plane.db.models import Industry, IndustrySector, SeedKeyword, metadata
+
+    assert metadata  # a Session's flush sorts every mapped table: the user models too (db/models)
 
     industries, sectors, keywords = parse_taxonomy(config)
     engine = make_engine(url)

@@ -6,7 +6,9 @@ control_plane.db.models import Plan`, `getattr(models, name)`), and `metadata` i
 is the whole schema: Alembic, DDL, anything that walks every table). A plan or an apply touches
 only cplane's tables and the system tables, so it never pays for declaring the fifty user models
 (tests/test_imports.py). The user models are imported after the system ones, as they always were
-(their foreign keys name system tables).
+(their foreign keys name system tables). An ORM Session's flush sorts every mapped table, so code
+that writes through a Session asks for `metadata` first (the runtime imports every model anyway):
+with the system models alone, seed_keywords.account_id names a table not declared yet.
 """
 
 from __future__ import annotations
