@@ -114,3 +114,25 @@ def test_the_tenant_columns_are_the_registrys_system_rows():
     assert set(mixed) == set(TENANT_COLUMNS)
     for table, condition in mixed.items():
         assert condition == conditions.parse({"column": TENANT_COLUMNS[table], "op": "isNull"}), table
+
+
+def test_tenant_markers_do_not_pile_up(applied, monkeypatch):
+    """Past QUIET_RANGE_MAX versions since the record the fast path defers to the plan, whose no-op
+    apply records the state again and prunes the log: the markers are bounded."""
+    from control_plane.db import raw
+
+    tree, engine = applied
+    monkeypatch.setattr(raw, "QUIET_RANGE_MAX", 3)
+    with engine.begin() as conn:
+        account = _account(conn)
+    for i in range(5):  # five statements, five versions
+        with engine.begin() as conn:
+            _tenant_keywords(conn, account, [f"tenant {i}"])
+    with engine.connect() as conn:
+        assert len(_log(conn)) == 5
+    fast, full = plan_both(engine, tree.root)
+    assert not fast.fast_path and not full.changes
+    assert apply_config(engine, tree.root, actor="test").applied is False
+    with engine.connect() as conn:
+        assert _log(conn) == []
+    assert fast_both(engine, tree.root)
