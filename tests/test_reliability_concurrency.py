@@ -113,11 +113,16 @@ def test_applies_held_open_refuse_all_others_with_the_lock_message(pg_engine, pr
                     out, err = p.communicate()
                     outcomes[i] = classify(p.returncode, out, err)
             time.sleep(0.05)
-        # Every process but one has ended while the winner still holds the apply lock, parked on
-        # its audit INSERT with all its rows written.
+        # Every process but one has ended while the winner still holds the apply lock; the winner
+        # reaches its audit INSERT, all its rows written, and is parked there (the losers may end
+        # before it gets that far: it is waited for, not assumed).
         [winner] = [i for i in range(processes) if i not in outcomes]
-        waiting = admin.execute("SELECT query FROM pg_stat_activity WHERE application_name = %s "
-                                "AND wait_event_type = 'Lock'", (app,)).fetchall()
+        while True:
+            waiting = admin.execute("SELECT query FROM pg_stat_activity WHERE application_name = %s "
+                                    "AND wait_event_type = 'Lock'", (app,)).fetchall()
+            if waiting or procs[winner].poll() is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
         assert len(waiting) == 1 and "INSERT INTO cplane_apply_runs" in waiting[0][0], waiting
         holder.rollback()
         out, err = procs[winner].communicate(timeout=120)
