@@ -115,16 +115,16 @@ def test_a_drift_plan_or_apply_hashes_the_tree_once(tmp_path):
 def test_the_raw_paths_inputs_serve_only_the_same_command_line(tmp_path):
     from pathlib import Path
 
-    from control_plane.cli import entry
+    from control_plane.cli import decided, entry
 
     options = entry.parse(["plan", "--config", str(tmp_path), "--env", "staging"])
-    entry._DECIDED[:] = [(options, "inputs")]
-    assert entry.take_decided("apply", tmp_path, "staging", None) is None
-    assert entry._DECIDED == []  # taken once, whatever the answer
-    entry._DECIDED[:] = [(options, "inputs")]
-    assert entry.take_decided("plan", Path(tmp_path), "production", None) is None
-    entry._DECIDED[:] = [(options, "inputs")]
-    assert entry.take_decided("plan", tmp_path, "staging", "sqlite:///other.db") is None
-    entry._DECIDED[:] = [(options, "inputs")]
-    assert entry.take_decided("plan", Path(tmp_path), "staging", None) == "inputs"
-    assert entry.take_decided("plan", Path(tmp_path), "staging", None) is None
+    decided.DECIDED[:] = [(options, "inputs")]
+    assert decided.take_decided("apply", tmp_path, "staging", None) is None
+    assert decided.DECIDED == []  # taken once, whatever the answer
+    decided.DECIDED[:] = [(options, "inputs")]
+    assert decided.take_decided("plan", Path(tmp_path), "production", None) is None
+    decided.DECIDED[:] = [(options, "inputs")]
+    assert decided.take_decided("plan", tmp_path, "staging", "sqlite:///other.db") is None
+    decided.DECIDED[:] = [(options, "inputs")]
+    assert decided.take_decided("plan", Path(tmp_path), "staging", None) == "inputs"
+    assert decided.take_decided("plan", Path(tmp_path), "staging", None) is None

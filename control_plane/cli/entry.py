@@ -21,6 +21,7 @@ import re
 import sys
 from pathlib import Path
 
+from control_plane.cli.decided import DECIDED
 from control_plane.cli.terminal import colour_allowed
 
 # The options this path understands: the shared ones (cli/context.py's shared_options) and plan's
@@ -137,29 +138,10 @@ def _open(options: dict[str, object]):
     return target, conn, SecretBox(environment, material=material)
 
 
-# When the raw path read the record and it did not vouch for `No changes`, the click command of
-# the same process (cli/reconcile.py) does not ask it again: main() keeps here the command line's
-# options and the inputs the decision hashed (nochange.Inputs, hashed before anything was read),
-# which the command takes once (take_decided) for its incremental plan instead of hashing the tree
-# again. Only main() keeps them, and only for the one click command it runs next.
-_DECIDED: list[tuple[dict[str, object], object]] = []
-
-
-def take_decided(command: str, config_dir, environment: str | None, database_url: str | None):
-    """The inputs the raw path hashed in this process before it found that the record does not
-    vouch for `No changes`, when that was for this command and these options; else None."""
-    if not _DECIDED:
-        return None
-    options, wanted = _DECIDED.pop()
-    same = (options["command"] == command and Path(options["config_dir"]) == Path(config_dir)
-            and options["environment"] == environment and options["database_url"] == database_url)
-    return wanted if same else None
-
-
 def no_change(options: dict[str, object], *, under_apply_lock: bool = False, decided: list | None = None):
     """The no-change answer from the raw driver (reconcile/nochange.NoChange), or None. With
     `under_apply_lock`, confirmed under the apply lock (None when another apply holds it).
-    `decided`: where to keep (options, inputs) when the record was read and said no (_DECIDED)."""
+    `decided`: where to keep (options, inputs) when the record was read and said no (cli/decided.py)."""
     from control_plane.db import raw
     from control_plane.reconcile import nochange
 
@@ -238,8 +220,8 @@ def main() -> None:
     from control_plane.collector import freeze_at_exit
 
     freeze_at_exit()
-    _DECIDED.clear()
-    answered = fast_answer(sys.argv[1:], decided=_DECIDED)
+    DECIDED.clear()
+    answered = fast_answer(sys.argv[1:], decided=DECIDED)
     if answered is not None:
         out, err = answered
         if err:
@@ -253,4 +235,4 @@ def main() -> None:
     try:
         cli(prog_name="cplane")
     finally:
-        _DECIDED.clear()
+        DECIDED.clear()

@@ -40,7 +40,7 @@ def echo_text(plan, *, colour: bool, compact: bool = False) -> None:
 def _raw_decided(ctx: Context, command: str):
     """The inputs cli/entry.py's raw path hashed in this process before the record it read said
     that something changed (reconcile/nochange.Inputs), for this command line; else None."""
-    from control_plane.cli.entry import take_decided
+    from control_plane.cli.decided import take_decided
 
     return take_decided(command, ctx.config_dir, ctx.environment, ctx.database_url)
 
