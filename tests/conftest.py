@@ -13,7 +13,7 @@ import uuid
 
 import psycopg
 import pytest
-from helpers import REPO, ConfigTree, LiveServer, TenantInfo, apply_repo_config, new_tenant
+from helpers import PLAN_SECRETS, REPO, ConfigTree, LiveServer, TenantInfo, apply_repo_config, new_tenant
 from psycopg import sql
 
 # The runtime API encrypts secrets at rest: one stable key for the whole test run.
@@ -160,6 +160,18 @@ def config_tree(tmp_path, monkeypatch) -> ConfigTree:
     tree.test_plan()
     tree.test_industry()
     return tree
+
+
+@pytest.fixture
+def applied(config_tree, migrated_engine, monkeypatch):
+    """(config_tree, engine): a copy of the repo's config applied to a fresh database of each kind,
+    its secret variables set. (A test module whose `applied` means something else defines its own.)"""
+    from control_plane.reconcile.controller import apply_config
+
+    for name, value in PLAN_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    assert apply_config(migrated_engine, config_tree.root, actor="test").applied
+    return config_tree, migrated_engine
 
 
 # --- the runtime API: one PostgreSQL database per test module, the repo's config applied -----------

@@ -112,6 +112,11 @@ class TenantInfo:
         return {"Authorization": f"Bearer {self.key}"}
 
 
+# The secret variables the repo's config names, set by the plan tests' `applied` fixture (conftest.py).
+PLAN_SECRETS = {"STRIPE_SECRET_KEY": "sk_1", "STRIPE_WEBHOOK_SECRET": "wh_1", "PAYPAL_CLIENT_SECRET": "pp_1",
+                "PAYPAL_WEBHOOK_ID": "pw_1", "OPENAI_API_KEY": "oa_1", "RUNWARE_API_KEY": "rw_1"}
+
+
 def apply_repo_config(engine, config_dir: Path | None = None) -> None:
     from control_plane.reconcile.controller import apply_config
 

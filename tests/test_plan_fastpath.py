@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import pytest
 from click.testing import CliRunner
+from helpers import PLAN_SECRETS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
@@ -21,8 +22,7 @@ from control_plane.plans import planfile
 from control_plane.reconcile import nochange
 from control_plane.reconcile.controller import apply_config, apply_plan, make_plan
 
-SECRETS = {"STRIPE_SECRET_KEY": "sk_1", "STRIPE_WEBHOOK_SECRET": "wh_1", "PAYPAL_CLIENT_SECRET": "pp_1",
-           "PAYPAL_WEBHOOK_ID": "pw_1", "OPENAI_API_KEY": "oa_1", "RUNWARE_API_KEY": "rw_1"}
+SECRETS = PLAN_SECRETS
 # Every table whose rows a full plan reads; the fast path reads none of them.
 ROW_TABLES = sorted({rk.table_name for rk in ROW_KINDS.values()} | {"cplane_managed_objects", "global_ai_prompt_versions"})
 
@@ -80,15 +80,6 @@ def fast_both(engine, root) -> bool:
     fast = make_plan(engine, root).fast_path
     assert (raw_answer(engine, root) is not None) == fast
     return fast
-
-
-@pytest.fixture
-def applied(config_tree, migrated_engine, monkeypatch):
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    result = apply_config(migrated_engine, config_tree.root, actor="test")
-    assert result.applied
-    return config_tree, migrated_engine
 
 
 def test_a_no_change_plan_after_apply_reads_no_row(applied):

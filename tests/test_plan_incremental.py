@@ -17,17 +17,9 @@ from control_plane.apply.run_rows import read_run_rows
 from control_plane.kinds.registry import ROW_KINDS
 from control_plane.reconcile.controller import apply_config, make_plan, prepare
 from control_plane.reconcile.incremental import scope
-from tests.test_plan_fastpath import SECRETS, shape, statements
+from tests.test_plan_fastpath import shape, statements
 
 ALWAYS_READ = {rk.table_name for rk in ROW_KINDS.values() if rk.secret_columns}  # a handful of rows
-
-
-@pytest.fixture
-def applied(config_tree, migrated_engine, monkeypatch):
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    assert apply_config(migrated_engine, config_tree.root, actor="test").applied
-    return config_tree, migrated_engine
 
 
 def tables_read(seen: list[str]) -> set[str]:

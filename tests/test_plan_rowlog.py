@@ -18,18 +18,10 @@ from control_plane.kinds.registry import ROW_KINDS
 from control_plane.reconcile import fastpath
 from control_plane.reconcile.controller import apply_config, make_plan, prepare
 from control_plane.reconcile.incremental import scope
-from tests.test_plan_fastpath import SECRETS, shape, statements
+from tests.test_plan_fastpath import shape, statements
 
 KEYWORD = "SeedKeyword"
 ALPHA = "test-industry/first/alpha one"
-
-
-@pytest.fixture
-def applied(config_tree, migrated_engine, monkeypatch):
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    assert apply_config(migrated_engine, config_tree.root, actor="test").applied
-    return config_tree, migrated_engine
 
 
 def found_scope(engine, root):

@@ -9,20 +9,11 @@ from __future__ import annotations
 
 import uuid
 
-import pytest
 from sqlalchemy import Uuid, bindparam, text
 
 from control_plane.db.models.user import Account
 from control_plane.reconcile.controller import apply_config, make_plan
-from tests.test_plan_fastpath import SECRETS, fast_both, plan_both, statements
-
-
-@pytest.fixture
-def applied(config_tree, migrated_engine, monkeypatch):
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    assert apply_config(migrated_engine, config_tree.root, actor="test").applied
-    return config_tree, migrated_engine
+from tests.test_plan_fastpath import fast_both, plan_both, statements
 
 
 def _account(conn) -> uuid.UUID:
