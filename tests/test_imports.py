@@ -26,14 +26,19 @@ NEVER_IN_A_PLAN = ("alembic", "mako", "pygments", "control_plane.db.models.user"
 NEVER_IN_AN_APPLY_AT_HEAD = ("alembic", "mako", "pygments", "control_plane.db.models.user")
 
 
-def _modules(tmp_path, url: str, *args: str) -> set[str]:
-    out = tmp_path / "modules.json"
+def _run(script: str, tmp_path, url: str, *args: str) -> tuple[object, str]:
+    """(what `script` wrote to MODULES_OUT, stdout) of a cplane process run with `args` on the repo's config."""
+    out = tmp_path / "out.json"
     env = {**os.environ, "DATABASE_URL": url, "CPLANE_SECRET_KEY": "test-secret-key", "MODULES_OUT": str(out),
            "CPLANE_ARGS": json.dumps(["--config", str(REPO / "config"), *args])}
     env.pop("CPLANE_ENV", None)
-    done = subprocess.run([sys.executable, "-c", RUN], env=env, capture_output=True, text=True, cwd=tmp_path)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode in (0, 2), done.stderr
-    return set(json.loads(out.read_text()))
+    return json.loads(out.read_text()), done.stdout
+
+
+def _modules(tmp_path, url: str, *args: str) -> set[str]:
+    return set(_run(RUN, tmp_path, url, *args)[0])
 
 
 def _loaded(modules: set[str], names: tuple[str, ...]) -> list[str]:
@@ -79,13 +84,7 @@ runpy.run_module("control_plane", run_name="__main__", alter_sys=True)
 
 
 def _counted(tmp_path, url: str, *args: str) -> tuple[dict[str, int], str]:
-    out = tmp_path / "calls.json"
-    env = {**os.environ, "DATABASE_URL": url, "CPLANE_SECRET_KEY": "test-secret-key", "MODULES_OUT": str(out),
-           "CPLANE_ARGS": json.dumps(["--config", str(REPO / "config"), *args])}
-    env.pop("CPLANE_ENV", None)
-    done = subprocess.run([sys.executable, "-c", COUNTED], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode in (0, 2), done.stderr
-    return json.loads(out.read_text()), done.stdout
+    return _run(COUNTED, tmp_path, url, *args)
 
 
 def test_a_drift_plan_or_apply_hashes_the_tree_once(tmp_path):

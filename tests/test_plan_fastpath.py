@@ -75,6 +75,14 @@ def plan_both(engine, root, **kwargs):
     return fast, full.plan
 
 
+def drift_named(engine, root, kind: str, name: str) -> None:
+    """The plan leaves the fast path and names the one row edited by SQL as drift (the plans agree)."""
+    fast, full = plan_both(engine, root)
+    assert not fast.fast_path
+    [change] = full.changes
+    assert (change.kind, change.name, change.cause) == (kind, name, "drift")
+
+
 def fast_both(engine, root) -> bool:
     """Whether the plan takes the fast path, the SQLAlchemy one and the raw-driver one agreeing."""
     fast = make_plan(engine, root).fast_path
@@ -122,10 +130,7 @@ def test_a_write_by_sql_falls_back_and_the_plan_names_the_drift(applied):
     tree, engine = applied
     with engine.begin() as conn:
         conn.execute(text("UPDATE plans SET name = 'Edited by hand' WHERE slug = 'test-plan'"))
-    fast, full = plan_both(engine, tree.root)
-    assert not fast.fast_path
-    [change] = full.changes
-    assert (change.kind, change.name, change.cause) == ("Plan", "test-plan", "drift")
+    drift_named(engine, tree.root, "Plan", "test-plan")
     # Writing the value back by SQL still moved the counter: the full plan says No changes.
     with engine.begin() as conn:
         conn.execute(text("UPDATE plans SET name = 'Test Plan' WHERE slug = 'test-plan'"))
@@ -245,10 +250,7 @@ def test_a_write_in_replica_mode_or_under_a_disabled_trigger_is_not_missed(appli
     with engine.begin() as conn:
         conn.execute(text("SET LOCAL session_replication_role = replica"))
         conn.execute(text("UPDATE plans SET name = 'Edited by a replica' WHERE slug = 'test-plan'"))
-    fast, full = plan_both(engine, tree.root)
-    assert not fast.fast_path
-    [change] = fast.plan.changes
-    assert (change.kind, change.name, change.cause) == ("Plan", "test-plan", "drift")
+    drift_named(engine, tree.root, "Plan", "test-plan")
     assert apply_config(engine, tree.root, actor="test").applied
     assert fast_both(engine, tree.root)
 
@@ -256,10 +258,7 @@ def test_a_write_in_replica_mode_or_under_a_disabled_trigger_is_not_missed(appli
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE plans DISABLE TRIGGER cplane_count_changes"))
         conn.execute(text("UPDATE plans SET name = 'Edited unseen' WHERE slug = 'test-plan'"))
-    fast, full = plan_both(engine, tree.root)
-    assert not fast.fast_path
-    [change] = fast.plan.changes
-    assert (change.kind, change.name, change.cause) == ("Plan", "test-plan", "drift")
+    drift_named(engine, tree.root, "Plan", "test-plan")
     # Enabled again, but only for 'origin' sessions (what a bare ENABLE does): still not trusted.
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE plans ENABLE TRIGGER cplane_count_changes"))

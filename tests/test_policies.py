@@ -370,16 +370,29 @@ def test_a_saved_plan_is_refused_once_the_policies_changed(config_tree, pg_engin
     assert applied.exit_code == 0, applied.output
 
 
+def _first_apply_plan_from_the_cache(config_tree):
+    """(prepared, its Industry objects, an empty LiveState, the first apply's plan) of the tree loaded
+    a second time, so that its objects are CachedObjects whose specs are not parsed yet."""
+    from control_plane.config.model import CachedObject
+    from control_plane.plans.compare import compare
+    from control_plane.reconcile.controller import prepare
+    from control_plane.state.live import LiveState
+
+    prepare(config_tree.root)  # the first load writes the cache entries
+    prepared = prepare(config_tree.root)  # this one reads them: the objects are CachedObjects
+    industries = prepared.config.of_kind("Industry")
+    assert industries and all(isinstance(o, CachedObject) and o._spec is None for o in industries.values())
+    empty = LiveState({}, {}, {})
+    plan = compare(prepared.desired, empty, prepared.box)
+    return prepared, industries, empty, plan
+
+
 def test_change_rules_view_cached_objects_and_let_their_files_go(config_tree):
     """The plan's change rules view each changed object; a cached object's spec is its file parsed
     again (config/cache.py). The views see the file's values, the violation lands on the right
     change, and the reparse is not kept (policies.objects.Views(release=True)): a first apply of a
     large taxonomy otherwise held every industry file's models. Asking again parses again."""
-    from control_plane.config.model import CachedObject
-    from control_plane.plans.compare import compare
     from control_plane.policies.changes import check_changes
-    from control_plane.reconcile.controller import prepare
-    from control_plane.state.live import LiveState
 
     config_tree.write("policies/industry-names.yaml", """\
         apiVersion: cplane/v1
@@ -394,12 +407,7 @@ def test_change_rules_view_cached_objects_and_let_their_files_go(config_tree):
             - expression: object.spec.displayName != "Automotive" && size(object.spec.sectors) > 0
               message: named Automotive
         """)
-    prepare(config_tree.root)  # the first load writes the cache entries
-    prepared = prepare(config_tree.root)  # this one reads them: the objects are CachedObjects
-    industries = prepared.config.of_kind("Industry")
-    assert industries and all(isinstance(o, CachedObject) and o._spec is None for o in industries.values())
-    empty = LiveState({}, {}, {})
-    plan = compare(prepared.desired, empty, prepared.box)
+    prepared, industries, empty, plan = _first_apply_plan_from_the_cache(config_tree)
     check_changes(plan, prepared.config, empty)
     flagged = {c.name for c in plan.changes if c.kind == "Industry" and c.policy_violations}
     assert flagged == {"automotive"}
@@ -418,10 +426,7 @@ def test_change_rules_build_object_views_only_when_the_expression_reads_them(con
     from unittest import mock
 
     from control_plane.config.model import CachedObject
-    from control_plane.plans.compare import compare
     from control_plane.policies.changes import check_changes
-    from control_plane.reconcile.controller import prepare
-    from control_plane.state.live import LiveState
 
     config_tree.write("policies/industry-lazy.yaml", """\
         apiVersion: cplane/v1
@@ -438,12 +443,7 @@ def test_change_rules_build_object_views_only_when_the_expression_reads_them(con
                   && (object.spec.displayName != "Automotive" || size(object.spec.sectors) == 0)
               message: named Automotive
         """)
-    prepare(config_tree.root)  # the first load writes the cache entries
-    prepared = prepare(config_tree.root)  # this one reads them: the objects are CachedObjects
-    industries = prepared.config.of_kind("Industry")
-    assert industries and all(isinstance(o, CachedObject) and o._spec is None for o in industries.values())
-    empty = LiveState({}, {}, {})
-    plan = compare(prepared.desired, empty, prepared.box)
+    prepared, industries, empty, plan = _first_apply_plan_from_the_cache(config_tree)
     viewed = []
     real = CachedObject.spec.fget
 
