@@ -87,10 +87,11 @@ def counted_tables(conn: Connection) -> set[str]:
     return for_dialect(conn).counted_tables(conn)
 
 
-def triggers_always(conn: Connection) -> None:
-    """Every counting and logging trigger of this database enabled ALWAYS (revision 0015); the
-    DDL of install() and install_row_log() does it already for what they create."""
-    for statement in for_dialect(conn).triggers_always_ddl(conn):
+def triggers_always(conn: Connection, always: bool = True) -> None:
+    """Every counting and logging trigger of this database enabled ALWAYS (revision 0015; the DDL of
+    install() and install_row_log() does it already for what they create), or, always=False, back
+    to firing in 'origin' sessions only (0015's downgrade)."""
+    for statement in for_dialect(conn).triggers_always_ddl(conn, always):
         conn.execute(text(statement))
 
 

@@ -62,9 +62,10 @@ class Backend:
         self.bulk_insert(conn, table, rows)
         return None
 
-    def triggers_always_ddl(self, conn: Connection) -> list[str]:
+    def triggers_always_ddl(self, conn: Connection, always: bool = True) -> list[str]:
         """Statements that make every installed counting and logging trigger fire in any session
-        (PostgreSQL's ENABLE ALWAYS, see _always). SQLite triggers always fire: nothing to do."""
+        (PostgreSQL's ENABLE ALWAYS, see _always), or with always=False in 'origin' sessions only
+        (PostgreSQL's default, for a downgrade). SQLite triggers always fire: nothing to do."""
         return []
 
 
@@ -418,12 +419,12 @@ class PostgreSQL(Backend):
         transaction-local setting, gone with the transaction whatever happens."""
         conn.execute(text("SELECT set_config('cplane.applying', :v, true)"), {"v": "on" if on else "off"})
 
-    def triggers_always_ddl(self, conn: Connection) -> list[str]:
+    def triggers_always_ddl(self, conn: Connection, always: bool = True) -> list[str]:
         found = conn.execute(text(
             "SELECT c.relname, t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
             "WHERE NOT t.tgisinternal AND (t.tgname = 'cplane_count_changes' OR t.tgname LIKE 'cplane_log_changes_%') "
             "ORDER BY 1, 2")).all()
-        return [_always(table, trigger) for table, trigger in found]
+        return [_always(table, trigger, always) for table, trigger in found]
 
     def counted_tables(self, conn: Connection) -> set[str]:
         """Tables that carry cplane's change-counting trigger."""
@@ -444,13 +445,13 @@ class PostgreSQL(Backend):
         return int(row[0]), row[1]
 
 
-def _always(table: str, trigger: str) -> str:
+def _always(table: str, trigger: str, always: bool = True) -> str:
     """A PostgreSQL trigger fires only in the default session_replication_role ('origin') unless
     enabled ALWAYS: a session in 'replica' mode (pg_restore --disable-triggers aside, logical
     replication, a hand-run bulk fix) would write uncounted, and a plan would trust a counter that
     did not move. ALWAYS makes every session count; db/raw.py's catalog query trusts no other state
     (a trigger disabled by hand reads as missing, which sends the plan the full way)."""
-    return f'ALTER TABLE "{table}" ENABLE ALWAYS TRIGGER {trigger}'
+    return f'ALTER TABLE "{table}" ENABLE {"ALWAYS " if always else ""}TRIGGER {trigger}'
 
 
 def _trigger_name(table: str, event: str) -> str:

@@ -16,10 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from alembic import op
-from sqlalchemy import text
 
 from control_plane.db import counters
-from control_plane.db.dialect import for_dialect
 
 revision: str = '0015_triggers_always'
 down_revision: str | Sequence[str] | None = '0014_row_changes'
@@ -32,7 +30,4 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    bind = op.get_bind()
-    for statement in for_dialect(bind).triggers_always_ddl(bind):
-        # Back to the default (fires in 'origin' sessions only).
-        bind.execute(text(statement.replace(" ENABLE ALWAYS TRIGGER ", " ENABLE TRIGGER ")))
+    counters.triggers_always(op.get_bind(), always=False)
