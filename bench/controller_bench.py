@@ -13,6 +13,8 @@ For N seed-keyword rows (a large taxonomy, see genconfig.py) every step is a new
 - 1% change: `cplane plan` + `cplane apply --auto-approve` of a tree with 1% of the keywords edited,
   twice: spread over every industry file (every 100th keyword of each), then all in one industry file
   (the issue's definition: one file of the taxonomy, 1,000 rows of one table at 100,000 rows);
+  and the one-file change once more as a reviewed workflow: `cplane plan --out plan.json`, then
+  `cplane apply plan.json` (which applies the saved plan without planning again);
 - one drifted row: a keyword edited by SQL, `cplane plan` (which must name it as drift);
 - export (`cplane export`), beside the floor (SELECT the three tables, write the documents with
   yaml-rs).
@@ -297,6 +299,10 @@ def bench(rows: int, work: Path, naive_max: int, repeat: int, steps: tuple[str, 
         if "change" in steps:
             _change(add, changed, common, first, "spread over every file")
             _change(add, one_file, common, first, "one file")
+            # The same change again as a reviewed workflow: back to `changed` (not timed), then
+            # `plan --out` and `apply` of the saved plan, which does not plan again.
+            run([*CPLANE, "apply", "--auto-approve", "--config", str(changed), *common])
+            _saved_change(add, one_file, work / f"plan-{rows}.json", common, first)
             applied = one_file
         if "drift" in steps:
             # Against the config last applied (the one-file tree once the change step applied it):
@@ -328,6 +334,18 @@ def _change(add, changed, common, first, what: str) -> None:
     combined = Run(change_plan.seconds + change_apply.seconds, max(change_plan.rss_mb, change_apply.rss_mb), "", "")
     add(f"1% change, {what}: plan + apply ({n} updates)", combined, None, None,
         f"plan {change_plan.seconds:.2f} s + apply {change_apply.seconds:.2f} s; "
+        f"{combined.seconds / first.seconds:.2f}x the first apply")
+
+
+def _saved_change(add, changed, planfile: Path, common, first) -> None:
+    """`cplane plan --out` of the one-file change, then `cplane apply` of that saved plan."""
+    saved_plan = run([*CPLANE, "plan", "--config", str(changed), "--out", str(planfile), *common])
+    saved_apply = run([*CPLANE, "apply", str(planfile), "--config", str(changed), *common])
+    assert "Apply complete." in saved_apply.stdout, saved_apply.stdout[-500:]
+    n = saved_plan.stdout.count("\n  ~ ")
+    combined = Run(saved_plan.seconds + saved_apply.seconds, max(saved_plan.rss_mb, saved_apply.rss_mb), "", "")
+    add(f"1% change, one file: plan --out + apply of the saved plan ({n} updates)", combined, None, None,
+        f"plan {saved_plan.seconds:.2f} s + apply {saved_apply.seconds:.2f} s; "
         f"{combined.seconds / first.seconds:.2f}x the first apply")
 
 

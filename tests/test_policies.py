@@ -370,6 +370,44 @@ def test_a_saved_plan_is_refused_once_the_policies_changed(config_tree, pg_engin
     assert applied.exit_code == 0, applied.output
 
 
+def test_the_saved_plan_check_parses_only_the_policies_files(config_tree, pg_engine, tmp_path, monkeypatch):
+    """Once a plan filled the per-file cache, checking a saved plan's policies parses the Policy
+    documents' files (and the overlays, which may patch them), not the rest of the tree; and it
+    still sees an edit to a policy that the cache has not seen."""
+    import control_plane.config.loader as loader
+    import control_plane.config.validate as validate
+    from control_plane.plans.planfile import read_plan
+    from control_plane.reconcile.controller import PlanRejected, check_policies_unchanged
+
+    apply_config(pg_engine, config_tree.root, actor="test")
+    config_tree.test_plan(price="21", annotations="{}")
+    out = tmp_path / "plan.json"
+    assert plan_cli(pg_engine, config_tree, "--out", str(out)).exit_code == 0
+    parsed: list[str] = []
+
+    def recorded(real, path_at: int):
+        def parse(*args, **kwargs):
+            parsed.append(Path(args[path_at]).as_posix())
+            return real(*args, **kwargs)
+        return parse
+
+    for module in (loader, validate):  # load_file(path), load_bytes(raw, path)
+        monkeypatch.setattr(module, "load_file", recorded(module.load_file, 0))
+        monkeypatch.setattr(module, "load_bytes", recorded(module.load_bytes, 1))
+    plan = read_plan(out)
+    check_policies_unchanged(plan, config_tree.root, None)
+    outside = sorted({p for p in parsed if "/policies/" not in p and "/environments/" not in p})
+    assert outside == [], outside
+    assert any("/policies/" in p for p in parsed)
+    replace_in(config_tree.root / "policies" / "price-change-approval.yaml", "maxChange: 0.2", "maxChange: 0.05")
+    try:
+        check_policies_unchanged(plan, config_tree.root, None)
+    except PlanRejected as exc:
+        assert "the policies changed since it was made" in str(exc)
+    else:
+        raise AssertionError("a changed policy was not noticed")
+
+
 def _first_apply_plan_from_the_cache(config_tree):
     """(prepared, its Industry objects, an empty LiveState, the first apply's plan) of the tree loaded
     a second time, so that its objects are CachedObjects whose specs are not parsed yet."""

@@ -327,11 +327,18 @@ def check_binding(engine: Engine, plan: Plan, environment: str | None) -> None:
 
 def check_policies_unchanged(plan: Plan, config_dir: Path, environment: str | None) -> None:
     """A saved plan was checked against the policies of its time: applying it after they changed
-    would skip the check, so it is refused (before anything is migrated or written)."""
+    would skip the check, so it is refused (before anything is migrated or written).
+
+    Only the Policy documents are needed: the tree is loaded through the per-file cache
+    (config/cache.py), where a file whose content is cached is not parsed, and a cached object's
+    spec is parsed again (from the file, its content checked) only when asked for: here only the
+    policies' files. Without a cache entry a file is parsed as by any load; the digest is the same."""
     from control_plane.config.validate import load_config
     from control_plane.policies.compile import policies_digest
+    from control_plane.reconcile.validation import packed_rows
 
-    config = load_config(config_dir, environment)
+    # cross_checks off: the digest is of the policies as written, whatever the rest says (as before).
+    config = load_config(config_dir, environment, flatten=packed_rows, cross_checks=False)
     now = policies_digest(config)
     if (plan.policies_digest or "") != now:
         raise PlanRejected("refusing to apply the plan: the policies changed since it was made (plan: "

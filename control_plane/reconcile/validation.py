@@ -34,7 +34,7 @@ def load_checked(root: Path | str, environment: str | None = None,
         return _load_checked(root, environment, reuse, disk_cache, applied, lazy)
 
 
-def _packed(obj) -> list:
+def packed_rows(obj) -> list:
     """load_config's flatten hook for a lazy load: an object from the cache keeps its rows as they
     are (packed runs when read from disk); any other object is flattened."""
     cached = getattr(obj, "cached_rows", None)
@@ -43,7 +43,7 @@ def _packed(obj) -> list:
 
 def _load_checked(root: Path | str, environment: str | None, reuse: ConfigSet | None,
                   disk_cache: bool, applied: bool, lazy: bool) -> tuple[ConfigSet, Rows | None]:
-    config = load_config(root, environment, reuse=reuse, flatten=_packed if lazy else object_rows,
+    config = load_config(root, environment, reuse=reuse, flatten=packed_rows if lazy else object_rows,
                          disk_cache=disk_cache, cross_checks=not applied)
     if not config.ok:  # rows can only be built from a config that is valid so far
         return config, None
