@@ -120,8 +120,10 @@ def execute(
     recorded by the apply); adopt changes need `adopt` or a plan made with it. `recorder`
     (reconcile.fastpath.Recorder, only with a plan computed under the lock) records what the apply
     left behind for the no-change fast path: start() before the first read, lock() before the first
-    write, finish() after the last. `read` (with a plan function) reads the live state under the
-    lock in its stead, e.g. only the tables that changed since the last apply (reconcile/incremental.py).
+    write, finish() after the last. `read` reads the live state under the lock in read_live's stead:
+    with a plan function, e.g. only the tables that changed since the last apply
+    (reconcile/incremental.py); with a Plan, the kinds it changes (reconcile/saved.py). Either way
+    the kinds it leaves out carry the rows the run record keeps of them (LiveState.carried).
     """
     environ = os.environ if environ is None else environ
     progress = progress or QUIET
@@ -137,7 +139,7 @@ def execute(
         if recorder is not None:
             recorder.start(conn)
         identity = read_identity(conn)
-        live = read(conn) if read is not None and not isinstance(plan, Plan) else read_live(conn, box)
+        live = read(conn) if read is not None else read_live(conn, box)
         check_key(conn, box, live.unreadable)  # a wrong key is refused, never written over
         if not isinstance(plan, Plan):
             progress.phase("planning")

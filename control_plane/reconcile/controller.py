@@ -367,12 +367,15 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
     check_fresh(plan, clock(None, environ))
     if plan.changes:
         refuse_unapproved_adoptions(plan, adopt)
+    from control_plane.reconcile.saved import plan_reader
+
     progress = progress or QUIET
     _migrate(engine, progress)
-    return execute(engine, plan, SecretBox(environment, engine.url), actor=actor or default_actor(),
+    box = SecretBox(environment, engine.url)
+    return execute(engine, plan, box, actor=actor or default_actor(),
                    environment=environment, saved=saved, adopt=adopt,
                    allow_environment_change=allow_environment_change, environ=environ,
-                   lock_timeout=lock_timeout, progress=progress)
+                   lock_timeout=lock_timeout, progress=progress, read=plan_reader(plan, box))
 
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,
