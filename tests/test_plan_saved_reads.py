@@ -1,5 +1,6 @@
-"""The apply of a plan made earlier reads the kinds the plan changes (reconcile/saved.py), and the
-run it records still reads back as every row the database holds, on both backends."""
+"""The apply of a plan made earlier reads the kinds the plan changes (reconcile/saved.py), the run it
+records still reads back as every row the database holds, and a saved plan's apply leaves the
+fast path's record when nothing moved since the plan (fastpath.PlannedRecorder), on both backends."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from control_plane.reconcile.controller import apply_config, apply_plan, make_pl
 from control_plane.secrets import SecretBox
 from control_plane.state.live import read_live
 from control_plane.state.rows import row_fingerprint
-from tests.test_plan_fastpath import statements
-from tests.test_plan_incremental import ALWAYS_READ, stored_run, tables_read, volumes
+from tests.test_plan_fastpath import drift_named, fast_both, rows_read, statements
+from tests.test_plan_incremental import ALWAYS_READ, both, stored_run, tables_read, volumes
 
 # Besides the kinds a keyword plan changes: the tables whose ids and natural keys its references
 # are mapped through (a keyword names its sector, a sector its industry).
@@ -144,3 +145,106 @@ def test_a_saved_plan_after_a_saved_plan_still_records_every_row(applied):
     assert recorded(engine, result.apply_run_id) == every_row(engine)
     again = apply_config(engine, tree.root, actor="test")  # and the next plan agrees: nothing to do
     assert not again.applied
+
+
+# --- what a saved plan's apply records for the fast path ----------------------------------------------
+
+
+def saved(engine, root, tmp_path, name="plan.json"):
+    """`cplane plan --out` as the CLI makes it (the draft of its record included), read back."""
+    from control_plane.plans.planfile import read_plan, write_plan
+
+    plan = make_plan(engine, root, record=True).plan
+    path = tmp_path / name
+    write_plan(plan, path)
+    return read_plan(path)
+
+
+def test_after_a_saved_plan_the_next_plan_takes_the_fast_path(applied, tmp_path):
+    tree, engine = applied
+    volumes(tree, 160)
+    plan = saved(engine, tree.root, tmp_path)
+    assert plan.record is not None and plan.record["versions"]
+    assert apply_plan(engine, plan, environment=None, actor="test", saved=True).applied
+    with statements(engine) as seen:
+        after = make_plan(engine, tree.root)
+    assert after.fast_path and not after.plan.changes
+    assert rows_read(seen) == [], rows_read(seen)
+    assert fast_both(engine, tree.root)
+    # And the record vouches for exactly that state: an edit by SQL, or to the config, is seen.
+    drift_rows = "UPDATE seed_keywords SET search_volume = 7 WHERE keyword = 'beta one'"
+    with engine.begin() as conn:
+        conn.execute(text(drift_rows))
+    drift_named(engine, tree.root, "SeedKeyword", "test-industry/second/beta one")
+    volumes(tree, 161)
+    both(engine, tree.root)
+
+
+def test_a_saved_plan_whose_tables_moved_since_records_nothing(applied, tmp_path):
+    tree, engine = applied
+    volumes(tree, 162)
+    plan = saved(engine, tree.root, tmp_path)
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT apply_run_id, versions FROM cplane_applied_state")).one()
+    with engine.begin() as conn:  # another table moved between the plan and its apply
+        conn.execute(text("UPDATE plans SET name = 'Edited by SQL' WHERE slug = 'test-plan'"))
+    assert apply_plan(engine, plan, environment=None, actor="test", saved=True).applied
+    with engine.connect() as conn:  # the last record stays: it still vouches for what did not move
+        assert conn.execute(text("SELECT apply_run_id, versions FROM cplane_applied_state")).one() == before
+    drift_named(engine, tree.root, "Plan", "test-plan")
+
+
+def test_a_plan_that_read_moving_tables_carries_no_record(applied, monkeypatch, tmp_path):
+    """The draft is made only when no plan table moved while the plan read."""
+    from control_plane.reconcile import fastpath
+
+    tree, engine = applied
+    volumes(tree, 163)
+    real = fastpath.Recorder.start
+
+    def start_then_write(self, conn):
+        real(self, conn)
+        with engine.begin() as other:
+            other.execute(text("UPDATE plans SET name = 'Meanwhile' WHERE slug = 'test-plan'"))
+
+    monkeypatch.setattr(fastpath.Recorder, "start", start_then_write)
+    plan = make_plan(engine, tree.root, record=True).plan
+    assert plan.changes and plan.record is None
+
+
+def test_the_record_of_a_saved_plan_is_part_of_its_digest(applied, tmp_path):
+    import pytest
+
+    from control_plane.plans.planfile import read_plan
+
+    tree, engine = applied
+    volumes(tree, 164)
+    path = tmp_path / "plan.json"
+    saved(engine, tree.root, tmp_path)
+    data = json.loads(path.read_text())
+    data["record"]["inputs_digest"] = "sha256:" + "0" * 64
+    path.write_text(json.dumps(data))
+    with pytest.raises(Exception, match="digest"):
+        read_plan(path)
+
+
+def test_plan_out_then_apply_the_file_then_plan_says_no_changes(applied, tmp_path):
+    """The reviewed workflow from the command line, as docs/gitops.md runs it."""
+    from click.testing import CliRunner
+    from helpers import libpq_url
+
+    from control_plane.cli.main import main
+
+    tree, engine = applied
+    url = libpq_url(engine) if engine.dialect.name == "postgresql" else engine.url.render_as_string(hide_password=False)
+    common = ["--config", str(tree.root), "--database-url", url]
+    volumes(tree, 165)
+    out = tmp_path / "reviewed.json"
+    made = CliRunner().invoke(main, ["plan", "--out", str(out), *common], catch_exceptions=False)
+    assert made.exit_code == 0, made.output
+    assert len(json.loads(out.read_text())["record"]["inputs_digest"]) == 64  # (a SHA-256, hex)
+    applied_file = CliRunner().invoke(main, ["apply", str(out), *common], catch_exceptions=False)
+    assert applied_file.exit_code == 0 and "Apply complete." in applied_file.output, applied_file.output
+    with statements(engine) as seen:
+        again = make_plan(engine, tree.root)
+    assert again.fast_path and not again.plan.changes and rows_read(seen) == []

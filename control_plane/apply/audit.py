@@ -22,7 +22,7 @@ def audit_form(plan: Plan) -> dict[str, Any]:
             created.setdefault(change.kind, []).append(change.name)
         else:
             kept.append(change)
-    data = to_dict(replace(plan, changes=kept), include_values=False)
+    data = to_dict(replace(plan, changes=kept, record=None), include_values=False)  # (the record is the database's own)
     data["summary"] = plan.summary
     data["created"] = created
     return data

@@ -118,9 +118,9 @@ def execute(
     apply refused if one moved) or a function that computes it from the live state read under the lock.
     Under the lock the database's recorded environment is checked against `environment` (and
     recorded by the apply); adopt changes need `adopt` or a plan made with it. `recorder`
-    (reconcile.fastpath.Recorder, only with a plan computed under the lock) records what the apply
-    left behind for the no-change fast path: start() before the first read, lock() before the first
-    write, finish() after the last. `read` reads the live state under the lock in read_live's stead:
+    (reconcile.fastpath.Recorder with a plan computed under the lock, PlannedRecorder with a Plan
+    that carries its draft) records what the apply left behind for the no-change fast path: start()
+    before the first read, lock() before the first write, finish() after the last. `read` reads the live state under the lock in read_live's stead:
     with a plan function, e.g. only the tables that changed since the last apply
     (reconcile/incremental.py); with a Plan, the kinds it changes (reconcile/saved.py). Either way
     the kinds it leaves out carry the rows the run record keeps of them (LiveState.carried).

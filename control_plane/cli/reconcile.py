@@ -98,7 +98,8 @@ def plan_command(ctx: Context, fmt: str, out: str | None, detailed_exitcode: boo
         # (The no-change question was asked above; the plan is still incremental unless --no-fast-path.)
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False, incremental=not no_fast_path, at=at, inputs=hashed).plan
+                         fast_path=False, incremental=not no_fast_path, at=at, inputs=hashed,
+                         record=bool(out)).plan  # a saved plan carries what its apply records
     if fast and ctx.debug:
         click.echo("plan: nothing changed since the last apply (its recorded state: config digest, secrets, table "
                    "versions); --no-fast-path makes the full plan", err=True)
@@ -214,8 +215,8 @@ def apply_command(ctx: Context, planfile: str | None, auto_approve: bool, actor:
     else:
         plan = make_plan(engine, ctx.config_dir, environment=ctx.environment, adopt=adopt,
                          require_secrets=require_secrets, allow_environment_change=allow_environment_change,
-                         fast_path=False, incremental=not no_fast_path,
-                         inputs=hashed).plan  # (the fast path was tried above)
+                         fast_path=False, incremental=not no_fast_path, inputs=hashed,
+                         record=True).plan  # (the fast path was tried above; applied once confirmed)
     show(plan)
     if not plan.has_changes:
         if fmt == "json":

@@ -141,6 +141,10 @@ class Plan:
     publish_schedule: bool = False
     # A rollback plan: the apply run whose desired rows it restores.
     rollback_to: int | None = None
+    # What applying this plan records for the no-change fast path (reconcile/fastpath.Recorder.draft:
+    # the digests of the desired state it was made from and the tables' versions it read), when it
+    # was made for saving; its apply writes the record only if those versions still hold.
+    record: dict[str, Any] | None = None
 
     @property
     def schema_note(self) -> str:

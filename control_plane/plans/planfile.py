@@ -29,7 +29,7 @@ from control_plane.state.rows import managed_columns
 
 _PLAN_FIELDS = ("created_at", "environment", "config_revision", "config_digest", "policies_digest", "cplane_version",
                 "database", "environment_change", "adopt", "unmanaged", "warnings", "errors", "pending_migrations", "at",
-                "valid_until", "schedule_applied", "publish_schedule", "rollback_to")
+                "valid_until", "schedule_applied", "publish_schedule", "rollback_to", "record")
 
 
 class PlanRejected(CplaneError):
@@ -78,6 +78,7 @@ def to_dict(plan: Plan, include_values: bool = True) -> dict[str, Any]:
         "unmanaged": plan.unmanaged,
         "warnings": plan.warnings,
         "errors": plan.errors,
+        **({"record": plan.record} if plan.record is not None else {}),
     }
 
 

@@ -246,6 +246,7 @@ def make_plan(
     at: datetime | str | None = None,
     incremental: bool | None = None,
     inputs=None,
+    record: bool = False,
 ) -> PlanResult:
     """The plan against the database as it is: nothing is migrated or written. A schema that is
     missing or behind is planned against as it stands (missing tables read as empty) and the plan
@@ -255,7 +256,11 @@ def make_plan(
     (reconcile/fastpath.py); `No changes` then costs no parse and no row read. incremental (default:
     fast_path): read and compare only what changed since that record (reconcile/incremental.py);
     the CLI, which asked the record itself already, passes fast_path=False, incremental=True, and
-    the `inputs` (fastpath.Inputs) it hashed then, if any, which are not hashed again."""
+    the `inputs` (fastpath.Inputs) it hashed then, if any, which are not hashed again.
+
+    record: the plan is to be applied later (saved, or confirmed first): it carries the record its
+    apply leaves for the fast path (`Plan.record`, fastpath.Recorder.draft), when one can be vouched
+    for (incremental plans, whose inputs are hashed before the parse)."""
     incremental = fast_path if incremental is None else incremental
     if fast_path and at is None:  # a plan for another time is never the recorded one
         from control_plane.reconcile.fastpath import no_change_plan
@@ -264,7 +269,7 @@ def make_plan(
                               environ=environ)
         if fast is not None:
             return PlanResult(fast, None, fast_path=True)
-    hashed, inputs, applied = inputs, None, False
+    hashed, inputs, applied, box = inputs, None, False, None
     if incremental and at is None:
         from control_plane.reconcile import fastpath
         from control_plane.reconcile.incremental import inputs_applied
@@ -286,8 +291,18 @@ def make_plan(
         # The recorded apply migrated to the head of these very migrations first, and the schema is
         # still at the revision it recorded (both are in the inputs): nothing is pending.
         pending = 0 if applied else pending_migrations(engine)
+        recorder = None
+        if record and inputs is not None and box is not None:
+            recorder = fastpath.Recorder(inputs, environ if environ is not None else os.environ, box,
+                                         prepared.desired, prepared.kind_digest, prepared.files_record)
         with engine.connect() as conn:
-            plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
+            if recorder is None:
+                plan = prepared.plan_against(conn, pending=pending, incremental=incremental)
+            else:
+                recorder.start(conn)  # the versions before the plan reads anything
+                live = prepared.read_live(conn, incremental=incremental)
+                plan = prepared.plan_against(conn, live, pending=pending, incremental=incremental)
+                plan.record = recorder.draft(conn, plan, live)
     return PlanResult(plan, prepared.config)
 
 
@@ -367,6 +382,7 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
     check_fresh(plan, clock(None, environ))
     if plan.changes:
         refuse_unapproved_adoptions(plan, adopt)
+    from control_plane.reconcile.fastpath import PlannedRecorder
     from control_plane.reconcile.saved import plan_reader
 
     progress = progress or QUIET
@@ -375,7 +391,8 @@ def apply_plan(engine: Engine, plan: Plan, *, environment: str | None, actor: st
     return execute(engine, plan, box, actor=actor or default_actor(),
                    environment=environment, saved=saved, adopt=adopt,
                    allow_environment_change=allow_environment_change, environ=environ,
-                   lock_timeout=lock_timeout, progress=progress, read=plan_reader(plan, box))
+                   lock_timeout=lock_timeout, progress=progress, read=plan_reader(plan, box),
+                   recorder=PlannedRecorder(plan.record) if plan.record else None)
 
 
 def apply_config(engine: Engine, config_dir: Path, *, environment: str | None = None, actor: str | None = None,

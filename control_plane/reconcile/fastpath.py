@@ -17,8 +17,9 @@ Any doubt returns None and the caller makes the full plan: no record, counters m
 gone, a table written since (by SQL too), another file, overlay, secret value, key, cplane version or
 schema revision, a secret variable that is unset (its warning comes from the full plan), a plan that
 adopts. The record is written only when the result can be vouched for: the plan was computed under
-the apply lock, it left no unmanaged row and no row kept retired (whose fate depends on user data,
-which is not counted).
+the apply lock (or, for a plan made earlier, its draft's versions still held under the lock:
+`PlannedRecorder`), it left no unmanaged row and no row kept retired (whose fate depends on user
+data, which is not counted).
 """
 
 from __future__ import annotations
@@ -182,6 +183,19 @@ def no_change_apply(engine: Engine, config_dir: Path, *, environment: str | None
         return no_change_plan(engine, config_dir, conn=conn, **kwargs)
 
 
+def _locked_versions(conn: Connection, tables: list[str]) -> dict[str, int]:
+    """The versions of `tables`, their counter rows locked (PostgreSQL; SKIP LOCKED, never waiting:
+    a row another transaction holds is left out, so the versions differ from any recorded ones)."""
+    from sqlalchemy import select
+
+    from control_plane.db.models import ChangeCounter
+
+    table = ChangeCounter.__table__
+    stmt = (select(table.c.table_name, table.c.version).where(table.c.table_name.in_(tables))
+            .with_for_update(skip_locked=True))
+    return {name: int(version) for name, version in conn.execute(stmt)}
+
+
 class Recorder:
     """What an apply (under the lock, plan computed inside it) does to leave a record behind.
 
@@ -211,17 +225,8 @@ class Recorder:
         self.clean = self.before is not None
 
     def lock(self, conn: Connection) -> None:
-        if not self.clean:
-            return
-        from sqlalchemy import select
-
-        from control_plane.db.models import ChangeCounter
-
-        table = ChangeCounter.__table__
-        stmt = (select(table.c.table_name, table.c.version).where(table.c.table_name.in_(self.tables))
-                .with_for_update(skip_locked=True))
-        locked = {name: int(version) for name, version in conn.execute(stmt)}
-        self.clean = locked == self.before
+        if self.clean:
+            self.clean = _locked_versions(conn, self.tables) == self.before
 
     def prepare(self, plan, live) -> None:
         """Before the writes (apply/execute runs it in a second thread while the database writes):
@@ -267,6 +272,20 @@ class Recorder:
             warnings=list(plan.warnings), tables=tables, recorded_at=datetime.now(UTC),
         ))
 
+    def draft(self, conn: Connection, plan, live) -> dict[str, Any] | None:
+        """For a plan made to be applied later (a saved plan; start() called before its read): the
+        record its apply would leave but for the versions after the writes and the run, with the
+        versions the plan read. None when it could not be vouched for: a table moved while the
+        plan read, migrations pending (the apply moves the schema first), a plan that is not exact."""
+        if not self.clean or plan.pending_migrations or not inspect(conn).has_table(RECORD_TABLE):
+            return None
+        if _current_versions(conn, self.tables) != self.before or not self._exact(plan, live):
+            return None
+        variables = secret_variables(self.desired)
+        return {"versions": self.before, "inputs_digest": self.inputs.digest(_schema_revision(conn)),
+                "secrets_digest": secrets_digest(variables, self.environ, self.box), "variables": variables,
+                "tables": self._tables(conn)}
+
     def _tables(self, conn: Connection) -> dict[str, Any]:
         from control_plane.kinds.registry import ROW_KINDS
 
@@ -298,3 +317,47 @@ class Recorder:
         managed += sum(1 for c in plan.changes if c.action in (Action.CREATE, Action.ADOPT))
         managed -= sum(1 for c in plan.changes if c.action == Action.DELETE)
         return managed == sum(len(v) for v in self.desired.rows.values())
+
+
+class PlannedRecorder:
+    """What the apply of a plan made earlier records: its draft (Recorder.draft), when under the apply
+    lock every plan table's version is still the one the plan read. The database then holds what
+    the plan was computed from, so once the plan is written it holds what the draft describes, as
+    after an apply that planned under the lock. Otherwise nothing is recorded and the last record
+    stays as it was (it still vouches for the tables that did not move since)."""
+
+    def __init__(self, draft: dict[str, Any]):
+        self.draft = draft
+        self.tables = plan_tables()
+        self.clean = False
+
+    def start(self, conn: Connection) -> None:
+        versions = self.draft.get("versions")
+        self.clean = isinstance(versions, dict) and _current_versions(conn, self.tables) == versions
+
+    def lock(self, conn: Connection) -> None:
+        if self.clean:
+            self.clean = _locked_versions(conn, self.tables) == self.draft["versions"]
+
+    def prepare(self, plan, live) -> None:
+        pass  # (the draft's digests were computed with the plan)
+
+    def finish(self, conn: Connection, plan, live, run_id: int | None, *, wrote: bool) -> None:
+        from sqlalchemy import insert
+
+        from control_plane.db.counters import prune
+        from control_plane.db.models import AppliedState
+
+        if not (self.clean and wrote) or not inspect(conn).has_table(RECORD_TABLE):
+            return
+        after = _current_versions(conn, self.tables)
+        if after is None:
+            return
+        draft = self.draft
+        conn.execute(delete(AppliedState.__table__))
+        prune(conn)
+        conn.execute(insert(AppliedState.__table__).values(
+            apply_run_id=run_id, inputs_digest=draft["inputs_digest"], config_digest=plan.config_digest,
+            secrets_digest=draft["secrets_digest"], variables=draft["variables"], versions=after,
+            warnings=list(plan.warnings), tables=draft["tables"], recorded_at=datetime.now(UTC),
+        ))
