@@ -248,3 +248,23 @@ def test_plan_out_then_apply_the_file_then_plan_says_no_changes(applied, tmp_pat
     with statements(engine) as seen:
         again = make_plan(engine, tree.root)
     assert again.fast_path and not again.plan.changes and rows_read(seen) == []
+
+
+def test_a_saved_no_change_plan_applies_as_nothing_to_do(applied, tmp_path):
+    """`plan --out` answered by the fast path (no parse, so no policies' digest) applies as `No
+    changes`, not as a plan whose policies changed."""
+    from click.testing import CliRunner
+    from helpers import libpq_url
+
+    from control_plane.cli.main import main
+
+    tree, engine = applied
+    url = libpq_url(engine) if engine.dialect.name == "postgresql" else engine.url.render_as_string(hide_password=False)
+    common = ["--config", str(tree.root), "--database-url", url]
+    out = tmp_path / "nothing.json"
+    made = CliRunner().invoke(main, ["plan", "--out", str(out), *common], catch_exceptions=False)
+    assert made.exit_code == 0 and "No changes." in made.output, made.output
+    assert json.loads(out.read_text())["policies_digest"] == ""
+    done = CliRunner().invoke(main, ["apply", str(out), *common], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert "policies changed" not in done.output

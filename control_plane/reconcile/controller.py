@@ -352,6 +352,8 @@ def check_policies_unchanged(plan: Plan, config_dir: Path, environment: str | No
     from control_plane.policies.compile import policies_digest
     from control_plane.reconcile.validation import packed_rows
 
+    if not plan.has_changes:
+        return  # nothing for a policy to judge (a no-change plan from the fast path carries no digest)
     # cross_checks off: the digest is of the policies as written, whatever the rest says (as before).
     config = load_config(config_dir, environment, flatten=packed_rows, cross_checks=False)
     now = policies_digest(config)
