@@ -268,3 +268,16 @@ def test_a_saved_no_change_plan_applies_as_nothing_to_do(applied, tmp_path):
     done = CliRunner().invoke(main, ["apply", str(out), *common], catch_exceptions=False)
     assert done.exit_code == 0, done.output
     assert "policies changed" not in done.output
+
+
+def test_a_malformed_record_records_nothing_and_the_plan_still_applies(applied, tmp_path):
+    tree, engine = applied
+    volumes(tree, 166)
+    plan = saved(engine, tree.root, tmp_path)
+    del plan.record["inputs_digest"]
+    with engine.connect() as conn:
+        before = conn.execute(text("SELECT apply_run_id, versions FROM cplane_applied_state")).one()
+    assert apply_plan(engine, plan, environment=None, actor="test", saved=True).applied
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT apply_run_id, versions FROM cplane_applied_state")).one() == before
+    both(engine, tree.root)

@@ -331,9 +331,13 @@ class PlannedRecorder:
         self.tables = plan_tables()
         self.clean = False
 
+    # A draft's fields and their JSON types (anything else, e.g. a hand-edited plan, records nothing).
+    FIELDS = {"versions": dict, "inputs_digest": str, "secrets_digest": str, "variables": list, "tables": dict}
+
     def start(self, conn: Connection) -> None:
-        versions = self.draft.get("versions")
-        self.clean = isinstance(versions, dict) and _current_versions(conn, self.tables) == versions
+        draft = self.draft if isinstance(self.draft, dict) else {}
+        self.clean = (all(isinstance(draft.get(k), t) for k, t in self.FIELDS.items())
+                      and _current_versions(conn, self.tables) == draft["versions"])
 
     def lock(self, conn: Connection) -> None:
         if self.clean:
