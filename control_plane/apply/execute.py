@@ -120,10 +120,11 @@ def execute(
     recorded by the apply); adopt changes need `adopt` or a plan made with it. `recorder`
     (reconcile.fastpath.Recorder with a plan computed under the lock, PlannedRecorder with a Plan
     that carries its draft) records what the apply left behind for the no-change fast path: start()
-    before the first read, lock() before the first write, finish() after the last. `read` reads the live state under the lock in read_live's stead:
-    with a plan function, e.g. only the tables that changed since the last apply
-    (reconcile/incremental.py); with a Plan, the kinds it changes (reconcile/saved.py). Either way
-    the kinds it leaves out carry the rows the run record keeps of them (LiveState.carried).
+    before the first read, lock() before the first write, finish() after the last. `read` reads the
+    live state under the lock in read_live's stead: with a plan function, e.g. only the tables that
+    changed since the last apply (reconcile/incremental.py); with a Plan, the rows it names
+    (reconcile/saved.py). Either way what it leaves out carries the rows the run record keeps of
+    it (LiveState.carried).
     """
     environ = os.environ if environ is None else environ
     progress = progress or QUIET

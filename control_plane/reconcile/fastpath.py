@@ -240,11 +240,6 @@ class Recorder:
 
     def finish(self, conn: Connection, plan, live, run_id: int | None, *, wrote: bool) -> None:
         """After the apply's last write (or, for a no-op apply, after planning): replace the record."""
-        from sqlalchemy import insert
-
-        from control_plane.db.models import AppliedState
-
-        table = AppliedState.__table__
         if not inspect(conn).has_table(RECORD_TABLE):
             return
         after = _current_versions(conn, self.tables) if self.clean else None
@@ -260,17 +255,10 @@ class Recorder:
                                 and record["inputs_digest"] == self.inputs.digest(_schema_revision(conn))
                                 and record["secrets_digest"] == secrets and record["tables"] == tables):
                 return  # a no-op apply writes nothing it does not have to
-        conn.execute(delete(table))
-        from control_plane.db.counters import prune
-
-        prune(conn)  # the row-change log below the versions of now: no record needs it any more
-        if not eligible:
-            return
-        conn.execute(insert(table).values(
-            apply_run_id=run_id, inputs_digest=self.inputs.digest(_schema_revision(conn)),
-            config_digest=plan.config_digest, secrets_digest=secrets, variables=variables, versions=after,
-            warnings=list(plan.warnings), tables=tables, recorded_at=datetime.now(UTC),
-        ))
+        _clear_record(conn)
+        if eligible:
+            _insert_record(conn, plan, run_id, versions=after, inputs_digest=self.inputs.digest(_schema_revision(conn)),
+                           secrets_digest=secrets, variables=variables, tables=tables)
 
     def draft(self, conn: Connection, plan, live) -> dict[str, Any] | None:
         """For a plan made to be applied later (a saved plan; start() called before its read): the
@@ -347,21 +335,34 @@ class PlannedRecorder:
         pass  # (the draft's digests were computed with the plan)
 
     def finish(self, conn: Connection, plan, live, run_id: int | None, *, wrote: bool) -> None:
-        from sqlalchemy import insert
-
-        from control_plane.db.counters import prune
-        from control_plane.db.models import AppliedState
-
         if not (self.clean and wrote) or not inspect(conn).has_table(RECORD_TABLE):
             return
         after = _current_versions(conn, self.tables)
         if after is None:
             return
-        draft = self.draft
-        conn.execute(delete(AppliedState.__table__))
-        prune(conn)
-        conn.execute(insert(AppliedState.__table__).values(
-            apply_run_id=run_id, inputs_digest=draft["inputs_digest"], config_digest=plan.config_digest,
-            secrets_digest=draft["secrets_digest"], variables=draft["variables"], versions=after,
-            warnings=list(plan.warnings), tables=draft["tables"], recorded_at=datetime.now(UTC),
-        ))
+        _clear_record(conn)
+        _insert_record(conn, plan, run_id, versions=after,
+                       **{k: self.draft[k] for k in ("inputs_digest", "secrets_digest", "variables", "tables")})
+
+
+def _clear_record(conn: Connection) -> None:
+    """The record gone, and the row-change log below the versions of now (no record needs it any more)."""
+    from control_plane.db.counters import prune
+    from control_plane.db.models import AppliedState
+
+    conn.execute(delete(AppliedState.__table__))
+    prune(conn)
+
+
+def _insert_record(conn: Connection, plan, run_id: int | None, *, versions: dict[str, int], inputs_digest: str,
+                   secrets_digest: str, variables: list[str], tables: dict[str, Any]) -> None:
+    """The record of an apply run of `plan`, with the versions after its writes (_clear_record first)."""
+    from sqlalchemy import insert
+
+    from control_plane.db.models import AppliedState
+
+    conn.execute(insert(AppliedState.__table__).values(
+        apply_run_id=run_id, inputs_digest=inputs_digest, config_digest=plan.config_digest,
+        secrets_digest=secrets_digest, variables=variables, versions=versions, warnings=list(plan.warnings),
+        tables=tables, recorded_at=datetime.now(UTC),
+    ))

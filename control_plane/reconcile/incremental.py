@@ -111,29 +111,15 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
         return None
     if applied_inputs(conn, record, inputs, environ, box):
         digest = recorded_kinds.__getitem__  # the same desired rows as the recorded apply's
-    current = fastpath._current_versions(conn, sorted(recorded))
-    if current is None or any(t not in recorded for t in fastpath.plan_tables()):
+    found = moved_since(conn, recorded)
+    if found is None:
         return None
-    if any(current[t] != recorded[t] for t in fastpath.BOOKKEEPING_TABLES):
-        return None
+    current, moved = found
     unset = {problem.kind for problem in desired.missing_secrets}
-    moved = {kind for kind, rk in ROW_KINDS.items() if any(current[t] != recorded[t] for t in kind_tables(rk))}
     read = {kind for kind, rk in ROW_KINDS.items() if kind in moved or rk.secret_columns or kind in unset}
     edited = {kind for kind in ROW_KINDS if kind not in read and recorded_kinds[kind] != digest(kind)}
     read |= edited
-    grew = True
-    while grew:
-        grew = False
-        for kind, rk in ROW_KINDS.items():
-            if kind in read:
-                continue
-            if any(target in moved for target in rk.refs.values()):
-                read.add(kind)
-                moved.add(kind)  # its natural keys may name the moved rows: what refers to it follows
-                grew = True
-            elif rk.parent in read:
-                read.add(kind)
-                grew = True
+    spread(read, moved, children=True)
     # A kind only edited in config, whose parent is not read, with no children and that nothing
     # references (a referencing kind maps ids to keys from all its rows): only its rows whose
     # desired fingerprint is not the one recorded when the last apply wrote them.
@@ -147,7 +133,7 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
             continue
         found = changed_keys(kind, tables) if changed_keys is not None else None
         if found is not None:
-            keys[kind], managed[kind] = found, _managed_records(conn, rk, found)
+            keys[kind], managed[kind] = found, managed_records(conn, rk, found)
         else:
             keys[kind], managed[kind] = _edited_rows(conn, rk, desired.rows.get(kind, {}), fingerprints(kind))
     logged: dict[str, ChangedRows] = {}
@@ -158,6 +144,37 @@ def scope(conn: Connection, desired: DesiredState, digest: Callable[[str], str],
             logged[kind], managed[kind] = found
             keys[kind] = frozenset(managed[kind])
     return Scope(frozenset(read), keys, managed, base_run=record.get("apply_run_id"), changed=logged)
+
+
+def moved_since(conn: Connection, recorded: dict[str, int]) -> tuple[dict[str, int], set[str]] | None:
+    """(the plan tables' versions now, the row kinds whose tables moved since the `recorded`
+    versions), or None when the record vouches for nothing: a plan table it does not cover, a
+    counter missing, the bookkeeping tables moved."""
+    current = fastpath._current_versions(conn, sorted(recorded))
+    if current is None or any(t not in recorded for t in fastpath.plan_tables()):
+        return None
+    if any(current[t] != recorded[t] for t in fastpath.BOOKKEEPING_TABLES):
+        return None
+    return current, {kind for kind, rk in ROW_KINDS.items() if any(current[t] != recorded[t] for t in kind_tables(rk))}
+
+
+def spread(read: set[str], moved: set[str], *, children: bool) -> None:
+    """Adds to `read`, transitively, every kind that references a kind in `moved` (which then counts
+    as moved: its natural keys may name the moved rows, so what refers to it follows) and, with
+    `children`, every child of a kind read (a parent's delete is decided with its children in view)."""
+    grew = True
+    while grew:
+        grew = False
+        for kind, rk in ROW_KINDS.items():
+            if kind in read:
+                continue
+            if any(target in moved for target in rk.refs.values()):
+                read.add(kind)
+                moved.add(kind)
+                grew = True
+            elif children and rk.parent in read:
+                read.add(kind)
+                grew = True
 
 
 def applied_inputs(conn: Connection, record: dict[str, Any], inputs: fastpath.Inputs | None, environ,
@@ -234,7 +251,7 @@ def _managed_select(rk: RowKind):
                       null().label("secret_refs")).where(mo.c.kind == rk.name)
 
 
-def _managed_records(conn: Connection, rk: RowKind, names: frozenset[str]) -> dict[str, Any]:
+def managed_records(conn: Connection, rk: RowKind, names: frozenset[str]) -> dict[str, Any]:
     """The managed records of these rows of a kind (by the (kind, name) unique index), in chunks."""
     from control_plane.state.live import IN_CHUNK
 

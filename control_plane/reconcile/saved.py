@@ -39,7 +39,7 @@ from control_plane.state.live import LiveState
 
 def plan_reader(plan: Plan, box: SecretBox) -> Callable[[Connection], LiveState]:
     """apply/execute's `read` for `plan`: the live state, under the apply lock, of what it needs."""
-    from control_plane.reconcile.incremental import _managed_records
+    from control_plane.reconcile.incremental import managed_records
     from control_plane.state.live import read_live
 
     def read(conn: Connection) -> LiveState:
@@ -47,7 +47,7 @@ def plan_reader(plan: Plan, box: SecretBox) -> Callable[[Connection], LiveState]
         if found is None:
             return read_live(conn, box)
         full, keys, base_run = found
-        records = {kind: _managed_records(conn, ROW_KINDS[kind], names) for kind, names in keys.items()}
+        records = {kind: managed_records(conn, ROW_KINDS[kind], names) for kind, names in keys.items()}
         live = read_live(conn, box, full=full, keys=keys, records=records)
         deletes = {kind: sum(1 for c in plan.changes if c.kind == kind and c.action == Action.DELETE) for kind in keys}
         live.carried = FromBase(conn, box, live, base_run, deletes)
@@ -60,28 +60,19 @@ def what_to_read(conn: Connection, plan: Plan) -> tuple[frozenset[str], dict[str
     """(the kinds read, those of them read only for some keys, the run whose rows the rest are),
     or None: read everything."""
     from control_plane.reconcile import fastpath
-    from control_plane.reconcile.incremental import kind_tables
+    from control_plane.reconcile.incremental import moved_since, spread
 
     record = fastpath.read_record(conn)
     if record is None or record.get("apply_run_id") is None:
         return None
     recorded = {str(k): int(v) for k, v in (record["versions"] or {}).items()}
-    if not recorded or any(t not in recorded for t in fastpath.plan_tables()):
+    found = moved_since(conn, recorded) if recorded else None
+    if found is None:
         return None
-    current = fastpath._current_versions(conn, sorted(recorded))
-    if current is None or any(current[t] != recorded[t] for t in fastpath.BOOKKEEPING_TABLES):
-        return None
-    moved = {kind for kind, rk in ROW_KINDS.items() if any(current[t] != recorded[t] for t in kind_tables(rk))}
+    _, moved = found
     whole = moved | {k for k, rk in ROW_KINDS.items() if rk.secret_columns}
     whole |= {c.kind for c in plan.changes if c.action == Action.ADOPT}
-    grew = True
-    while grew:
-        grew = False
-        for kind, rk in ROW_KINDS.items():
-            if kind not in whole and any(target in moved for target in rk.refs.values()):
-                whole.add(kind)
-                moved.add(kind)  # its natural keys may name the moved rows: what refers to it follows
-                grew = True
+    spread(whole, moved, children=False)  # (no delete is decided here: the plan's are its own)
     changed: dict[str, set[str]] = {}
     for change in plan.changes:
         if change.kind not in whole:
